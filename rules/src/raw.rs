@@ -1,0 +1,137 @@
+//! Raw rule-file structures: a faithful, strict mirror of the YAML format (`deny_unknown_fields`
+//! everywhere, so a typo is an error and never a silent misroute). No validation happens here;
+//! `compile` turns these into the typed rule set.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A whole rule file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuleFile {
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Spanned<String>,
+    /// Higher first; equal priorities keep file order (files in name order).
+    #[serde(default)]
+    pub priority: Option<Spanned<i64>>,
+    #[serde(default, rename = "match")]
+    pub matches: Option<Spanned<RawMatch>>,
+    pub target: Spanned<RawTarget>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
+    #[serde(default)]
+    pub path: Option<Spanned<RawPath>>,
+    #[serde(default)]
+    pub headers: Vec<Spanned<RawValueMatch>>,
+    #[serde(default)]
+    pub query: Vec<Spanned<RawValueMatch>>,
+    #[serde(default)]
+    pub body: Vec<Spanned<RawBodyMatch>>,
+}
+
+/// Exactly one of the four path forms.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPath {
+    #[serde(default)]
+    pub exact: Option<Spanned<String>>,
+    #[serde(default)]
+    pub prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub template: Option<Spanned<String>>,
+    #[serde(default)]
+    pub regex: Option<Spanned<String>>,
+}
+
+/// A header or query parameter test: present (the default when nothing else is given), equals, or
+/// regex.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValueMatch {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub present: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub equals: Option<Spanned<String>>,
+    #[serde(default)]
+    pub regex: Option<Spanned<String>>,
+}
+
+/// A JSONPath predicate on the request body: matches when the path selects at least one value
+/// (and, with `equals`, when one selected value equals it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBodyMatch {
+    pub jsonpath: Spanned<String>,
+    #[serde(default)]
+    pub equals: Option<Spanned<serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// A service named in the config, or `legacy` for the monolith.
+    pub service: Spanned<String>,
+    /// Percent of the route's traffic sent to the service; the rest goes to the monolith.
+    #[serde(default)]
+    pub weight: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub sticky: Option<Spanned<RawSticky>>,
+    #[serde(default)]
+    pub rewrite: Option<Spanned<RawRewrite>>,
+    /// Extra request headers sent to the service.
+    #[serde(default)]
+    pub headers: Vec<Spanned<RawHeader>>,
+}
+
+/// Exactly one source of the sticky key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSticky {
+    #[serde(default)]
+    pub header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub cookie: Option<Spanned<String>>,
+    #[serde(default)]
+    pub query: Option<Spanned<String>>,
+    #[serde(default)]
+    pub path_param: Option<Spanned<String>>,
+    #[serde(default)]
+    pub body: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrite {
+    #[serde(default)]
+    pub strip_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub replace_prefix: Option<Spanned<RawReplacePrefix>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplacePrefix {
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeader {
+    pub name: Spanned<String>,
+    pub value: Spanned<String>,
+}

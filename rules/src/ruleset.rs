@@ -1,0 +1,102 @@
+//! The compiled rule set: routes in precedence order plus the path index, and the lookup that
+//! answers "which route does this request match" without scanning every route.
+
+use crate::path::PathIndex;
+use crate::route::{Body, Miss, Params, Request, Route};
+
+/// Every route from every rule file, ready to match. Immutable: reloads build a new one.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    /// Sorted by priority (highest first), then file order; a route's id is its position.
+    routes: Vec<Route>,
+    index: PathIndex,
+    /// Routes the index cannot answer for (regex paths, no path): checked for every request.
+    unindexed: Vec<u32>,
+}
+
+/// The result of matching one request.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    Matched { route: &'a Route, params: Params<'a> },
+    /// The first route whose other predicates match needs the body; read it and match again.
+    NeedsBody,
+    /// No route matched: the monolith.
+    Default,
+}
+
+impl RuleSet {
+    pub(crate) fn new(mut routes: Vec<Route>) -> RuleSet {
+        // Stable sort keeps file order among equal priorities.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        let mut index = PathIndex::default();
+        let mut unindexed = Vec::new();
+        for (id, r) in routes.iter().enumerate() {
+            let id = id as u32;
+            let indexed = r.path.as_ref().is_some_and(|p| index.insert(id, p));
+            if !indexed {
+                unindexed.push(id);
+            }
+        }
+        RuleSet { routes, index, unindexed }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// The first route (in precedence order) that matches. With `Body::NotRead`, stops with
+    /// `NeedsBody` as soon as the deciding route needs the body.
+    pub fn find<'a>(&'a self, req: &Request<'a>, body: Body<'_>) -> Outcome<'a> {
+        let mut ids = Vec::with_capacity(8);
+        self.index.candidates(req.path, &mut ids);
+        ids.extend_from_slice(&self.unindexed);
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let route = &self.routes[id as usize];
+            match route.check(req, body) {
+                Ok(params) => {
+                    if matches!(body, Body::NotRead) && route.needs_body() {
+                        return Outcome::NeedsBody;
+                    }
+                    return Outcome::Matched { route, params };
+                }
+                Err(Miss::NeedsBody) => return Outcome::NeedsBody,
+                Err(_) => {}
+            }
+        }
+        Outcome::Default
+    }
+
+    /// Every route in precedence order with its verdict, up to and including the one that
+    /// matches: what `strangler explain --verbose` prints. Scans all routes (no index) on purpose,
+    /// so it also checks the index.
+    pub fn explain<'a>(
+        &'a self,
+        req: &Request<'a>,
+        body: Body<'_>,
+    ) -> Vec<(&'a Route, Result<Params<'a>, Miss>)> {
+        let mut out = Vec::new();
+        for route in &self.routes {
+            let verdict = route.check(req, body);
+            let done = verdict.is_ok();
+            out.push((route, verdict));
+            if done {
+                break;
+            }
+        }
+        out
+    }
+}

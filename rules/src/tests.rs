@@ -1,0 +1,251 @@
+//! Compile-and-match tests over whole rule files.
+
+use http::{HeaderMap, Method};
+use proptest::prelude::*;
+use serde_json::json;
+
+use crate::*;
+
+fn set(yaml: &str) -> RuleSet {
+    let files = [SourceFile { name: "rules.yaml".into(), text: yaml.into() }];
+    let ctx = Context { services: Some(vec!["orders".into(), "users".into()]) };
+    compile(&files, &ctx).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    let files = [SourceFile { name: "rules.yaml".into(), text: yaml.into() }];
+    let ctx = Context { services: Some(vec!["orders".into()]) };
+    compile(&files, &ctx).unwrap_err().0.iter().map(ToString::to_string).collect()
+}
+
+struct Req {
+    method: Method,
+    host: Option<String>,
+    path: String,
+    query: Option<String>,
+    headers: HeaderMap,
+}
+
+impl Req {
+    fn new(method: &str, target: &str) -> Req {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (target.to_string(), None),
+        };
+        Req { method: method.parse().unwrap(), host: None, path, query, headers: HeaderMap::new() }
+    }
+    fn header(mut self, k: &'static str, v: &str) -> Req {
+        self.headers.insert(k, v.parse().unwrap());
+        self
+    }
+    fn view(&self) -> Request<'_> {
+        Request {
+            method: &self.method,
+            host: self.host.as_deref(),
+            path: &self.path,
+            query: self.query.as_deref(),
+            headers: &self.headers,
+        }
+    }
+}
+
+fn matched(rs: &RuleSet, req: &Req, body: Body<'_>) -> Option<String> {
+    match rs.find(&req.view(), body) {
+        Outcome::Matched { route, .. } => Some(route.name.clone()),
+        Outcome::NeedsBody => Some("<needs body>".into()),
+        Outcome::Default => None,
+    }
+}
+
+const RULES: &str = r#"
+routes:
+  - name: orders-by-id
+    match:
+      methods: [GET]
+      path: { template: "/api/orders/{id}" }
+    target: { service: orders, weight: 50, sticky: { path_param: id } }
+  - name: orders-create-bulk
+    match:
+      methods: [POST]
+      path: { exact: /api/orders }
+      body:
+        - jsonpath: "$.items[?@.qty > 10]"
+    target: { service: orders }
+  - name: beta-users
+    match:
+      path: { prefix: /api/users }
+      headers:
+        - { name: x-beta, equals: "1" }
+      query:
+        - { name: v, regex: "[23]" }
+    target: { service: users, sticky: { header: x-user } }
+  - name: pinned
+    priority: 10
+    match:
+      path: { regex: "/api/orders/export.*" }
+    target: { service: legacy }
+"#;
+
+#[test]
+fn matches_each_kind() {
+    let rs = set(RULES);
+    assert_eq!(matched(&rs, &Req::new("GET", "/api/orders/7"), Body::NotRead).as_deref(), Some("orders-by-id"));
+    assert_eq!(matched(&rs, &Req::new("DELETE", "/api/orders/7"), Body::NotRead), None);
+    // priority beats file order
+    assert_eq!(matched(&rs, &Req::new("GET", "/api/orders/export"), Body::NotRead).as_deref(), Some("pinned"));
+    let post = Req::new("POST", "/api/orders");
+    assert_eq!(matched(&rs, &post, Body::NotRead).as_deref(), Some("<needs body>"));
+    let big = json!({"items": [{"qty": 1}, {"qty": 12}]});
+    let small = json!({"items": [{"qty": 1}]});
+    assert_eq!(matched(&rs, &post, Body::Json(&big)).as_deref(), Some("orders-create-bulk"));
+    assert_eq!(matched(&rs, &post, Body::Json(&small)), None);
+    assert_eq!(matched(&rs, &post, Body::Unavailable), None);
+    let beta = Req::new("GET", "/api/users/1?v=2").header("x-beta", "1");
+    assert_eq!(matched(&rs, &beta, Body::NotRead).as_deref(), Some("beta-users"));
+    let beta_v1 = Req::new("GET", "/api/users/1?v=1").header("x-beta", "1");
+    assert_eq!(matched(&rs, &beta_v1, Body::NotRead), None);
+    assert_eq!(matched(&rs, &Req::new("GET", "/api/users/1?v=3"), Body::NotRead), None);
+}
+
+#[test]
+fn explain_says_why() {
+    let rs = set(RULES);
+    let req = Req::new("GET", "/api/users/1?v=3");
+    let verdicts = rs.explain(&req.view(), Body::NotRead);
+    assert_eq!(verdicts.len(), 4);
+    let (route, miss) = &verdicts[3];
+    assert_eq!(route.name, "beta-users");
+    assert_eq!(route.describe_miss(miss.as_ref().unwrap_err()), "header x-beta does not equal \"1\"");
+}
+
+#[test]
+fn sticky_path_param_is_stable_and_monotonic() {
+    let rs = set(RULES);
+    let route = rs.route("orders-by-id").unwrap();
+    for id in 0..200 {
+        let req = Req::new("GET", &format!("/api/orders/{id}"));
+        let view = req.view();
+        let Outcome::Matched { params, .. } = rs.find(&view, Body::NotRead) else { panic!() };
+        let (a, choice) = route.decide(&view, &params, Body::NotRead, 1);
+        let (b, _) = route.decide(&view, &params, Body::NotRead, 999);
+        assert_eq!(a, b, "sticky key ignores the random number");
+        assert!(matches!(choice, Choice::Sticky { .. }));
+    }
+}
+
+#[test]
+fn every_error_is_located() {
+    let errs = errors(
+        r#"
+routes:
+  - name: a
+    match:
+      methods: [GTE]
+      path: { regex: "(" }
+    target: { service: nope, weight: 120 }
+  - name: a
+    match:
+      path: { template: "/x/{id}" }
+      body:
+        - jsonpath: "$.[["
+    target: { service: orders, sticky: { path_param: user } }
+"#,
+    );
+    let joined = errors_text(&errs);
+    assert!(joined.contains("rules.yaml:5:17: routes[0].match.methods[0]: unknown method `GTE`"), "{joined}");
+    assert!(joined.contains("rules.yaml:6:22: routes[0].match.path.regex: invalid regex"), "{joined}");
+    assert!(joined.contains("routes[0].target.service: unknown service `nope`"), "{joined}");
+    assert!(joined.contains("routes[0].target.weight: weight 120 is out of range"), "{joined}");
+    assert!(joined.contains("rules.yaml:8:11: routes[1].name: duplicate route name `a` (first defined at rules.yaml:3:11)"), "{joined}");
+    assert!(joined.contains("routes[1].match.body[0].jsonpath: invalid JSONPath"), "{joined}");
+    assert!(joined.contains("routes[1].target.sticky.path_param: path parameter `user` can never be present: the template has {id}"), "{joined}");
+    assert_eq!(errs.len(), 7, "{joined}");
+}
+
+#[test]
+fn unknown_field_is_located() {
+    let errs = errors("routes:\n  - name: a\n    target: { service: orders }\n    mach: {}\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("rules.yaml:4:5: "), "{}", errs[0]);
+    assert!(errs[0].contains("unknown field `mach`"), "{}", errs[0]);
+}
+
+#[test]
+fn body_sticky_on_get_only_route_is_rejected() {
+    let errs = errors(
+        "routes:\n  - name: a\n    match: { methods: [GET] }\n    target: { service: orders, sticky: { body: $.user } }\n",
+    );
+    assert!(errs[0].contains("can never be present"), "{errs:?}");
+}
+
+fn errors_text(errs: &[String]) -> String {
+    errs.join("\n")
+}
+
+fn many_routes(n: usize) -> RuleSet {
+    let mut y = String::from("routes:\n");
+    for i in 0..n {
+        y.push_str(&format!(
+            "  - name: r{i}\n    match: {{ path: {{ template: \"/svc{i}/items/{{id}}\" }} }}\n    target: {{ service: orders }}\n"
+        ));
+    }
+    set(&y)
+}
+
+#[test]
+fn thousands_of_routes_use_the_index() {
+    let rs = many_routes(2_000);
+    let req = Req::new("GET", "/svc1999/items/5");
+    assert_eq!(matched(&rs, &req, Body::NotRead).as_deref(), Some("r1999"));
+}
+
+proptest! {
+    /// The indexed lookup agrees with checking every route in order.
+    #[test]
+    fn index_agrees_with_linear_scan(
+        segs in proptest::collection::vec(prop_oneof!["api", "orders", "users", "7", "x", ""], 0..5),
+        method in prop_oneof![Just("GET"), Just("POST")],
+    ) {
+        let rs = set(PROP_RULES);
+        let path = format!("/{}", segs.join("/"));
+        let req = Req::new(method, &path);
+        let view = req.view();
+        let json = json!({"kind": "big"});
+        let linear = rs.explain(&view, Body::Json(&json)).into_iter().find(|(_, v)| v.is_ok()).map(|(r, _)| r.name.clone());
+        let indexed = match rs.find(&view, Body::Json(&json)) {
+            Outcome::Matched { route, .. } => Some(route.name.clone()),
+            _ => None,
+        };
+        prop_assert_eq!(linear, indexed);
+    }
+
+    /// Raising the weight only moves keys from legacy to the new service.
+    #[test]
+    fn raising_weight_is_monotonic(key in "[a-z0-9]{1,12}", w1 in 0u16..=10_000, w2 in 0u16..=10_000) {
+        let (lo, hi) = (w1.min(w2), w1.max(w2));
+        let b = sticky::bucket("route", key.as_bytes());
+        prop_assert!(!sticky::to_new(b, lo) || sticky::to_new(b, hi));
+    }
+
+    /// Matching never panics on arbitrary paths, queries and headers.
+    #[test]
+    fn matching_never_panics(path in "/[ -~]{0,40}", query in proptest::option::of("[ -~]{0,30}"), hv in "[ -~]{0,20}") {
+        let rs = set(RULES);
+        let mut req = Req::new("GET", "/");
+        req.path = path;
+        req.query = query;
+        if let Ok(v) = hv.parse() { req.headers.insert("x-beta", v); req.headers.insert("x-user", hv.parse().unwrap()); }
+        let _ = rs.find(&req.view(), Body::Unavailable);
+    }
+}
+
+const PROP_RULES: &str = r#"
+routes:
+  - { name: a, match: { path: { exact: /api/orders } }, target: { service: orders } }
+  - { name: b, match: { path: { template: "/api/{x}/7" }, methods: [POST] }, target: { service: orders } }
+  - { name: c, match: { path: { prefix: /api/users } }, target: { service: users } }
+  - { name: d, match: { path: { regex: "/api/.*/x" } }, target: { service: users } }
+  - { name: e, match: { path: { template: "/{a}/{b}" } }, target: { service: legacy } }
+  - { name: f, match: { path: { prefix: / }, body: [ { jsonpath: "$.kind", equals: big } ] }, target: { service: orders } }
+  - { name: g, priority: 5, match: { path: { exact: /x } }, target: { service: orders } }
+"#;
