@@ -1,1 +1,65 @@
-fn main() {}
+//! The `strangler` binary: parses the command line, sets up logging and hands over to `serve`,
+//! `check` or `explain`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use strangler::{check, config, explain, serve, telemetry};
+
+#[derive(Parser)]
+#[command(name = "strangler", version, about = "Strangler-fig migration proxy: route, dual-write, shadow, shift")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Take over the listening sockets of a running instance (graceful upgrade; send the old
+        /// one SIGQUIT).
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Validate config and rule files; print every error with its location.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show which route a request matches and where it would go.
+    Explain(explain::ExplainArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, upgrade } => {
+            let cfg = match config::Config::load(&config) {
+                Ok(c) => c,
+                Err(d) => {
+                    eprintln!("{d}");
+                    return ExitCode::from(1);
+                }
+            };
+            telemetry::init(cfg.log_format, &cfg.log_level);
+            // Synchronous on purpose: pingora builds its own runtimes in `run_forever`.
+            if let Err(e) = serve::run(cfg, upgrade) {
+                eprintln!("strangler: {e:#}");
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Check { files } => ExitCode::from(check::run(&files) as u8),
+        Command::Explain(args) => match explain::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strangler: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

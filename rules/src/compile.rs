@@ -269,6 +269,7 @@ fn regex(v: &Spanned<String>, field: &str, r: &mut Reporter) -> Option<regex::Re
         Err(e) => {
             let msg = e.to_string();
             let last = msg.lines().last().unwrap_or("invalid regex").trim();
+            let last = last.strip_prefix("error: ").unwrap_or(last);
             r.report(v.into(), field, format!("invalid regex `{}`: {last}", v.value));
             None
         }

@@ -17,9 +17,10 @@ pub struct RuleSet {
 /// The result of matching one request.
 #[derive(Debug)]
 pub enum Outcome<'a> {
-    Matched { route: &'a Route, params: Params<'a> },
-    /// The first route whose other predicates match needs the body; read it and match again.
-    NeedsBody,
+    Matched { id: usize, route: &'a Route, params: Params<'a> },
+    /// The first route whose other predicates match (id given) needs the body; read it and
+    /// match again.
+    NeedsBody { id: usize },
     /// No route matched: the monolith.
     Default,
 }
@@ -69,11 +70,11 @@ impl RuleSet {
             match route.check(req, body) {
                 Ok(params) => {
                     if matches!(body, Body::NotRead) && route.needs_body() {
-                        return Outcome::NeedsBody;
+                        return Outcome::NeedsBody { id: id as usize };
                     }
-                    return Outcome::Matched { route, params };
+                    return Outcome::Matched { id: id as usize, route, params };
                 }
-                Err(Miss::NeedsBody) => return Outcome::NeedsBody,
+                Err(Miss::NeedsBody) => return Outcome::NeedsBody { id: id as usize },
                 Err(_) => {}
             }
         }

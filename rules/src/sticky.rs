@@ -15,6 +15,13 @@ pub fn bucket(route: &str, key: &[u8]) -> u64 {
     mix(h.0) % BUCKETS
 }
 
+/// A stable 64-bit hash of `bytes` (the same function, unsalted).
+pub fn hash64(bytes: &[u8]) -> u64 {
+    let mut h = Fnv::new();
+    h.write(bytes);
+    mix(h.0)
+}
+
 /// A bucket for a request with no key: spread by the caller's random number.
 pub fn random_bucket(random: u64) -> u64 {
     mix(random) % BUCKETS

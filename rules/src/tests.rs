@@ -52,7 +52,7 @@ impl Req {
 fn matched(rs: &RuleSet, req: &Req, body: Body<'_>) -> Option<String> {
     match rs.find(&req.view(), body) {
         Outcome::Matched { route, .. } => Some(route.name.clone()),
-        Outcome::NeedsBody => Some("<needs body>".into()),
+        Outcome::NeedsBody { .. } => Some("<needs body>".into()),
         Outcome::Default => None,
     }
 }

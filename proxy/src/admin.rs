@@ -1,0 +1,102 @@
+//! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`, `GET /api/routes`,
+//! `GET /api/rules` (last reload status) and `POST /api/reload`. JSON in, JSON out; it never
+//! touches the request path's state except through `RulesStore`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde_json::json;
+use strangler_rules::Target;
+
+use crate::reload::RulesStore;
+
+pub struct Admin {
+    pub store: Arc<RulesStore>,
+    pub registry: Registry,
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let (method, path) = (req.method.clone(), req.uri.path().to_string());
+        match (method, path.as_str()) {
+            (Method::GET, "/metrics") => {
+                let mut buf = Vec::new();
+                let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+                reply(StatusCode::OK, "text/plain; version=0.0.4", buf)
+            }
+            (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            // Rules are loaded before the listeners start, so serving means ready.
+            (Method::GET, "/readyz") => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+            (Method::GET, "/api/routes") => self.routes(),
+            (Method::GET, "/api/rules") => json_reply(StatusCode::OK, &json!(self.store.last_status())),
+            (Method::POST, "/api/reload") => {
+                let store = Arc::clone(&self.store);
+                let result = tokio::task::spawn_blocking(move || store.reload("admin api")).await;
+                match result {
+                    Ok(Ok(s)) => json_reply(StatusCode::OK, &json!(s)),
+                    Ok(Err(s)) => json_reply(StatusCode::UNPROCESSABLE_ENTITY, &json!(s)),
+                    Err(e) => json_reply(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": e.to_string()})),
+                }
+            }
+            (_, "/metrics" | "/healthz" | "/readyz" | "/api/routes" | "/api/rules" | "/api/reload") => {
+                json_reply(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed"}))
+            }
+            _ => json_reply(StatusCode::NOT_FOUND, &json!({"error": "not found", "paths": ["/metrics", "/healthz", "/readyz", "GET /api/routes", "GET /api/rules", "POST /api/reload"]})),
+        }
+    }
+}
+
+impl Admin {
+    fn routes(&self) -> Response<Vec<u8>> {
+        let loaded = self.store.current();
+        let routes: Vec<_> = loaded
+            .rules
+            .routes()
+            .iter()
+            .zip(&loaded.route_stats)
+            .map(|(r, stats)| {
+                let (service, weight, sticky) = match &r.target {
+                    Target::Service(s) => (s.service.as_str(), f64::from(s.weight_bp) / 100.0, s.sticky.as_ref().map(|k| k.describe())),
+                    Target::Legacy => (strangler_rules::LEGACY, 0.0, None),
+                };
+                json!({
+                    "name": r.name,
+                    "file": format!("{}:{}", r.file, r.line),
+                    "priority": r.priority,
+                    "target": service,
+                    "weight": weight,
+                    "sticky": sticky,
+                    "requests": { "legacy": stats[0].requests.get(), "service": if service == strangler_rules::LEGACY { 0 } else { stats[1].requests.get() } },
+                })
+            })
+            .collect();
+        let status = self.store.last_status();
+        json_reply(StatusCode::OK, &json!({
+            "generation": loaded.generation,
+            "routes": routes,
+            "default": { "requests": loaded.default_stats.requests.get() },
+            "last_reload": status,
+        }))
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .expect("static response parts are valid")
+}
+
+fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, "application/json", body)
+}

@@ -1,0 +1,346 @@
+//! The proxy's config file (`strangler.yaml`): strict raw structs, then a validated [`Config`]
+//! with resolved addresses, durations and sizes. Every problem is reported at once with its
+//! location, like rule files. Rules themselves are loaded by `reload`.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use strangler_rules::{Diagnostics, Loc, Reporter};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    admin: Option<Spanned<String>>,
+    #[serde(default)]
+    workers: Option<Spanned<usize>>,
+    legacy: Spanned<RawUpstream>,
+    #[serde(default)]
+    services: BTreeMap<String, Spanned<RawUpstream>>,
+    #[serde(default)]
+    store: Option<Spanned<String>>,
+    rules: Spanned<String>,
+    #[serde(default)]
+    body_buffer_limit: Option<Spanned<String>>,
+    #[serde(default)]
+    log: Option<RawLog>,
+    #[serde(default)]
+    server: Option<RawServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    address: Spanned<String>,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    sni: Option<String>,
+    #[serde(default)]
+    verify_cert: Option<bool>,
+    #[serde(default)]
+    connect_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    read_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    total_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    idle_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default)]
+    format: Option<Spanned<String>>,
+    #[serde(default)]
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default)]
+    pid_file: Option<String>,
+    #[serde(default)]
+    upgrade_sock: Option<String>,
+    #[serde(default)]
+    grace_period: Option<Spanned<String>>,
+    #[serde(default)]
+    shutdown_timeout: Option<Spanned<String>>,
+}
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+    pub workers: usize,
+    pub legacy: Upstream,
+    pub services: BTreeMap<String, Upstream>,
+    pub store: String,
+    /// A rule file or a folder of them, resolved against the config file's folder.
+    pub rules: PathBuf,
+    pub body_buffer_limit: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One upstream: the monolith or a new service. Addresses are resolved once, at start.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: bool,
+    pub sni: String,
+    pub verify_cert: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Connection set-up including the TLS handshake.
+    pub total_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Duration,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let mut r = Reporter::new(path.display().to_string());
+            r.report(Loc::default(), "", format!("cannot read: {e}"));
+            r.finish()
+        })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
+        let mut r = Reporter::new(path.display().to_string());
+        let raw = match serde_saphyr::from_str::<RawConfig>(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                r.yaml_error(&e);
+                return Err(r.finish());
+            }
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let cfg = validate(raw, path, base, &mut r);
+        r.finish().into_result(()).map(|()| cfg.expect("no errors means a config"))
+    }
+
+    /// Names of the new services, for the rules' cross-check.
+    pub fn service_names(&self) -> Vec<String> {
+        self.services.keys().cloned().collect()
+    }
+}
+
+fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Option<Config> {
+    let mut listen = Vec::new();
+    if raw.listen.value.is_empty() {
+        r.report((&raw.listen).into(), "listen", "give at least one address to listen on");
+    }
+    for (i, a) in raw.listen.value.iter().enumerate() {
+        match a.value.parse::<SocketAddr>() {
+            Ok(addr) => listen.push(addr),
+            Err(_) => r.report(a.into(), format!("listen[{i}]"), format!("`{}` is not an IP:port address", a.value)),
+        }
+    }
+    let admin = match &raw.admin {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        Some(a) => a.value.parse::<SocketAddr>().ok().or_else(|| {
+            r.report(a.into(), "admin", format!("`{}` is not an IP:port address", a.value));
+            None
+        }),
+    };
+    let workers = match &raw.workers {
+        Some(w) if w.value == 0 => {
+            r.report(w.into(), "workers", "workers must be at least 1");
+            1
+        }
+        Some(w) => w.value,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let legacy = upstream(strangler_rules::LEGACY, &raw.legacy, "legacy", r);
+    let mut services = BTreeMap::new();
+    for (name, up) in &raw.services {
+        let field = format!("services.{name}");
+        if name == strangler_rules::LEGACY {
+            r.report(up.into(), field, "`legacy` is reserved for the monolith; name the service differently");
+            continue;
+        }
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            r.report(up.into(), field.clone(), "service names use only letters, digits, '-', '_' and '.' (they become metric labels)");
+        }
+        if let Some(u) = upstream(name, up, &field, r) {
+            services.insert(name.clone(), u);
+        }
+    }
+    let store = raw.store.as_ref().map_or_else(|| "sqlite://strangler.db".to_string(), |s| s.value.clone());
+    if let Some(s) = &raw.store
+        && !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| s.value.starts_with(p))
+    {
+        r.report(s.into(), "store", "store must be a `sqlite://…` or `postgres://…` URL");
+    }
+    let rules = base.join(&raw.rules.value);
+    if !rules.exists() {
+        r.report((&raw.rules).into(), "rules", format!("{} does not exist", rules.display()));
+    }
+    let body_buffer_limit = match &raw.body_buffer_limit {
+        None => 1 << 20,
+        Some(s) => parse_size(&s.value).unwrap_or_else(|e| {
+            r.report(s.into(), "body_buffer_limit", e);
+            0
+        }),
+    };
+    let log_format = match raw.log.as_ref().and_then(|l| l.format.as_ref()) {
+        None => LogFormat::Text,
+        Some(f) if f.value == "text" => LogFormat::Text,
+        Some(f) if f.value == "json" => LogFormat::Json,
+        Some(f) => {
+            r.report(f.into(), "log.format", format!("unknown log format `{}` (expected text or json)", f.value));
+            LogFormat::Text
+        }
+    };
+    let log_level = raw.log.as_ref().and_then(|l| l.level.clone()).unwrap_or_else(|| "info".into());
+    let server = raw.server.unwrap_or(RawServer {
+        pid_file: None,
+        upgrade_sock: None,
+        grace_period: None,
+        shutdown_timeout: None,
+    });
+    // pingora's defaults are fixed names in /tmp (two instances collide): key them to the config.
+    let stem = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let tag = format!("{:016x}", strangler_rules::sticky::hash64(stem.display().to_string().as_bytes()));
+    let pid_file = server.pid_file.unwrap_or_else(|| std::env::temp_dir().join(format!("strangler-{tag}.pid")).display().to_string());
+    let upgrade_sock = server.upgrade_sock.unwrap_or_else(|| std::env::temp_dir().join(format!("strangler-{tag}.sock")).display().to_string());
+    let grace_period = opt_duration(server.grace_period.as_ref(), "server.grace_period", Duration::from_secs(5), r);
+    let shutdown_timeout = opt_duration(server.shutdown_timeout.as_ref(), "server.shutdown_timeout", Duration::from_secs(10), r);
+    Some(Config {
+        file: path.to_path_buf(),
+        listen,
+        admin: admin?,
+        workers,
+        legacy: legacy?,
+        services,
+        store,
+        rules,
+        body_buffer_limit,
+        log_format,
+        log_level,
+        pid_file,
+        upgrade_sock,
+        grace_period,
+        shutdown_timeout,
+    })
+}
+
+fn upstream(name: &str, raw: &Spanned<RawUpstream>, field: &str, r: &mut Reporter) -> Option<Upstream> {
+    let u = &raw.value;
+    let address = match u.address.value.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => Some(a),
+        _ => {
+            r.report((&u.address).into(), format!("{field}.address"),
+                format!("`{}` is not a reachable host:port (it is resolved once, at start)", u.address.value));
+            None
+        }
+    };
+    let host = u.address.value.rsplit_once(':').map_or(u.address.value.as_str(), |(h, _)| h);
+    let connect_timeout = opt_duration(u.connect_timeout.as_ref(), &format!("{field}.connect_timeout"), Duration::from_secs(2), r);
+    let read_timeout = opt_duration(u.read_timeout.as_ref(), &format!("{field}.read_timeout"), Duration::from_secs(30), r);
+    let total_timeout = opt_duration(u.total_timeout.as_ref(), &format!("{field}.total_timeout"), Duration::from_secs(5), r);
+    let idle_timeout = opt_duration(u.idle_timeout.as_ref(), &format!("{field}.idle_timeout"), Duration::from_secs(60), r);
+    Some(Upstream {
+        name: name.to_string(),
+        address: address?,
+        tls: u.tls,
+        sni: u.sni.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_string()),
+        verify_cert: u.verify_cert.unwrap_or(true),
+        connect_timeout,
+        read_timeout,
+        total_timeout,
+        idle_timeout,
+    })
+}
+
+fn opt_duration(v: Option<&Spanned<String>>, field: &str, default: Duration, r: &mut Reporter) -> Duration {
+    match v {
+        None => default,
+        Some(s) => parse_duration(&s.value).unwrap_or_else(|e| {
+            r.report(s.into(), field, e);
+            default
+        }),
+    }
+}
+
+/// `250ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration such as 250ms, 5s or 2m"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}` is not a duration such as 250ms, 5s or 2m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `65536`, `64KiB`, `1MiB`, `1MB`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("`{s}` is not a size such as 65536, 64KiB or 1MiB"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        _ => return Err(format!("`{s}` is not a size such as 65536, 64KiB or 1MiB")),
+    };
+    Ok(n * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5").is_err());
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("1GB").is_err());
+    }
+
+    #[test]
+    fn config_errors_are_located() {
+        let text = "listen: [\"nope\"]\nlegacy: { address: \"127.0.0.1:1\" }\nservices:\n  legacy: { address: \"127.0.0.1:2\" }\nrules: /definitely/missing\nlog: { format: xml }\n";
+        let err = Config::parse(Path::new("s.yaml"), text).unwrap_err().to_string();
+        assert!(err.contains("s.yaml:1:10: listen[0]: `nope` is not an IP:port address"), "{err}");
+        assert!(err.contains("services.legacy: `legacy` is reserved"), "{err}");
+        assert!(err.contains("s.yaml:5:8: rules: /definitely/missing does not exist"), "{err}");
+        assert!(err.contains("log.format: unknown log format `xml`"), "{err}");
+    }
+}

@@ -1,0 +1,17 @@
+//! The strangler proxy as a library: the pingora service and everything around it. The
+//! `strangler` binary (`main.rs`) only parses the command line and calls in here.
+//!
+//! One request flows `proxy` (rules → side → upstream) → `errors` (502/504) → `metrics` and the
+//! access log; `reload` owns the live rule set, `admin` exposes it, `serve` wires it all up.
+
+pub mod admin;
+pub mod check;
+pub mod config;
+pub mod errors;
+pub mod explain;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod serve;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,339 @@
+//! The request path, in the order pingora calls it: `request_filter` matches the rules (reading
+//! the body first when a body predicate or body key needs it) and chooses the side;
+//! `upstream_peer` hands over that upstream; `upstream_request_filter` rewrites the path and adds
+//! forwarding and trace headers; `fail_to_proxy` turns errors into 502/504 via `errors`;
+//! `logging` counts the request and writes the access-log line.
+
+mod body;
+mod forward;
+mod headers;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use strangler_rules::{Body, Choice, Outcome, Request, Side, Target};
+use tracing::{info, warn};
+
+use crate::errors;
+use crate::metrics::Metrics;
+use crate::reload::{Loaded, RulesStore};
+use crate::upstream::{UpstreamPeer, Upstreams};
+
+/// The proxy service: shared, immutable except for the rule set behind `store`.
+pub struct Strangler {
+    pub store: Arc<RulesStore>,
+    pub upstreams: Arc<Upstreams>,
+    pub metrics: Metrics,
+    /// Most bytes of a request body read for body predicates or a body key.
+    pub body_limit: usize,
+    pub connector: pingora::connectors::http::Connector,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    /// The rule set this request started with; a reload mid-request does not affect it.
+    rules: Option<Arc<Loaded>>,
+    /// Index of the matched route in `rules`, `None` for the default route.
+    route: Option<usize>,
+    /// True when the new service serves this request.
+    to_service: bool,
+    upstream: Option<Arc<UpstreamPeer>>,
+    choice: Choice,
+    /// Rewritten path and query for the upstream.
+    rewritten: Option<String>,
+    /// Body bytes read for matching that pingora no longer holds: sent ahead of the rest.
+    body_prefix: Option<Bytes>,
+    trace_id: Option<String>,
+    upstream_start: Option<Instant>,
+    failure: Option<errors::Failure>,
+}
+
+impl Ctx {
+    fn route_name(&self) -> &str {
+        match (&self.rules, self.route) {
+            (Some(l), Some(i)) => &l.rules.routes()[i].name,
+            _ => crate::reload::DEFAULT_ROUTE,
+        }
+    }
+
+    fn target_name(&self) -> &str {
+        self.upstream.as_ref().map_or("-", |u| u.cfg.name.as_str())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Strangler {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            rules: None,
+            route: None,
+            to_service: false,
+            upstream: None,
+            choice: Choice::Fixed,
+            rewritten: None,
+            body_prefix: None,
+            trace_id: None,
+            upstream_start: None,
+            failure: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let loaded = self.store.current();
+        let needs_body = {
+            let req = request_view(session.req_header());
+            match loaded.rules.find(&req, Body::NotRead) {
+                Outcome::NeedsBody { id } => Some(id),
+                _ => None,
+            }
+        };
+        let mut json = None;
+        let mut whole_body = None;
+        if let Some(id) = needs_body {
+            let read = body::read(session, self.body_limit).await;
+            let route_hint = &loaded.rules.routes()[id].name;
+            match read {
+                body::Read::Complete(b) => {
+                    match serde_json::from_slice::<serde_json::Value>(&b) {
+                        Ok(v) => json = Some(v),
+                        Err(_) => self.body_skipped(route_hint, "not_json"),
+                    }
+                    whole_body = Some(b);
+                }
+                body::Read::TooLarge(prefix) => {
+                    self.body_skipped(route_hint, "too_large");
+                    // pingora resends what it buffered itself (up to 64 KiB); beyond that the
+                    // prefix is ours to send ahead of the rest of the body.
+                    if session.as_downstream().get_retry_buffer().is_none() {
+                        ctx.body_prefix = Some(prefix);
+                    }
+                }
+                body::Read::Failed(e) => {
+                    self.body_skipped(route_hint, "read_error");
+                    return Err(e);
+                }
+            }
+        }
+        {
+            let header = session.req_header();
+            let req = request_view(header);
+            let body = match &json {
+                Some(v) => Body::Json(v),
+                None if needs_body.is_some() => Body::Unavailable,
+                None => Body::NotRead,
+            };
+            let mut service = None;
+            if let Outcome::Matched { id, route, params } = loaded.rules.find(&req, body) {
+                let (side, choice) = route.decide(&req, &params, body, headers::random_u64());
+                ctx.route = Some(id);
+                ctx.choice = choice;
+                if let (Side::Service(name), Target::Service(t)) = (side, &route.target) {
+                    service = Some(name);
+                    ctx.to_service = true;
+                    if let Some(rw) = &t.rewrite {
+                        let path = rw.apply(req.path);
+                        if path != req.path {
+                            ctx.rewritten = Some(match req.query {
+                                Some(q) => format!("{path}?{q}"),
+                                None => path.into_owned(),
+                            });
+                        }
+                    }
+                }
+            }
+            ctx.upstream = Some(Arc::clone(self.upstreams.get(service)));
+        }
+        ctx.rules = Some(loaded);
+        // A whole body that pingora did not keep (over its 64 KiB retry buffer) cannot be
+        // replayed through its pipeline: send this request ourselves.
+        if let Some(b) = whole_body
+            && session.as_downstream().get_retry_buffer().is_none()
+            && !b.is_empty()
+        {
+            return forward::send(self, session, ctx, b).await.map(|()| true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.upstream_start.get_or_insert_with(Instant::now);
+        let up = ctx.upstream.as_ref().ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
+        Ok(Box::new(up.peer.clone()))
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(prefix) = ctx.body_prefix.take() {
+            *body = Some(match body.take() {
+                Some(rest) if !rest.is_empty() => {
+                    let mut joined = bytes::BytesMut::with_capacity(prefix.len() + rest.len());
+                    joined.extend_from_slice(&prefix);
+                    joined.extend_from_slice(&rest);
+                    joined.freeze()
+                }
+                _ => prefix,
+            });
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.prepare_upstream_request(session, upstream_request, ctx)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        headers::strip_response_hop_by_hop(upstream_response);
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.failure = Some(errors::classify(&e));
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let failure = errors::classify(e);
+        ctx.failure = Some(failure);
+        if failure.status > 0 && session.response_written().is_none() {
+            let body = match (&ctx.upstream, failure.kind) {
+                (Some(up), Some(_)) => {
+                    format!("strangler: upstream {} ({}) {}\n", up.cfg.name, up.cfg.address, failure.reason)
+                }
+                _ => format!("strangler: {}\n", failure.reason),
+            };
+            if let Err(err) = write_plain(session, failure.status, body).await {
+                warn!(error = %err, "Could not send the error response");
+            }
+        }
+        FailToProxy { error_code: failure.status, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(loaded) = &ctx.rules {
+            let stats = match ctx.route {
+                Some(i) => &loaded.route_stats[i][usize::from(ctx.to_service)],
+                None => &loaded.default_stats,
+            };
+            stats.requests.inc();
+            if let Some(t) = ctx.upstream_start {
+                stats.duration.observe(t.elapsed().as_secs_f64());
+            }
+        }
+        if let Some(kind) = ctx.failure.and_then(|f| f.kind) {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[ctx.route_name(), ctx.target_name(), kind])
+                .inc();
+        }
+        let req = session.req_header();
+        let upstream = ctx.upstream.as_ref().map_or_else(|| "-".to_string(), |u| u.cfg.address.to_string());
+        let sticky = match &ctx.choice {
+            Choice::Sticky { bucket, .. } => format!("sticky:{bucket}"),
+            Choice::Random { bucket } => format!("random:{bucket}"),
+            Choice::Fixed => "fixed".into(),
+        };
+        info!(
+            target: "access",
+            method = %req.method,
+            path = req.uri.path(),
+            route = ctx.route_name(),
+            target = ctx.target_name(),
+            upstream = %upstream,
+            status,
+            duration_ms = ctx.start.elapsed().as_secs_f64() * 1e3,
+            choice = %sticky,
+            trace_id = ctx.trace_id.as_deref().unwrap_or("-"),
+            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+            "request"
+        );
+    }
+}
+
+impl Strangler {
+    /// Everything done to the request header on its way upstream (also used by `forward`).
+    fn prepare_upstream_request(
+        &self,
+        session: &Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(uri) = &ctx.rewritten {
+            let uri = uri.parse::<http::Uri>().or_err(ErrorType::InternalError, "rewritten path is not a URI")?;
+            req.set_uri(uri);
+        }
+        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        headers::add_forwarded(req, client)?;
+        ctx.trace_id = Some(headers::ensure_traceparent(req)?);
+        if ctx.to_service
+            && let (Some(loaded), Some(i)) = (&ctx.rules, ctx.route)
+            && let Target::Service(t) = &loaded.rules.routes()[i].target
+        {
+            for (name, value) in &t.add_headers {
+                req.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn body_skipped(&self, route: &str, reason: &str) {
+        self.metrics.body_buffer_skipped.with_label_values(&[route, reason]).inc();
+    }
+}
+
+/// The rules' view of a request header.
+fn request_view(h: &RequestHeader) -> Request<'_> {
+    let host = h
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| h.uri.host())
+        .map(strip_port);
+    Request { method: &h.method, host, path: h.uri.path(), query: h.uri.query(), headers: &h.headers }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+async fn write_plain(session: &mut Session, status: u16, body: String) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(Bytes::from(body)), true).await
+}

@@ -1,0 +1,42 @@
+//! Sends a request whose whole body we already read (over pingora's 64 KiB retry buffer, which is
+//! all pingora can replay) to the chosen upstream ourselves, through pingora's pooled connector,
+//! and streams the answer back. The rest of the request path (headers, errors, logging) is the
+//! same as for proxied requests.
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::{Ctx, Strangler, headers};
+
+pub(super) async fn send(proxy: &Strangler, session: &mut Session, ctx: &mut Ctx, body: Bytes) -> Result<()> {
+    let up = ctx.upstream.clone().ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
+    ctx.upstream_start = Some(std::time::Instant::now());
+    let mut req = Box::new(session.req_header().clone());
+    headers::strip_request_hop_by_hop(&mut req);
+    req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    proxy.prepare_upstream_request(session, &mut req, ctx)?;
+
+    let (mut client, _reused) = proxy.connector.get_http_session(&up.peer).await?;
+    client.write_request_header(req).await?;
+    client.write_request_body(body, true).await?;
+    client.finish_request_body().await?;
+    client.read_response_header().await?;
+    let mut resp = Box::new(
+        client
+            .response_header()
+            .ok_or_else(|| Error::new_up(ErrorType::InvalidHTTPHeader))?
+            .clone(),
+    );
+    headers::strip_response_hop_by_hop(&mut resp);
+    let end = client.response_done();
+    session.write_response_header(resp, end).await?;
+    if !end {
+        while let Some(chunk) = client.read_response_body().await? {
+            session.write_response_body(Some(chunk), false).await?;
+        }
+        session.write_response_body(None, true).await?;
+    }
+    proxy.connector.release_http_session(client, &up.peer, Some(up.cfg.idle_timeout)).await;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The live rule set and everything that replaces it: file watching (debounced), SIGHUP and the
+//! admin API all call [`RulesStore::reload`], which builds the new set off the request path and
+//! swaps it in with one atomic store. In-flight requests keep the `Arc` they started with; an
+//! invalid edit is logged with its locations, counted, kept as the last error, and the last good
+//! set keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use prometheus::{Histogram, IntCounter};
+use strangler_rules::{Context, Diagnostics, RuleSet, Target};
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+
+/// A rule set plus the metric handles of each of its routes, resolved once per reload so the
+/// request path never looks up labels.
+pub struct Loaded {
+    pub rules: RuleSet,
+    pub generation: u64,
+    /// Per route (same order as `rules.routes()`): stats when served by legacy, by the service.
+    pub route_stats: Vec<[SideStats; 2]>,
+    /// Requests no route matched.
+    pub default_stats: SideStats,
+}
+
+#[derive(Clone)]
+pub struct SideStats {
+    pub requests: IntCounter,
+    pub duration: Histogram,
+}
+
+impl SideStats {
+    fn new(m: &Metrics, route: &str, target: &str) -> SideStats {
+        SideStats {
+            requests: m.requests.with_label_values(&[route, target]),
+            duration: m.upstream_duration.with_label_values(&[route, target]),
+        }
+    }
+}
+
+/// The outcome of the last reload attempt, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadStatus {
+    pub ok: bool,
+    pub trigger: String,
+    pub at_unix_ms: u128,
+    pub generation: u64,
+    pub routes: usize,
+    pub errors: Vec<String>,
+}
+
+pub struct RulesStore {
+    current: ArcSwap<Loaded>,
+    path: PathBuf,
+    ctx: Context,
+    metrics: Metrics,
+    last: Mutex<ReloadStatus>,
+    /// Serialises reloads so two triggers never race to store older rules last.
+    reload_lock: Mutex<()>,
+}
+
+/// Where the default route's stats are labelled.
+pub const DEFAULT_ROUTE: &str = "default";
+
+impl RulesStore {
+    /// Loads the rules for the first time; fails with every diagnostic if they are invalid.
+    pub fn load(path: &Path, services: Vec<String>, metrics: Metrics) -> Result<Arc<RulesStore>, Diagnostics> {
+        let ctx = Context { services: Some(services) };
+        let rules = build(path, &ctx)?;
+        let loaded = Arc::new(attach_stats(rules, 1, &metrics));
+        publish_gauges(&loaded, &metrics);
+        metrics.reloads.with_label_values(&["ok"]).inc();
+        let status = ReloadStatus {
+            ok: true,
+            trigger: "start".into(),
+            at_unix_ms: now_ms(),
+            generation: 1,
+            routes: loaded.rules.len(),
+            errors: Vec::new(),
+        };
+        Ok(Arc::new(RulesStore {
+            current: ArcSwap::new(loaded),
+            path: path.to_path_buf(),
+            ctx,
+            metrics,
+            last: Mutex::new(status),
+            reload_lock: Mutex::new(()),
+        }))
+    }
+
+    /// The rule set now serving. Cheap: one atomic load and an `Arc` clone.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn last_status(&self) -> ReloadStatus {
+        self.last.lock().unwrap().clone()
+    }
+
+    /// Re-reads every rule file; swaps the new set in, or keeps the old one and reports why.
+    pub fn reload(&self, trigger: &str) -> Result<ReloadStatus, ReloadStatus> {
+        let _serial = self.reload_lock.lock().unwrap();
+        let started = Instant::now();
+        let result = build(&self.path, &self.ctx);
+        let generation = self.current.load().generation;
+        let status = match result {
+            Ok(rules) => {
+                let loaded = Arc::new(attach_stats(rules, generation + 1, &self.metrics));
+                publish_gauges(&loaded, &self.metrics);
+                let routes = loaded.rules.len();
+                self.current.store(loaded);
+                self.metrics.reloads.with_label_values(&["ok"]).inc();
+                let took = started.elapsed();
+                self.metrics.reload_duration.observe(took.as_secs_f64());
+                info!(trigger, generation = generation + 1, routes, took_ms = took.as_secs_f64() * 1e3, "Rules reloaded");
+                Ok(ReloadStatus { ok: true, trigger: trigger.into(), at_unix_ms: now_ms(), generation: generation + 1, routes, errors: Vec::new() })
+            }
+            Err(diags) => {
+                self.metrics.reloads.with_label_values(&["rejected"]).inc();
+                for d in &diags.0 {
+                    error!(trigger, error = %d, "Rule reload rejected");
+                }
+                warn!(trigger, errors = diags.len(), generation, "Invalid rules: the last good set keeps serving");
+                Err(ReloadStatus {
+                    ok: false,
+                    trigger: trigger.into(),
+                    at_unix_ms: now_ms(),
+                    generation,
+                    routes: self.current.load().rules.len(),
+                    errors: diags.0.iter().map(ToString::to_string).collect(),
+                })
+            }
+        };
+        let snapshot = match &status {
+            Ok(s) | Err(s) => s.clone(),
+        };
+        *self.last.lock().unwrap() = snapshot;
+        status
+    }
+
+    /// Watches the rules path and reloads after edits settle (`debounce` without further events).
+    /// Watches the folder (or the file's folder), so editors that save by rename are seen too.
+    pub fn watch(self: &Arc<Self>, debounce: Duration) -> notify::Result<()> {
+        use notify::{RecursiveMode, Watcher};
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev
+                && !ev.kind.is_access()
+            {
+                let _ = tx.send(ev.paths);
+            }
+        })?;
+        let dir = if self.path.is_dir() { self.path.clone() } else { self.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) };
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        let store = Arc::clone(self);
+        let only_file = (!self.path.is_dir()).then(|| self.path.file_name().map(ToOwned::to_owned)).flatten();
+        std::thread::Builder::new().name("rules-watch".into()).spawn(move || {
+            let _watcher = watcher; // dropped (and stopped) with the thread
+            let relevant = |paths: &[PathBuf]| match &only_file {
+                Some(name) => paths.iter().any(|p| p.file_name() == Some(name.as_os_str())),
+                None => paths.iter().any(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))),
+            };
+            while let Ok(paths) = rx.recv() {
+                if !relevant(&paths) {
+                    continue;
+                }
+                // Debounce: wait until no event has arrived for `debounce`.
+                while rx.recv_timeout(debounce).is_ok() {}
+                let _ = store.reload("file change");
+            }
+        })?;
+        Ok(())
+    }
+}
+
+fn build(path: &Path, ctx: &Context) -> Result<RuleSet, Diagnostics> {
+    let files = strangler_rules::read_sources(path)?;
+    strangler_rules::compile(&files, ctx)
+}
+
+fn attach_stats(rules: RuleSet, generation: u64, m: &Metrics) -> Loaded {
+    let route_stats = rules
+        .routes()
+        .iter()
+        .map(|r| {
+            let service = match &r.target {
+                Target::Service(s) => s.service.as_str(),
+                Target::Legacy => strangler_rules::LEGACY,
+            };
+            [SideStats::new(m, &r.name, strangler_rules::LEGACY), SideStats::new(m, &r.name, service)]
+        })
+        .collect();
+    Loaded { default_stats: SideStats::new(m, DEFAULT_ROUTE, strangler_rules::LEGACY), rules, generation, route_stats }
+}
+
+fn publish_gauges(loaded: &Loaded, m: &Metrics) {
+    m.routes.set(loaded.rules.len() as i64);
+    m.rules_generation.set(loaded.generation as i64);
+    m.route_weight.reset();
+    for r in loaded.rules.routes() {
+        let w = match &r.target {
+            Target::Service(s) => f64::from(s.weight_bp) / 100.0,
+            Target::Legacy => 0.0,
+        };
+        m.route_weight.with_label_values(&[&r.name]).set(w);
+    }
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}

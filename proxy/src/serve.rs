@@ -1,0 +1,107 @@
+//! `strangler run`: builds the pingora server from a validated config — the proxy service on each
+//! listener, the admin service, and a background service for SIGHUP and rule-file watching — then
+//! runs it until SIGTERM (graceful: stop accepting, finish in-flight requests within
+//! `server.grace_period` + `server.shutdown_timeout`) or SIGQUIT (graceful upgrade hand-over).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
+use pingora::services::listening::Service;
+use prometheus::Registry;
+use tracing::{info, warn};
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::Strangler;
+use crate::reload::RulesStore;
+use crate::upstream::Upstreams;
+
+/// Runs the proxy; returns only on a start-up error.
+pub fn run(cfg: Config, upgrade: bool) -> Result<()> {
+    let registry = Registry::new();
+    let metrics = Metrics::new(&registry)?;
+    let store = RulesStore::load(&cfg.rules, cfg.service_names(), metrics.clone())
+        .map_err(|d| anyhow!("invalid rules, not starting:\n{d}"))?;
+    let loaded = store.current();
+    info!(config = %cfg.file.display(), routes = loaded.rules.len(), rules = %cfg.rules.display(), "Rules loaded");
+
+    let conf = ServerConf {
+        threads: cfg.workers,
+        pid_file: cfg.pid_file.clone(),
+        upgrade_sock: cfg.upgrade_sock.clone(),
+        grace_period_seconds: Some(cfg.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    };
+    let opt = pingora::server::configuration::Opt { upgrade, ..Default::default() };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    let strangler = Strangler {
+        store: Arc::clone(&store),
+        upstreams: Arc::new(Upstreams::new(&cfg)),
+        metrics: metrics.clone(),
+        body_limit: cfg.body_buffer_limit,
+        connector: pingora::connectors::http::Connector::new(None),
+    };
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2c = true;
+    let mut proxy = pingora::proxy::ProxyServiceBuilder::new(&conf, strangler)
+        .name("strangler proxy")
+        .server_options(server_options)
+        .build();
+    for addr in &cfg.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    let mut admin = Service::new(
+        "strangler admin".to_string(),
+        pingora::apps::http_app::HttpServer::new_app(Admin { store: Arc::clone(&store), registry }),
+    );
+    admin.add_tcp(&cfg.admin.to_string());
+    let reloader = background_service("strangler rules", Reloader { store });
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(reloader);
+    info!(listen = ?cfg.listen, admin = %cfg.admin, workers = cfg.workers, store = %cfg.store, "strangler starting");
+    server.run_forever();
+}
+
+/// Reloads rules on SIGHUP and on file changes.
+struct Reloader {
+    store: Arc<RulesStore>,
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if let Err(e) = self.store.watch(Duration::from_millis(150)) {
+            warn!(error = %e, path = %self.store.path().display(), "Cannot watch rule files; reload with SIGHUP or POST /api/reload");
+        }
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "Cannot listen for SIGHUP");
+                let _ = shutdown.changed().await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    let store = Arc::clone(&self.store);
+                    let _ = tokio::task::spawn_blocking(move || store.reload("SIGHUP")).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
