@@ -87,6 +87,12 @@ impl ProxyHttp for Strangler {
         }
     }
 
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        // RFC 9112 §9.3.2: answer pipelined requests in order (pingora drops them by default).
+        session.as_downstream_mut().set_pipelining_enabled(true);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let loaded = self.store.current();
         let needs_body = {

@@ -1,1 +1,30 @@
-//! placeholder
+//! The end-to-end harness: real HTTP upstreams on port 0 and the real `strangler` binary on free
+//! loopback ports, with config and rules in a temp dir. Nothing is mocked: tests talk HTTP to the
+//! proxy and read what the upstreams received.
+
+pub mod client;
+pub mod proxy;
+pub mod upstream;
+
+pub use client::{Reply, get, request};
+pub use proxy::{Proxy, ProxyBuilder, binary};
+pub use upstream::{Behaviour, Upstream};
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Waits until `check` returns true, polling every 20 ms; panics after `timeout` with `what`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}

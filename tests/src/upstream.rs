@@ -1,0 +1,108 @@
+//! Real HTTP/1.1 upstream servers (hyper) on 127.0.0.1:0 that report what they received.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Behaviour {
+    /// Answers JSON describing the request: upstream, method, uri, headers, body length and hash.
+    Echo,
+    /// Sends the request body back as the response body.
+    EchoBody,
+    /// Like `Echo`, after waiting.
+    Slow(Duration),
+}
+
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str, behaviour: Behaviour) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (n, h) = (name.to_string(), Arc::clone(&hits));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (n, h) = (n.clone(), Arc::clone(&h));
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let (n, h) = (n.clone(), Arc::clone(&h));
+                        async move { Ok::<_, Infallible>(answer(&n, behaviour, req, &h).await) }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        Upstream { name: name.to_string(), addr, hits, task }
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(name: &str, b: Behaviour, req: Request<Incoming>, hits: &AtomicUsize) -> Response<Full<Bytes>> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    match b {
+        Behaviour::EchoBody => Response::builder()
+            .header("x-upstream", name)
+            .body(Full::new(body))
+            .unwrap(),
+        Behaviour::Echo | Behaviour::Slow(_) => {
+            if let Behaviour::Slow(d) = b {
+                tokio::time::sleep(d).await;
+            }
+            let mut headers = serde_json::Map::new();
+            for (k, v) in &parts.headers {
+                let v = serde_json::Value::String(v.to_str().unwrap_or("<binary>").to_string());
+                match headers.get_mut(k.as_str()) {
+                    Some(serde_json::Value::Array(a)) => a.push(v),
+                    _ => {
+                        headers.insert(k.as_str().to_string(), serde_json::Value::Array(vec![v]));
+                    }
+                }
+            }
+            let doc = serde_json::json!({
+                "upstream": name,
+                "method": parts.method.as_str(),
+                "uri": parts.uri.to_string(),
+                "headers": headers,
+                "body_len": body.len(),
+                "body_hash": crate::client::hash(&body),
+            });
+            Response::builder()
+                .header("x-upstream", name)
+                .header("content-type", "application/json")
+                .header("keep-alive", "timeout=5")
+                .body(Full::new(Bytes::from(doc.to_string())))
+                .unwrap()
+        }
+    }
+}
