@@ -98,7 +98,13 @@ impl Reporter {
         // The plain rendering repeats the location and adds a snippet; keep the first line only.
         let text = err.without_snippet().to_string();
         let message = text.lines().next().unwrap_or("invalid YAML").to_string();
-        let message = strip_location_prefix(&message);
+        let mut message = strip_location_prefix(&message);
+        // …and some end with ` at line L, column C`.
+        if let Some(i) = message.rfind(" at line ")
+            && message[i..].contains(", column ")
+        {
+            message.truncate(i);
+        }
         self.report(at, "", message);
     }
 
