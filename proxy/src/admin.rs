@@ -34,20 +34,32 @@ impl ServeHttp for Admin {
             // Rules are loaded before the listeners start, so serving means ready.
             (Method::GET, "/readyz") => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
             (Method::GET, "/api/routes") => self.routes(),
-            (Method::GET, "/api/rules") => json_reply(StatusCode::OK, &json!(self.store.last_status())),
+            (Method::GET, "/api/rules") => {
+                json_reply(StatusCode::OK, &json!(self.store.last_status()))
+            }
             (Method::POST, "/api/reload") => {
                 let store = Arc::clone(&self.store);
                 let result = tokio::task::spawn_blocking(move || store.reload("admin api")).await;
                 match result {
                     Ok(Ok(s)) => json_reply(StatusCode::OK, &json!(s)),
                     Ok(Err(s)) => json_reply(StatusCode::UNPROCESSABLE_ENTITY, &json!(s)),
-                    Err(e) => json_reply(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": e.to_string()})),
+                    Err(e) => json_reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &json!({"error": e.to_string()}),
+                    ),
                 }
             }
-            (_, "/metrics" | "/healthz" | "/readyz" | "/api/routes" | "/api/rules" | "/api/reload") => {
-                json_reply(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed"}))
-            }
-            _ => json_reply(StatusCode::NOT_FOUND, &json!({"error": "not found", "paths": ["/metrics", "/healthz", "/readyz", "GET /api/routes", "GET /api/rules", "POST /api/reload"]})),
+            (
+                _,
+                "/metrics" | "/healthz" | "/readyz" | "/api/routes" | "/api/rules" | "/api/reload",
+            ) => json_reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "method not allowed"}),
+            ),
+            _ => json_reply(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "not found", "paths": ["/metrics", "/healthz", "/readyz", "GET /api/routes", "GET /api/rules", "POST /api/reload"]}),
+            ),
         }
     }
 }
@@ -77,12 +89,15 @@ impl Admin {
             })
             .collect();
         let status = self.store.last_status();
-        json_reply(StatusCode::OK, &json!({
-            "generation": loaded.generation,
-            "routes": routes,
-            "default": { "requests": loaded.default_stats.requests.get() },
-            "last_reload": status,
-        }))
+        json_reply(
+            StatusCode::OK,
+            &json!({
+                "generation": loaded.generation,
+                "routes": routes,
+                "default": { "requests": loaded.default_stats.requests.get() },
+                "last_reload": status,
+            }),
+        )
     }
 }
 

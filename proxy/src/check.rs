@@ -12,12 +12,15 @@ pub fn run(files: &[PathBuf]) -> i32 {
     let mut diags = Diagnostics::default();
     let mut summaries = Vec::new();
     let mut services: Option<Vec<String>> = None;
-    let (configs, rules): (Vec<&PathBuf>, Vec<&PathBuf>) = files.iter().partition(|p| !is_rule_file(p));
+    let (configs, rules): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        files.iter().partition(|p| !is_rule_file(p));
     for path in configs {
         match Config::load(path) {
             Ok(cfg) => {
                 let names = cfg.service_names();
-                services.get_or_insert_with(Vec::new).extend(names.iter().cloned());
+                services
+                    .get_or_insert_with(Vec::new)
+                    .extend(names.iter().cloned());
                 match check_rules(&cfg.rules, &Context { services: Some(names.clone()) }) {
                     Ok((routes, nfiles)) => summaries.push(format!(
                         "ok: {}: {} listener(s), {} service(s) ({}); {routes} route(s) in {nfiles} rule file(s) under {}",
@@ -30,12 +33,18 @@ pub fn run(files: &[PathBuf]) -> i32 {
         }
     }
     for path in rules {
-        let ctx = Context { services: services.clone() };
+        let ctx = Context {
+            services: services.clone(),
+        };
         match check_rules(path, &ctx) {
             Ok((routes, _)) => summaries.push(format!(
                 "ok: {}: {routes} route(s){}",
                 path.display(),
-                if services.is_none() { " (service names not checked: also pass the config)" } else { "" }
+                if services.is_none() {
+                    " (service names not checked: also pass the config)"
+                } else {
+                    ""
+                }
             )),
             Err(d) => diags.extend(d),
         }

@@ -140,7 +140,9 @@ impl Config {
         };
         let base = path.parent().unwrap_or(Path::new("."));
         let cfg = validate(raw, path, base, &mut r);
-        r.finish().into_result(()).map(|()| cfg.expect("no errors means a config"))
+        r.finish()
+            .into_result(())
+            .map(|()| cfg.expect("no errors means a config"))
     }
 
     /// Names of the new services, for the rules' cross-check.
@@ -152,18 +154,30 @@ impl Config {
 fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Option<Config> {
     let mut listen = Vec::new();
     if raw.listen.value.is_empty() {
-        r.report((&raw.listen).into(), "listen", "give at least one address to listen on");
+        r.report(
+            (&raw.listen).into(),
+            "listen",
+            "give at least one address to listen on",
+        );
     }
     for (i, a) in raw.listen.value.iter().enumerate() {
         match a.value.parse::<SocketAddr>() {
             Ok(addr) => listen.push(addr),
-            Err(_) => r.report(a.into(), format!("listen[{i}]"), format!("`{}` is not an IP:port address", a.value)),
+            Err(_) => r.report(
+                a.into(),
+                format!("listen[{i}]"),
+                format!("`{}` is not an IP:port address", a.value),
+            ),
         }
     }
     let admin = match &raw.admin {
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
         Some(a) => a.value.parse::<SocketAddr>().ok().or_else(|| {
-            r.report(a.into(), "admin", format!("`{}` is not an IP:port address", a.value));
+            r.report(
+                a.into(),
+                "admin",
+                format!("`{}` is not an IP:port address", a.value),
+            );
             None
         }),
     };
@@ -180,25 +194,46 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
     for (name, up) in &raw.services {
         let field = format!("services.{name}");
         if name == strangler_rules::LEGACY {
-            r.report(up.into(), field, "`legacy` is reserved for the monolith; name the service differently");
+            r.report(
+                up.into(),
+                field,
+                "`legacy` is reserved for the monolith; name the service differently",
+            );
             continue;
         }
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             r.report(up.into(), field.clone(), "service names use only letters, digits, '-', '_' and '.' (they become metric labels)");
         }
         if let Some(u) = upstream(name, up, &field, r) {
             services.insert(name.clone(), u);
         }
     }
-    let store = raw.store.as_ref().map_or_else(|| "sqlite://strangler.db".to_string(), |s| s.value.clone());
+    let store = raw
+        .store
+        .as_ref()
+        .map_or_else(|| "sqlite://strangler.db".to_string(), |s| s.value.clone());
     if let Some(s) = &raw.store
-        && !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| s.value.starts_with(p))
+        && !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| s.value.starts_with(p))
     {
-        r.report(s.into(), "store", "store must be a `sqlite://…` or `postgres://…` URL");
+        r.report(
+            s.into(),
+            "store",
+            "store must be a `sqlite://…` or `postgres://…` URL",
+        );
     }
     let rules = base.join(&raw.rules.value);
     if !rules.exists() {
-        r.report((&raw.rules).into(), "rules", format!("{} does not exist", rules.display()));
+        r.report(
+            (&raw.rules).into(),
+            "rules",
+            format!("{} does not exist", rules.display()),
+        );
     }
     let body_buffer_limit = match &raw.body_buffer_limit {
         None => 1 << 20,
@@ -212,11 +247,19 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         Some(f) if f.value == "text" => LogFormat::Text,
         Some(f) if f.value == "json" => LogFormat::Json,
         Some(f) => {
-            r.report(f.into(), "log.format", format!("unknown log format `{}` (expected text or json)", f.value));
+            r.report(
+                f.into(),
+                "log.format",
+                format!("unknown log format `{}` (expected text or json)", f.value),
+            );
             LogFormat::Text
         }
     };
-    let log_level = raw.log.as_ref().and_then(|l| l.level.clone()).unwrap_or_else(|| "info".into());
+    let log_level = raw
+        .log
+        .as_ref()
+        .and_then(|l| l.level.clone())
+        .unwrap_or_else(|| "info".into());
     let server = raw.server.unwrap_or(RawServer {
         pid_file: None,
         upgrade_sock: None,
@@ -225,11 +268,34 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
     });
     // pingora's defaults are fixed names in /tmp (two instances collide): key them to the config.
     let stem = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let tag = format!("{:016x}", strangler_rules::sticky::hash64(stem.display().to_string().as_bytes()));
-    let pid_file = server.pid_file.unwrap_or_else(|| std::env::temp_dir().join(format!("strangler-{tag}.pid")).display().to_string());
-    let upgrade_sock = server.upgrade_sock.unwrap_or_else(|| std::env::temp_dir().join(format!("strangler-{tag}.sock")).display().to_string());
-    let grace_period = opt_duration(server.grace_period.as_ref(), "server.grace_period", Duration::from_secs(5), r);
-    let shutdown_timeout = opt_duration(server.shutdown_timeout.as_ref(), "server.shutdown_timeout", Duration::from_secs(10), r);
+    let tag = format!(
+        "{:016x}",
+        strangler_rules::sticky::hash64(stem.display().to_string().as_bytes())
+    );
+    let pid_file = server.pid_file.unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join(format!("strangler-{tag}.pid"))
+            .display()
+            .to_string()
+    });
+    let upgrade_sock = server.upgrade_sock.unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join(format!("strangler-{tag}.sock"))
+            .display()
+            .to_string()
+    });
+    let grace_period = opt_duration(
+        server.grace_period.as_ref(),
+        "server.grace_period",
+        Duration::from_secs(5),
+        r,
+    );
+    let shutdown_timeout = opt_duration(
+        server.shutdown_timeout.as_ref(),
+        "server.shutdown_timeout",
+        Duration::from_secs(10),
+        r,
+    );
     Some(Config {
         file: path.to_path_buf(),
         listen,
@@ -249,26 +315,64 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
     })
 }
 
-fn upstream(name: &str, raw: &Spanned<RawUpstream>, field: &str, r: &mut Reporter) -> Option<Upstream> {
+fn upstream(
+    name: &str,
+    raw: &Spanned<RawUpstream>,
+    field: &str,
+    r: &mut Reporter,
+) -> Option<Upstream> {
     let u = &raw.value;
     let address = match u.address.value.to_socket_addrs().map(|mut a| a.next()) {
         Ok(Some(a)) => Some(a),
         _ => {
-            r.report((&u.address).into(), format!("{field}.address"),
-                format!("`{}` is not a reachable host:port (it is resolved once, at start)", u.address.value));
+            r.report(
+                (&u.address).into(),
+                format!("{field}.address"),
+                format!(
+                    "`{}` is not a reachable host:port (it is resolved once, at start)",
+                    u.address.value
+                ),
+            );
             None
         }
     };
-    let host = u.address.value.rsplit_once(':').map_or(u.address.value.as_str(), |(h, _)| h);
-    let connect_timeout = opt_duration(u.connect_timeout.as_ref(), &format!("{field}.connect_timeout"), Duration::from_secs(2), r);
-    let read_timeout = opt_duration(u.read_timeout.as_ref(), &format!("{field}.read_timeout"), Duration::from_secs(30), r);
-    let total_timeout = opt_duration(u.total_timeout.as_ref(), &format!("{field}.total_timeout"), Duration::from_secs(5), r);
-    let idle_timeout = opt_duration(u.idle_timeout.as_ref(), &format!("{field}.idle_timeout"), Duration::from_secs(60), r);
+    let host = u
+        .address
+        .value
+        .rsplit_once(':')
+        .map_or(u.address.value.as_str(), |(h, _)| h);
+    let connect_timeout = opt_duration(
+        u.connect_timeout.as_ref(),
+        &format!("{field}.connect_timeout"),
+        Duration::from_secs(2),
+        r,
+    );
+    let read_timeout = opt_duration(
+        u.read_timeout.as_ref(),
+        &format!("{field}.read_timeout"),
+        Duration::from_secs(30),
+        r,
+    );
+    let total_timeout = opt_duration(
+        u.total_timeout.as_ref(),
+        &format!("{field}.total_timeout"),
+        Duration::from_secs(5),
+        r,
+    );
+    let idle_timeout = opt_duration(
+        u.idle_timeout.as_ref(),
+        &format!("{field}.idle_timeout"),
+        Duration::from_secs(60),
+        r,
+    );
     Some(Upstream {
         name: name.to_string(),
         address: address?,
         tls: u.tls,
-        sni: u.sni.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_string()),
+        sni: u
+            .sni
+            .clone()
+            .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string()),
         verify_cert: u.verify_cert.unwrap_or(true),
         connect_timeout,
         read_timeout,
@@ -277,7 +381,12 @@ fn upstream(name: &str, raw: &Spanned<RawUpstream>, field: &str, r: &mut Reporte
     })
 }
 
-fn opt_duration(v: Option<&Spanned<String>>, field: &str, default: Duration, r: &mut Reporter) -> Duration {
+fn opt_duration(
+    v: Option<&Spanned<String>>,
+    field: &str,
+    default: Duration,
+    r: &mut Reporter,
+) -> Duration {
     match v {
         None => default,
         Some(s) => parse_duration(&s.value).unwrap_or_else(|e| {
@@ -290,9 +399,13 @@ fn opt_duration(v: Option<&Spanned<String>>, field: &str, default: Duration, r: 
 /// `250ms`, `5s`, `2m`, `1h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration such as 250ms, 5s or 2m"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 250ms, 5s or 2m"))?;
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "s" => n,
@@ -308,7 +421,9 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("`{s}` is not a size such as 65536, 64KiB or 1MiB"))?;
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 65536, 64KiB or 1MiB"))?;
     let mult = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -337,10 +452,24 @@ mod tests {
     #[test]
     fn config_errors_are_located() {
         let text = "listen: [\"nope\"]\nlegacy: { address: \"127.0.0.1:1\" }\nservices:\n  legacy: { address: \"127.0.0.1:2\" }\nrules: /definitely/missing\nlog: { format: xml }\n";
-        let err = Config::parse(Path::new("s.yaml"), text).unwrap_err().to_string();
-        assert!(err.contains("s.yaml:1:10: listen[0]: `nope` is not an IP:port address"), "{err}");
-        assert!(err.contains("services.legacy: `legacy` is reserved"), "{err}");
-        assert!(err.contains("s.yaml:5:8: rules: /definitely/missing does not exist"), "{err}");
-        assert!(err.contains("log.format: unknown log format `xml`"), "{err}");
+        let err = Config::parse(Path::new("s.yaml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("s.yaml:1:10: listen[0]: `nope` is not an IP:port address"),
+            "{err}"
+        );
+        assert!(
+            err.contains("services.legacy: `legacy` is reserved"),
+            "{err}"
+        );
+        assert!(
+            err.contains("s.yaml:5:8: rules: /definitely/missing does not exist"),
+            "{err}"
+        );
+        assert!(
+            err.contains("log.format: unknown log format `xml`"),
+            "{err}"
+        );
     }
 }

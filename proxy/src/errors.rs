@@ -17,31 +17,67 @@ pub struct Failure {
 
 pub fn classify(e: &Error) -> Failure {
     use ErrorType::*;
-    let up = |status, kind, reason| Failure { status, kind: Some(kind), reason };
+    let up = |status, kind, reason| Failure {
+        status,
+        kind: Some(kind),
+        reason,
+    };
     match (e.etype(), e.esource()) {
-        (HTTPStatus(code), _) => Failure { status: *code, kind: None, reason: "answered with an error" },
-        (ConnectTimedout, _) => up(504, "connect_timeout", "did not accept the connection in time"),
-        (TLSHandshakeTimedout, _) => up(504, "connect_timeout", "did not finish the TLS handshake in time"),
+        (HTTPStatus(code), _) => Failure {
+            status: *code,
+            kind: None,
+            reason: "answered with an error",
+        },
+        (ConnectTimedout, _) => up(
+            504,
+            "connect_timeout",
+            "did not accept the connection in time",
+        ),
+        (TLSHandshakeTimedout, _) => up(
+            504,
+            "connect_timeout",
+            "did not finish the TLS handshake in time",
+        ),
         (ConnectRefused, _) => up(502, "connect_refused", "refused the connection"),
         (ConnectNoRoute, _) => up(502, "connect_error", "is unreachable (no route)"),
-        (TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup, _) => up(502, "tls_error", "failed the TLS handshake"),
+        (TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup, _) => {
+            up(502, "tls_error", "failed the TLS handshake")
+        }
         (ConnectError | BindError | SocketError | ConnectProxyFailure, _) => {
             up(502, "connect_error", "could not be connected to")
         }
         (ReadTimedout, ErrorSource::Upstream) => up(504, "read_timeout", "did not answer in time"),
-        (WriteTimedout, ErrorSource::Upstream) => up(504, "write_timeout", "did not take the request in time"),
-        (InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade, ErrorSource::Upstream) => {
-            up(502, "bad_response", "sent an invalid response")
+        (WriteTimedout, ErrorSource::Upstream) => {
+            up(504, "write_timeout", "did not take the request in time")
         }
-        (ConnectionClosed | ReadError | WriteError, ErrorSource::Upstream) => {
-            up(502, "connection_closed", "closed the connection before answering")
-        }
+        (
+            InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade,
+            ErrorSource::Upstream,
+        ) => up(502, "bad_response", "sent an invalid response"),
+        (ConnectionClosed | ReadError | WriteError, ErrorSource::Upstream) => up(
+            502,
+            "connection_closed",
+            "closed the connection before answering",
+        ),
         (_, ErrorSource::Upstream) => up(502, "other", "failed"),
-        (ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout, ErrorSource::Downstream) => {
-            Failure { status: 0, kind: None, reason: "client went away" }
-        }
-        (_, ErrorSource::Downstream) => Failure { status: 400, kind: None, reason: "bad request" },
-        (_, ErrorSource::Internal | ErrorSource::Unset) => Failure { status: 500, kind: None, reason: "internal error" },
+        (
+            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
+            ErrorSource::Downstream,
+        ) => Failure {
+            status: 0,
+            kind: None,
+            reason: "client went away",
+        },
+        (_, ErrorSource::Downstream) => Failure {
+            status: 400,
+            kind: None,
+            reason: "bad request",
+        },
+        (_, ErrorSource::Internal | ErrorSource::Unset) => Failure {
+            status: 500,
+            kind: None,
+            reason: "internal error",
+        },
     }
 }
 

@@ -39,10 +39,19 @@ pub struct ExplainArgs {
 pub fn run(a: &ExplainArgs) -> Result<()> {
     let cfg = Config::load(&a.config).map_err(|d| anyhow::anyhow!("{d}"))?;
     let files = strangler_rules::read_sources(&cfg.rules).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let rules = strangler_rules::compile(&files, &Context { services: Some(cfg.service_names()) })
-        .map_err(|d| anyhow::anyhow!("{d}"))?;
+    let rules = strangler_rules::compile(
+        &files,
+        &Context {
+            services: Some(cfg.service_names()),
+        },
+    )
+    .map_err(|d| anyhow::anyhow!("{d}"))?;
 
-    let method: Method = a.method.to_ascii_uppercase().parse().context("invalid --method")?;
+    let method: Method = a
+        .method
+        .to_ascii_uppercase()
+        .parse()
+        .context("invalid --method")?;
     let (path, mut query) = match a.path.split_once('?') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (a.path.clone(), None),
@@ -55,42 +64,75 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
     }
     let mut headers = HeaderMap::new();
     for h in &a.headers {
-        let Some((k, v)) = h.split_once(':') else { bail!("--header `{h}` is not `Name: value`") };
+        let Some((k, v)) = h.split_once(':') else {
+            bail!("--header `{h}` is not `Name: value`")
+        };
         headers.append(
-            HeaderName::from_bytes(k.trim().as_bytes()).with_context(|| format!("bad header name in `{h}`"))?,
-            HeaderValue::from_str(v.trim()).with_context(|| format!("bad header value in `{h}`"))?,
+            HeaderName::from_bytes(k.trim().as_bytes())
+                .with_context(|| format!("bad header name in `{h}`"))?,
+            HeaderValue::from_str(v.trim())
+                .with_context(|| format!("bad header value in `{h}`"))?,
         );
     }
     if let Some(host) = &a.host {
-        headers.insert(http::header::HOST, HeaderValue::from_str(host).context("bad --host")?);
+        headers.insert(
+            http::header::HOST,
+            HeaderValue::from_str(host).context("bad --host")?,
+        );
     }
-    let host = a.host.as_deref().map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
-    let req = Request { method: &method, host, path: &path, query: query.as_deref(), headers: &headers };
+    let host = a
+        .host
+        .as_deref()
+        .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
+    let req = Request {
+        method: &method,
+        host,
+        path: &path,
+        query: query.as_deref(),
+        headers: &headers,
+    };
     let body_text = match &a.body {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
         None => None,
     };
-    let json = body_text.as_deref().and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+    let json = body_text
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
     let body = match (&body_text, &json) {
         (_, Some(v)) => Body::Json(v),
         (Some(_), None) => Body::Unavailable,
         (None, None) => Body::Unavailable,
     };
 
-    println!("request:  {method} {path}{}", query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
+    println!(
+        "request:  {method} {path}{}",
+        query
+            .as_deref()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default()
+    );
     if body_text.is_some() && json.is_none() {
         println!("body:     not JSON: body predicates do not match");
     }
     if a.verbose {
         for (route, verdict) in rules.explain(&req, body) {
             if let Err(miss) = verdict {
-                println!("  skip {} ({}:{}): {}", route.name, route.file, route.line, route.describe_miss(&miss));
+                println!(
+                    "  skip {} ({}:{}): {}",
+                    route.name,
+                    route.file,
+                    route.line,
+                    route.describe_miss(&miss)
+                );
             }
         }
     }
     match rules.find(&req, body) {
         Outcome::Matched { route, params, .. } => {
-            println!("route:    {} ({}:{}, priority {})", route.name, route.file, route.line, route.priority);
+            println!(
+                "route:    {} ({}:{}, priority {})",
+                route.name, route.file, route.line, route.priority
+            );
             if !params.0.is_empty() {
                 let p: Vec<String> = params.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!("params:   {}", p.join(", "));
@@ -99,17 +141,27 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
             match &route.target {
                 Target::Legacy => println!("target:   legacy (pinned by the route)"),
                 Target::Service(t) => {
-                    println!("target:   service {} at weight {}%", t.service, f64::from(t.weight_bp) / 100.0);
-                    let sticky = t.sticky.as_ref().map_or("none (per request)".into(), |s| s.describe());
+                    println!(
+                        "target:   service {} at weight {}%",
+                        t.service,
+                        f64::from(t.weight_bp) / 100.0
+                    );
+                    let sticky = t
+                        .sticky
+                        .as_ref()
+                        .map_or("none (per request)".into(), |s| s.describe());
                     println!("sticky:   {sticky}");
                     match &choice {
                         Choice::Sticky { key, bucket } => println!(
                             "key:      {key:?} → bucket {bucket} of {} → {} (new service below bucket {})",
-                            strangler_rules::sticky::BUCKETS, side_name(side), t.weight_bp
+                            strangler_rules::sticky::BUCKETS,
+                            side_name(side),
+                            t.weight_bp
                         ),
                         _ => println!(
                             "key:      absent → each request draws a random bucket: {}% go to {}",
-                            f64::from(t.weight_bp) / 100.0, t.service
+                            f64::from(t.weight_bp) / 100.0,
+                            t.service
                         ),
                     }
                     if let Some(rw) = &t.rewrite
@@ -123,12 +175,16 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
                 Side::Service(name) => cfg.services.get(name).map(|u| (name, u.address)),
                 Side::Legacy => Some(("legacy", cfg.legacy.address)),
             };
-            if let (Some((name, addr)), false) = (upstream, matches!(choice, Choice::Random { .. })) {
+            if let (Some((name, addr)), false) = (upstream, matches!(choice, Choice::Random { .. }))
+            {
                 println!("upstream: {name} ({addr})");
             }
         }
         Outcome::NeedsBody { .. } => println!("route:    needs the request body: pass --body FILE"),
-        Outcome::Default => println!("route:    none matched → default: legacy ({})", cfg.legacy.address),
+        Outcome::Default => println!(
+            "route:    none matched → default: legacy ({})",
+            cfg.legacy.address
+        ),
     }
     Ok(())
 }

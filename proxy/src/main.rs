@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use strangler::{check, config, explain, serve, telemetry};
 
 #[derive(Parser)]
-#[command(name = "strangler", version, about = "Strangler-fig migration proxy: route, dual-write, shadow, shift")]
+#[command(
+    name = "strangler",
+    version,
+    about = "Strangler-fig migration proxy: route, dual-write, shadow, shift"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,7 +51,7 @@ fn main() -> ExitCode {
             };
             telemetry::init(cfg.log_format, &cfg.log_level);
             // Synchronous on purpose: pingora builds its own runtimes in `run_forever`.
-            if let Err(e) = serve::run(cfg, upgrade) {
+            if let Err(e) = serve::run(&cfg, upgrade) {
                 eprintln!("strangler: {e:#}");
                 return ExitCode::from(1);
             }

@@ -1,9 +1,7 @@
 //! Every Prometheus metric the proxy exports, in one struct registered against a registry that
 //! the caller passes in (tests pass a fresh one). Labels are route and service names, never paths.
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -25,34 +23,58 @@ impl Metrics {
         ];
         let m = Metrics {
             requests: IntCounterVec::new(
-                Opts::new("strangler_requests_total", "Requests proxied, by matched route and the side that served them"),
+                Opts::new(
+                    "strangler_requests_total",
+                    "Requests proxied, by matched route and the side that served them",
+                ),
                 &["route", "target"],
             )?,
             upstream_duration: HistogramVec::new(
-                HistogramOpts::new("strangler_upstream_duration_seconds", "Time from choosing the upstream to the end of its response")
-                    .buckets(latency_buckets),
+                HistogramOpts::new(
+                    "strangler_upstream_duration_seconds",
+                    "Time from choosing the upstream to the end of its response",
+                )
+                .buckets(latency_buckets),
                 &["route", "target"],
             )?,
             upstream_errors: IntCounterVec::new(
-                Opts::new("strangler_upstream_errors_total", "Upstream failures by kind (connect_refused, connect_timeout, read_timeout, …)"),
+                Opts::new(
+                    "strangler_upstream_errors_total",
+                    "Upstream failures by kind (connect_refused, connect_timeout, read_timeout, …)",
+                ),
                 &["route", "target", "kind"],
             )?,
             reloads: IntCounterVec::new(
-                Opts::new("strangler_rules_reloads_total", "Rule reloads by result (ok, rejected)"),
+                Opts::new(
+                    "strangler_rules_reloads_total",
+                    "Rule reloads by result (ok, rejected)",
+                ),
                 &["result"],
             )?,
-            routes: IntGauge::new("strangler_rules_routes", "Routes in the rule set now serving")?,
+            routes: IntGauge::new(
+                "strangler_rules_routes",
+                "Routes in the rule set now serving",
+            )?,
             route_weight: prometheus::GaugeVec::new(
-                Opts::new("strangler_route_weight", "Percent of a route's traffic sent to its new service"),
+                Opts::new(
+                    "strangler_route_weight",
+                    "Percent of a route's traffic sent to its new service",
+                ),
                 &["route"],
             )?,
             body_buffer_skipped: IntCounterVec::new(
-                Opts::new("strangler_body_buffer_skipped_total", "Requests whose body could not be used by body predicates (too_large, not_json, read_error)"),
+                Opts::new(
+                    "strangler_body_buffer_skipped_total",
+                    "Requests whose body could not be used by body predicates (too_large, not_json, read_error)",
+                ),
                 &["route", "reason"],
             )?,
             reload_duration: Histogram::with_opts(
-                HistogramOpts::new("strangler_rules_reload_duration_seconds", "Time to read, validate and swap in a rule set")
-                    .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+                HistogramOpts::new(
+                    "strangler_rules_reload_duration_seconds",
+                    "Time to read, validate and swap in a rule set",
+                )
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
             )?,
             rules_generation: IntGauge::new(
                 "strangler_rules_generation",

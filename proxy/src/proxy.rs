@@ -172,7 +172,10 @@ impl ProxyHttp for Strangler {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.upstream_start.get_or_insert_with(Instant::now);
-        let up = ctx.upstream.as_ref().ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
+        let up = ctx
+            .upstream
+            .as_ref()
+            .ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
         Ok(Box::new(up.peer.clone()))
     }
 
@@ -233,7 +236,10 @@ impl ProxyHttp for Strangler {
         if failure.status > 0 && session.response_written().is_none() {
             let body = match (&ctx.upstream, failure.kind) {
                 (Some(up), Some(_)) => {
-                    format!("strangler: upstream {} ({}) {}\n", up.cfg.name, up.cfg.address, failure.reason)
+                    format!(
+                        "strangler: upstream {} ({}) {}\n",
+                        up.cfg.name, up.cfg.address, failure.reason
+                    )
                 }
                 _ => format!("strangler: {}\n", failure.reason),
             };
@@ -241,7 +247,10 @@ impl ProxyHttp for Strangler {
                 warn!(error = %err, "Could not send the error response");
             }
         }
-        FailToProxy { error_code: failure.status, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: failure.status,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -263,7 +272,10 @@ impl ProxyHttp for Strangler {
                 .inc();
         }
         let req = session.req_header();
-        let upstream = ctx.upstream.as_ref().map_or_else(|| "-".to_string(), |u| u.cfg.address.to_string());
+        let upstream = ctx
+            .upstream
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |u| u.cfg.address.to_string());
         let sticky = match &ctx.choice {
             Choice::Sticky { bucket, .. } => format!("sticky:{bucket}"),
             Choice::Random { bucket } => format!("random:{bucket}"),
@@ -295,10 +307,15 @@ impl Strangler {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(uri) = &ctx.rewritten {
-            let uri = uri.parse::<http::Uri>().or_err(ErrorType::InternalError, "rewritten path is not a URI")?;
+            let uri = uri
+                .parse::<http::Uri>()
+                .or_err(ErrorType::InternalError, "rewritten path is not a URI")?;
             req.set_uri(uri);
         }
-        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         headers::add_forwarded(req, client)?;
         ctx.trace_id = Some(headers::ensure_traceparent(req)?);
         if ctx.to_service
@@ -313,7 +330,10 @@ impl Strangler {
     }
 
     fn body_skipped(&self, route: &str, reason: &str) {
-        self.metrics.body_buffer_skipped.with_label_values(&[route, reason]).inc();
+        self.metrics
+            .body_buffer_skipped
+            .with_label_values(&[route, reason])
+            .inc();
     }
 }
 
@@ -325,12 +345,20 @@ fn request_view(h: &RequestHeader) -> Request<'_> {
         .and_then(|v| v.to_str().ok())
         .or_else(|| h.uri.host())
         .map(strip_port);
-    Request { method: &h.method, host, path: h.uri.path(), query: h.uri.query(), headers: &h.headers }
+    Request {
+        method: &h.method,
+        host,
+        path: h.uri.path(),
+        query: h.uri.query(),
+        headers: &h.headers,
+    }
 }
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1]);
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..h.len() + 1]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
@@ -341,5 +369,7 @@ async fn write_plain(session: &mut Session, status: u16, body: String) -> Result
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(Bytes::from(body)), true).await
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
 }

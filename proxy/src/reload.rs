@@ -68,8 +68,14 @@ pub const DEFAULT_ROUTE: &str = "default";
 
 impl RulesStore {
     /// Loads the rules for the first time; fails with every diagnostic if they are invalid.
-    pub fn load(path: &Path, services: Vec<String>, metrics: Metrics) -> Result<Arc<RulesStore>, Diagnostics> {
-        let ctx = Context { services: Some(services) };
+    pub fn load(
+        path: &Path,
+        services: Vec<String>,
+        metrics: Metrics,
+    ) -> Result<Arc<RulesStore>, Diagnostics> {
+        let ctx = Context {
+            services: Some(services),
+        };
         let rules = build(path, &ctx)?;
         let loaded = Arc::new(attach_stats(rules, 1, &metrics));
         publish_gauges(&loaded, &metrics);
@@ -120,15 +126,33 @@ impl RulesStore {
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
                 let took = started.elapsed();
                 self.metrics.reload_duration.observe(took.as_secs_f64());
-                info!(trigger, generation = generation + 1, routes, took_ms = took.as_secs_f64() * 1e3, "Rules reloaded");
-                Ok(ReloadStatus { ok: true, trigger: trigger.into(), at_unix_ms: now_ms(), generation: generation + 1, routes, errors: Vec::new() })
+                info!(
+                    trigger,
+                    generation = generation + 1,
+                    routes,
+                    took_ms = took.as_secs_f64() * 1e3,
+                    "Rules reloaded"
+                );
+                Ok(ReloadStatus {
+                    ok: true,
+                    trigger: trigger.into(),
+                    at_unix_ms: now_ms(),
+                    generation: generation + 1,
+                    routes,
+                    errors: Vec::new(),
+                })
             }
             Err(diags) => {
                 self.metrics.reloads.with_label_values(&["rejected"]).inc();
                 for d in &diags.0 {
                     error!(trigger, error = %d, "Rule reload rejected");
                 }
-                warn!(trigger, errors = diags.len(), generation, "Invalid rules: the last good set keeps serving");
+                warn!(
+                    trigger,
+                    errors = diags.len(),
+                    generation,
+                    "Invalid rules: the last good set keeps serving"
+                );
                 Err(ReloadStatus {
                     ok: false,
                     trigger: trigger.into(),
@@ -158,25 +182,39 @@ impl RulesStore {
                 let _ = tx.send(ev.paths);
             }
         })?;
-        let dir = if self.path.is_dir() { self.path.clone() } else { self.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) };
+        let dir = if self.path.is_dir() {
+            self.path.clone()
+        } else {
+            self.path
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        };
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         let store = Arc::clone(self);
-        let only_file = (!self.path.is_dir()).then(|| self.path.file_name().map(ToOwned::to_owned)).flatten();
-        std::thread::Builder::new().name("rules-watch".into()).spawn(move || {
-            let _watcher = watcher; // dropped (and stopped) with the thread
-            let relevant = |paths: &[PathBuf]| match &only_file {
-                Some(name) => paths.iter().any(|p| p.file_name() == Some(name.as_os_str())),
-                None => paths.iter().any(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))),
-            };
-            while let Ok(paths) = rx.recv() {
-                if !relevant(&paths) {
-                    continue;
+        let only_file = (!self.path.is_dir())
+            .then(|| self.path.file_name().map(ToOwned::to_owned))
+            .flatten();
+        std::thread::Builder::new()
+            .name("rules-watch".into())
+            .spawn(move || {
+                let _watcher = watcher; // dropped (and stopped) with the thread
+                let relevant = |paths: &[PathBuf]| match &only_file {
+                    Some(name) => paths
+                        .iter()
+                        .any(|p| p.file_name() == Some(name.as_os_str())),
+                    None => paths.iter().any(|p| {
+                        matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                    }),
+                };
+                while let Ok(paths) = rx.recv() {
+                    if !relevant(&paths) {
+                        continue;
+                    }
+                    // Debounce: wait until no event has arrived for `debounce`.
+                    while rx.recv_timeout(debounce).is_ok() {}
+                    let _ = store.reload("file change");
                 }
-                // Debounce: wait until no event has arrived for `debounce`.
-                while rx.recv_timeout(debounce).is_ok() {}
-                let _ = store.reload("file change");
-            }
-        })?;
+            })?;
         Ok(())
     }
 }
@@ -195,10 +233,18 @@ fn attach_stats(rules: RuleSet, generation: u64, m: &Metrics) -> Loaded {
                 Target::Service(s) => s.service.as_str(),
                 Target::Legacy => strangler_rules::LEGACY,
             };
-            [SideStats::new(m, &r.name, strangler_rules::LEGACY), SideStats::new(m, &r.name, service)]
+            [
+                SideStats::new(m, &r.name, strangler_rules::LEGACY),
+                SideStats::new(m, &r.name, service),
+            ]
         })
         .collect();
-    Loaded { default_stats: SideStats::new(m, DEFAULT_ROUTE, strangler_rules::LEGACY), rules, generation, route_stats }
+    Loaded {
+        default_stats: SideStats::new(m, DEFAULT_ROUTE, strangler_rules::LEGACY),
+        rules,
+        generation,
+        route_stats,
+    }
 }
 
 fn publish_gauges(loaded: &Loaded, m: &Metrics) {
@@ -215,5 +261,7 @@ fn publish_gauges(loaded: &Loaded, m: &Metrics) {
 }
 
 fn now_ms() -> u128 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }

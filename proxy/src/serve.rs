@@ -24,7 +24,7 @@ use crate::reload::RulesStore;
 use crate::upstream::Upstreams;
 
 /// Runs the proxy; returns only on a start-up error.
-pub fn run(cfg: Config, upgrade: bool) -> Result<()> {
+pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
     let store = RulesStore::load(&cfg.rules, cfg.service_names(), metrics.clone())
@@ -40,14 +40,17 @@ pub fn run(cfg: Config, upgrade: bool) -> Result<()> {
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs()),
         ..ServerConf::default()
     };
-    let opt = pingora::server::configuration::Opt { upgrade, ..Default::default() };
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
     let conf = server.configuration.clone();
 
     let strangler = Strangler {
         store: Arc::clone(&store),
-        upstreams: Arc::new(Upstreams::new(&cfg)),
+        upstreams: Arc::new(Upstreams::new(cfg)),
         metrics: metrics.clone(),
         body_limit: cfg.body_buffer_limit,
         connector: pingora::connectors::http::Connector::new(None),
@@ -63,7 +66,10 @@ pub fn run(cfg: Config, upgrade: bool) -> Result<()> {
     }
     let mut admin = Service::new(
         "strangler admin".to_string(),
-        pingora::apps::http_app::HttpServer::new_app(Admin { store: Arc::clone(&store), registry }),
+        pingora::apps::http_app::HttpServer::new_app(Admin {
+            store: Arc::clone(&store),
+            registry,
+        }),
     );
     admin.add_tcp(&cfg.admin.to_string());
     let reloader = background_service("strangler rules", Reloader { store });

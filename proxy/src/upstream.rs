@@ -22,7 +22,11 @@ impl Upstreams {
     pub fn new(cfg: &Config) -> Upstreams {
         Upstreams {
             legacy: Arc::new(peer(&cfg.legacy)),
-            services: cfg.services.iter().map(|(n, u)| (n.clone(), Arc::new(peer(u)))).collect(),
+            services: cfg
+                .services
+                .iter()
+                .map(|(n, u)| (n.clone(), Arc::new(peer(u))))
+                .collect(),
         }
     }
 
@@ -46,5 +50,8 @@ fn peer(u: &Upstream) -> UpstreamPeer {
     o.idle_timeout = Some(u.idle_timeout);
     o.verify_cert = u.verify_cert;
     o.verify_hostname = u.verify_cert;
-    UpstreamPeer { cfg: u.clone(), peer }
+    UpstreamPeer {
+        cfg: u.clone(),
+        peer,
+    }
 }

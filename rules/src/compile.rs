@@ -115,7 +115,11 @@ fn compile_route(
 ) -> Option<Route> {
     let before = r.count();
     let name = raw.name.value.clone();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         r.report((&raw.name).into(), format!("{field}.name"),
             "route names must be non-empty and use only letters, digits, '-', '_' and '.' (they become metric labels)");
     }
@@ -126,19 +130,33 @@ fn compile_route(
         .enumerate()
         .filter_map(|(i, s)| {
             let upper = s.value.to_ascii_uppercase();
-            const KNOWN: [&str; 9] =
-                ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
+            const KNOWN: [&str; 9] = [
+                "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+            ];
             if KNOWN.contains(&upper.as_str()) {
                 Method::from_bytes(upper.as_bytes()).ok()
             } else {
-                r.report(s.into(), format!("{field}.match.methods[{i}]"),
-                    format!("unknown method `{}` (expected one of {})", s.value, KNOWN.join(", ")));
+                r.report(
+                    s.into(),
+                    format!("{field}.match.methods[{i}]"),
+                    format!(
+                        "unknown method `{}` (expected one of {})",
+                        s.value,
+                        KNOWN.join(", ")
+                    ),
+                );
                 None
             }
         })
         .collect::<Vec<_>>();
-    let host = m.host.as_ref().and_then(|h| compile_host(h, &format!("{field}.match.host"), r));
-    let path = m.path.as_ref().and_then(|p| compile_path(p, &format!("{field}.match.path"), r));
+    let host = m
+        .host
+        .as_ref()
+        .and_then(|h| compile_host(h, &format!("{field}.match.host"), r));
+    let path = m
+        .path
+        .as_ref()
+        .and_then(|p| compile_path(p, &format!("{field}.match.path"), r));
     let headers = m
         .headers
         .iter()
@@ -157,10 +175,17 @@ fn compile_route(
         .filter_map(|(i, q)| {
             let f = format!("{field}.match.query[{i}]");
             if q.value.name.value.is_empty() {
-                r.report((&q.value.name).into(), format!("{f}.name"), "query parameter name is empty");
+                r.report(
+                    (&q.value.name).into(),
+                    format!("{f}.name"),
+                    "query parameter name is empty",
+                );
             }
             let test = value_test(&q.value, &f, r)?;
-            Some(ValueMatch { name: q.value.name.value.clone(), test })
+            Some(ValueMatch {
+                name: q.value.name.value.clone(),
+                test,
+            })
         })
         .collect();
     let body = m
@@ -177,7 +202,14 @@ fn compile_route(
             })
         })
         .collect::<Vec<_>>();
-    let target = compile_target(&raw.target, &format!("{field}.target"), &path, &methods, ctx, r);
+    let target = compile_target(
+        &raw.target,
+        &format!("{field}.target"),
+        &path,
+        &methods,
+        ctx,
+        r,
+    );
     if r.count() > before {
         return None;
     }
@@ -204,7 +236,10 @@ fn compile_host(h: &Spanned<String>, field: &str, r: &mut Reporter) -> Option<Ho
         return None;
     }
     if v.contains("://") || v.contains('/') {
-        bad(r, "host must be a bare host name such as `shop.example.com` (no scheme, no path)");
+        bad(
+            r,
+            "host must be a bare host name such as `shop.example.com` (no scheme, no path)",
+        );
         return None;
     }
     if let Some(rest) = v.strip_prefix("*.") {
@@ -215,11 +250,17 @@ fn compile_host(h: &Spanned<String>, field: &str, r: &mut Reporter) -> Option<Ho
         return Some(HostMatch::Suffix(format!(".{}", rest.to_ascii_lowercase())));
     }
     if v.contains('*') {
-        bad(r, "`*` is only allowed as the first label, as in `*.example.com`");
+        bad(
+            r,
+            "`*` is only allowed as the first label, as in `*.example.com`",
+        );
         return None;
     }
     if v.contains(':') && !v.starts_with('[') {
-        bad(r, "host must not include a port (the port is ignored when matching)");
+        bad(
+            r,
+            "host must not include a port (the port is ignored when matching)",
+        );
         return None;
     }
     Some(HostMatch::Exact(v.to_ascii_lowercase()))
@@ -237,7 +278,11 @@ fn compile_path(p: &Spanned<RawPath>, field: &str, r: &mut Reporter) -> Option<P
     .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
     .collect();
     let [(kind, value)] = given[..] else {
-        r.report(p.into(), field, "give exactly one of exact, prefix, template or regex");
+        r.report(
+            p.into(),
+            field,
+            "give exactly one of exact, prefix, template or regex",
+        );
         return None;
     };
     let f = format!("{field}.{kind}");
@@ -249,8 +294,16 @@ fn compile_path(p: &Spanned<RawPath>, field: &str, r: &mut Reporter) -> Option<P
     match kind {
         "exact" => Some(PathPattern::Exact(s.to_string())),
         "prefix" => {
-            let trimmed = if s.len() > 1 { s.trim_end_matches('/') } else { s };
-            Some(PathPattern::Prefix(if trimmed.is_empty() { "/".into() } else { trimmed.into() }))
+            let trimmed = if s.len() > 1 {
+                s.trim_end_matches('/')
+            } else {
+                s
+            };
+            Some(PathPattern::Prefix(if trimmed.is_empty() {
+                "/".into()
+            } else {
+                trimmed.into()
+            }))
         }
         "template" => match Template::parse(s) {
             Ok(t) => Some(PathPattern::Template(t)),
@@ -270,7 +323,11 @@ fn regex(v: &Spanned<String>, field: &str, r: &mut Reporter) -> Option<regex::Re
             let msg = e.to_string();
             let last = msg.lines().last().unwrap_or("invalid regex").trim();
             let last = last.strip_prefix("error: ").unwrap_or(last);
-            r.report(v.into(), field, format!("invalid regex `{}`: {last}", v.value));
+            r.report(
+                v.into(),
+                field,
+                format!("invalid regex `{}`: {last}", v.value),
+            );
             None
         }
     }
@@ -291,7 +348,11 @@ fn jsonpath(
                 .find_map(|l| l.trim().strip_prefix("= "))
                 .unwrap_or_else(|| text.lines().next().unwrap_or("parse error"))
                 .to_string();
-            r.report(v.into(), field, format!("invalid JSONPath `{}`: {msg}", v.value));
+            r.report(
+                v.into(),
+                field,
+                format!("invalid JSONPath `{}`: {msg}", v.value),
+            );
             None
         }
     }
@@ -301,7 +362,11 @@ fn header_name(v: &Spanned<String>, field: &str, r: &mut Reporter) -> Option<Hea
     match HeaderName::from_bytes(v.value.as_bytes()) {
         Ok(h) => Some(h),
         Err(_) => {
-            r.report(v.into(), field, format!("`{}` is not a valid header name", v.value));
+            r.report(
+                v.into(),
+                field,
+                format!("`{}` is not a valid header name", v.value),
+            );
             None
         }
     }
@@ -312,7 +377,11 @@ fn value_test(v: &RawValueMatch, field: &str, r: &mut Reporter) -> Option<ValueT
         + usize::from(v.equals.is_some())
         + usize::from(v.regex.is_some());
     if count > 1 {
-        r.report((&v.name).into(), field, "give at most one of present, equals or regex");
+        r.report(
+            (&v.name).into(),
+            field,
+            "give at most one of present, equals or regex",
+        );
         return None;
     }
     Some(if let Some(e) = &v.equals {
@@ -343,11 +412,19 @@ fn compile_target(
             ("rewrite", raw.rewrite.as_ref().map(Loc::from)),
         ] {
             if let Some(at) = present {
-                r.report(at, format!("{field}.{key}"), format!("`{key}` only applies to a new service, not to `legacy`"));
+                r.report(
+                    at,
+                    format!("{field}.{key}"),
+                    format!("`{key}` only applies to a new service, not to `legacy`"),
+                );
             }
         }
         if let Some(h) = raw.headers.first() {
-            r.report(h.into(), format!("{field}.headers"), "`headers` only applies to a new service, not to `legacy`");
+            r.report(
+                h.into(),
+                format!("{field}.headers"),
+                "`headers` only applies to a new service, not to `legacy`",
+            );
         }
         return Some(Target::Legacy);
     }
@@ -356,36 +433,59 @@ fn compile_target(
     {
         let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
         names.push(LEGACY);
-        r.report((&raw.service).into(), format!("{field}.service"),
-            format!("unknown service `{service}` (the config names: {})", names.join(", ")));
+        r.report(
+            (&raw.service).into(),
+            format!("{field}.service"),
+            format!(
+                "unknown service `{service}` (the config names: {})",
+                names.join(", ")
+            ),
+        );
     }
     let weight_bp = match &raw.weight {
         None => 10_000,
         Some(w) => {
             let bp = (w.value * 100.0).round();
             if !(0.0..=100.0).contains(&w.value) || !w.value.is_finite() {
-                r.report(w.into(), format!("{field}.weight"), format!("weight {} is out of range 0–100", w.value));
+                r.report(
+                    w.into(),
+                    format!("{field}.weight"),
+                    format!("weight {} is out of range 0–100", w.value),
+                );
                 0
             } else if (bp - w.value * 100.0).abs() > 1e-6 {
-                r.report(w.into(), format!("{field}.weight"), format!("weight {} has more than two decimals", w.value));
+                r.report(
+                    w.into(),
+                    format!("{field}.weight"),
+                    format!("weight {} has more than two decimals", w.value),
+                );
                 0
             } else {
                 bp as u16
             }
         }
     };
-    let sticky = raw.sticky.as_ref().and_then(|s| compile_sticky(s, &format!("{field}.sticky"), path, methods, r));
+    let sticky = raw
+        .sticky
+        .as_ref()
+        .and_then(|s| compile_sticky(s, &format!("{field}.sticky"), path, methods, r));
     let rewrite = raw.rewrite.as_ref().and_then(|rw| {
         let f = format!("{field}.rewrite");
         match (&rw.value.strip_prefix, &rw.value.replace_prefix) {
-            (Some(p), None) => prefix_value(p, &format!("{f}.strip_prefix"), r).map(Rewrite::StripPrefix),
+            (Some(p), None) => {
+                prefix_value(p, &format!("{f}.strip_prefix"), r).map(Rewrite::StripPrefix)
+            }
             (None, Some(rp)) => {
                 let from = prefix_value(&rp.value.from, &format!("{f}.replace_prefix.from"), r)?;
                 let to = prefix_value(&rp.value.to, &format!("{f}.replace_prefix.to"), r)?;
                 Some(Rewrite::ReplacePrefix { from, to })
             }
             _ => {
-                r.report(rw.into(), f, "give exactly one of strip_prefix or replace_prefix");
+                r.report(
+                    rw.into(),
+                    f,
+                    "give exactly one of strip_prefix or replace_prefix",
+                );
                 None
             }
         }
@@ -400,7 +500,11 @@ fn compile_target(
             match HeaderValue::from_str(&h.value.value.value) {
                 Ok(v) => Some((name, v)),
                 Err(_) => {
-                    r.report((&h.value.value).into(), format!("{f}.value"), "not a valid header value");
+                    r.report(
+                        (&h.value.value).into(),
+                        format!("{f}.value"),
+                        "not a valid header value",
+                    );
                     None
                 }
             }
@@ -419,7 +523,11 @@ fn prefix_value(v: &Spanned<String>, field: &str, r: &mut Reporter) -> Option<St
     if v.value.starts_with('/') {
         Some(v.value.clone())
     } else {
-        r.report(v.into(), field, format!("`{}` must start with '/'", v.value));
+        r.report(
+            v.into(),
+            field,
+            format!("`{}` must start with '/'", v.value),
+        );
         None
     }
 }
@@ -443,7 +551,11 @@ fn compile_sticky(
     .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
     .collect();
     let [(kind, value)] = given[..] else {
-        r.report(s.into(), field, "give exactly one of header, cookie, query, path_param or body");
+        r.report(
+            s.into(),
+            field,
+            "give exactly one of header, cookie, query, path_param or body",
+        );
         return None;
     };
     let f = format!("{field}.{kind}");
@@ -468,21 +580,36 @@ fn compile_sticky(
                     value.value));
                 None
             } else {
-                r.report(value.into(), f, format!(
-                    "path parameter `{}` can never be present: the template has {}",
-                    value.value, known.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")));
+                r.report(
+                    value.into(),
+                    f,
+                    format!(
+                        "path parameter `{}` can never be present: the template has {}",
+                        value.value,
+                        known
+                            .iter()
+                            .map(|p| format!("{{{p}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
                 None
             }
         }
         _ => {
             if !methods.is_empty()
-                && methods.iter().all(|m| matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE"))
+                && methods
+                    .iter()
+                    .all(|m| matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE"))
             {
                 r.report(value.into(), f, "a body key can never be present: the route only matches methods without a body");
                 return None;
             }
             let query = jsonpath(value, &f, r)?;
-            Some(Sticky::Body { source: value.value.clone(), query })
+            Some(Sticky::Body {
+                source: value.value.clone(),
+                query,
+            })
         }
     }
 }

@@ -75,7 +75,10 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(file: impl Into<Arc<str>>) -> Self {
-        Self { file: file.into(), diags: Diagnostics::default() }
+        Self {
+            file: file.into(),
+            diags: Diagnostics::default(),
+        }
     }
 
     pub fn file(&self) -> &Arc<str> {
@@ -143,7 +146,10 @@ pub struct Loc {
 
 impl From<serde_saphyr::Location> for Loc {
     fn from(l: serde_saphyr::Location) -> Self {
-        Loc { line: l.line(), column: l.column() }
+        Loc {
+            line: l.line(),
+            column: l.column(),
+        }
     }
 }
 

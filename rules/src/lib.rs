@@ -5,9 +5,9 @@
 //! The flow: [`read_sources`] → [`compile`] (raw YAML → typed, every error at once) →
 //! [`RuleSet::find`] per request → [`Route::decide`] for the side.
 
+mod compile;
 pub mod diag;
 pub mod path;
-mod compile;
 pub mod raw;
 mod route;
 mod ruleset;

@@ -60,7 +60,10 @@ impl Template {
                 segments.push(Segment::Literal(seg.to_string()));
             }
         }
-        Ok(Template { source: source.to_string(), segments })
+        Ok(Template {
+            source: source.to_string(),
+            segments,
+        })
     }
 
     pub fn params(&self) -> impl Iterator<Item = &str> {
@@ -229,7 +232,10 @@ mod tests {
         let mut idx = PathIndex::default();
         idx.insert(0, &PathPattern::Exact("/a/b".into()));
         idx.insert(1, &PathPattern::Prefix("/a".into()));
-        idx.insert(2, &PathPattern::Template(Template::parse("/a/{x}").unwrap()));
+        idx.insert(
+            2,
+            &PathPattern::Template(Template::parse("/a/{x}").unwrap()),
+        );
         idx.insert(3, &PathPattern::Prefix("/".into()));
         let find = |p: &str| {
             let mut v = Vec::new();

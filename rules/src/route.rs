@@ -211,9 +211,14 @@ impl Route {
         let choice = match key {
             Some(key) => {
                 let bucket = sticky::bucket(&self.name, key.as_bytes());
-                Choice::Sticky { key: key.into_owned(), bucket }
+                Choice::Sticky {
+                    key: key.into_owned(),
+                    bucket,
+                }
             }
-            None => Choice::Random { bucket: sticky::random_bucket(random) },
+            None => Choice::Random {
+                bucket: sticky::random_bucket(random),
+            },
         };
         let bucket = match &choice {
             Choice::Sticky { bucket, .. } | Choice::Random { bucket } => *bucket,
@@ -232,14 +237,30 @@ impl Route {
         match miss {
             Miss::Method => format!(
                 "method not in [{}]",
-                self.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")
+                self.methods
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            Miss::Host => format!("host is not {}", self.host.as_ref().map_or("?".into(), |h| h.to_string())),
-            Miss::Path => format!("path does not match {}", self.path.as_ref().map_or("?".into(), describe_path)),
+            Miss::Host => format!(
+                "host is not {}",
+                self.host.as_ref().map_or("?".into(), |h| h.to_string())
+            ),
+            Miss::Path => format!(
+                "path does not match {}",
+                self.path.as_ref().map_or("?".into(), describe_path)
+            ),
             Miss::Header(i) => format!("header {}", self.headers[*i].describe()),
             Miss::Query(i) => format!("query parameter {}", self.query[*i].describe()),
-            Miss::Body(i) => format!("body: {} selects nothing{}", self.body[*i].source,
-                self.body[*i].equals.as_ref().map_or(String::new(), |v| format!(" equal to {v}"))),
+            Miss::Body(i) => format!(
+                "body: {} selects nothing{}",
+                self.body[*i].source,
+                self.body[*i]
+                    .equals
+                    .as_ref()
+                    .map_or(String::new(), |v| format!(" equal to {v}"))
+            ),
             Miss::NeedsBody => "the body is needed and was not given".into(),
         }
     }
@@ -280,9 +301,18 @@ impl Rewrite {
 
 impl Sticky {
     /// The key for this request, if present.
-    pub fn key<'a>(&self, req: &Request<'a>, params: &Params<'a>, body: Body<'a>) -> Option<Cow<'a, str>> {
+    pub fn key<'a>(
+        &self,
+        req: &Request<'a>,
+        params: &Params<'a>,
+        body: Body<'a>,
+    ) -> Option<Cow<'a, str>> {
         match self {
-            Sticky::Header(name) => req.headers.get(name).and_then(|v| v.to_str().ok()).map(Cow::Borrowed),
+            Sticky::Header(name) => req
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(Cow::Borrowed),
             Sticky::Cookie(name) => req
                 .headers
                 .get_all(http::header::COOKIE)
@@ -419,15 +449,13 @@ fn decode(s: &str) -> Cow<'_, str> {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -469,7 +497,10 @@ mod tests {
         assert_eq!(strip.apply("/api/orders/1"), "/orders/1");
         assert_eq!(strip.apply("/api"), "/");
         assert_eq!(strip.apply("/apix"), "/apix");
-        let rep = Rewrite::ReplacePrefix { from: "/api/v1".into(), to: "/v2".into() };
+        let rep = Rewrite::ReplacePrefix {
+            from: "/api/v1".into(),
+            to: "/v2".into(),
+        };
         assert_eq!(rep.apply("/api/v1/orders"), "/v2/orders");
         assert_eq!(rep.apply("/other"), "/other");
     }

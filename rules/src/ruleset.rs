@@ -17,7 +17,11 @@ pub struct RuleSet {
 /// The result of matching one request.
 #[derive(Debug)]
 pub enum Outcome<'a> {
-    Matched { id: usize, route: &'a Route, params: Params<'a> },
+    Matched {
+        id: usize,
+        route: &'a Route,
+        params: Params<'a>,
+    },
     /// The first route whose other predicates match (id given) needs the body; read it and
     /// match again.
     NeedsBody { id: usize },
@@ -38,7 +42,11 @@ impl RuleSet {
                 unindexed.push(id);
             }
         }
-        RuleSet { routes, index, unindexed }
+        RuleSet {
+            routes,
+            index,
+            unindexed,
+        }
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -72,7 +80,11 @@ impl RuleSet {
                     if matches!(body, Body::NotRead) && route.needs_body() {
                         return Outcome::NeedsBody { id: id as usize };
                     }
-                    return Outcome::Matched { id: id as usize, route, params };
+                    return Outcome::Matched {
+                        id: id as usize,
+                        route,
+                        params,
+                    };
                 }
                 Err(Miss::NeedsBody) => return Outcome::NeedsBody { id: id as usize },
                 Err(_) => {}

@@ -75,7 +75,10 @@ mod tests {
                 .filter(|i| to_new(bucket("r", format!("k{i}").as_bytes()), weight * 100))
                 .count();
             let pct = hits as f64 * 100.0 / n as f64;
-            assert!((pct - f64::from(weight)).abs() < 1.5, "weight {weight}: {pct}%");
+            assert!(
+                (pct - f64::from(weight)).abs() < 1.5,
+                "weight {weight}: {pct}%"
+            );
         }
     }
 }

@@ -7,15 +7,30 @@ use serde_json::json;
 use crate::*;
 
 fn set(yaml: &str) -> RuleSet {
-    let files = [SourceFile { name: "rules.yaml".into(), text: yaml.into() }];
-    let ctx = Context { services: Some(vec!["orders".into(), "users".into()]) };
+    let files = [SourceFile {
+        name: "rules.yaml".into(),
+        text: yaml.into(),
+    }];
+    let ctx = Context {
+        services: Some(vec!["orders".into(), "users".into()]),
+    };
     compile(&files, &ctx).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn errors(yaml: &str) -> Vec<String> {
-    let files = [SourceFile { name: "rules.yaml".into(), text: yaml.into() }];
-    let ctx = Context { services: Some(vec!["orders".into()]) };
-    compile(&files, &ctx).unwrap_err().0.iter().map(ToString::to_string).collect()
+    let files = [SourceFile {
+        name: "rules.yaml".into(),
+        text: yaml.into(),
+    }];
+    let ctx = Context {
+        services: Some(vec!["orders".into()]),
+    };
+    compile(&files, &ctx)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 struct Req {
@@ -32,7 +47,13 @@ impl Req {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
             None => (target.to_string(), None),
         };
-        Req { method: method.parse().unwrap(), host: None, path, query, headers: HeaderMap::new() }
+        Req {
+            method: method.parse().unwrap(),
+            host: None,
+            path,
+            query,
+            headers: HeaderMap::new(),
+        }
     }
     fn header(mut self, k: &'static str, v: &str) -> Req {
         self.headers.insert(k, v.parse().unwrap());
@@ -89,22 +110,43 @@ routes:
 #[test]
 fn matches_each_kind() {
     let rs = set(RULES);
-    assert_eq!(matched(&rs, &Req::new("GET", "/api/orders/7"), Body::NotRead).as_deref(), Some("orders-by-id"));
-    assert_eq!(matched(&rs, &Req::new("DELETE", "/api/orders/7"), Body::NotRead), None);
+    assert_eq!(
+        matched(&rs, &Req::new("GET", "/api/orders/7"), Body::NotRead).as_deref(),
+        Some("orders-by-id")
+    );
+    assert_eq!(
+        matched(&rs, &Req::new("DELETE", "/api/orders/7"), Body::NotRead),
+        None
+    );
     // priority beats file order
-    assert_eq!(matched(&rs, &Req::new("GET", "/api/orders/export"), Body::NotRead).as_deref(), Some("pinned"));
+    assert_eq!(
+        matched(&rs, &Req::new("GET", "/api/orders/export"), Body::NotRead).as_deref(),
+        Some("pinned")
+    );
     let post = Req::new("POST", "/api/orders");
-    assert_eq!(matched(&rs, &post, Body::NotRead).as_deref(), Some("<needs body>"));
+    assert_eq!(
+        matched(&rs, &post, Body::NotRead).as_deref(),
+        Some("<needs body>")
+    );
     let big = json!({"items": [{"qty": 1}, {"qty": 12}]});
     let small = json!({"items": [{"qty": 1}]});
-    assert_eq!(matched(&rs, &post, Body::Json(&big)).as_deref(), Some("orders-create-bulk"));
+    assert_eq!(
+        matched(&rs, &post, Body::Json(&big)).as_deref(),
+        Some("orders-create-bulk")
+    );
     assert_eq!(matched(&rs, &post, Body::Json(&small)), None);
     assert_eq!(matched(&rs, &post, Body::Unavailable), None);
     let beta = Req::new("GET", "/api/users/1?v=2").header("x-beta", "1");
-    assert_eq!(matched(&rs, &beta, Body::NotRead).as_deref(), Some("beta-users"));
+    assert_eq!(
+        matched(&rs, &beta, Body::NotRead).as_deref(),
+        Some("beta-users")
+    );
     let beta_v1 = Req::new("GET", "/api/users/1?v=1").header("x-beta", "1");
     assert_eq!(matched(&rs, &beta_v1, Body::NotRead), None);
-    assert_eq!(matched(&rs, &Req::new("GET", "/api/users/1?v=3"), Body::NotRead), None);
+    assert_eq!(
+        matched(&rs, &Req::new("GET", "/api/users/1?v=3"), Body::NotRead),
+        None
+    );
 }
 
 #[test]
@@ -115,7 +157,10 @@ fn explain_says_why() {
     assert_eq!(verdicts.len(), 4);
     let (route, miss) = &verdicts[3];
     assert_eq!(route.name, "beta-users");
-    assert_eq!(route.describe_miss(miss.as_ref().unwrap_err()), "header x-beta does not equal \"1\"");
+    assert_eq!(
+        route.describe_miss(miss.as_ref().unwrap_err()),
+        "header x-beta does not equal \"1\""
+    );
 }
 
 #[test]
@@ -125,7 +170,9 @@ fn sticky_path_param_is_stable_and_monotonic() {
     for id in 0..200 {
         let req = Req::new("GET", &format!("/api/orders/{id}"));
         let view = req.view();
-        let Outcome::Matched { params, .. } = rs.find(&view, Body::NotRead) else { panic!() };
+        let Outcome::Matched { params, .. } = rs.find(&view, Body::NotRead) else {
+            panic!()
+        };
         let (a, choice) = route.decide(&view, &params, Body::NotRead, 1);
         let (b, _) = route.decide(&view, &params, Body::NotRead, 999);
         assert_eq!(a, b, "sticky key ignores the random number");
@@ -152,12 +199,27 @@ routes:
 "#,
     );
     let joined = errors_text(&errs);
-    assert!(joined.contains("rules.yaml:5:17: routes[0].match.methods[0]: unknown method `GTE`"), "{joined}");
-    assert!(joined.contains("rules.yaml:6:22: routes[0].match.path.regex: invalid regex"), "{joined}");
-    assert!(joined.contains("routes[0].target.service: unknown service `nope`"), "{joined}");
-    assert!(joined.contains("routes[0].target.weight: weight 120 is out of range"), "{joined}");
+    assert!(
+        joined.contains("rules.yaml:5:17: routes[0].match.methods[0]: unknown method `GTE`"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("rules.yaml:6:22: routes[0].match.path.regex: invalid regex"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("routes[0].target.service: unknown service `nope`"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("routes[0].target.weight: weight 120 is out of range"),
+        "{joined}"
+    );
     assert!(joined.contains("rules.yaml:8:11: routes[1].name: duplicate route name `a` (first defined at rules.yaml:3:11)"), "{joined}");
-    assert!(joined.contains("routes[1].match.body[0].jsonpath: invalid JSONPath"), "{joined}");
+    assert!(
+        joined.contains("routes[1].match.body[0].jsonpath: invalid JSONPath"),
+        "{joined}"
+    );
     assert!(joined.contains("routes[1].target.sticky.path_param: path parameter `user` can never be present: the template has {id}"), "{joined}");
     assert_eq!(errs.len(), 7, "{joined}");
 }

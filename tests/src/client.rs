@@ -25,7 +25,10 @@ impl Reply {
 
     /// Which upstream answered (`x-upstream`).
     pub fn upstream(&self) -> &str {
-        self.headers.get("x-upstream").and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get("x-upstream")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     pub fn text(&self) -> String {
@@ -46,7 +49,11 @@ pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> anyhow::Res
     let resp = sender.send_request(req).await?;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await?.to_bytes();
-    Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
 }
 
 /// `GET path` with the given headers.
@@ -58,7 +65,9 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Repl
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    request(addr, b.body(Full::new(Bytes::new())).unwrap()).await.expect("request")
+    request(addr, b.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .expect("request")
 }
 
 /// A stable hash for comparing bodies (FNV-1a 64).

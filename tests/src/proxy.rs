@@ -31,7 +31,10 @@ pub fn binary() -> PathBuf {
 
 /// A free port on 127.0.0.1 (bound and released; the proxy binds it right after).
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 pub struct ProxyBuilder {
@@ -44,7 +47,13 @@ pub struct ProxyBuilder {
 
 impl ProxyBuilder {
     pub fn new(legacy: SocketAddr) -> ProxyBuilder {
-        ProxyBuilder { legacy, legacy_extra: String::new(), services: Vec::new(), rules: Vec::new(), extra: String::new() }
+        ProxyBuilder {
+            legacy,
+            legacy_extra: String::new(),
+            services: Vec::new(),
+            rules: Vec::new(),
+            extra: String::new(),
+        }
     }
 
     /// A new service; `extra` is more YAML flow-mapping entries (e.g. `read_timeout: 300ms`).
@@ -79,7 +88,13 @@ impl ProxyBuilder {
             std::fs::write(rules_dir.join(name), yaml).unwrap();
         }
         let (addr, admin) = (free_port(), free_port());
-        let sep = |s: &str| if s.is_empty() { String::new() } else { format!(", {s}") };
+        let sep = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!(", {s}")
+            }
+        };
         let mut cfg = format!(
             "listen: [\"{addr}\"]\nadmin: \"{admin}\"\nworkers: 2\nlegacy: {{ address: \"{}\"{} }}\nrules: rules\nlog: {{ level: \"info\" }}\n",
             self.legacy,
@@ -102,7 +117,14 @@ impl ProxyBuilder {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start strangler");
-        let mut proxy = Proxy { child, addr, admin, dir, config, log };
+        let mut proxy = Proxy {
+            child,
+            addr,
+            admin,
+            dir,
+            config,
+            log,
+        };
         proxy.wait_ready().await;
         proxy
     }
@@ -129,7 +151,11 @@ impl Proxy {
             if admin_ok && proxy_ok && get(self.admin, "/readyz", &[]).await.status == 200 {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "strangler not ready:\n{}", self.logs());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "strangler not ready:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -154,14 +180,19 @@ impl Proxy {
     pub async fn metric(&self, sample: &str) -> f64 {
         let text = get(self.admin, "/metrics", &[]).await.text();
         text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     }
 
     /// Current rules generation (1 at start, +1 per accepted reload).
     pub async fn generation(&self) -> u64 {
-        self.admin_json("/api/rules").await["generation"].as_u64().unwrap_or(0)
+        self.admin_json("/api/rules").await["generation"]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     pub fn logs(&self) -> String {

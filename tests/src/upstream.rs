@@ -34,24 +34,35 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start(name: &str, behaviour: Behaviour) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let (n, h) = (name.to_string(), Arc::clone(&hits));
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (n, h) = (n.clone(), Arc::clone(&h));
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let (n, h) = (n.clone(), Arc::clone(&h));
                         async move { Ok::<_, Infallible>(answer(&n, behaviour, req, &h).await) }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
-        Upstream { name: name.to_string(), addr, hits, task }
+        Upstream {
+            name: name.to_string(),
+            addr,
+            hits,
+            task,
+        }
     }
 
     /// Requests received so far.
@@ -66,10 +77,19 @@ impl Drop for Upstream {
     }
 }
 
-async fn answer(name: &str, b: Behaviour, req: Request<Incoming>, hits: &AtomicUsize) -> Response<Full<Bytes>> {
+async fn answer(
+    name: &str,
+    b: Behaviour,
+    req: Request<Incoming>,
+    hits: &AtomicUsize,
+) -> Response<Full<Bytes>> {
     hits.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     match b {
         Behaviour::EchoBody => Response::builder()
             .header("x-upstream", name)

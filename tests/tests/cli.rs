@@ -6,12 +6,23 @@ use std::process::Command;
 use strangler_tests::binary;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
-    let out = Command::new(binary()).args(args).current_dir(dir).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -25,8 +36,16 @@ const CONFIG: &str = "listen: [\"127.0.0.1:8080\"]\nlegacy: { address: \"127.0.0
 fn check_prints_every_error_located_and_fails() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "strangler.yaml", CONFIG);
-    write(d.path(), "rules/a.yaml", "routes:\n  - name: a\n    match: { methods: [GTE], path: { template: \"/o/{id\" } }\n    target: { service: billing, weight: 101 }\n");
-    write(d.path(), "rules/b.yaml", "routes:\n  - name: b\n    match: { path: { prefix: /x } }\n    target: { service: orders, sticky: { path_param: id } }\n    extra: 1\n");
+    write(
+        d.path(),
+        "rules/a.yaml",
+        "routes:\n  - name: a\n    match: { methods: [GTE], path: { template: \"/o/{id\" } }\n    target: { service: billing, weight: 101 }\n",
+    );
+    write(
+        d.path(),
+        "rules/b.yaml",
+        "routes:\n  - name: b\n    match: { path: { prefix: /x } }\n    target: { service: orders, sticky: { path_param: id } }\n    extra: 1\n",
+    );
     let (code, out, err) = run(&["check", "strangler.yaml"], d.path());
     assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
     for want in [
@@ -45,39 +64,88 @@ fn check_prints_every_error_located_and_fails() {
 fn check_accepts_valid_files_with_a_summary() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "strangler.yaml", CONFIG);
-    write(d.path(), "rules/a.yaml", "routes:\n  - { name: a, match: { path: { prefix: /o } }, target: { service: orders, weight: 5 } }\n");
+    write(
+        d.path(),
+        "rules/a.yaml",
+        "routes:\n  - { name: a, match: { path: { prefix: /o } }, target: { service: orders, weight: 5 } }\n",
+    );
     let (code, out, err) = run(&["check", "strangler.yaml", "rules/a.yaml"], d.path());
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok: strangler.yaml: 1 listener(s), 1 service(s) (orders); 1 route(s) in 1 rule file(s)"), "{out}");
+    assert!(
+        out.contains(
+            "ok: strangler.yaml: 1 listener(s), 1 service(s) (orders); 1 route(s) in 1 rule file(s)"
+        ),
+        "{out}"
+    );
     assert!(out.contains("ok: rules/a.yaml: 1 route(s)"), "{out}");
 }
 
 #[test]
 fn check_reports_config_errors() {
     let d = tempfile::tempdir().unwrap();
-    write(d.path(), "bad.yaml", "listen: [\"127.0.0.1:8080\"]\nlegacy: { address: \"127.0.0.1:8081\", conect_timeout: 1s }\nrules: rules\n");
+    write(
+        d.path(),
+        "bad.yaml",
+        "listen: [\"127.0.0.1:8080\"]\nlegacy: { address: \"127.0.0.1:8081\", conect_timeout: 1s }\nrules: rules\n",
+    );
     let (code, _, err) = run(&["check", "bad.yaml"], d.path());
     assert_eq!(code, 1);
-    assert!(err.contains("bad.yaml:2:38: unknown field `conect_timeout`"), "{err}");
+    assert!(
+        err.contains("bad.yaml:2:38: unknown field `conect_timeout`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn explain_shows_route_target_and_sticky_side() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "strangler.yaml", CONFIG);
-    write(d.path(), "rules/a.yaml", "routes:\n  - { name: other, match: { methods: [DELETE] }, target: { service: orders } }\n  - { name: orders, match: { path: { template: \"/api/orders/{id}\" } }, target: { service: orders, weight: 50, sticky: { header: x-user } } }\n");
+    write(
+        d.path(),
+        "rules/a.yaml",
+        "routes:\n  - { name: other, match: { methods: [DELETE] }, target: { service: orders } }\n  - { name: orders, match: { path: { template: \"/api/orders/{id}\" } }, target: { service: orders, weight: 50, sticky: { header: x-user } } }\n",
+    );
     let (code, out, err) = run(
-        &["explain", "--config", "strangler.yaml", "--method", "GET", "--path", "/api/orders/7", "-H", "x-user: alice", "--verbose"],
+        &[
+            "explain",
+            "--config",
+            "strangler.yaml",
+            "--method",
+            "GET",
+            "--path",
+            "/api/orders/7",
+            "-H",
+            "x-user: alice",
+            "--verbose",
+        ],
         d.path(),
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("skip other (") && out.contains("method not in [DELETE]"), "{out}");
+    assert!(
+        out.contains("skip other (") && out.contains("method not in [DELETE]"),
+        "{out}"
+    );
     assert!(out.contains("route:    orders ("), "{out}");
     assert!(out.contains("params:   id=7"), "{out}");
-    assert!(out.contains("target:   service orders at weight 50%"), "{out}");
+    assert!(
+        out.contains("target:   service orders at weight 50%"),
+        "{out}"
+    );
     assert!(out.contains("key:      \"alice\" → bucket "), "{out}");
-    let (_, out, _) = run(&["explain", "--config", "strangler.yaml", "--path", "/nothing"], d.path());
-    assert!(out.contains("none matched → default: legacy (127.0.0.1:8081)"), "{out}");
+    let (_, out, _) = run(
+        &[
+            "explain",
+            "--config",
+            "strangler.yaml",
+            "--path",
+            "/nothing",
+        ],
+        d.path(),
+    );
+    assert!(
+        out.contains("none matched → default: legacy (127.0.0.1:8081)"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -85,20 +153,32 @@ fn every_example_config_passes_check() {
     let examples = workspace().join("examples");
     let mut checked = 0;
     for entry in walk(&examples) {
-        if entry.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("strangler") && n.ends_with(".yaml")) {
+        if entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("strangler") && n.ends_with(".yaml"))
+        {
             let (code, out, err) = run(&["check", entry.to_str().unwrap()], &workspace());
             assert_eq!(code, 0, "{}:\n{out}{err}", entry.display());
             checked += 1;
         }
     }
-    assert!(checked > 0, "no example config found under {}", examples.display());
+    assert!(
+        checked > 0,
+        "no example config found under {}",
+        examples.display()
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }

@@ -14,7 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::test]
 async fn hop_by_hop_removed_forwarding_and_trace_headers_added() {
     let legacy = Upstream::start("legacy", Behaviour::Echo).await;
-    let p = ProxyBuilder::new(legacy.addr).rules("r.yaml", "routes: []\n").start().await;
+    let p = ProxyBuilder::new(legacy.addr)
+        .rules("r.yaml", "routes: []\n")
+        .start()
+        .await;
     let r = get(
         p.addr,
         "/x",
@@ -34,10 +37,21 @@ async fn hop_by_hop_removed_forwarding_and_trace_headers_added() {
         assert_eq!(r.received_header(h), None, "{h} reached the upstream");
     }
     assert_eq!(r.received_header("x-end-to-end").as_deref(), Some("kept"));
-    assert_eq!(r.received_header("x-forwarded-for").as_deref(), Some("10.0.0.1, 127.0.0.1"));
-    assert_eq!(r.received_header("x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(r.received_header("x-forwarded-host").as_deref(), Some("shop.test"));
-    let tp = r.received_header("traceparent").expect("traceparent started");
+    assert_eq!(
+        r.received_header("x-forwarded-for").as_deref(),
+        Some("10.0.0.1, 127.0.0.1")
+    );
+    assert_eq!(
+        r.received_header("x-forwarded-proto").as_deref(),
+        Some("http")
+    );
+    assert_eq!(
+        r.received_header("x-forwarded-host").as_deref(),
+        Some("shop.test")
+    );
+    let tp = r
+        .received_header("traceparent")
+        .expect("traceparent started");
     assert_eq!(tp.len(), 55, "{tp}");
     // The upstream's keep-alive response header does not reach the client.
     assert!(r.headers.get("keep-alive").is_none());
@@ -50,22 +64,40 @@ async fn hop_by_hop_removed_forwarding_and_trace_headers_added() {
 #[tokio::test]
 async fn large_and_chunked_bodies_stream_through_intact() {
     let legacy = Upstream::start("legacy", Behaviour::EchoBody).await;
-    let p = ProxyBuilder::new(legacy.addr).rules("r.yaml", "routes: []\n").start().await;
+    let p = ProxyBuilder::new(legacy.addr)
+        .rules("r.yaml", "routes: []\n")
+        .start()
+        .await;
     let big: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let req = Request::post("/upload").header("host", "t").body(Full::new(Bytes::from(big.clone()))).unwrap();
+    let req = Request::post("/upload")
+        .header("host", "t")
+        .body(Full::new(Bytes::from(big.clone())))
+        .unwrap();
     let r = request(p.addr, req).await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), big.len());
     assert!(r.body == big, "6 MiB body changed on the way");
 
     // Chunked: a streamed body of unknown length.
-    let body = Chunks((0..64).map(|i| Bytes::from(vec![i as u8; 10_000])).collect());
+    let body = Chunks(
+        (0..64)
+            .map(|i| Bytes::from(vec![i as u8; 10_000]))
+            .collect(),
+    );
     let stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let req = Request::post("/chunked").header("host", "t").body(body).unwrap();
+    let req = Request::post("/chunked")
+        .header("host", "t")
+        .body(body)
+        .unwrap();
     let resp = sender.send_request(req).await.unwrap();
-    let got = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let got = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
     let want: Vec<u8> = (0..64).flat_map(|i| vec![i as u8; 10_000]).collect();
     assert_eq!(got.len(), want.len());
     assert!(got == want, "chunked body changed on the way");
@@ -103,21 +135,38 @@ routes:
         .await;
     let r = get(p.addr, "/down", &[]).await;
     assert_eq!(r.status, 502, "{}", r.text());
-    assert!(r.text().contains(&format!("upstream down ({down}) refused the connection")), "{}", r.text());
+    assert!(
+        r.text()
+            .contains(&format!("upstream down ({down}) refused the connection")),
+        "{}",
+        r.text()
+    );
     let r = get(p.addr, "/slow", &[]).await;
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(r.text().contains("upstream slow"), "{}", r.text());
     assert!(r.text().contains("did not answer in time"), "{}", r.text());
     assert_eq!(p.metric(r#"strangler_upstream_errors_total{kind="connect_refused",route="to-down",target="down"}"#).await, 1.0);
-    assert_eq!(p.metric(r#"strangler_upstream_errors_total{kind="read_timeout",route="to-slow",target="slow"}"#).await, 1.0);
+    assert_eq!(
+        p.metric(
+            r#"strangler_upstream_errors_total{kind="read_timeout",route="to-slow",target="slow"}"#
+        )
+        .await,
+        1.0
+    );
     let logs = p.logs();
-    assert!(logs.contains("route=\"to-down\"") && logs.contains("status=502"), "access log:\n{logs}");
+    assert!(
+        logs.contains("route=\"to-down\"") && logs.contains("status=502"),
+        "access log:\n{logs}"
+    );
 }
 
 #[tokio::test]
 async fn raw_http10_and_pipelined_requests_work() {
     let legacy = Upstream::start("legacy", Behaviour::Echo).await;
-    let p = ProxyBuilder::new(legacy.addr).rules("r.yaml", "routes: []\n").start().await;
+    let p = ProxyBuilder::new(legacy.addr)
+        .rules("r.yaml", "routes: []\n")
+        .start()
+        .await;
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut out = Vec::new();

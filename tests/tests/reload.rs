@@ -12,7 +12,9 @@ use hyper::Request;
 use strangler_tests::*;
 
 fn rules(service: &str) -> String {
-    format!("routes:\n  - name: orders\n    match: {{ path: {{ prefix: /api/orders }} }}\n    target: {{ service: {service} }}\n")
+    format!(
+        "routes:\n  - name: orders\n    match: {{ path: {{ prefix: /api/orders }} }}\n    target: {{ service: {service} }}\n"
+    )
 }
 
 async fn setup() -> (Upstream, Upstream, Proxy) {
@@ -32,14 +34,32 @@ async fn invalid_edit_is_rejected_and_old_rules_keep_serving() {
     assert_eq!(get(p.addr, "/api/orders/1", &[]).await.upstream(), "orders");
     p.write_rules("orders.yaml", "routes:\n  - name: orders\n    match: { path: { regex: \"(\" } }\n    target: { service: nowhere }\n");
     wait_for("the rejected reload", Duration::from_secs(10), || async {
-        p.metric(r#"strangler_rules_reloads_total{result="rejected"}"#).await >= 1.0
+        p.metric(r#"strangler_rules_reloads_total{result="rejected"}"#)
+            .await
+            >= 1.0
     })
     .await;
     let status = p.admin_json("/api/rules").await;
     assert_eq!(status["ok"], false);
-    let errors: Vec<String> = status["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect();
-    assert!(errors.iter().any(|e| e.ends_with("orders.yaml:3:29: routes[0].match.path.regex: invalid regex `(`: unclosed group")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("orders.yaml:4:24: routes[0].target.service: unknown service `nowhere`")), "{errors:?}");
+    let errors: Vec<String> = status["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.ends_with(
+            "orders.yaml:3:29: routes[0].match.path.regex: invalid regex `(`: unclosed group"
+        )),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e
+                .contains("orders.yaml:4:24: routes[0].target.service: unknown service `nowhere`")),
+        "{errors:?}"
+    );
     assert!(p.logs().contains("Rule reload rejected"));
     // Still the old rules.
     assert_eq!(get(p.addr, "/api/orders/1", &[]).await.upstream(), "orders");
@@ -53,14 +73,22 @@ async fn sighup_and_admin_api_reload() {
     // matters is that each trigger leads to the new rules.
     p.write_rules("orders.yaml", &rules("legacy"));
     let pid = p.pid().to_string();
-    let status = std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
     assert!(status.success());
-    wait_for("rules pinned to legacy", Duration::from_secs(10), || async {
-        get(p.addr, "/api/orders/1", &[]).await.upstream() == "legacy"
-    })
+    wait_for(
+        "rules pinned to legacy",
+        Duration::from_secs(10),
+        || async { get(p.addr, "/api/orders/1", &[]).await.upstream() == "legacy" },
+    )
     .await;
     let before = p.generation().await;
-    let req = Request::post("/api/reload").header("host", "admin").body(Full::new(Bytes::new())).unwrap();
+    let req = Request::post("/api/reload")
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let r = request(p.admin, req).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["ok"], true);
@@ -103,7 +131,10 @@ async fn no_request_fails_while_rules_change_under_load() {
         }
         p.write_rules("orders.yaml", &yaml);
         if n % 5 == 0 {
-            let req = Request::post("/api/reload").header("host", "a").body(Full::new(Bytes::new())).unwrap();
+            let req = Request::post("/api/reload")
+                .header("host", "a")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
             let _ = request(p.admin, req).await;
         }
         tokio::time::sleep(Duration::from_millis(250)).await; // past the 150 ms debounce
@@ -114,7 +145,16 @@ async fn no_request_fails_while_rules_change_under_load() {
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert!(ok > 200, "only {ok} requests completed");
-    assert_eq!(failed, 0, "{failed} of {} requests failed during reloads", ok + failed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during reloads",
+        ok + failed
+    );
     assert!(p.generation().await > 10, "reloads did not happen");
-    assert_eq!(p.metric(r#"strangler_rules_reloads_total{result="rejected"}"#).await, 0.0);
+    assert_eq!(
+        p.metric(r#"strangler_rules_reloads_total{result="rejected"}"#)
+            .await,
+        0.0
+    );
 }

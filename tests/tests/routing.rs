@@ -85,7 +85,10 @@ async fn each_matcher_kind_routes_to_the_service() {
         (get(a, "/exact/more", &[]).await, "legacy"),
         (get(a, "/re/123", &[]).await, "orders"),
         (get(a, "/re/abc", &[]).await, "legacy"),
-        (get(a, "/h", &[("host", "eu.new.test:8080")]).await, "orders"),
+        (
+            get(a, "/h", &[("host", "eu.new.test:8080")]).await,
+            "orders",
+        ),
         (get(a, "/h", &[]).await, "legacy"),
         (get(a, "/hdr", &[("x-present", "")]).await, "orders"),
         (get(a, "/hdr", &[("x-eq", "yes")]).await, "orders"),
@@ -102,7 +105,10 @@ async fn each_matcher_kind_routes_to_the_service() {
     }
     // Host matched with the wildcard, sent on unchanged.
     let r = get(a, "/h", &[("host", "eu.new.test:8080")]).await;
-    assert_eq!(r.received_header("host").as_deref(), Some("eu.new.test:8080"));
+    assert_eq!(
+        r.received_header("host").as_deref(),
+        Some("eu.new.test:8080")
+    );
 }
 
 #[tokio::test]
@@ -111,7 +117,10 @@ async fn body_predicates_small_large_over_limit_and_not_json() {
     let hit = r#"{"items":[{"qty":1},{"qty":12}]}"#;
     let miss = r#"{"items":[{"qty":1}]}"#;
     let r = post(p.addr, "/body", hit).await;
-    assert_eq!((r.upstream(), r.json()["body_len"].as_u64()), ("orders", Some(hit.len() as u64)));
+    assert_eq!(
+        (r.upstream(), r.json()["body_len"].as_u64()),
+        ("orders", Some(hit.len() as u64))
+    );
     assert_eq!(post(p.addr, "/body", miss).await.upstream(), "legacy");
 
     // 150 KB: over pingora's 64 KiB retry buffer, under our 256 KiB limit: still matched, and the
@@ -121,20 +130,34 @@ async fn body_predicates_small_large_over_limit_and_not_json() {
     let r = post(p.addr, "/body", big.clone()).await;
     assert_eq!(r.upstream(), "orders");
     assert_eq!(r.json()["body_len"].as_u64(), Some(big.len() as u64));
-    assert_eq!(r.json()["body_hash"].as_str().unwrap(), client::hash(big.as_bytes()));
+    assert_eq!(
+        r.json()["body_hash"].as_str().unwrap(),
+        client::hash(big.as_bytes())
+    );
 
     // 400 KB: over the limit: forwarded intact to the monolith, counted.
     let pad = "y".repeat(400_000);
     let huge = format!(r#"{{"pad":"{pad}","items":[{{"qty":50}}]}}"#);
     let r = post(p.addr, "/body", huge.clone()).await;
     assert_eq!(r.upstream(), "legacy");
-    assert_eq!(r.json()["body_hash"].as_str().unwrap(), client::hash(huge.as_bytes()));
-    assert_eq!(p.metric(r#"strangler_body_buffer_skipped_total{reason="too_large",route="by-body"}"#).await, 1.0);
+    assert_eq!(
+        r.json()["body_hash"].as_str().unwrap(),
+        client::hash(huge.as_bytes())
+    );
+    assert_eq!(
+        p.metric(r#"strangler_body_buffer_skipped_total{reason="too_large",route="by-body"}"#)
+            .await,
+        1.0
+    );
 
     // Not JSON: never matches, never fails.
     let r = post(p.addr, "/body", "not json at all").await;
     assert_eq!((r.status, r.upstream()), (200, "legacy"));
-    assert_eq!(p.metric(r#"strangler_body_buffer_skipped_total{reason="not_json",route="by-body"}"#).await, 1.0);
+    assert_eq!(
+        p.metric(r#"strangler_body_buffer_skipped_total{reason="not_json",route="by-body"}"#)
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -163,26 +186,52 @@ async fn weights_are_sticky_distributed_and_monotonic() {
     let users: Vec<String> = (0..600).map(|i| format!("user-{i}")).collect();
     let mut at30 = Vec::new();
     for u in &users {
-        at30.push(get(p.addr, "/api/orders", &[("x-user-id", u)]).await.upstream() == "orders");
+        at30.push(
+            get(p.addr, "/api/orders", &[("x-user-id", u)])
+                .await
+                .upstream()
+                == "orders",
+        );
     }
     let share = at30.iter().filter(|b| **b).count() as f64 / users.len() as f64;
-    assert!((share - 0.30).abs() < 0.06, "30% weight sent {:.1}% to orders", share * 100.0);
+    assert!(
+        (share - 0.30).abs() < 0.06,
+        "30% weight sent {:.1}% to orders",
+        share * 100.0
+    );
     // Stable: the same users land on the same side again.
     for (u, was) in users.iter().zip(&at30).take(100) {
-        let again = get(p.addr, "/api/orders", &[("x-user-id", u)]).await.upstream() == "orders";
+        let again = get(p.addr, "/api/orders", &[("x-user-id", u)])
+            .await
+            .upstream()
+            == "orders";
         assert_eq!(again, *was, "{u} moved sides at the same weight");
     }
     // Raise to 60%: only legacy → new moves.
     p.write_rules("r.yaml", &rules(60));
-    wait_for("reload to 60%", Duration::from_secs(10), || async { p.generation().await == 2 }).await;
+    wait_for("reload to 60%", Duration::from_secs(10), || async {
+        p.generation().await == 2
+    })
+    .await;
     let mut moved = 0;
     for (u, was) in users.iter().zip(&at30) {
-        let now = get(p.addr, "/api/orders", &[("x-user-id", u)]).await.upstream() == "orders";
+        let now = get(p.addr, "/api/orders", &[("x-user-id", u)])
+            .await
+            .upstream()
+            == "orders";
         assert!(!*was || now, "{u} went back to legacy when the weight rose");
         moved += usize::from(now && !*was);
     }
-    assert!(moved > 100, "only {moved} users moved to orders from 30% to 60%");
-    assert_eq!(p.metric(r#"strangler_route_weight{route="orders"}"#).await, 60.0);
-    let served = p.metric(r#"strangler_requests_total{route="orders",target="orders"}"#).await;
+    assert!(
+        moved > 100,
+        "only {moved} users moved to orders from 30% to 60%"
+    );
+    assert_eq!(
+        p.metric(r#"strangler_route_weight{route="orders"}"#).await,
+        60.0
+    );
+    let served = p
+        .metric(r#"strangler_requests_total{route="orders",target="orders"}"#)
+        .await;
     assert!(served > 0.0);
 }

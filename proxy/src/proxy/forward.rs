@@ -9,8 +9,16 @@ use pingora::proxy::Session;
 
 use super::{Ctx, Strangler, headers};
 
-pub(super) async fn send(proxy: &Strangler, session: &mut Session, ctx: &mut Ctx, body: Bytes) -> Result<()> {
-    let up = ctx.upstream.clone().ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
+pub(super) async fn send(
+    proxy: &Strangler,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    body: Bytes,
+) -> Result<()> {
+    let up = ctx
+        .upstream
+        .clone()
+        .ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
     ctx.upstream_start = Some(std::time::Instant::now());
     let mut req = Box::new(session.req_header().clone());
     headers::strip_request_hop_by_hop(&mut req);
@@ -37,6 +45,9 @@ pub(super) async fn send(proxy: &Strangler, session: &mut Session, ctx: &mut Ctx
         }
         session.write_response_body(None, true).await?;
     }
-    proxy.connector.release_http_session(client, &up.peer, Some(up.cfg.idle_timeout)).await;
+    proxy
+        .connector
+        .release_http_session(client, &up.peer, Some(up.cfg.idle_timeout))
+        .await;
     Ok(())
 }

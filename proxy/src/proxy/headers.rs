@@ -14,7 +14,11 @@ const TRACEPARENT: &str = "traceparent";
 /// in front of us already did (we listen on plain HTTP, so our own answer would be `http`).
 pub(super) fn add_forwarded(req: &mut RequestHeader, client: Option<IpAddr>) -> Result<()> {
     if let Some(ip) = client {
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
             _ => ip.to_string(),
         };
@@ -51,7 +55,11 @@ pub(super) fn ensure_traceparent(req: &mut RequestHeader) -> Result<String> {
 fn trace_id_of(v: &str) -> Option<&str> {
     let mut parts = v.split('-');
     let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let hex = |s: &str, n| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     let ok = hex(ver, 2)
         && ver != "ff"
         && hex(trace, 32)
@@ -83,8 +91,16 @@ pub(super) fn strip_request_hop_by_hop(req: &mut RequestHeader) {
         req.remove_header(&name);
     }
     for h in [
-        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
-        "te", "trailer", "transfer-encoding", "upgrade", "http2-settings",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "http2-settings",
     ] {
         req.remove_header(h);
     }
@@ -125,16 +141,28 @@ mod tests {
             trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
-        assert_eq!(trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        assert_eq!(
+            trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
         assert_eq!(trace_id_of("zz"), None);
-        assert_eq!(trace_id_of("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"), None);
+        assert_eq!(
+            trace_id_of("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            None
+        );
     }
 
     #[test]
     fn started_trace_is_valid() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         let id = ensure_traceparent(&mut req).unwrap();
-        let tp = req.headers.get(TRACEPARENT).unwrap().to_str().unwrap().to_string();
+        let tp = req
+            .headers
+            .get(TRACEPARENT)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         assert_eq!(trace_id_of(&tp), Some(id.as_str()));
     }
 }
