@@ -175,9 +175,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
         if p.is_dir() {
-            out.extend(walk(&p))
+            out.extend(walk(&p));
         } else {
-            out.push(p)
+            out.push(p);
         }
     }
     out
