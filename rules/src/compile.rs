@@ -77,7 +77,7 @@ pub fn compile(files: &[SourceFile], ctx: &Context) -> Result<RuleSet, Diagnosti
         let mut r = Reporter::new(file.name.clone());
         match serde_saphyr::from_str::<Option<RawRuleFile>>(&file.text) {
             Ok(Some(raw)) => {
-                for (i, route) in raw.routes.into_iter().enumerate() {
+                for (i, route) in raw.routes.unwrap_or_default().into_iter().enumerate() {
                     let at = Loc::from(&route);
                     let field = format!("routes[{i}]");
                     let name = route.value.name.value.clone();

@@ -9,8 +9,9 @@ use serde_saphyr::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuleFile {
+    /// `routes:` with nothing after it means no routes.
     #[serde(default)]
-    pub routes: Vec<Spanned<RawRoute>>,
+    pub routes: Option<Vec<Spanned<RawRoute>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -240,6 +240,12 @@ fn body_sticky_on_get_only_route_is_rejected() {
     assert!(errs[0].contains("can never be present"), "{errs:?}");
 }
 
+#[test]
+fn empty_routes_key_means_no_routes() {
+    assert_eq!(set("routes:\n").len(), 0);
+    assert_eq!(set("# nothing yet\n").len(), 0);
+}
+
 fn errors_text(errs: &[String]) -> String {
     errs.join("\n")
 }
