@@ -51,7 +51,6 @@ pub struct Ctx {
     body_prefix: Option<Bytes>,
     trace_id: Option<String>,
     upstream_start: Option<Instant>,
-    failure: Option<errors::Failure>,
 }
 
 impl Ctx {
@@ -83,7 +82,6 @@ impl ProxyHttp for Strangler {
             body_prefix: None,
             trace_id: None,
             upstream_start: None,
-            failure: None,
         }
     }
 
@@ -109,8 +107,10 @@ impl ProxyHttp for Strangler {
             let route_hint = &loaded.rules.routes()[id].name;
             match read {
                 body::Read::Complete(b) => {
+                    // An empty body is not an anomaly worth counting: it just matches nothing.
                     match serde_json::from_slice::<serde_json::Value>(&b) {
                         Ok(v) => json = Some(v),
+                        Err(_) if b.is_empty() => {}
                         Err(_) => self.body_skipped(route_hint, "not_json"),
                     }
                     whole_body = Some(b);
@@ -159,11 +159,10 @@ impl ProxyHttp for Strangler {
             ctx.upstream = Some(Arc::clone(self.upstreams.get(service)));
         }
         ctx.rules = Some(loaded);
-        // A whole body that pingora did not keep (over its 64 KiB retry buffer) cannot be
-        // replayed through its pipeline: send this request ourselves.
+        // A whole body that pingora did not keep (over its 64 KiB retry buffer, or an empty
+        // chunked one) cannot be replayed through its pipeline: send this request ourselves.
         if let Some(b) = whole_body
             && session.as_downstream().get_retry_buffer().is_none()
-            && !b.is_empty()
         {
             return forward::send(self, session, ctx, b).await.map(|()| true);
         }
@@ -219,20 +218,14 @@ impl ProxyHttp for Strangler {
         Ok(())
     }
 
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Ctx,
-        e: Box<Error>,
-    ) -> Box<Error> {
-        ctx.failure = Some(errors::classify(&e));
-        e
+    /// A client that went away mid-request is not an error of ours: counted in the access log
+    /// (status 0), not logged at ERROR by pingora.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        errors::classify(error).status == 0
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let failure = errors::classify(e);
-        ctx.failure = Some(failure);
         if failure.status > 0 && session.response_written().is_none() {
             let body = match (&ctx.upstream, failure.kind) {
                 (Some(up), Some(_)) => {
@@ -265,7 +258,7 @@ impl ProxyHttp for Strangler {
                 stats.duration.observe(t.elapsed().as_secs_f64());
             }
         }
-        if let Some(kind) = ctx.failure.and_then(|f| f.kind) {
+        if let Some(kind) = e.and_then(|e| errors::classify(e).kind) {
             self.metrics
                 .upstream_errors
                 .with_label_values(&[ctx.route_name(), ctx.target_name(), kind])

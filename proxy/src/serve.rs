@@ -38,6 +38,9 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
         upgrade_sock: cfg.upgrade_sock.clone(),
         grace_period_seconds: Some(cfg.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs()),
+        // One current-thread runtime per worker: no cross-thread task stealing and wake-ups on the
+        // request path (connections stay on the thread that accepted them).
+        work_stealing: false,
         ..ServerConf::default()
     };
     let opt = pingora::server::configuration::Opt {

@@ -73,9 +73,11 @@ pub fn compile(files: &[SourceFile], ctx: &Context) -> Result<RuleSet, Diagnosti
     let mut diags = Diagnostics::default();
     let mut routes = Vec::new();
     let mut names: HashMap<String, (Arc<str>, Loc)> = HashMap::new();
+    let mut regexes = RegexCache::default();
     for file in files {
         let mut r = Reporter::new(file.name.clone());
-        match serde_saphyr::from_str::<Option<RawRuleFile>>(&file.text) {
+        match serde_saphyr::from_str_with_options::<Option<RawRuleFile>>(&file.text, yaml_options())
+        {
             Ok(Some(raw)) => {
                 for (i, route) in raw.routes.unwrap_or_default().into_iter().enumerate() {
                     let at = Loc::from(&route);
@@ -93,7 +95,9 @@ pub fn compile(files: &[SourceFile], ctx: &Context) -> Result<RuleSet, Diagnosti
                     } else {
                         names.insert(name, (file.name.clone(), (&route.value.name).into()));
                     }
-                    if let Some(route) = compile_route(route.value, at, &field, ctx, &mut r) {
+                    if let Some(route) =
+                        compile_route(route.value, at, &field, ctx, &mut regexes, &mut r)
+                    {
                         routes.push(route);
                     }
                 }
@@ -106,11 +110,24 @@ pub fn compile(files: &[SourceFile], ctx: &Context) -> Result<RuleSet, Diagnosti
     diags.into_result(()).map(|()| RuleSet::new(routes))
 }
 
+/// serde-saphyr's default budget (250,000 nodes) stops near 8,000 routes in one file; rule files
+/// are the operator's own, so allow far more while keeping its alias/anchor limits (YAML bombs).
+fn yaml_options() -> serde_saphyr::Options {
+    let budget = serde_saphyr::budget! { max_nodes: 20_000_000, max_events: 80_000_000 };
+    serde_saphyr::options! { budget: budget }
+}
+
+/// Compiled regexes by source: thousands of routes often share a pattern, and compiling each once
+/// keeps a reload of 10,000 routes fast (a `Regex` clone shares the compiled program).
+#[derive(Default)]
+struct RegexCache(HashMap<String, regex::Regex>);
+
 fn compile_route(
     raw: RawRoute,
     at: Loc,
     field: &str,
     ctx: &Context,
+    regexes: &mut RegexCache,
     r: &mut Reporter,
 ) -> Option<Route> {
     let before = r.count();
@@ -156,7 +173,7 @@ fn compile_route(
     let path = m
         .path
         .as_ref()
-        .and_then(|p| compile_path(p, &format!("{field}.match.path"), r));
+        .and_then(|p| compile_path(p, &format!("{field}.match.path"), regexes, r));
     let headers = m
         .headers
         .iter()
@@ -164,7 +181,7 @@ fn compile_route(
         .filter_map(|(i, h)| {
             let f = format!("{field}.match.headers[{i}]");
             let name = header_name(&h.value.name, &format!("{f}.name"), r)?;
-            let test = value_test(&h.value, &f, r)?;
+            let test = value_test(&h.value, &f, regexes, r)?;
             Some(ValueMatch { name, test })
         })
         .collect();
@@ -181,7 +198,7 @@ fn compile_route(
                     "query parameter name is empty",
                 );
             }
-            let test = value_test(&q.value, &f, r)?;
+            let test = value_test(&q.value, &f, regexes, r)?;
             Some(ValueMatch {
                 name: q.value.name.value.clone(),
                 test,
@@ -266,7 +283,12 @@ fn compile_host(h: &Spanned<String>, field: &str, r: &mut Reporter) -> Option<Ho
     Some(HostMatch::Exact(v.to_ascii_lowercase()))
 }
 
-fn compile_path(p: &Spanned<RawPath>, field: &str, r: &mut Reporter) -> Option<PathPattern> {
+fn compile_path(
+    p: &Spanned<RawPath>,
+    field: &str,
+    regexes: &mut RegexCache,
+    r: &mut Reporter,
+) -> Option<PathPattern> {
     let raw = &p.value;
     let given: Vec<(&str, &Spanned<String>)> = [
         ("exact", &raw.exact),
@@ -312,13 +334,24 @@ fn compile_path(p: &Spanned<RawPath>, field: &str, r: &mut Reporter) -> Option<P
                 None
             }
         },
-        _ => regex(value, &f, r).map(PathPattern::Regex),
+        _ => regex(value, &f, regexes, r).map(PathPattern::Regex),
     }
 }
 
-fn regex(v: &Spanned<String>, field: &str, r: &mut Reporter) -> Option<regex::Regex> {
+fn regex(
+    v: &Spanned<String>,
+    field: &str,
+    regexes: &mut RegexCache,
+    r: &mut Reporter,
+) -> Option<regex::Regex> {
+    if let Some(re) = regexes.0.get(&v.value) {
+        return Some(re.clone());
+    }
     match regex::Regex::new(&format!("^(?:{})$", v.value)) {
-        Ok(re) => Some(re),
+        Ok(re) => {
+            regexes.0.insert(v.value.clone(), re.clone());
+            Some(re)
+        }
         Err(e) => {
             let msg = e.to_string();
             let last = msg.lines().last().unwrap_or("invalid regex").trim();
@@ -372,7 +405,12 @@ fn header_name(v: &Spanned<String>, field: &str, r: &mut Reporter) -> Option<Hea
     }
 }
 
-fn value_test(v: &RawValueMatch, field: &str, r: &mut Reporter) -> Option<ValueTest> {
+fn value_test(
+    v: &RawValueMatch,
+    field: &str,
+    regexes: &mut RegexCache,
+    r: &mut Reporter,
+) -> Option<ValueTest> {
     let count = usize::from(v.present.is_some())
         + usize::from(v.equals.is_some())
         + usize::from(v.regex.is_some());
@@ -387,7 +425,7 @@ fn value_test(v: &RawValueMatch, field: &str, r: &mut Reporter) -> Option<ValueT
     Some(if let Some(e) = &v.equals {
         ValueTest::Equals(e.value.clone())
     } else if let Some(re) = &v.regex {
-        ValueTest::Regex(regex(re, &format!("{field}.regex"), r)?)
+        ValueTest::Regex(regex(re, &format!("{field}.regex"), regexes, r)?)
     } else if v.present.as_ref().is_some_and(|p| !p.value) {
         ValueTest::Absent
     } else {

@@ -150,6 +150,27 @@ async fn body_predicates_small_large_over_limit_and_not_json() {
         1.0
     );
 
+    // Empty bodies, with a length and chunked, reach the monolith (nothing to match).
+    let r = post(p.addr, "/body", "").await;
+    assert_eq!(
+        (r.status, r.upstream(), r.json()["body_len"].as_u64()),
+        (200, "legacy", Some(0))
+    );
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"POST /body HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("x-upstream: legacy"),
+        "{out}"
+    );
+
     // Not JSON: never matches, never fails.
     let r = post(p.addr, "/body", "not json at all").await;
     assert_eq!((r.status, r.upstream()), (200, "legacy"));
