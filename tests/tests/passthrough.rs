@@ -174,3 +174,27 @@ async fn raw_http10_and_pipelined_requests_work() {
     let text = String::from_utf8_lossy(&out);
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
 }
+
+#[tokio::test]
+async fn cleartext_http2_clients_are_served() {
+    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
+    let p = ProxyBuilder::new(legacy.addr)
+        .rules("r.yaml", "routes: []\n")
+        .start()
+        .await;
+    let url = format!("http://{}/h2", p.addr);
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            &url,
+        ])
+        .output()
+        .await
+        .expect("curl is installed by .ci/run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+}
