@@ -202,9 +202,9 @@ impl RulesStore {
                     Some(name) => paths
                         .iter()
                         .any(|p| p.file_name() == Some(name.as_os_str())),
-                    None => paths.iter().any(|p| {
-                        matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                    }),
+                    // Any change in a rules folder: Kubernetes ConfigMap mounts swap a `..data`
+                    // symlink rather than touching the *.yaml names.
+                    None => !paths.is_empty(),
                 };
                 while let Ok(paths) = rx.recv() {
                     if !relevant(&paths) {

@@ -290,23 +290,13 @@ fn compile_path(
     r: &mut Reporter,
 ) -> Option<PathPattern> {
     let raw = &p.value;
-    let given: Vec<(&str, &Spanned<String>)> = [
+    let options = [
         ("exact", &raw.exact),
         ("prefix", &raw.prefix),
         ("template", &raw.template),
         ("regex", &raw.regex),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-    .collect();
-    let [(kind, value)] = given[..] else {
-        r.report(
-            p.into(),
-            field,
-            "give exactly one of exact, prefix, template or regex",
-        );
-        return None;
-    };
+    ];
+    let (kind, value) = exactly_one(&options, p.into(), field, r)?;
     let f = format!("{field}.{kind}");
     let s = value.value.as_str();
     if kind != "regex" && !s.starts_with('/') {
@@ -335,6 +325,31 @@ fn compile_path(
             }
         },
         _ => regex(value, &f, regexes, r).map(PathPattern::Regex),
+    }
+}
+
+/// The one alternative given among `options` (`exact`/`prefix`/…), or a located error.
+fn exactly_one<'a>(
+    options: &[(&'static str, &'a Option<Spanned<String>>)],
+    at: Loc,
+    field: &str,
+    r: &mut Reporter,
+) -> Option<(&'static str, &'a Spanned<String>)> {
+    let mut given = options
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)));
+    match (given.next(), given.next()) {
+        (Some(one), None) => Some(one),
+        _ => {
+            let names: Vec<&str> = options.iter().map(|(k, _)| *k).collect();
+            let (last, rest) = names.split_last().expect("options are never empty");
+            r.report(
+                at,
+                field,
+                format!("give exactly one of {} or {last}", rest.join(", ")),
+            );
+            None
+        }
     }
 }
 
@@ -578,24 +593,14 @@ fn compile_sticky(
     r: &mut Reporter,
 ) -> Option<Sticky> {
     let raw = &s.value;
-    let given: Vec<(&str, &Spanned<String>)> = [
+    let options = [
         ("header", &raw.header),
         ("cookie", &raw.cookie),
         ("query", &raw.query),
         ("path_param", &raw.path_param),
         ("body", &raw.body),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-    .collect();
-    let [(kind, value)] = given[..] else {
-        r.report(
-            s.into(),
-            field,
-            "give exactly one of header, cookie, query, path_param or body",
-        );
-        return None;
-    };
+    ];
+    let (kind, value) = exactly_one(&options, s.into(), field, r)?;
     let f = format!("{field}.{kind}");
     if value.value.is_empty() {
         r.report(value.into(), f, "sticky key name is empty");
