@@ -3,6 +3,7 @@
 //! proxy and read what the upstreams received.
 
 pub mod client;
+pub mod kinesis;
 pub mod proxy;
 pub mod upstream;
 

@@ -1,0 +1,109 @@
+//! The CloudEvents 1.0 structured-mode JSON envelope every event is published in. The `id` is a
+//! UUIDv7 fixed when the event is created and kept across every retry, so consumers dedupe on it.
+
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CloudEvent {
+    pub specversion: &'static str,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub datacontenttype: &'static str,
+    /// W3C trace context of the request that caused the event (CloudEvents distributed tracing
+    /// extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    pub data: Value,
+}
+
+impl CloudEvent {
+    /// A new event with a fresh UUIDv7 id and the current time.
+    pub fn new(source: impl Into<String>, ty: impl Into<String>, data: Value) -> CloudEvent {
+        let id = uuid::Uuid::now_v7();
+        CloudEvent {
+            specversion: "1.0",
+            id: id.to_string(),
+            source: source.into(),
+            ty: ty.into(),
+            subject: None,
+            time: rfc3339_now(),
+            datacontenttype: "application/json",
+            traceparent: None,
+            data,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a CloudEvent always serialises")
+    }
+}
+
+/// Current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a date library.
+pub fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now.as_secs() as i64, now.subsec_millis())
+}
+
+fn rfc3339(secs: i64, millis: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_641_300, 369), "2026-11-25T21:15:00.369Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+    }
+
+    #[test]
+    fn envelope_shape() {
+        let mut e = CloudEvent::new(
+            "strangler/orders",
+            "ORDER_CREATED",
+            serde_json::json!({"id": 1}),
+        );
+        e.subject = Some("order-1".into());
+        let v: Value = serde_json::from_slice(&e.to_bytes()).unwrap();
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["type"], "ORDER_CREATED");
+        assert_eq!(v["datacontenttype"], "application/json");
+        assert_eq!(
+            uuid::Uuid::parse_str(v["id"].as_str().unwrap())
+                .unwrap()
+                .get_version_num(),
+            7
+        );
+        assert!(v.get("traceparent").is_none());
+    }
+}

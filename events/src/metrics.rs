@@ -1,0 +1,97 @@
+//! The event pipeline's Prometheus metrics, registered against the registry the caller passes.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub enqueued: IntCounterVec,
+    pub published: IntCounterVec,
+    pub failed: IntCounterVec,
+    pub dead_lettered: IntCounterVec,
+    pub outbox_depth: prometheus::IntGaugeVec,
+    pub outbox_oldest_age: prometheus::GaugeVec,
+    pub put_duration: HistogramVec,
+    pub throttled: IntCounterVec,
+    pub records_per_put: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        let m = Metrics {
+            enqueued: IntCounterVec::new(
+                Opts::new(
+                    "strangler_events_enqueued_total",
+                    "Events written to the outbox",
+                ),
+                &["route", "stream"],
+            )?,
+            published: IntCounterVec::new(
+                Opts::new(
+                    "strangler_events_published_total",
+                    "Events Kinesis accepted",
+                ),
+                &["stream"],
+            )?,
+            failed: IntCounterVec::new(
+                Opts::new(
+                    "strangler_events_failed_total",
+                    "Failed publish attempts (retried): throttled, internal_failure, kms, call_error, …",
+                ),
+                &["stream", "reason"],
+            )?,
+            dead_lettered: IntCounterVec::new(
+                Opts::new(
+                    "strangler_events_dead_lettered_total",
+                    "Events moved to the dead-letter table",
+                ),
+                &["stream", "reason"],
+            )?,
+            outbox_depth: prometheus::IntGaugeVec::new(
+                Opts::new("strangler_outbox_depth", "Events waiting in the outbox"),
+                &["stream"],
+            )?,
+            outbox_oldest_age: prometheus::GaugeVec::new(
+                Opts::new(
+                    "strangler_outbox_oldest_age_seconds",
+                    "Age of the oldest waiting event",
+                ),
+                &["stream"],
+            )?,
+            put_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "strangler_kinesis_put_duration_seconds",
+                    "PutRecords call time",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+                &["stream"],
+            )?,
+            throttled: IntCounterVec::new(
+                Opts::new(
+                    "strangler_kinesis_throttled_total",
+                    "Throttled calls and records",
+                ),
+                &["stream"],
+            )?,
+            records_per_put: HistogramVec::new(
+                HistogramOpts::new(
+                    "strangler_kinesis_records_per_put",
+                    "Records in one PutRecords call",
+                )
+                .buckets(vec![1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0]),
+                &["stream"],
+            )?,
+        };
+        registry.register(Box::new(m.enqueued.clone()))?;
+        registry.register(Box::new(m.published.clone()))?;
+        registry.register(Box::new(m.failed.clone()))?;
+        registry.register(Box::new(m.dead_lettered.clone()))?;
+        registry.register(Box::new(m.outbox_depth.clone()))?;
+        registry.register(Box::new(m.outbox_oldest_age.clone()))?;
+        registry.register(Box::new(m.put_duration.clone()))?;
+        registry.register(Box::new(m.throttled.clone()))?;
+        registry.register(Box::new(m.records_per_put.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,426 @@
+//! A real Kinesis-compatible server for tests — `kinesis-local` (npm, kinesis-mock) on free
+//! loopback ports — plus a fault-injecting HTTP shim to put between a client and it: throttled
+//! calls, failed records, and outages (the shim stops listening). Also a scratch PostgreSQL
+//! database per test.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kinesis::types::ShardIteratorType;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::proxy::free_port;
+
+/// Where `.ci/run` installs kinesis-local; `KINESIS_LOCAL_DIR` overrides.
+fn package_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("KINESIS_LOCAL_DIR") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/strangler-npm/node_modules/kinesis-local")
+}
+
+pub struct KinesisLocal {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl KinesisLocal {
+    pub async fn start() -> KinesisLocal {
+        let dir = package_dir();
+        assert!(
+            dir.join("main.js").exists(),
+            "kinesis-local is not installed at {} (run .ci/run, or npm install --prefix ~/.cache/strangler-npm kinesis-local)",
+            dir.display()
+        );
+        let (plain, tls) = (free_port(), free_port());
+        let child = Command::new("node")
+            .arg(dir.join("main.js"))
+            .env("KINESIS_MOCK_CERT_PATH", dir.join("server.json"))
+            .env("KINESIS_MOCK_PLAIN_PORT", plain.port().to_string())
+            .env("KINESIS_MOCK_TLS_PORT", tls.port().to_string())
+            .env("CREATE_STREAM_DURATION", "0ms")
+            .env("DELETE_STREAM_DURATION", "0ms")
+            .env("SHARD_LIMIT", "1000")
+            .env("LOG_LEVEL", "WARN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kinesis-local (node)");
+        let k = KinesisLocal { child, addr: plain };
+        crate::wait_for(
+            "kinesis-local /healthcheck",
+            Duration::from_secs(60),
+            || async move {
+                tokio::net::TcpStream::connect(plain).await.is_ok()
+                    && crate::client::get(plain, "/healthcheck", &[]).await.status == 200
+            },
+        )
+        .await;
+        k
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for KinesisLocal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An SDK client with static test credentials for `endpoint`.
+pub fn client(endpoint: &str) -> Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .endpoint_url(endpoint)
+        .http_client(http)
+        .build();
+    Client::from_conf(conf)
+}
+
+/// Creates an on-demand stream and waits until it is active.
+pub async fn create_stream(c: &Client, name: &str) {
+    c.create_stream()
+        .stream_name(name)
+        .shard_count(2)
+        .send()
+        .await
+        .expect("create stream");
+    for _ in 0..100 {
+        let d = c
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .unwrap();
+        if d.stream_description_summary()
+            .map(|s| s.stream_status().as_str())
+            == Some("ACTIVE")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("stream {name} never became active");
+}
+
+/// Every record in the stream, per shard in sequence order: (partition key, data as JSON).
+pub async fn read_all(c: &Client, name: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let shards = c.list_shards().stream_name(name).send().await.unwrap();
+    for shard in shards.shards() {
+        let mut iter = c
+            .get_shard_iterator()
+            .stream_name(name)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator()
+            .map(str::to_string);
+        while let Some(it) = iter {
+            let r = c
+                .get_records()
+                .shard_iterator(it)
+                .limit(1000)
+                .send()
+                .await
+                .unwrap();
+            for rec in r.records() {
+                let data: Value = serde_json::from_slice(rec.data().as_ref()).unwrap();
+                out.push((rec.partition_key().unwrap_or_default().to_string(), data));
+            }
+            if r.records().is_empty() {
+                break;
+            }
+            iter = r.next_shard_iterator().map(str::to_string);
+        }
+    }
+    out
+}
+
+/// What the shim does to traffic.
+#[derive(Default)]
+pub struct Faults {
+    /// Fail every Nth PutRecords call whole with a throttling error (0: never).
+    pub throttle_every_call: AtomicUsize,
+    /// Fail every Nth record of each PutRecords call with ProvisionedThroughputExceeded (0: never).
+    pub fail_every_record: AtomicUsize,
+    /// Fail every record (for dead-letter tests).
+    pub fail_all_records: AtomicBool,
+    calls: AtomicUsize,
+    pub throttled_calls: AtomicUsize,
+    pub failed_records: AtomicUsize,
+}
+
+/// A fault-injecting HTTP proxy in front of a Kinesis endpoint.
+pub struct Shim {
+    pub addr: SocketAddr,
+    pub faults: Arc<Faults>,
+    target: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Shim {
+    pub async fn start(target: SocketAddr) -> Shim {
+        let mut shim = Shim {
+            addr: free_port(),
+            faults: Arc::new(Faults::default()),
+            target,
+            task: None,
+        };
+        shim.up().await;
+        shim
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops listening: connections are refused until `up`.
+    pub fn down(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn up(&mut self) {
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let (faults, target) = (Arc::clone(&self.faults), self.target);
+        self.task = Some(tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let faults = Arc::clone(&faults);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let faults = Arc::clone(&faults);
+                        async move {
+                            Ok::<_, std::convert::Infallible>(handle(req, target, &faults).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }));
+        // Wait until it accepts.
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Shim {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+async fn handle(req: Request<Incoming>, target: SocketAddr, f: &Faults) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let op = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !op.ends_with(".PutRecords") {
+        return forward(&parts, body, target).await;
+    }
+    let n = f.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let every = f.throttle_every_call.load(Ordering::SeqCst);
+    if every > 0 && n.is_multiple_of(every) {
+        f.throttled_calls.fetch_add(1, Ordering::SeqCst);
+        return error(
+            400,
+            "ProvisionedThroughputExceededException",
+            "Rate exceeded for stream (shim)",
+        );
+    }
+    let mut doc: Value = serde_json::from_slice(&body).unwrap();
+    let records = doc["Records"].as_array().cloned().unwrap_or_default();
+    let fail_every = f.fail_every_record.load(Ordering::SeqCst);
+    let fail_all = f.fail_all_records.load(Ordering::SeqCst);
+    let failing: HashSet<usize> = (0..records.len())
+        .filter(|i| fail_all || (fail_every > 0 && (i + n).is_multiple_of(fail_every)))
+        .collect();
+    if failing.is_empty() {
+        return forward(&parts, body, target).await;
+    }
+    // Send on only the records that "succeed"; answer for the rest as Kinesis would.
+    let kept: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !failing.contains(i))
+        .map(|(_, r)| r.clone())
+        .collect();
+    let mut kept_results = Vec::new().into_iter();
+    if !kept.is_empty() {
+        doc["Records"] = Value::Array(kept);
+        let resp = forward(&parts, Bytes::from(doc.to_string()), target).await;
+        if resp.status() != 200 {
+            return resp;
+        }
+        let out: Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        kept_results = out["Records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter();
+    }
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for i in 0..records.len() {
+        if failing.contains(&i) {
+            failed += 1;
+            results.push(json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard (shim)"}));
+        } else {
+            let r = kept_results
+                .next()
+                .unwrap_or(json!({"ErrorCode": "InternalFailure", "ErrorMessage": "missing"}));
+            if r.get("ErrorCode").is_some() {
+                failed += 1;
+            }
+            results.push(r);
+        }
+    }
+    f.failed_records.fetch_add(failing.len(), Ordering::SeqCst);
+    let body = json!({"FailedRecordCount": failed, "Records": results}).to_string();
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+fn error(status: u16, ty: &str, msg: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-errortype", ty)
+        .body(Full::new(Bytes::from(
+            json!({"__type": ty, "message": msg}).to_string(),
+        )))
+        .unwrap()
+}
+
+async fn forward(
+    parts: &http::request::Parts,
+    body: Bytes,
+    target: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone());
+    for (k, v) in &parts.headers {
+        if k != "content-length" {
+            b = b.header(k, v);
+        }
+    }
+    let req = b.body(Full::new(body)).unwrap();
+    match crate::client::request(target, req).await {
+        Ok(r) => {
+            let mut resp = Response::builder().status(r.status);
+            for (k, v) in &r.headers {
+                if k != "content-length" && k != "transfer-encoding" {
+                    resp = resp.header(k, v);
+                }
+            }
+            resp.body(Full::new(r.body)).unwrap()
+        }
+        Err(e) => error(
+            500,
+            "InternalFailure",
+            &format!("shim could not reach kinesis-local: {e}"),
+        ),
+    }
+}
+
+/// A fresh PostgreSQL database for one test, dropped afterwards (best effort).
+pub struct ScratchDb {
+    pub url: String,
+    name: String,
+}
+
+impl ScratchDb {
+    pub async fn create() -> ScratchDb {
+        let base = std::env::var("STRANGLER_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("strangler_t_{}", uuid_like());
+        let admin = sqlx::PgPool::connect(&format!("{base}/postgres"))
+            .await
+            .expect("PostgreSQL at 127.0.0.1:5432");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        ScratchDb {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}", t, std::process::id())
+}

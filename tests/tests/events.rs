@@ -1,0 +1,311 @@
+//! The event pipeline against real servers: kinesis-local (through the fault shim where faults
+//! are wanted), and the outbox on SQLite (temp dir) and on PostgreSQL (a scratch database).
+//! Every accepted event must arrive, by id none missing, in order per partition key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use strangler_events::{CloudEvent, Metrics, NewEvent, Outbox, Relay, RelayConfig};
+use strangler_tests::kinesis::{self, KinesisLocal, ScratchDb, Shim};
+use tokio::sync::Notify;
+
+enum Store {
+    Sqlite(tempfile::TempDir),
+    Postgres(ScratchDb),
+}
+
+impl Store {
+    async fn new(postgres: bool) -> Store {
+        if postgres {
+            Store::Postgres(ScratchDb::create().await)
+        } else {
+            Store::Sqlite(tempfile::tempdir().unwrap())
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Store::Sqlite(d) => format!("sqlite://{}", d.path().join("outbox.db").display()),
+            Store::Postgres(db) => db.url.clone(),
+        }
+    }
+}
+
+fn event(stream: &str, key: &str, n: u64) -> NewEvent {
+    let ev = CloudEvent::new(
+        "strangler/test",
+        "ORDER_CREATED",
+        json!({"key": key, "n": n}),
+    );
+    NewEvent {
+        id: ev.id.clone(),
+        route: "orders".into(),
+        stream: stream.into(),
+        partition_key: key.into(),
+        payload: ev.to_bytes(),
+    }
+}
+
+fn fast() -> RelayConfig {
+    RelayConfig {
+        base_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+        poll: Duration::from_millis(20),
+        ..RelayConfig::default()
+    }
+}
+
+fn relay(
+    outbox: &Outbox,
+    endpoint: &str,
+    cfg: RelayConfig,
+) -> (Relay, Metrics, prometheus::Registry) {
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).unwrap();
+    let r = Relay {
+        outbox: outbox.clone(),
+        client: kinesis::client(endpoint),
+        metrics: metrics.clone(),
+        cfg,
+        wake: Arc::new(Notify::new()),
+    };
+    (r, metrics, registry)
+}
+
+/// Runs relay passes until the outbox is empty (or `limit` passes).
+async fn drain(r: &Relay, limit: usize) {
+    for _ in 0..limit {
+        r.pass().await.unwrap();
+        if r.outbox.depth().await.unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("outbox not drained: {:?}", r.outbox.depth().await.unwrap());
+}
+
+/// Every sent id arrived; per key the `n` values arrive ascending. Returns duplicates seen.
+fn check(sent: &[NewEvent], got: &[(String, Value)]) -> usize {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut last_n: HashMap<String, u64> = HashMap::new();
+    for (key, ev) in got {
+        assert_eq!(ev["specversion"], "1.0");
+        *seen
+            .entry(ev["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        let n = ev["data"]["n"].as_u64().unwrap();
+        if let Some(prev) = last_n.insert(key.clone(), n) {
+            assert!(
+                n > prev || seen[ev["id"].as_str().unwrap()] > 1,
+                "key {key}: event {n} arrived after {prev}"
+            );
+        }
+    }
+    for e in sent {
+        assert!(seen.contains_key(&e.id), "event {} never arrived", e.id);
+    }
+    seen.values().map(|c| c - 1).sum()
+}
+
+async fn enqueue_concurrently(
+    outbox: &Outbox,
+    stream: &str,
+    keys: usize,
+    per_key: u64,
+) -> Vec<NewEvent> {
+    let mut all = Vec::new();
+    let mut tasks = Vec::new();
+    for k in 0..keys {
+        let (o, s) = (outbox.clone(), stream.to_string());
+        let evs: Vec<NewEvent> = (0..per_key)
+            .map(|n| event(&s, &format!("user-{k}"), n))
+            .collect();
+        all.extend(evs.clone());
+        // One task per key, in order: per-key order is the enqueue order.
+        tasks.push(tokio::spawn(async move {
+            for e in evs {
+                o.enqueue(e).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    all
+}
+
+async fn delivers_everything_in_key_order(postgres: bool) {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    let store = Store::new(postgres).await;
+    let outbox = Outbox::connect(&store.url()).await.unwrap();
+    let sent = enqueue_concurrently(&outbox, "orders", 12, 15).await;
+    assert_eq!(outbox.depth().await.unwrap()[0].depth, 180);
+    let (r, m, _) = relay(&outbox, &k.endpoint(), fast());
+    drain(&r, 200).await;
+    let got = kinesis::read_all(&c, "orders").await;
+    assert_eq!(check(&sent, &got), 0);
+    assert_eq!(got.len(), sent.len());
+    assert_eq!(m.published.with_label_values(&["orders"]).get(), 180);
+}
+
+#[tokio::test]
+async fn sqlite_outbox_delivers_everything_in_key_order() {
+    delivers_everything_in_key_order(false).await;
+}
+
+#[tokio::test]
+async fn postgres_outbox_delivers_everything_in_key_order() {
+    delivers_everything_in_key_order(true).await;
+}
+
+async fn survives_throttling_and_failed_records(postgres: bool) {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    let shim = Shim::start(k.addr).await;
+    shim.faults
+        .throttle_every_call
+        .store(3, std::sync::atomic::Ordering::SeqCst);
+    shim.faults
+        .fail_every_record
+        .store(4, std::sync::atomic::Ordering::SeqCst);
+    let store = Store::new(postgres).await;
+    let outbox = Outbox::connect(&store.url()).await.unwrap();
+    let sent = enqueue_concurrently(&outbox, "orders", 10, 12).await;
+    let (r, m, _) = relay(&outbox, &shim.endpoint(), fast());
+    drain(&r, 2_000).await;
+    let got = kinesis::read_all(&c, "orders").await;
+    assert_eq!(check(&sent, &got), 0, "records were duplicated");
+    assert!(
+        shim.faults
+            .throttled_calls
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    );
+    assert!(
+        shim.faults
+            .failed_records
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    );
+    assert!(m.throttled.with_label_values(&["orders"]).get() > 0);
+    assert!(m.failed.with_label_values(&["orders", "throttled"]).get() > 0);
+}
+
+#[tokio::test]
+async fn sqlite_outbox_survives_throttling_and_failed_records() {
+    survives_throttling_and_failed_records(false).await;
+}
+
+#[tokio::test]
+async fn postgres_outbox_survives_throttling_and_failed_records() {
+    survives_throttling_and_failed_records(true).await;
+}
+
+async fn outage_then_recovery(postgres: bool) {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    let mut shim = Shim::start(k.addr).await;
+    shim.down();
+    let store = Store::new(postgres).await;
+    let outbox = Outbox::connect(&store.url()).await.unwrap();
+    let sent = enqueue_concurrently(&outbox, "orders", 5, 10).await;
+    let (r, m, registry) = relay(&outbox, &shim.endpoint(), fast());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox2 = outbox.clone();
+    let running = tokio::spawn(r.run(stop_rx));
+    // Kinesis unreachable: nothing leaves, the outbox holds everything and says so.
+    strangler_tests::wait_for("failed publish attempts", Duration::from_secs(30), || {
+        let failed = m.failed.with_label_values(&["orders", "call_error"]).get();
+        async move { failed > 0 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // one gauge refresh
+    assert_eq!(outbox2.depth().await.unwrap()[0].depth, 50);
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(
+        text.contains("strangler_outbox_depth{stream=\"orders\"} 50"),
+        "{text}"
+    );
+    // Back: everything arrives.
+    shim.up().await;
+    strangler_tests::wait_for("the outbox to drain", Duration::from_secs(60), || {
+        let o = outbox2.clone();
+        async move { o.depth().await.unwrap().is_empty() }
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    running.await.unwrap();
+    let got = kinesis::read_all(&c, "orders").await;
+    let dups = check(&sent, &got);
+    assert!(dups <= 50, "{dups} duplicates");
+}
+
+#[tokio::test]
+async fn sqlite_outbox_holds_events_through_an_outage() {
+    outage_then_recovery(false).await;
+}
+
+#[tokio::test]
+async fn postgres_outbox_holds_events_through_an_outage() {
+    outage_then_recovery(true).await;
+}
+
+#[tokio::test]
+async fn dead_letters_and_redrive() {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    let shim = Shim::start(k.addr).await;
+    let store = Store::new(false).await;
+    let outbox = Outbox::connect(&store.url()).await.unwrap();
+    // Over Kinesis's 1 MiB record limit: dead at once, never sent.
+    let mut huge = event("orders", "big", 0);
+    huge.payload = vec![b'x'; 1024 * 1024 + 1];
+    outbox.enqueue(huge).await.unwrap();
+    // Failing every time: dead after max_attempts.
+    shim.faults
+        .fail_all_records
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let doomed = event("orders", "user-1", 0);
+    outbox.enqueue(doomed.clone()).await.unwrap();
+    let cfg = RelayConfig {
+        max_attempts: 3,
+        ..fast()
+    };
+    let (r, m, _) = relay(&outbox, &shim.endpoint(), cfg);
+    drain(&r, 500).await;
+    let dead = outbox.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        dead.iter()
+            .any(|d| d.reason.contains("over Kinesis's 1 MiB limit"))
+    );
+    assert!(dead.iter().any(|d| d.id == doomed.id
+        && d.attempts == 3
+        && d.reason.contains("gave up after 3 tries")));
+    assert_eq!(
+        m.dead_lettered
+            .with_label_values(&["orders", "too_large"])
+            .get(),
+        1
+    );
+    // Kinesis healthy again: re-drive the failed one; it arrives with its original id.
+    shim.faults
+        .fail_all_records
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let seq = dead.iter().find(|d| d.id == doomed.id).unwrap().seq;
+    assert_eq!(outbox.redrive(Some(&[seq])).await.unwrap(), 1);
+    drain(&r, 200).await;
+    let got = kinesis::read_all(&c, "orders").await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1["id"], doomed.id.as_str());
+    assert_eq!(outbox.dead_letters(10).await.unwrap().len(), 1);
+}
