@@ -219,6 +219,16 @@ fn compile_route(
             })
         })
         .collect::<Vec<_>>();
+    let publish = raw.publish.as_ref().and_then(|p| {
+        crate::publish_compile::compile(
+            p,
+            &format!("{field}.publish"),
+            &name,
+            &path,
+            &raw.target.value,
+            r,
+        )
+    });
     let target = compile_target(
         &raw.target,
         &format!("{field}.target"),
@@ -242,6 +252,7 @@ fn compile_route(
         query,
         body,
         target: target?,
+        publish,
     })
 }
 
@@ -381,7 +392,7 @@ fn regex(
     }
 }
 
-fn jsonpath(
+pub(crate) fn jsonpath(
     v: &Spanned<String>,
     field: &str,
     r: &mut Reporter,
@@ -406,7 +417,11 @@ fn jsonpath(
     }
 }
 
-fn header_name(v: &Spanned<String>, field: &str, r: &mut Reporter) -> Option<HeaderName> {
+pub(crate) fn header_name(
+    v: &Spanned<String>,
+    field: &str,
+    r: &mut Reporter,
+) -> Option<HeaderName> {
     match HeaderName::from_bytes(v.value.as_bytes()) {
         Ok(h) => Some(h),
         Err(_) => {

@@ -8,6 +8,8 @@
 mod compile;
 pub mod diag;
 pub mod path;
+pub mod publish;
+mod publish_compile;
 pub mod raw;
 mod route;
 mod ruleset;

@@ -24,6 +24,9 @@ pub struct RawRoute {
     #[serde(default, rename = "match")]
     pub matches: Option<Spanned<RawMatch>>,
     pub target: Spanned<RawTarget>,
+    /// Dual-write: the event each matching exchange becomes.
+    #[serde(default)]
+    pub publish: Option<Spanned<crate::publish::RawPublish>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

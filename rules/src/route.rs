@@ -52,6 +52,7 @@ pub struct Route {
     pub(crate) query: Vec<ValueMatch<String>>,
     pub(crate) body: Vec<BodyMatch>,
     pub target: Target,
+    pub publish: Option<crate::publish::Publish>,
 }
 
 #[derive(Debug)]
@@ -194,6 +195,23 @@ impl Route {
     pub fn needs_body(&self) -> bool {
         !self.body.is_empty()
             || matches!(&self.target, Target::Service(s) if matches!(s.sticky, Some(Sticky::Body { .. })))
+            || self
+                .publish
+                .as_ref()
+                .is_some_and(|p| p.needs_request_body())
+    }
+
+    /// The sticky key of a request, if the route has one and the request carries it.
+    pub fn sticky_key<'a>(
+        &self,
+        req: &Request<'a>,
+        params: &Params<'a>,
+        body: Body<'a>,
+    ) -> Option<Cow<'a, str>> {
+        match &self.target {
+            Target::Service(s) => s.sticky.as_ref().and_then(|k| k.key(req, params, body)),
+            Target::Legacy => None,
+        }
     }
 
     /// Chooses the side for a matched request. `random` is used only when there is no key.

@@ -317,3 +317,90 @@ routes:
   - { name: f, match: { path: { prefix: / }, body: [ { jsonpath: "$.kind", equals: big } ] }, target: { service: orders } }
   - { name: g, priority: 5, match: { path: { exact: /x } }, target: { service: orders } }
 "#;
+
+const PUBLISH: &str = r#"
+routes:
+  - name: orders-create
+    match: { methods: [POST], path: { template: "/api/users/{user}/orders" } }
+    target: { service: legacy }
+    publish:
+      stream: orders
+      type: ORDER_CREATED
+      subject: { response.body: "$.id" }
+      partition_key: { request.path_param: user }
+      data:
+        object:
+          order: { request.body: "$" }
+          status: { response.status: true }
+          channel: { request.header: x-channel }
+      when_status: [2xx, 409]
+      redact:
+        - { jsonpath: "$.order.card" }
+        - { jsonpath: "$.order.email", mode: hash }
+"#;
+
+#[test]
+fn publish_builds_redacted_fields() {
+    use crate::publish::{BodyValue, Exchange};
+    let rs = set(PUBLISH);
+    let req = Req::new("POST", "/api/users/u7/orders").header("x-channel", "web");
+    let view = req.view();
+    let body = serde_json::json!({"sku": "tea", "card": "4111", "email": "a@b.c"});
+    let Outcome::Matched { route, params, .. } = rs.find(&view, Body::Json(&body)) else {
+        panic!()
+    };
+    let p = route.publish.as_ref().unwrap();
+    assert!(p.publishes(201) && p.publishes(409) && !p.publishes(500));
+    assert!(p.needs_request_body() && p.needs_response_body());
+    let resp_body = serde_json::json!({"id": 42});
+    let headers = HeaderMap::new();
+    let ex = Exchange {
+        request: &view,
+        params: &params,
+        request_body: BodyValue::Json(&body),
+        status: 201,
+        response_headers: &headers,
+        response_body: BodyValue::Json(&resp_body),
+        sticky_key: None,
+    };
+    let f = p.fields(&ex, &|b| format!("hash:{}", b.len()));
+    assert_eq!(f.subject.as_deref(), Some("42"));
+    assert_eq!(f.partition_key.as_deref(), Some("u7"));
+    assert_eq!(
+        f.data,
+        json!({"order": {"sku": "tea", "email": "hash:5"}, "status": 201, "channel": "web"})
+    );
+}
+
+#[test]
+fn publish_errors_are_located() {
+    let errs = errors(
+        r#"
+routes:
+  - name: a
+    match: { path: { prefix: /x } }
+    target: { service: orders }
+    publish:
+      stream: ""
+      type: T
+      partition_key: { request.path_param: id }
+      subject: { sticky_key: true }
+      data: { request.body: "$.[[" }
+      when_status: [700, 2xx]
+      redact: [ { jsonpath: "$.a", mode: shred } ]
+      durability: eventually
+"#,
+    );
+    let joined = errors_text(&errs);
+    for want in [
+        "rules.yaml:7:15: routes[0].publish.stream: stream is empty",
+        "routes[0].publish.partition_key.request.path_param: path parameter `id` can never be present",
+        "routes[0].publish.subject.sticky_key: the route's target has no sticky key",
+        "routes[0].publish.data.request.body: invalid JSONPath",
+        "routes[0].publish.when_status[0]: a status is a code from 100 to 599",
+        "routes[0].publish.redact[0].mode: unknown redact mode `shred`",
+        "routes[0].publish.durability: unknown durability `eventually`",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+}
