@@ -17,12 +17,13 @@ use crate::reload::RulesStore;
 pub struct Admin {
     pub store: Arc<RulesStore>,
     pub registry: Registry,
+    pub dual_write: Arc<crate::dual_write::DualWrite>,
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
+        let req = session.req_header().clone();
         let (method, path) = (req.method.clone(), req.uri.path().to_string());
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
@@ -36,6 +37,37 @@ impl ServeHttp for Admin {
             (Method::GET, "/api/routes") => self.routes(),
             (Method::GET, "/api/rules") => {
                 json_reply(StatusCode::OK, &json!(self.store.last_status()))
+            }
+            (Method::GET, "/api/outbox") => match self.dual_write.outbox.depth().await {
+                Ok(d) => json_reply(StatusCode::OK, &json!({ "streams": d })),
+                Err(e) => json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"error": e.to_string()}),
+                ),
+            },
+            (Method::GET, "/api/dead-letters") => {
+                match self.dual_write.outbox.dead_letters(1000).await {
+                    Ok(d) => json_reply(StatusCode::OK, &json!({ "dead_letters": d })),
+                    Err(e) => json_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &json!({"error": e.to_string()}),
+                    ),
+                }
+            }
+            (Method::POST, "/api/dead-letters/redrive") => {
+                // `?seq=1,2,3` re-drives those; no query re-drives them all.
+                let seqs: Option<Vec<i64>> = req.uri.query().and_then(|q| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix("seq="))
+                        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+                });
+                match self.dual_write.outbox.redrive(seqs.as_deref()).await {
+                    Ok(n) => json_reply(StatusCode::OK, &json!({ "redriven": n })),
+                    Err(e) => json_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &json!({"error": e.to_string()}),
+                    ),
+                }
             }
             (Method::POST, "/api/reload") => {
                 let store = Arc::clone(&self.store);
@@ -58,7 +90,7 @@ impl ServeHttp for Admin {
             ),
             _ => json_reply(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "not found", "paths": ["/metrics", "/healthz", "/readyz", "GET /api/routes", "GET /api/rules", "POST /api/reload"]}),
+                &json!({"error": "not found", "paths": ["/metrics", "/healthz", "/readyz", "GET /api/routes", "GET /api/rules", "POST /api/reload", "GET /api/outbox", "GET /api/dead-letters", "POST /api/dead-letters/redrive[?seq=…]"]}),
             ),
         }
     }

@@ -31,6 +31,32 @@ struct RawConfig {
     log: Option<RawLog>,
     #[serde(default)]
     server: Option<RawServer>,
+    #[serde(default)]
+    kinesis: Option<RawKinesis>,
+    #[serde(default)]
+    events: Option<RawEvents>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKinesis {
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    endpoint: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    #[serde(default)]
+    max_attempts: Option<Spanned<u32>>,
+    #[serde(default)]
+    max_age: Option<Spanned<String>>,
+    #[serde(default)]
+    keep_published: Option<Spanned<String>>,
+    #[serde(default)]
+    redact_salt_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +120,12 @@ pub struct Config {
     pub upgrade_sock: String,
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
+    pub kinesis_region: Option<String>,
+    /// Overrides `AWS_ENDPOINT_URL_KINESIS` and the regional endpoint.
+    pub kinesis_endpoint: Option<String>,
+    pub relay: strangler_events::RelayConfig,
+    /// Environment variable holding the salt for `mode: hash` redaction.
+    pub redact_salt_env: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +248,13 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         .store
         .as_ref()
         .map_or_else(|| "sqlite://strangler.db".to_string(), |s| s.value.clone());
+    // A relative SQLite path is relative to the config file, like `rules`.
+    let store = match store.strip_prefix("sqlite://") {
+        Some(rest) if !rest.starts_with('/') && !rest.starts_with(':') => {
+            format!("sqlite://{}", base.join(rest).display())
+        }
+        _ => store,
+    };
     if let Some(s) = &raw.store
         && !["sqlite:", "postgres://", "postgresql://"]
             .iter()
@@ -296,7 +335,51 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         Duration::from_secs(10),
         r,
     );
+    let kinesis = raw.kinesis.unwrap_or(RawKinesis {
+        region: None,
+        endpoint: None,
+    });
+    if let Some(e) = &kinesis.endpoint
+        && !(e.value.starts_with("http://") || e.value.starts_with("https://"))
+    {
+        r.report(
+            e.into(),
+            "kinesis.endpoint",
+            "the endpoint is a URL such as http://127.0.0.1:4567",
+        );
+    }
+    let ev = raw.events.unwrap_or(RawEvents {
+        max_attempts: None,
+        max_age: None,
+        keep_published: None,
+        redact_salt_env: None,
+    });
+    let mut relay = strangler_events::RelayConfig::default();
+    if let Some(m) = &ev.max_attempts {
+        if m.value == 0 {
+            r.report(
+                m.into(),
+                "events.max_attempts",
+                "max_attempts must be at least 1",
+            );
+        }
+        relay.max_attempts = m.value.max(1);
+    }
+    relay.max_age = opt_duration(ev.max_age.as_ref(), "events.max_age", relay.max_age, r);
+    let keep = opt_duration(
+        ev.keep_published.as_ref(),
+        "events.keep_published",
+        Duration::ZERO,
+        r,
+    );
+    relay.keep_published = (!keep.is_zero()).then_some(keep);
     Some(Config {
+        kinesis_region: kinesis.region,
+        kinesis_endpoint: kinesis.endpoint.map(|e| e.value),
+        relay,
+        redact_salt_env: ev
+            .redact_salt_env
+            .unwrap_or_else(|| "STRANGLER_REDACT_SALT".into()),
         file: path.to_path_buf(),
         listen,
         admin: admin?,

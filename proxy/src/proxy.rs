@@ -16,7 +16,8 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use strangler_rules::{Body, Choice, Outcome, Request, Side, Target};
+use strangler_rules::publish::{BodyValue, Durability, Exchange};
+use strangler_rules::{Body, Choice, Outcome, Params, Request, Side, Target};
 use tracing::{info, warn};
 
 use crate::errors;
@@ -32,6 +33,17 @@ pub struct Strangler {
     /// Most bytes of a request body read for body predicates or a body key.
     pub body_limit: usize,
     pub connector: pingora::connectors::http::Connector,
+    pub dual_write: Arc<crate::dual_write::DualWrite>,
+}
+
+/// What a publishing route keeps of the request until the response is known.
+struct PublishCtx {
+    body: Option<Bytes>,
+    json: Option<serde_json::Value>,
+    params: Vec<(String, String)>,
+    sticky: Option<String>,
+    /// The event uses the response body: strangler forwards this request itself.
+    response_body: bool,
 }
 
 /// Per-request state.
@@ -50,7 +62,9 @@ pub struct Ctx {
     /// Body bytes read for matching that pingora no longer holds: sent ahead of the rest.
     body_prefix: Option<Bytes>,
     trace_id: Option<String>,
+    traceparent: Option<String>,
     upstream_start: Option<Instant>,
+    publish: Option<PublishCtx>,
 }
 
 impl Ctx {
@@ -81,7 +95,9 @@ impl ProxyHttp for Strangler {
             rewritten: None,
             body_prefix: None,
             trace_id: None,
+            traceparent: None,
             upstream_start: None,
+            publish: None,
         }
     }
 
@@ -140,6 +156,21 @@ impl ProxyHttp for Strangler {
             let mut service = None;
             if let Outcome::Matched { id, route, params } = loaded.rules.find(&req, body) {
                 let (side, choice) = route.decide(&req, &params, body, headers::random_u64());
+                if let Some(p) = &route.publish {
+                    ctx.publish = Some(PublishCtx {
+                        body: whole_body.clone(),
+                        json: json.clone(),
+                        params: params
+                            .0
+                            .iter()
+                            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                            .collect(),
+                        sticky: route
+                            .sticky_key(&req, &params, body)
+                            .map(std::borrow::Cow::into_owned),
+                        response_body: p.needs_response_body(),
+                    });
+                }
                 ctx.route = Some(id);
                 ctx.choice = choice;
                 if let (Side::Service(name), Target::Service(t)) = (side, &route.target) {
@@ -160,9 +191,11 @@ impl ProxyHttp for Strangler {
         }
         ctx.rules = Some(loaded);
         // A whole body that pingora did not keep (over its 64 KiB retry buffer, or an empty
-        // chunked one) cannot be replayed through its pipeline: send this request ourselves.
+        // chunked one) cannot be replayed through its pipeline, and an event built from the
+        // response body needs that body before the client gets it: send this request ourselves.
+        let needs_response = ctx.publish.as_ref().is_some_and(|p| p.response_body);
         if let Some(b) = whole_body
-            && session.as_downstream().get_retry_buffer().is_none()
+            && (session.as_downstream().get_retry_buffer().is_none() || needs_response)
         {
             return forward::send(self, session, ctx, b).await.map(|()| true);
         }
@@ -210,11 +243,22 @@ impl ProxyHttp for Strangler {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
+        if ctx.publish.as_ref().is_some_and(|p| !p.response_body) {
+            let status = upstream_response.status.as_u16();
+            self.emit(
+                session.req_header(),
+                ctx,
+                status,
+                &upstream_response.headers,
+                BodyValue::Absent,
+            )
+            .await;
+        }
         Ok(())
     }
 
@@ -310,7 +354,9 @@ impl Strangler {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         headers::add_forwarded(req, client)?;
-        ctx.trace_id = Some(headers::ensure_traceparent(req)?);
+        let (trace_id, traceparent) = headers::ensure_traceparent(req)?;
+        ctx.trace_id = Some(trace_id);
+        ctx.traceparent = Some(traceparent);
         if ctx.to_service
             && let (Some(loaded), Some(i)) = (&ctx.rules, ctx.route)
             && let Target::Service(t) = &loaded.rules.routes()[i].target
@@ -320,6 +366,67 @@ impl Strangler {
             }
         }
         Ok(())
+    }
+
+    /// Records the exchange's event when the route publishes and the status matches `when_status`:
+    /// `sync` waits for the outbox commit (so the client's answer is released after it), `async`
+    /// stores it in the background. A failed outbox write is logged and counted
+    /// (`strangler_events_failed_total{reason="outbox_write"}`) and the client still gets the
+    /// monolith's answer: the monolith has already applied the write, and a 5xx would make
+    /// clients retry a write that happened.
+    async fn emit(
+        &self,
+        req: &RequestHeader,
+        ctx: &Ctx,
+        status: u16,
+        response_headers: &http::HeaderMap,
+        response_body: BodyValue<'_>,
+    ) {
+        let (Some(loaded), Some(i), Some(pc)) = (&ctx.rules, ctx.route, &ctx.publish) else {
+            return;
+        };
+        let route = &loaded.rules.routes()[i];
+        let Some(publish) = &route.publish else {
+            return;
+        };
+        if !publish.publishes(status) {
+            return;
+        }
+        let view = request_view(req);
+        let params = Params(
+            pc.params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        );
+        let request_body = match (&pc.json, &pc.body) {
+            (Some(v), _) => BodyValue::Json(v),
+            (None, Some(b)) => BodyValue::Raw(b),
+            (None, None) => BodyValue::Absent,
+        };
+        let ex = Exchange {
+            request: &view,
+            params: &params,
+            request_body,
+            status,
+            response_headers,
+            response_body,
+            sticky_key: pc.sticky.as_deref(),
+        };
+        let event = self
+            .dual_write
+            .event(&route.name, publish, &ex, ctx.traceparent.as_deref());
+        match publish.durability {
+            Durability::Sync => {
+                let _ = self.dual_write.store(event).await;
+            }
+            Durability::Async => {
+                let dw = Arc::clone(&self.dual_write);
+                tokio::spawn(async move {
+                    let _ = dw.store(event).await;
+                });
+            }
+        }
     }
 
     fn body_skipped(&self, route: &str, reason: &str) {

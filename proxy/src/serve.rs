@@ -29,6 +29,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     let metrics = Metrics::new(&registry)?;
     let store = RulesStore::load(&cfg.rules, cfg.service_names(), metrics.clone())
         .map_err(|d| anyhow!("invalid rules, not starting:\n{d}"))?;
+    let dual_write = crate::dual_write::DualWrite::start(cfg, &registry)?;
     let loaded = store.current();
     info!(config = %cfg.file.display(), routes = loaded.rules.len(), rules = %cfg.rules.display(), "Rules loaded");
 
@@ -57,6 +58,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
         metrics: metrics.clone(),
         body_limit: cfg.body_buffer_limit,
         connector: pingora::connectors::http::Connector::new(None),
+        dual_write: Arc::clone(&dual_write),
     };
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
@@ -72,6 +74,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
         pingora::apps::http_app::HttpServer::new_app(Admin {
             store: Arc::clone(&store),
             registry,
+            dual_write,
         }),
     );
     admin.add_tcp(&cfg.admin.to_string());

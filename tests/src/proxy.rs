@@ -43,6 +43,7 @@ pub struct ProxyBuilder {
     services: Vec<(String, SocketAddr, String)>,
     rules: Vec<(String, String)>,
     extra: String,
+    env: Vec<(String, String)>,
 }
 
 impl ProxyBuilder {
@@ -53,6 +54,7 @@ impl ProxyBuilder {
             services: Vec::new(),
             rules: Vec::new(),
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -77,6 +79,12 @@ impl ProxyBuilder {
     pub fn config(mut self, yaml: &str) -> Self {
         self.extra.push_str(yaml);
         self.extra.push('\n');
+        self
+    }
+
+    /// An environment variable for the proxy process.
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
         self
     }
 
@@ -110,13 +118,7 @@ impl ProxyBuilder {
         let config = dir.path().join("strangler.yaml");
         std::fs::write(&config, cfg).unwrap();
         let log = dir.path().join("strangler.log");
-        let child = Command::new(binary())
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start strangler");
+        let child = spawn(&config, &log, &self.env);
         let mut proxy = Proxy {
             child,
             addr,
@@ -124,10 +126,27 @@ impl ProxyBuilder {
             dir,
             config,
             log,
+            env: self.env,
         };
         proxy.wait_ready().await;
         proxy
     }
+}
+
+fn spawn(config: &Path, log: &Path, env: &[(String, String)]) -> Child {
+    let logfile = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(binary())
+        .args(["run", "--config"])
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(logfile)
+        .spawn()
+        .expect("start strangler")
 }
 
 pub struct Proxy {
@@ -137,9 +156,22 @@ pub struct Proxy {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Proxy {
+    /// `kill -9`: no shutdown, no flushing, nothing graceful.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// Starts the proxy again with the same config, rules and store.
+    pub async fn restart(&mut self) {
+        self.child = spawn(&self.config, &self.log, &self.env);
+        self.wait_ready().await;
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {

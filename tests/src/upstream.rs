@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Behaviour {
-    /// Answers JSON describing the request: upstream, method, uri, headers, body length and hash.
+    /// Answers JSON describing the request: upstream, method, uri, headers, body length and hash
+    /// (status 200, or the request's `x-reply-status`).
     Echo,
     /// Sends the request body back as the response body.
     EchoBody,
@@ -117,7 +118,15 @@ async fn answer(
                 "body_len": body.len(),
                 "body_hash": crate::client::hash(&body),
             });
+            // `x-reply-status` lets a test pick the answer's status.
+            let status = parts
+                .headers
+                .get("x-reply-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u16>().ok())
+                .unwrap_or(200);
             Response::builder()
+                .status(status)
                 .header("x-upstream", name)
                 .header("content-type", "application/json")
                 .header("keep-alive", "timeout=5")

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use strangler_rules::publish::BodyValue;
+
 use super::{Ctx, Strangler, headers};
 
 pub(super) async fn send(
@@ -37,12 +39,61 @@ pub(super) async fn send(
             .clone(),
     );
     headers::strip_response_hop_by_hop(&mut resp);
-    let end = client.response_done();
-    session.write_response_header(resp, end).await?;
+    let mut end = client.response_done();
+    let mut held = Vec::new();
+    if let Some(pc) = &ctx.publish {
+        let status = resp.status.as_u16();
+        if pc.response_body && !end {
+            // The event needs the whole answer before the client sees it (bounded by the same
+            // limit as request bodies; past it the event gets no response body).
+            let mut size = 0;
+            let mut complete = false;
+            while let Some(chunk) = client.read_response_body().await? {
+                size += chunk.len();
+                held.push(chunk);
+                if size > proxy.body_limit {
+                    break;
+                }
+            }
+            if size <= proxy.body_limit {
+                complete = true;
+                end = true;
+            }
+            let whole: Vec<u8> = if complete { held.concat() } else { Vec::new() };
+            let json = serde_json::from_slice::<serde_json::Value>(&whole).ok();
+            let body = match (&json, complete) {
+                (Some(v), _) => BodyValue::Json(v),
+                (None, true) => BodyValue::Raw(&whole),
+                (None, false) => BodyValue::Absent,
+            };
+            proxy
+                .emit(session.req_header(), ctx, status, &resp.headers, body)
+                .await;
+        } else {
+            proxy
+                .emit(
+                    session.req_header(),
+                    ctx,
+                    status,
+                    &resp.headers,
+                    BodyValue::Absent,
+                )
+                .await;
+        }
+    }
+    session
+        .write_response_header(resp, end && held.is_empty())
+        .await?;
+    let held_any = !held.is_empty();
+    for chunk in held {
+        session.write_response_body(Some(chunk), false).await?;
+    }
     if !end {
         while let Some(chunk) = client.read_response_body().await? {
             session.write_response_body(Some(chunk), false).await?;
         }
+    }
+    if !end || held_any {
         session.write_response_body(None, true).await?;
     }
     proxy

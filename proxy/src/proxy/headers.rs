@@ -35,20 +35,19 @@ pub(super) fn add_forwarded(req: &mut RequestHeader, client: Option<IpAddr>) -> 
     Ok(())
 }
 
-/// Keeps a valid incoming `traceparent`; otherwise starts a trace. Returns the trace id.
-pub(super) fn ensure_traceparent(req: &mut RequestHeader) -> Result<String> {
-    if let Some(id) = req
-        .headers
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(trace_id_of)
+/// Keeps a valid incoming `traceparent`; otherwise starts a trace. Returns the trace id and the
+/// header value sent on.
+pub(super) fn ensure_traceparent(req: &mut RequestHeader) -> Result<(String, String)> {
+    if let Some(v) = req.headers.get(TRACEPARENT).and_then(|v| v.to_str().ok())
+        && let Some(id) = trace_id_of(v)
     {
-        return Ok(id.to_string());
+        return Ok((id.to_string(), v.to_string()));
     }
     let (a, b, c) = (random_u64(), random_u64(), random_u64() | 1);
     let trace = format!("{a:016x}{b:016x}");
-    req.insert_header(TRACEPARENT, format!("00-{trace}-{c:016x}-01"))?;
-    Ok(trace)
+    let value = format!("00-{trace}-{c:016x}-01");
+    req.insert_header(TRACEPARENT, value.clone())?;
+    Ok((trace, value))
 }
 
 /// The trace id of a well-formed version-00 `traceparent`.
@@ -155,7 +154,7 @@ mod tests {
     #[test]
     fn started_trace_is_valid() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        let id = ensure_traceparent(&mut req).unwrap();
+        let (id, value) = ensure_traceparent(&mut req).unwrap();
         let tp = req
             .headers
             .get(TRACEPARENT)
@@ -163,6 +162,7 @@ mod tests {
             .to_str()
             .unwrap()
             .to_string();
+        assert_eq!(tp, value);
         assert_eq!(trace_id_of(&tp), Some(id.as_str()));
     }
 }

@@ -1,0 +1,141 @@
+//! Dual-write wiring: starts the outbox and the relay on their own runtime (a thread of their own,
+//! so the proxy's workers never run relay work), and turns a matched exchange into a stored
+//! CloudEvent. What an event contains is decided by the rules (`publish`); how it is stored and
+//! sent is `strangler-events`.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use prometheus::Registry;
+use strangler_events::{CloudEvent, NewEvent, Outbox, OutboxError, Relay};
+use strangler_rules::publish::{Exchange, Publish};
+use tokio::sync::Notify;
+use tracing::{error, warn};
+
+use crate::config::Config;
+
+pub struct DualWrite {
+    pub outbox: Outbox,
+    pub metrics: strangler_events::Metrics,
+    wake: Arc<Notify>,
+    salt: ring::hmac::Key,
+}
+
+impl DualWrite {
+    /// Connects the outbox (creating its tables) and starts the relay. Fails loudly when the
+    /// store cannot be opened: the proxy must not accept writes it cannot record.
+    pub fn start(cfg: &Config, registry: &Registry) -> Result<Arc<DualWrite>> {
+        let metrics = strangler_events::Metrics::new(registry)?;
+        let salt = match std::env::var(&cfg.redact_salt_env) {
+            Ok(s) if !s.is_empty() => s.into_bytes(),
+            _ => {
+                warn!(env = %cfg.redact_salt_env, "No redaction salt set: hashed values change at every restart");
+                ring::rand::generate::<[u8; 32]>(&ring::rand::SystemRandom::new())
+                    .map(|k| k.expose().to_vec())
+                    .unwrap_or_default()
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (store, region, endpoint, relay_cfg, m) = (
+            cfg.store.clone(),
+            cfg.kinesis_region.clone(),
+            cfg.kinesis_endpoint.clone(),
+            cfg.relay.clone(),
+            metrics.clone(),
+        );
+        std::thread::Builder::new()
+            .name("strangler-events".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(anyhow::anyhow!("events runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let outbox = match Outbox::connect(&store).await {
+                        Ok(o) => o,
+                        Err(e) => {
+                            let _ = tx.send(Err(anyhow::anyhow!(e)));
+                            return;
+                        }
+                    };
+                    let wake = Arc::new(Notify::new());
+                    let client =
+                        strangler_events::kinesis::client(region.as_deref(), endpoint.as_deref())
+                            .await;
+                    let _ = tx.send(Ok((outbox.clone(), Arc::clone(&wake))));
+                    let relay = Relay {
+                        outbox,
+                        client,
+                        metrics: m,
+                        cfg: relay_cfg,
+                        wake,
+                    };
+                    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+                    relay.run(stop_rx).await;
+                });
+            })?;
+        let (outbox, wake) = rx.recv().context("events runtime stopped")??;
+        Ok(Arc::new(DualWrite {
+            outbox,
+            metrics,
+            wake,
+            salt: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salt),
+        }))
+    }
+
+    /// The event for one exchange, redacted, ready to store.
+    pub fn event(
+        &self,
+        route: &str,
+        publish: &Publish,
+        ex: &Exchange<'_>,
+        traceparent: Option<&str>,
+    ) -> NewEvent {
+        let hash = |b: &[u8]| hex(ring::hmac::sign(&self.salt, b).as_ref());
+        let fields = publish.fields(ex, &hash);
+        let mut ev = CloudEvent::new(publish.source.clone(), publish.ty.clone(), fields.data);
+        ev.subject = fields.subject;
+        ev.traceparent = traceparent.map(str::to_string);
+        NewEvent {
+            partition_key: fields.partition_key.unwrap_or_else(|| ev.id.clone()),
+            id: ev.id.clone(),
+            route: route.to_string(),
+            stream: publish.stream.clone(),
+            payload: ev.to_bytes(),
+        }
+    }
+
+    /// Commits an event to the outbox (grouped with concurrent ones) and wakes the relay.
+    pub async fn store(&self, ev: NewEvent) -> Result<(), OutboxError> {
+        let (route, stream) = (ev.route.clone(), ev.stream.clone());
+        match self.outbox.enqueue(ev).await {
+            Ok(()) => {
+                self.metrics
+                    .enqueued
+                    .with_label_values(&[&route, &stream])
+                    .inc();
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics
+                    .failed
+                    .with_label_values(&[&stream, "outbox_write"])
+                    .inc();
+                error!(route = %route, stream = %stream, error = %e, "Event NOT stored: the outbox write failed");
+                Err(e)
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
