@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the example migration: the legacy shop (:8081), the new orders service (:8082) and
-# strangler (:8080, admin :9090). Ctrl-C stops all three.
+# Runs the example migration: the legacy shop (:8081), the new orders service (:8082), a local
+# Kinesis (kinesis-local from npm, :4567) and strangler (:8080, admin :9090). Ctrl-C stops all.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -14,9 +14,25 @@ bin="$target_dir/debug/strangler"
 
 "$bin" check strangler.yaml
 
+# Local Kinesis: kinesis-local (npm), installed once under ~/.cache/strangler-npm.
+npm_dir="$HOME/.cache/strangler-npm"
+kl="$npm_dir/node_modules/kinesis-local"
+if [ ! -f "$kl/main.js" ]; then
+  echo "installing kinesis-local (npm)…"
+  mkdir -p "$npm_dir" && npm install --silent --no-audit --no-fund --prefix "$npm_dir" kinesis-local@0.6.2
+fi
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"
+export STRANGLER_REDACT_SALT="${STRANGLER_REDACT_SALT:-example-salt}"
+
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
+
+KINESIS_MOCK_CERT_PATH="$kl/server.json" KINESIS_MOCK_PLAIN_PORT=4567 KINESIS_MOCK_TLS_PORT=4568 \
+  CREATE_STREAM_DURATION=0ms SHARD_LIMIT=1000 LOG_LEVEL=WARN node "$kl/main.js" >run/kinesis.log 2>&1 & pids+=($!)
+for _ in $(seq 1 200); do curl -fs http://127.0.0.1:4567/healthcheck >/dev/null 2>&1 && break; sleep 0.1; done
+"$bin" stream create --config strangler.yaml --stream shop-orders >/dev/null
+"$bin" stream create --config strangler.yaml --stream shop-users >/dev/null
 
 python3 legacy_shop.py 8081 run/legacy.db & pids+=($!)
 python3 orders_service.py 8082 run/orders.db & pids+=($!)
@@ -37,6 +53,8 @@ Try:
     curl -s -X POST localhost:8080/api/orders -H "x-user-id: $u" -H 'content-type: application/json' \
       -d '{"items":[{"sku":"tea","qty":2}]}'; echo
   done
+  # sign up (published as USER_REGISTERED, e-mail hashed)
+  curl -s -X POST localhost:8080/api/users -d '{"name":"Alice","email":"alice@example.com"}'; echo
   # a wholesale order stays on the monolith (JSONPath body rule)
   curl -s -X POST localhost:8080/api/orders -H 'x-user-id: alice' -d '{"items":[{"sku":"mug","qty":500}]}'; echo
   # everything else goes to the monolith
@@ -47,6 +65,10 @@ Try:
   # edit examples/shop/rules/orders.yaml (say weight: 60) and save: the proxy reloads at once
 
 TRY
+echo "  # the events published to Kinesis (ORDER_CREATED, USER_REGISTERED), one JSON line each"
+echo "  $bin stream read --config $here/strangler.yaml --stream shop-orders"
+echo "  $bin stream read --config $here/strangler.yaml --stream shop-users"
+echo "  curl -s localhost:9090/api/outbox   # events waiting, per stream"
 echo "  # why did a request go where it went?"
 echo "  $bin explain --config $here/strangler.yaml --method POST --path /api/orders -H 'x-user-id: bob' --verbose"
 echo

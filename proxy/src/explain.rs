@@ -34,6 +34,12 @@ pub struct ExplainArgs {
     /// Also say why each earlier route did not match.
     #[arg(long, short)]
     pub verbose: bool,
+    /// The monolith's answer status, to show the event a publishing route would emit.
+    #[arg(long, default_value_t = 200)]
+    pub response_status: u16,
+    /// A file holding the monolith's answer body (for `response.body` references).
+    #[arg(long)]
+    pub response_body: Option<PathBuf>,
 }
 
 pub fn run(a: &ExplainArgs) -> Result<()> {
@@ -179,6 +185,17 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
             {
                 println!("upstream: {name} ({addr})");
             }
+            if let Some(p) = &route.publish {
+                explain_publish(
+                    a,
+                    p,
+                    &req,
+                    &params,
+                    route.sticky_key(&req, &params, body).as_deref(),
+                    body_text.as_deref(),
+                    json.as_ref(),
+                )?;
+            }
         }
         Outcome::NeedsBody { .. } => println!("route:    needs the request body: pass --body FILE"),
         Outcome::Default => println!(
@@ -186,6 +203,62 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
             cfg.legacy.address
         ),
     }
+    Ok(())
+}
+
+fn explain_publish(
+    a: &ExplainArgs,
+    p: &strangler_rules::publish::Publish,
+    req: &Request<'_>,
+    params: &strangler_rules::Params<'_>,
+    sticky: Option<&str>,
+    body_text: Option<&[u8]>,
+    json: Option<&serde_json::Value>,
+) -> Result<()> {
+    use strangler_rules::publish::{BodyValue, Exchange};
+    let resp_text = match &a.response_body {
+        Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
+        None => None,
+    };
+    let resp_json = resp_text
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+    fn value<'a>(j: Option<&'a serde_json::Value>, t: Option<&'a [u8]>) -> BodyValue<'a> {
+        match (j, t) {
+            (Some(v), _) => BodyValue::Json(v),
+            (None, Some(b)) => BodyValue::Raw(b),
+            (None, None) => BodyValue::Absent,
+        }
+    }
+    let headers = HeaderMap::new();
+    let ex = Exchange {
+        request: req,
+        params,
+        request_body: value(json, body_text),
+        status: a.response_status,
+        response_headers: &headers,
+        response_body: value(resp_json.as_ref(), resp_text.as_deref()),
+        sticky_key: sticky,
+    };
+    println!(
+        "publish:  stream {} type {} ({:?})",
+        p.stream, p.ty, p.durability
+    );
+    if !p.publishes(a.response_status) {
+        println!(
+            "event:    none: status {} is not in when_status",
+            a.response_status
+        );
+        return Ok(());
+    }
+    let f = p.fields(&ex, &|b: &[u8]| format!("<hash of {} bytes>", b.len()));
+    let mut ev = strangler_events::CloudEvent::new(p.source.clone(), p.ty.clone(), f.data);
+    ev.subject = f.subject;
+    println!(
+        "partition key: {}",
+        f.partition_key.as_deref().unwrap_or("<the event id>")
+    );
+    println!("event:    {}", serde_json::to_string_pretty(&ev)?);
     Ok(())
 }
 

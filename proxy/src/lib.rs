@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod serve;
+pub mod stream_cmd;
 pub mod telemetry;
 pub mod upstream;

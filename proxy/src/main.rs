@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use strangler::{check, config, explain, serve, telemetry};
+use strangler::{check, config, explain, serve, stream_cmd, telemetry};
 
 /// pingora allocates per request (headers, buffers, futures); glibc's malloc was ~12 % of the
 /// proxy's CPU in `perf` on the pass-through benchmark. mimalloc's thread-local free lists cut that.
@@ -39,8 +39,11 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Show which route a request matches and where it would go.
+    /// Show which route a request matches, where it would go, and the event it would publish.
     Explain(explain::ExplainArgs),
+    /// Read or create a Kinesis stream (to see what was published).
+    #[command(subcommand)]
+    Stream(stream_cmd::StreamCommand),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { files } => ExitCode::from(check::run(&files) as u8),
+        Command::Stream(cmd) => match stream_cmd::run(&cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strangler: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Explain(args) => match explain::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
