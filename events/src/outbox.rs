@@ -341,11 +341,12 @@ impl Outbox {
         Ok(n)
     }
 
-    /// Runs `f` while holding the relay leader lock (PostgreSQL advisory lock; SQLite: one
-    /// process, no lock needed). Waits until the lock is free.
+    /// Waits for the relay leader lock (a PostgreSQL session advisory lock; SQLite: one process,
+    /// no lock needed) and returns the connection holding it, detached from the pool so that
+    /// dropping it closes the session and frees the lock for another replica.
     pub(crate) async fn leader_connection(
         &self,
-    ) -> Result<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>, OutboxError> {
+    ) -> Result<Option<sqlx::PgConnection>, OutboxError> {
         let Pool::Postgres(p) = &self.pool else {
             return Ok(None);
         };
@@ -355,7 +356,7 @@ impl Outbox {
                 .fetch_one(&mut *conn)
                 .await?;
             if got {
-                return Ok(Some(conn));
+                return Ok(Some(conn.detach()));
             }
             drop(conn);
             tokio::time::sleep(Duration::from_secs(1)).await;

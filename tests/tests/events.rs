@@ -115,12 +115,23 @@ async fn enqueue_concurrently(
     keys: usize,
     per_key: u64,
 ) -> Vec<NewEvent> {
+    enqueue_keys(outbox, stream, "user", keys, per_key).await
+}
+
+/// Enqueues `per_key` events for each of `keys` keys named `{prefix}-{k}`, one task per key.
+async fn enqueue_keys(
+    outbox: &Outbox,
+    stream: &str,
+    prefix: &str,
+    keys: usize,
+    per_key: u64,
+) -> Vec<NewEvent> {
     let mut all = Vec::new();
     let mut tasks = Vec::new();
     for k in 0..keys {
         let (o, s) = (outbox.clone(), stream.to_string());
         let evs: Vec<NewEvent> = (0..per_key)
-            .map(|n| event(&s, &format!("user-{k}"), n))
+            .map(|n| event(&s, &format!("{prefix}-{k}"), n))
             .collect();
         all.extend(evs.clone());
         // One task per key, in order: per-key order is the enqueue order.
@@ -308,4 +319,47 @@ async fn dead_letters_and_redrive() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1["id"], doomed.id.as_str());
     assert_eq!(outbox.dead_letters(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn postgres_replicas_relay_one_at_a_time_and_take_over() {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    let db = ScratchDb::create().await;
+    // Two replicas: separate outbox handles (pools) on one database, a relay each.
+    let a = Outbox::connect(&db.url).await.unwrap();
+    let b = Outbox::connect(&db.url).await.unwrap();
+    let (ra, _, _) = relay(&a, &k.endpoint(), fast());
+    let (rb, mb, _) = relay(&b, &k.endpoint(), fast());
+    let (stop_a, rx_a) = tokio::sync::watch::channel(false);
+    let (stop_b, rx_b) = tokio::sync::watch::channel(false);
+    let ta = tokio::spawn(ra.run(rx_a));
+    tokio::time::sleep(Duration::from_millis(300)).await; // a takes the lock first
+    let tb = tokio::spawn(rb.run(rx_b));
+    let mut sent = enqueue_concurrently(&a, "orders", 6, 10).await;
+    strangler_tests::wait_for("replica a to drain", Duration::from_secs(30), || {
+        let o = a.clone();
+        async move { o.depth().await.unwrap().is_empty() }
+    })
+    .await;
+    assert_eq!(
+        mb.published.with_label_values(&["orders"]).get(),
+        0,
+        "the standby relayed too"
+    );
+    // a stops (its session closes); b takes over and relays what b's clients enqueue.
+    stop_a.send(true).unwrap();
+    ta.await.unwrap();
+    sent.extend(enqueue_keys(&b, "orders", "later", 6, 10).await);
+    strangler_tests::wait_for("replica b to take over", Duration::from_secs(30), || {
+        let o = b.clone();
+        async move { o.depth().await.unwrap().is_empty() }
+    })
+    .await;
+    assert_eq!(mb.published.with_label_values(&["orders"]).get(), 60);
+    stop_b.send(true).unwrap();
+    tb.await.unwrap();
+    let got = kinesis::read_all(&c, "orders").await;
+    assert_eq!(check(&sent, &got), 0);
 }

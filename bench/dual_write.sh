@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Dual-write cost: strangler (1 worker thread) forwarding a 1 KB JSON POST with a publishing rule
+# (sync durability: each event committed to the SQLite outbox before the answer is released; the
+# relay drains to kinesalite meanwhile) against the same proxy passing the same POST through
+# without publishing. nginx `return 200` is the backend. Usage: bench/dual_write.sh [secs] [conns]
+set -euo pipefail
+secs="${1:-10}"
+conns="${2:-64}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+for tool in nginx wrk taskset; do
+  command -v "$tool" >/dev/null || { echo "bench needs $tool"; exit 1; }
+done
+npm_dir="$HOME/.cache/strangler-npm"
+if [ ! -x "$npm_dir/node_modules/.bin/kinesalite" ]; then
+  mkdir -p "$npm_dir" && npm install --silent --no-audit --no-fund --prefix "$npm_dir" kinesalite@3.3.3
+fi
+echo "building strangler (release)…" >&2
+cargo build --quiet --release -p strangler --manifest-path "$root/Cargo.toml"
+target_dir="$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+bin="$target_dir/release/strangler"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+backend=$(free_port); kport=$(free_port); plain=$(free_port); publish=$(free_port)
+
+cat > "$work/nginx.conf" <<NGINX
+worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;
+  uwsgi_temp_path $work; scgi_temp_path $work;
+  server { listen 127.0.0.1:$backend; keepalive_requests 1000000; client_body_buffer_size 64k;
+    location / { return 200 '{"id":1}'; } } }
+NGINX
+taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+"$npm_dir/node_modules/.bin/kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!)
+
+setup() { # $1 name, $2 port, $3 publish yes/no
+  mkdir -p "$work/$1/rules"
+  {
+    echo "routes:"
+    echo "  - name: orders"
+    echo "    match: { methods: [POST], path: { prefix: /api/orders } }"
+    echo "    target: { service: legacy }"
+    if [ "$3" = yes ]; then
+      echo "    publish: { stream: bench, type: ORDER_CREATED, partition_key: { request.body: \"\$.user\" } }"
+    fi
+  } > "$work/$1/rules/r.yaml"
+  cat > "$work/$1/strangler.yaml" <<YAML
+listen: ["127.0.0.1:$2"]
+admin: "127.0.0.1:$(free_port)"
+workers: 1
+legacy: { address: "127.0.0.1:$backend" }
+rules: rules
+store: "sqlite://$work/$1/outbox.db"
+kinesis: { region: us-east-1, endpoint: "http://127.0.0.1:$kport" }
+log: { level: warn }
+YAML
+}
+setup plain "$plain" no
+setup publish "$publish" yes
+for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
+AWS_ACCESS_KEY_ID=b AWS_SECRET_ACCESS_KEY=b "$bin" stream create --config "$work/publish/strangler.yaml" --stream bench --shards 4 >/dev/null
+export AWS_ACCESS_KEY_ID=b AWS_SECRET_ACCESS_KEY=b RUST_LOG=warn
+taskset -c 0 "$bin" run --config "$work/plain/strangler.yaml" 2>"$work/plain.log" & pids+=($!)
+taskset -c 0 "$bin" run --config "$work/publish/strangler.yaml" 2>"$work/publish.log" & pids+=($!)
+for p in $plain $publish; do
+  for _ in $(seq 1 200); do curl -fs -X POST -d '{}' "http://127.0.0.1:$p/api/orders" >/dev/null 2>&1 && break; sleep 0.05; done
+done
+
+python3 - "$work/post.lua" <<'PY'
+import json, sys
+body = json.dumps({"user": "u-1", "items": [{"sku": f"sku-{i}", "qty": i} for i in range(30)], "note": ""})
+body = json.dumps({"user": "u-1", "items": [{"sku": f"sku-{i}", "qty": i} for i in range(30)], "note": "x" * (1024 - len(body))})
+open(sys.argv[1], "w").write(f'''
+local n = 0
+request = function()
+  n = n + 1
+  local body = [[{body}]]
+  body = body:gsub('"u%-1"', '"u-' .. (n % 1000) .. '"')
+  return wrk.format("POST", "/api/orders", {{["Content-Type"] = "application/json"}}, body)
+end
+''')
+PY
+
+run() { # $1 label, $2 port
+  taskset -c 1 wrk -t1 -c"$conns" -d2s -s "$work/post.lua" "http://127.0.0.1:$2/" >/dev/null
+  local out; out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/post.lua" "http://127.0.0.1:$2/")
+  local rps p50 p99 non2xx
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+  echo "$1|$rps|$p50|$p99|${non2xx:-0}"
+}
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${secs}s per run, wrk -t1 -c$conns, 1 KB JSON POST" >&2
+a=$(run "pass-through (same route, no publish)" "$plain")
+b=$(run "publish, sync: outbox commit before the answer" "$publish")
+base=$(echo "$a" | cut -d'|' -f2)
+printf '\n| %-48s | %10s | %8s | %8s | %8s | %7s |\n' setup "req/s" p50 p99 "non-2xx" "×"
+printf '|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------------------" "------------" "----------" "----------" "----------" "---------"
+for r in "$a" "$b"; do
+  IFS='|' read -r name rps p50 p99 bad <<<"$r"
+  printf '| %-48s | %10s | %8s | %8s | %8s | %7s |\n' "$name" "$rps" "$p50" "$p99" "$bad" "$(python3 -c "print(f'{$rps/$base:.2f}')")"
+done
+sleep 2
+admin=$(grep '^admin' "$work/publish/strangler.yaml" | cut -d'"' -f2)
+echo
+echo "events enqueued: $(curl -s "http://$admin/metrics" | awk '/^strangler_events_enqueued_total/ {s+=$2} END {print s}'), published so far: $(curl -s "http://$admin/metrics" | awk '/^strangler_events_published_total/ {s+=$2} END {print s}')"
