@@ -84,13 +84,13 @@ async fn main() {
         outbox.enqueue_batch(chunk).await.unwrap();
     }
     let registry = prometheus::Registry::new();
-    let relay = Relay {
-        outbox: outbox.clone(),
+    let relay = Relay::new(
+        outbox.clone(),
         client,
-        metrics: Metrics::new(&registry).unwrap(),
-        cfg: RelayConfig::default(),
-        wake: Arc::new(tokio::sync::Notify::new()),
-    };
+        Metrics::new(&registry).unwrap(),
+        RelayConfig::default(),
+        Arc::new(tokio::sync::Notify::new()),
+    );
     let started = Instant::now();
     let mut sent = 0;
     while sent < n {

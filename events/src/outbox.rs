@@ -86,6 +86,11 @@ macro_rules! on_pool {
 #[derive(Clone)]
 pub struct Outbox {
     pool: Pool,
+    /// The relay's bookkeeping (claims, deletes after publishing, retry schedules). On SQLite a
+    /// connection with `synchronous=NORMAL`: losing such a commit to a power cut only means an
+    /// event is sent again (at-least-once, deduped by id), and it keeps fsync off the relay's
+    /// path. Enqueues keep `FULL`.
+    relay_pool: Pool,
     writer: mpsc::Sender<(NewEvent, oneshot::Sender<Result<(), String>>)>,
     /// True when replicas share the store (PostgreSQL): the relay then takes a leader lock.
     pub shared: bool,
@@ -100,7 +105,7 @@ impl Outbox {
             url: url.to_string(),
             source,
         };
-        let (pool, shared) = if url.starts_with("sqlite:") {
+        let (pool, relay_pool, shared) = if url.starts_with("sqlite:") {
             let opts: SqliteConnectOptions = url.parse().map_err(connect_err)?;
             let opts = opts
                 .create_if_missing(true)
@@ -110,17 +115,22 @@ impl Outbox {
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
-                .connect_with(opts)
+                .connect_with(opts.clone())
                 .await
                 .map_err(connect_err)?;
-            (Pool::Sqlite(pool), false)
+            let relay_pool = SqlitePoolOptions::new()
+                .max_connections(2)
+                .connect_with(opts.synchronous(SqliteSynchronous::Normal))
+                .await
+                .map_err(connect_err)?;
+            (Pool::Sqlite(pool), Pool::Sqlite(relay_pool), false)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .connect(url)
                 .await
                 .map_err(connect_err)?;
-            (Pool::Postgres(pool), true)
+            (Pool::Postgres(pool.clone()), Pool::Postgres(pool), true)
         } else {
             return Err(OutboxError::BadUrl(url.to_string()));
         };
@@ -129,6 +139,7 @@ impl Outbox {
         tokio::spawn(group_writer(pool.clone(), rx));
         Ok(Outbox {
             pool,
+            relay_pool,
             writer: tx,
             shared,
         })
@@ -155,7 +166,7 @@ impl Outbox {
 
     /// Streams with waiting events.
     pub async fn streams(&self) -> Result<Vec<String>, OutboxError> {
-        let streams = on_pool!(&self.pool, |p| {
+        let streams = on_pool!(&self.relay_pool, |p| {
             let rows = sqlx::query("SELECT DISTINCT stream FROM strangler_outbox")
                 .fetch_all(p)
                 .await?;
@@ -174,7 +185,7 @@ impl Outbox {
                             AND p.partition_key = o.partition_key AND p.seq < o.seq) \
             ORDER BY o.seq LIMIT $3";
         let now = now_ms();
-        let pending = on_pool!(&self.pool, |p| {
+        let pending = on_pool!(&self.relay_pool, |p| {
             let rows = sqlx::query(SQL)
                 .bind(stream)
                 .bind(now)
@@ -208,7 +219,7 @@ impl Outbox {
              SELECT seq, id, stream, partition_key, payload, created_ms, {now} FROM strangler_outbox WHERE seq IN ({list})"
         );
         let delete = format!("DELETE FROM strangler_outbox WHERE seq IN ({list})");
-        on_pool!(&self.pool, |p| {
+        on_pool!(&self.relay_pool, |p| {
             let mut tx = p.begin().await?;
             if keep {
                 sqlx::query(sqlx::AssertSqlSafe(archive.clone()))
@@ -227,7 +238,7 @@ impl Outbox {
     pub async fn retry(&self, seq: i64, after: Duration, error: &str) -> Result<(), OutboxError> {
         const SQL: &str = "UPDATE strangler_outbox SET attempts = attempts + 1, next_attempt_ms = $1, last_error = $2 WHERE seq = $3";
         let next = now_ms() + after.as_millis() as i64;
-        on_pool!(&self.pool, |p| {
+        on_pool!(&self.relay_pool, |p| {
             sqlx::query(SQL)
                 .bind(next)
                 .bind(error)
@@ -312,7 +323,7 @@ impl Outbox {
     pub async fn depth(&self) -> Result<Vec<StreamDepth>, OutboxError> {
         const SQL: &str = "SELECT stream, COUNT(*), MIN(created_ms) FROM strangler_outbox GROUP BY stream ORDER BY stream";
         let now = now_ms();
-        let depths = on_pool!(&self.pool, |p| {
+        let depths = on_pool!(&self.relay_pool, |p| {
             let rows = sqlx::query(SQL).fetch_all(p).await?;
             rows.iter()
                 .map(|r| {

@@ -60,6 +60,8 @@ pub struct Relay {
     pub cfg: RelayConfig,
     /// Signalled by the producer after an enqueue commits.
     pub wake: Arc<Notify>,
+    /// Streams with waiting events, and when that was asked.
+    streams: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
 }
 
 /// What one pass did.
@@ -71,6 +73,23 @@ pub struct Pass {
 }
 
 impl Relay {
+    pub fn new(
+        outbox: Outbox,
+        client: Client,
+        metrics: Metrics,
+        cfg: RelayConfig,
+        wake: Arc<Notify>,
+    ) -> Relay {
+        Relay {
+            outbox,
+            client,
+            metrics,
+            cfg,
+            wake,
+            streams: tokio::sync::Mutex::new(None),
+        }
+    }
+
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let _leader = loop {
@@ -116,15 +135,32 @@ impl Relay {
     /// One pass over every stream with waiting events.
     pub async fn pass(&self) -> Result<Pass, OutboxError> {
         let mut total = Pass::default();
-        for stream in self.outbox.streams().await? {
+        // Listing streams scans the outbox: while it is busy, reuse the list for a second.
+        let streams = {
+            let mut cache = self.streams.lock().await;
+            match &*cache {
+                Some((at, list)) if at.elapsed() < Duration::from_secs(1) => list.clone(),
+                _ => {
+                    let list = self.outbox.streams().await?;
+                    *cache = Some((Instant::now(), list.clone()));
+                    list
+                }
+            }
+        };
+        let mut busy = false;
+        for stream in streams {
             let rows = self.outbox.claim(&stream, MAX_RECORDS as i64).await?;
             if rows.is_empty() {
                 continue;
             }
+            busy = true;
             let p = self.send(&stream, rows).await?;
             total.published += p.published;
             total.retried += p.retried;
             total.dead += p.dead;
+        }
+        if !busy {
+            *self.streams.lock().await = None; // idle: see new streams at once
         }
         if let Some(keep) = self.cfg.keep_published {
             self.outbox.prune_published(keep).await?;

@@ -70,13 +70,7 @@ impl DualWrite {
                         strangler_events::kinesis::client(region.as_deref(), endpoint.as_deref())
                             .await;
                     let _ = tx.send(Ok((outbox.clone(), Arc::clone(&wake))));
-                    let relay = Relay {
-                        outbox,
-                        client,
-                        metrics: m,
-                        cfg: relay_cfg,
-                        wake,
-                    };
+                    let relay = Relay::new(outbox, client, m, relay_cfg, wake);
                     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
                     relay.run(stop_rx).await;
                 });

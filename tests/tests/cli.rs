@@ -149,6 +149,57 @@ fn explain_shows_route_target_and_sticky_side() {
 }
 
 #[test]
+fn explain_shows_the_event_a_write_would_publish() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "strangler.yaml", CONFIG);
+    write(
+        d.path(),
+        "rules/a.yaml",
+        "routes:\n  - name: create\n    match: { methods: [POST], path: { exact: /api/orders } }\n    target: { service: legacy }\n    publish: { stream: orders, type: ORDER_CREATED, partition_key: { request.body: \"$.user\" }, subject: { response.body: \"$.id\" }, redact: [ { jsonpath: \"$.card\" } ] }\n",
+    );
+    write(
+        d.path(),
+        "order.json",
+        r#"{"user":"u1","sku":"tea","card":"4111"}"#,
+    );
+    write(d.path(), "answer.json", r#"{"id":77}"#);
+    let args = [
+        "explain",
+        "--config",
+        "strangler.yaml",
+        "--method",
+        "POST",
+        "--path",
+        "/api/orders",
+        "--body",
+        "order.json",
+        "--response-status",
+        "201",
+        "--response-body",
+        "answer.json",
+    ];
+    let (code, out, err) = run(&args, d.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("publish:  stream orders type ORDER_CREATED (Sync)"),
+        "{out}"
+    );
+    assert!(out.contains("partition key: u1"), "{out}");
+    assert!(out.contains("\"subject\": \"77\""), "{out}");
+    assert!(
+        out.contains("\"sku\": \"tea\"") && !out.contains("4111"),
+        "{out}"
+    );
+    let mut failing = args.to_vec();
+    failing[10] = "500";
+    let (_, out, _) = run(&failing, d.path());
+    assert!(
+        out.contains("event:    none: status 500 is not in when_status"),
+        "{out}"
+    );
+}
+
+#[test]
 fn every_example_config_passes_check() {
     let examples = workspace().join("examples");
     let mut checked = 0;

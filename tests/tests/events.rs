@@ -64,13 +64,13 @@ fn relay(
 ) -> (Relay, Metrics, prometheus::Registry) {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).unwrap();
-    let r = Relay {
-        outbox: outbox.clone(),
-        client: kinesis::client(endpoint),
-        metrics: metrics.clone(),
+    let r = Relay::new(
+        outbox.clone(),
+        kinesis::client(endpoint),
+        metrics.clone(),
         cfg,
-        wake: Arc::new(Notify::new()),
-    };
+        Arc::new(Notify::new()),
+    );
     (r, metrics, registry)
 }
 
