@@ -409,25 +409,52 @@ async fn migrate(pool: &Pool) -> Result<(), OutboxError> {
 }
 
 async fn insert(pool: &Pool, events: &[NewEvent]) -> Result<(), sqlx::Error> {
-    const SQL: &str = "INSERT INTO strangler_outbox (id, route, stream, partition_key, payload, created_ms, attempts, next_attempt_ms) \
-                       VALUES ($1, $2, $3, $4, $5, $6, 0, $6)";
     let now = now_ms();
     on_pool!(pool, |p| {
         let mut tx = p.begin().await?;
-        for e in events {
-            sqlx::query(SQL)
-                .bind(&e.id)
-                .bind(&e.route)
-                .bind(&e.stream)
-                .bind(&e.partition_key)
-                .bind(&e.payload)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+        // One multi-row INSERT per 500 events: a round trip per group, not per event.
+        for chunk in events.chunks(500) {
+            let sql = insert_sql(chunk.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                q = q
+                    .bind(&e.id)
+                    .bind(&e.route)
+                    .bind(&e.stream)
+                    .bind(&e.partition_key)
+                    .bind(&e.payload)
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
     });
     Ok(())
+}
+
+/// `INSERT … VALUES ($1,…,$6,0,$6), ($7,…)` for `rows` rows (numbered placeholders work on both
+/// SQLite and PostgreSQL).
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO strangler_outbox (id, route, stream, partition_key, payload, created_ms, attempts, next_attempt_ms) VALUES ",
+    );
+    for r in 0..rows {
+        let b = r * 6;
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, 0, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6,
+            b + 6
+        ));
+    }
+    sql
 }
 
 /// Group commit: takes every enqueue waiting (up to `MAX_GROUP`) into one transaction.

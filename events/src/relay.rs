@@ -5,6 +5,7 @@
 //! 1 MiB limit dead-lettered at once. With PostgreSQL, one replica relays at a time (advisory
 //! lock); the others wait to take over.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,22 @@ pub struct Pass {
     pub retried: usize,
     pub dead: usize,
 }
+
+impl Pass {
+    fn add(&mut self, o: Pass) {
+        self.published += o.published;
+        self.retried += o.retried;
+        self.dead += o.dead;
+    }
+}
+
+type PutResult = Result<
+    aws_sdk_kinesis::operation::put_records::PutRecordsOutput,
+    aws_sdk_kinesis::error::SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError>,
+>;
+
+/// Batches sent per stream in one pass before the next stream gets its turn.
+const MAX_BATCHES_PER_PASS: usize = 20;
 
 impl Relay {
     pub fn new(
@@ -149,15 +166,9 @@ impl Relay {
         };
         let mut busy = false;
         for stream in streams {
-            let rows = self.outbox.claim(&stream, MAX_RECORDS as i64).await?;
-            if rows.is_empty() {
-                continue;
-            }
-            busy = true;
-            let p = self.send(&stream, rows).await?;
-            total.published += p.published;
-            total.retried += p.retried;
-            total.dead += p.dead;
+            let p = self.drain_stream(&stream).await?;
+            busy |= p != Pass::default();
+            total.add(p);
         }
         if !busy {
             *self.streams.lock().await = None; // idle: see new streams at once
@@ -168,8 +179,75 @@ impl Relay {
         Ok(total)
     }
 
-    async fn send(&self, stream: &str, rows: Vec<Pending>) -> Result<Pass, OutboxError> {
-        let mut pass = Pass::default();
+    /// Sends everything due on one stream, pipelined: while batch N is in flight, the outbox
+    /// bookkeeping of batch N-1 (deletes, retry schedules) and the claim of batch N+1 run at the
+    /// same time. Rows sent but not yet settled are left out of new claims; later events of their
+    /// keys are held back by the claim query itself, so per-key order is kept.
+    async fn drain_stream(&self, stream: &str) -> Result<Pass, OutboxError> {
+        let mut total = Pass::default();
+        let mut inflight: HashSet<i64> = HashSet::new();
+        let mut rows = self.outbox.claim(stream, MAX_RECORDS as i64).await?;
+        let mut settling: Option<(Vec<Pending>, PutResult)> = None;
+        for _ in 0..MAX_BATCHES_PER_PASS {
+            let batch = self
+                .take_batch(stream, std::mem::take(&mut rows), &mut total)
+                .await?;
+            inflight.extend(batch.iter().map(|r| r.seq));
+            let limit = (MAX_RECORDS + inflight.len()) as i64;
+            let previous = settling.take();
+            let (put, settled, claimed) = tokio::join!(
+                async {
+                    if batch.is_empty() {
+                        None
+                    } else {
+                        Some(self.put(stream, &batch).await)
+                    }
+                },
+                async {
+                    match previous {
+                        Some((b, r)) => Some(self.settle(stream, &b, r).await.map(|p| (p, b))),
+                        None => None,
+                    }
+                },
+                async {
+                    if batch.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        self.outbox.claim(stream, limit).await
+                    }
+                },
+            );
+            // Filter the claim with the in-flight set as it was when the claim ran: rows settled
+            // meanwhile may still have been in the outbox then.
+            rows = claimed?
+                .into_iter()
+                .filter(|r| !inflight.contains(&r.seq))
+                .take(MAX_RECORDS)
+                .collect();
+            if let Some(done) = settled {
+                let (p, b) = done?;
+                total.add(p);
+                for r in &b {
+                    inflight.remove(&r.seq);
+                }
+            }
+            let Some(put) = put else { break };
+            settling = Some((batch, put));
+        }
+        if let Some((b, r)) = settling.take() {
+            total.add(self.settle(stream, &b, r).await?);
+        }
+        Ok(total)
+    }
+
+    /// The rows that fit one PutRecords call (≤ 500, ≤ 5 MiB); records over 1 MiB are
+    /// dead-lettered here.
+    async fn take_batch(
+        &self,
+        stream: &str,
+        rows: Vec<Pending>,
+        pass: &mut Pass,
+    ) -> Result<Vec<Pending>, OutboxError> {
         let mut batch = Vec::with_capacity(rows.len());
         let mut bytes = 0;
         for row in rows {
@@ -188,15 +266,16 @@ impl Relay {
                 pass.dead += 1;
                 continue;
             }
-            if bytes + size > MAX_CALL_BYTES {
+            if bytes + size > MAX_CALL_BYTES || batch.len() == MAX_RECORDS {
                 break; // the rest waits for the next call
             }
             bytes += size;
             batch.push(row);
         }
-        if batch.is_empty() {
-            return Ok(pass);
-        }
+        Ok(batch)
+    }
+
+    async fn put(&self, stream: &str, batch: &[Pending]) -> PutResult {
         let entries: Vec<PutRecordsRequestEntry> = batch
             .iter()
             .map(|r| {
@@ -223,6 +302,18 @@ impl Relay {
             .put_duration
             .with_label_values(&[stream])
             .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Records what Kinesis said: deletes (or archives) what it accepted, schedules retries or
+    /// dead letters for the rest.
+    async fn settle(
+        &self,
+        stream: &str,
+        batch: &[Pending],
+        result: PutResult,
+    ) -> Result<Pass, OutboxError> {
+        let mut pass = Pass::default();
         match result {
             Err(e) => {
                 let text = format!("{}", aws_sdk_kinesis::error::DisplayErrorContext(&e));
@@ -231,7 +322,7 @@ impl Relay {
                     self.metrics.throttled.with_label_values(&[stream]).inc();
                 }
                 warn!(stream, records = batch.len(), reason, error = %text, "PutRecords failed; will retry");
-                for row in &batch {
+                for row in batch {
                     self.metrics
                         .failed
                         .with_label_values(&[stream, reason])

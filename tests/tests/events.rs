@@ -363,3 +363,25 @@ async fn postgres_replicas_relay_one_at_a_time_and_take_over() {
     let got = kinesis::read_all(&c, "orders").await;
     assert_eq!(check(&sent, &got), 0);
 }
+
+#[tokio::test]
+async fn pipelined_batches_send_each_event_once() {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    let store = Store::new(false).await;
+    let outbox = Outbox::connect(&store.url()).await.unwrap();
+    // 2,400 events over 800 keys: several 500-record calls in flight back to back.
+    let sent: Vec<NewEvent> = (0..2_400u64)
+        .map(|i| event("orders", &format!("k{}", i % 800), i / 800))
+        .collect();
+    for chunk in sent.chunks(600) {
+        outbox.enqueue_batch(chunk).await.unwrap();
+    }
+    let (r, m, _) = relay(&outbox, &k.endpoint(), fast());
+    drain(&r, 200).await;
+    let got = kinesis::read_all(&c, "orders").await;
+    assert_eq!(check(&sent, &got), 0, "duplicates sent");
+    assert_eq!(got.len(), 2_400);
+    assert_eq!(m.published.with_label_values(&["orders"]).get(), 2_400);
+}
