@@ -32,7 +32,8 @@ pub struct RelayConfig {
     /// First retry delay; doubles per try up to `max_backoff` (full jitter).
     pub base_backoff: Duration,
     pub max_backoff: Duration,
-    /// Wait this long after new events arrive, to fill the batch.
+    /// Wait this long after new events arrive, or after a pass that sent less than full
+    /// batches, to fill the next batch (fewer, larger PutRecords calls under load).
     pub linger: Duration,
     /// Poll interval when idle (new events also wake the relay at once).
     pub poll: Duration,
@@ -47,7 +48,7 @@ impl Default for RelayConfig {
             max_age: Duration::from_secs(24 * 3600),
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
-            linger: Duration::from_millis(5),
+            linger: Duration::from_millis(20),
             poll: Duration::from_millis(200),
             keep_published: None,
         }
@@ -145,6 +146,9 @@ impl Relay {
                     _ = tokio::time::sleep(self.cfg.poll) => {}
                     _ = shutdown.changed() => {}
                 }
+            } else if pass.published + pass.retried < MAX_RECORDS {
+                // Not saturated: let the next batch fill up rather than send many small ones.
+                tokio::time::sleep(self.cfg.linger).await;
             }
         }
     }
