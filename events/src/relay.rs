@@ -144,7 +144,8 @@ impl Relay {
                 tokio::select! {
                     _ = self.wake.notified() => tokio::time::sleep(self.cfg.linger).await,
                     _ = tokio::time::sleep(self.cfg.poll) => {}
-                    _ = shutdown.changed() => {}
+                    // A dropped sender counts as shutdown (no busy loop on a closed channel).
+                    r = shutdown.changed() => if r.is_err() { return },
                 }
             } else if pass.published + pass.retried < MAX_RECORDS {
                 // Not saturated: let the next batch fill up rather than send many small ones.
