@@ -1,7 +1,8 @@
-//! Sends a request whose whole body we already read (over pingora's 64 KiB retry buffer, which is
-//! all pingora can replay) to the chosen upstream ourselves, through pingora's pooled connector,
-//! and streams the answer back. The rest of the request path (headers, errors, logging) is the
-//! same as for proxied requests.
+//! Sends a request whose whole body we already read to the chosen upstream ourselves, through
+//! pingora's pooled connector, and streams the answer back. Used when pingora cannot replay the
+//! body (over its 64 KiB retry buffer) and when a route's event needs the response body: then
+//! the answer is read (bounded) and the event committed before the client gets it. The rest of
+//! the request path (headers, errors, logging) is the same as for proxied requests.
 
 use bytes::Bytes;
 use pingora::prelude::*;
