@@ -6,24 +6,10 @@
 set -euo pipefail
 secs="${1:-10}"
 conns="${2:-64}"
-root="$(cd "$(dirname "$0")/.." && pwd)"
-for tool in nginx wrk taskset; do
-  command -v "$tool" >/dev/null || { echo "bench needs $tool"; exit 1; }
-done
-npm_dir="$HOME/.cache/strangler-npm"
-if [ ! -x "$npm_dir/node_modules/.bin/kinesalite" ]; then
-  mkdir -p "$npm_dir" && npm install --silent --no-audit --no-fund --prefix "$npm_dir" kinesalite@3.3.3
-fi
-echo "building strangler (release)…" >&2
-cargo build --quiet --release -p strangler --manifest-path "$root/Cargo.toml"
-target_dir="$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-bin="$target_dir/release/strangler"
-
-work="$(mktemp -d)"
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$(dirname "$0")/lib.sh"
+need nginx wrk taskset
+kinesalite="$(kinesalite_bin)"
+bin="$(release_build -p strangler strangler)"
 backend=$(free_port); kport=$(free_port); plain=$(free_port); publish=$(free_port)
 
 cat > "$work/nginx.conf" <<NGINX
@@ -35,7 +21,7 @@ http { access_log off; client_body_temp_path $work; proxy_temp_path $work; fastc
     location / { return 200 '{"id":1}'; } } }
 NGINX
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
-"$npm_dir/node_modules/.bin/kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!)
+"$kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!)
 
 setup() { # $1 name, $2 port, $3 publish yes/no
   mkdir -p "$work/$1/rules"

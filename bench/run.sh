@@ -7,25 +7,14 @@
 set -euo pipefail
 secs="${1:-10}"
 conns="${2:-64}"
-root="$(cd "$(dirname "$0")/.." && pwd)"
-for tool in nginx wrk taskset; do
-  command -v "$tool" >/dev/null || { echo "bench needs $tool (apt-get install nginx-light wrk util-linux)"; exit 1; }
-done
+source "$(dirname "$0")/lib.sh"
+need nginx wrk taskset
 ncpu=$(nproc)
 proxy_cpu=0
 load_cpu=$(( ncpu > 1 ? 1 : 0 ))
 
-echo "building strangler (release)…" >&2
-cargo build --quiet --release -p strangler --manifest-path "$root/Cargo.toml"
-target_dir="$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-bin="$target_dir/release/strangler"
+bin="$(release_build -p strangler strangler)"
 
-work="$(mktemp -d)"
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend_port=$(free_port); nginx_port=$(free_port); s0_port=$(free_port); s1k_port=$(free_port)
 
 nginx_conf() { # $1 = name, $2 = server block

@@ -21,3 +21,51 @@ pub async fn client(region: Option<&str>, endpoint: Option<&str>) -> Client {
     }
     Client::new(&loader.load().await)
 }
+
+/// One record read back from a stream.
+#[derive(Debug, Clone)]
+pub struct StreamRecord {
+    pub partition_key: String,
+    pub sequence_number: String,
+    pub data: Vec<u8>,
+}
+
+/// Every record of a stream from the start (`TRIM_HORIZON`), shard by shard, each shard in
+/// sequence order: what was published, for `strangler stream read` and the tests.
+pub async fn read_stream(
+    c: &Client,
+    stream: &str,
+) -> Result<Vec<StreamRecord>, aws_sdk_kinesis::Error> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let mut out = Vec::new();
+    let shards = c.list_shards().stream_name(stream).send().await?;
+    for shard in shards.shards() {
+        let mut iter = c
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await?
+            .shard_iterator()
+            .map(str::to_string);
+        while let Some(it) = iter {
+            let r = c
+                .get_records()
+                .shard_iterator(it)
+                .limit(1000)
+                .send()
+                .await?;
+            if r.records().is_empty() {
+                break;
+            }
+            out.extend(r.records().iter().map(|rec| StreamRecord {
+                partition_key: rec.partition_key().unwrap_or_default().to_string(),
+                sequence_number: rec.sequence_number().to_string(),
+                data: rec.data().as_ref().to_vec(),
+            }));
+            iter = r.next_shard_iterator().map(str::to_string);
+        }
+    }
+    Ok(out)
+}

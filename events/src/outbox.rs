@@ -21,6 +21,8 @@ pub enum OutboxError {
     Db(#[from] sqlx::Error),
     #[error("outbox writer stopped")]
     Closed,
+    #[error("outbox write: {0}")]
+    Write(String),
     #[error("store URL `{0}` is neither sqlite:… nor postgres://…")]
     BadUrl(String),
 }
@@ -158,7 +160,7 @@ impl Outbox {
             .map_err(|_| OutboxError::Closed)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(OutboxError::Db(sqlx::Error::Protocol(e))),
+            Ok(Err(e)) => Err(OutboxError::Write(e)),
             Err(_) => Err(OutboxError::Closed),
         }
     }
@@ -468,9 +470,9 @@ async fn group_writer(
 ) {
     let mut batch = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
-        let events: Vec<NewEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
+        let (events, replies): (Vec<NewEvent>, Vec<_>) = batch.drain(..).unzip();
         let result = insert(&pool, &events).await.map_err(|e| e.to_string());
-        for (_, reply) in batch.drain(..) {
+        for reply in replies {
             let _ = reply.send(result.clone());
         }
     }

@@ -124,6 +124,8 @@ impl Relay {
         };
         info!(shared = self.outbox.shared, "Relay running");
         let mut last_gauges = Instant::now() - Duration::from_secs(10);
+        // Archived events are pruned once a minute, not on every pass.
+        let mut last_prune = Instant::now() - Duration::from_secs(3600);
         loop {
             if *shutdown.borrow() {
                 return;
@@ -139,6 +141,14 @@ impl Relay {
             if last_gauges.elapsed() >= Duration::from_secs(1) {
                 self.update_gauges().await;
                 last_gauges = Instant::now();
+            }
+            if let Some(keep) = self.cfg.keep_published
+                && last_prune.elapsed() >= Duration::from_secs(60)
+            {
+                if let Err(e) = self.outbox.prune_published(keep).await {
+                    warn!(error = %e, "Pruning published events failed; will retry");
+                }
+                last_prune = Instant::now();
             }
             if pass.published == 0 && pass.retried == 0 && pass.dead == 0 {
                 tokio::select! {
@@ -178,9 +188,6 @@ impl Relay {
         if !busy {
             *self.streams.lock().await = None; // idle: see new streams at once
         }
-        if let Some(keep) = self.cfg.keep_published {
-            self.outbox.prune_published(keep).await?;
-        }
         Ok(total)
     }
 
@@ -194,18 +201,19 @@ impl Relay {
         let mut rows = self.outbox.claim(stream, MAX_RECORDS as i64).await?;
         let mut settling: Option<(Vec<Pending>, PutResult)> = None;
         for _ in 0..MAX_BATCHES_PER_PASS {
-            let batch = self
+            let mut batch = self
                 .take_batch(stream, std::mem::take(&mut rows), &mut total)
                 .await?;
             inflight.extend(batch.iter().map(|r| r.seq));
             let limit = (MAX_RECORDS + inflight.len()) as i64;
+            let sending = !batch.is_empty();
             let previous = settling.take();
             let (put, settled, claimed) = tokio::join!(
                 async {
-                    if batch.is_empty() {
-                        None
+                    if sending {
+                        Some(self.put(stream, &mut batch).await)
                     } else {
-                        Some(self.put(stream, &batch).await)
+                        None
                     }
                 },
                 async {
@@ -215,10 +223,10 @@ impl Relay {
                     }
                 },
                 async {
-                    if batch.is_empty() {
-                        Ok(Vec::new())
-                    } else {
+                    if sending {
                         self.outbox.claim(stream, limit).await
+                    } else {
+                        Ok(Vec::new())
                     }
                 },
             );
@@ -280,12 +288,14 @@ impl Relay {
         Ok(batch)
     }
 
-    async fn put(&self, stream: &str, batch: &[Pending]) -> PutResult {
+    /// Sends the batch. The payloads move into the request (settling needs only the rows' ids,
+    /// keys and tries), so a batch is not copied.
+    async fn put(&self, stream: &str, batch: &mut [Pending]) -> PutResult {
         let entries: Vec<PutRecordsRequestEntry> = batch
-            .iter()
+            .iter_mut()
             .map(|r| {
                 PutRecordsRequestEntry::builder()
-                    .data(Blob::new(r.payload.clone()))
+                    .data(Blob::new(std::mem::take(&mut r.payload)))
                     .partition_key(&r.partition_key)
                     .build()
                     .expect("data and partition key are set")

@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let json = serde_json::from_slice::<serde_json::Value>(data).ok();
     let body = json.as_ref().map_or(Body::Unavailable, Body::Json);
     if let Outcome::Matched { route, params, .. } = rules().find(&req, body) {
-        let _ = route.decide(&req, &params, body, 7);
+        let key = route.sticky_key(&req, &params, body);
+        let _ = route.decide(key.as_deref(), 7);
     }
 });

@@ -23,8 +23,10 @@ pub struct Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header().clone();
+        let req = session.req_header();
         let (method, path) = (req.method.clone(), req.uri.path().to_string());
+        let query = req.uri.query().map(str::to_string);
+        let outbox = &self.dual_write.outbox;
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
                 let mut buf = Vec::new();
@@ -38,36 +40,28 @@ impl ServeHttp for Admin {
             (Method::GET, "/api/rules") => {
                 json_reply(StatusCode::OK, &json!(self.store.last_status()))
             }
-            (Method::GET, "/api/outbox") => match self.dual_write.outbox.depth().await {
-                Ok(d) => json_reply(StatusCode::OK, &json!({ "streams": d })),
-                Err(e) => json_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"error": e.to_string()}),
-                ),
-            },
-            (Method::GET, "/api/dead-letters") => {
-                match self.dual_write.outbox.dead_letters(1000).await {
-                    Ok(d) => json_reply(StatusCode::OK, &json!({ "dead_letters": d })),
-                    Err(e) => json_reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &json!({"error": e.to_string()}),
-                    ),
-                }
+            (Method::GET, "/api/outbox") => {
+                store_reply(outbox.depth().await.map(|d| json!({ "streams": d })))
             }
+            (Method::GET, "/api/dead-letters") => store_reply(
+                outbox
+                    .dead_letters(1000)
+                    .await
+                    .map(|d| json!({ "dead_letters": d })),
+            ),
             (Method::POST, "/api/dead-letters/redrive") => {
                 // `?seq=1,2,3` re-drives those; no query re-drives them all.
-                let seqs: Option<Vec<i64>> = req.uri.query().and_then(|q| {
+                let seqs: Option<Vec<i64>> = query.as_deref().and_then(|q| {
                     q.split('&')
                         .find_map(|kv| kv.strip_prefix("seq="))
                         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
                 });
-                match self.dual_write.outbox.redrive(seqs.as_deref()).await {
-                    Ok(n) => json_reply(StatusCode::OK, &json!({ "redriven": n })),
-                    Err(e) => json_reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &json!({"error": e.to_string()}),
-                    ),
-                }
+                store_reply(
+                    outbox
+                        .redrive(seqs.as_deref())
+                        .await
+                        .map(|n| json!({ "redriven": n })),
+                )
             }
             (Method::POST, "/api/reload") => {
                 let store = Arc::clone(&self.store);
@@ -81,18 +75,42 @@ impl ServeHttp for Admin {
                     ),
                 }
             }
-            (
-                _,
-                "/metrics" | "/healthz" | "/readyz" | "/api/routes" | "/api/rules" | "/api/reload",
-            ) => json_reply(
+            (_, p) if ENDPOINTS.iter().any(|(_, known)| *known == p) => json_reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &json!({"error": "method not allowed"}),
             ),
             _ => json_reply(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "not found", "paths": ["/metrics", "/healthz", "/readyz", "GET /api/routes", "GET /api/rules", "POST /api/reload", "GET /api/outbox", "GET /api/dead-letters", "POST /api/dead-letters/redrive[?seq=…]"]}),
+                &json!({
+                    "error": "not found",
+                    "paths": ENDPOINTS.iter().map(|(m, p)| format!("{m} {p}")).collect::<Vec<_>>(),
+                }),
             ),
         }
+    }
+}
+
+/// Every endpoint, for 405 and for the 404 listing.
+const ENDPOINTS: [(&str, &str); 9] = [
+    ("GET", "/metrics"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/api/routes"),
+    ("GET", "/api/rules"),
+    ("POST", "/api/reload"),
+    ("GET", "/api/outbox"),
+    ("GET", "/api/dead-letters"),
+    ("POST", "/api/dead-letters/redrive"),
+];
+
+/// An outbox answer, or 503 when the store cannot be read.
+fn store_reply(r: Result<serde_json::Value, strangler_events::OutboxError>) -> Response<Vec<u8>> {
+    match r {
+        Ok(v) => json_reply(StatusCode::OK, &v),
+        Err(e) => json_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": e.to_string()}),
+        ),
     }
 }
 

@@ -37,7 +37,7 @@ struct RawConfig {
     events: Option<RawEvents>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKinesis {
     #[serde(default)]
@@ -46,7 +46,7 @@ struct RawKinesis {
     endpoint: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEvents {
     #[serde(default)]
@@ -88,7 +88,7 @@ struct RawLog {
     level: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
     #[serde(default)]
@@ -299,12 +299,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         .as_ref()
         .and_then(|l| l.level.clone())
         .unwrap_or_else(|| "info".into());
-    let server = raw.server.unwrap_or(RawServer {
-        pid_file: None,
-        upgrade_sock: None,
-        grace_period: None,
-        shutdown_timeout: None,
-    });
+    let server = raw.server.unwrap_or_default();
     // pingora's defaults are fixed names in /tmp (two instances collide): key them to the config.
     let stem = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let tag = format!(
@@ -335,10 +330,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         Duration::from_secs(10),
         r,
     );
-    let kinesis = raw.kinesis.unwrap_or(RawKinesis {
-        region: None,
-        endpoint: None,
-    });
+    let kinesis = raw.kinesis.unwrap_or_default();
     if let Some(e) = &kinesis.endpoint
         && !(e.value.starts_with("http://") || e.value.starts_with("https://"))
     {
@@ -348,12 +340,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
             "the endpoint is a URL such as http://127.0.0.1:4567",
         );
     }
-    let ev = raw.events.unwrap_or(RawEvents {
-        max_attempts: None,
-        max_age: None,
-        keep_published: None,
-        redact_salt_env: None,
-    });
+    let ev = raw.events.unwrap_or_default();
     let mut relay = strangler_events::RelayConfig::default();
     if let Some(m) = &ev.max_attempts {
         if m.value == 0 {

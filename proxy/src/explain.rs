@@ -143,7 +143,8 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
                 let p: Vec<String> = params.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!("params:   {}", p.join(", "));
             }
-            let (side, choice) = route.decide(&req, &params, body, 0);
+            let key = route.sticky_key(&req, &params, body);
+            let (side, choice) = route.decide(key.as_deref(), 0);
             match &route.target {
                 Target::Legacy => println!("target:   legacy (pinned by the route)"),
                 Target::Service(t) => {
@@ -157,8 +158,8 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
                         .as_ref()
                         .map_or("none (per request)".into(), |s| s.describe());
                     println!("sticky:   {sticky}");
-                    match &choice {
-                        Choice::Sticky { key, bucket } => println!(
+                    match (&choice, key.as_deref()) {
+                        (Choice::Sticky { bucket }, Some(key)) => println!(
                             "key:      {key:?} → bucket {bucket} of {} → {} (new service below bucket {})",
                             strangler_rules::sticky::BUCKETS,
                             side_name(side),
@@ -191,7 +192,7 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
                     p,
                     &req,
                     &params,
-                    route.sticky_key(&req, &params, body).as_deref(),
+                    key.as_deref(),
                     body_text.as_deref(),
                     json.as_ref(),
                 )?;

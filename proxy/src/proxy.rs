@@ -61,7 +61,7 @@ pub struct Ctx {
     rewritten: Option<String>,
     /// Body bytes read for matching that pingora no longer holds: sent ahead of the rest.
     body_prefix: Option<Bytes>,
-    trace_id: Option<String>,
+    /// The W3C trace context sent upstream (passed on or started); the trace id is part of it.
     traceparent: Option<String>,
     upstream_start: Option<Instant>,
     publish: Option<PublishCtx>,
@@ -77,6 +77,14 @@ impl Ctx {
 
     fn target_name(&self) -> &str {
         self.upstream.as_ref().map_or("-", |u| u.cfg.name.as_str())
+    }
+
+    /// `00-<trace id>-<parent id>-<flags>`: the trace id is characters 3..35.
+    fn trace_id(&self) -> &str {
+        self.traceparent
+            .as_deref()
+            .and_then(|t| t.get(3..35))
+            .unwrap_or("-")
     }
 }
 
@@ -94,7 +102,6 @@ impl ProxyHttp for Strangler {
             choice: Choice::Fixed,
             rewritten: None,
             body_prefix: None,
-            trace_id: None,
             traceparent: None,
             upstream_start: None,
             publish: None,
@@ -109,19 +116,22 @@ impl ProxyHttp for Strangler {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let loaded = self.store.current();
-        let needs_body = {
+        // Most requests are decided without their body: one match, nothing read.
+        let body_route = {
             let req = request_view(session.req_header());
             match loaded.rules.find(&req, Body::NotRead) {
                 Outcome::NeedsBody { id } => Some(id),
-                _ => None,
+                outcome => {
+                    self.choose(ctx, &req, outcome, Body::NotRead);
+                    None
+                }
             }
         };
-        let mut json = None;
         let mut whole_body = None;
-        if let Some(id) = needs_body {
-            let read = body::read(session, self.body_limit).await;
+        if let Some(id) = body_route {
+            let mut json = None;
             let route_hint = &loaded.rules.routes()[id].name;
-            match read {
+            match body::read(session, self.body_limit).await {
                 body::Read::Complete(b) => {
                     // An empty body is not an anomaly worth counting: it just matches nothing.
                     match serde_json::from_slice::<serde_json::Value>(&b) {
@@ -144,50 +154,16 @@ impl ProxyHttp for Strangler {
                     return Err(e);
                 }
             }
-        }
-        {
-            let header = session.req_header();
-            let req = request_view(header);
-            let body = match &json {
-                Some(v) => Body::Json(v),
-                None if needs_body.is_some() => Body::Unavailable,
-                None => Body::NotRead,
-            };
-            let mut service = None;
-            if let Outcome::Matched { id, route, params } = loaded.rules.find(&req, body) {
-                let (side, choice) = route.decide(&req, &params, body, headers::random_u64());
-                if let Some(p) = &route.publish {
-                    ctx.publish = Some(PublishCtx {
-                        body: whole_body.clone(),
-                        json: json.clone(),
-                        params: params
-                            .0
-                            .iter()
-                            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                            .collect(),
-                        sticky: route
-                            .sticky_key(&req, &params, body)
-                            .map(std::borrow::Cow::into_owned),
-                        response_body: p.needs_response_body(),
-                    });
-                }
-                ctx.route = Some(id);
-                ctx.choice = choice;
-                if let (Side::Service(name), Target::Service(t)) = (side, &route.target) {
-                    service = Some(name);
-                    ctx.to_service = true;
-                    if let Some(rw) = &t.rewrite {
-                        let path = rw.apply(req.path);
-                        if path != req.path {
-                            ctx.rewritten = Some(match req.query {
-                                Some(q) => format!("{path}?{q}"),
-                                None => path.into_owned(),
-                            });
-                        }
-                    }
-                }
+            {
+                let req = request_view(session.req_header());
+                let body = json.as_ref().map_or(Body::Unavailable, Body::Json);
+                let outcome = loaded.rules.find(&req, body);
+                self.choose(ctx, &req, outcome, body);
             }
-            ctx.upstream = Some(Arc::clone(self.upstreams.get(service)));
+            if let Some(pc) = &mut ctx.publish {
+                pc.json = json;
+                pc.body = whole_body.clone();
+            }
         }
         ctx.rules = Some(loaded);
         // A whole body that pingora did not keep (over its 64 KiB retry buffer, or an empty
@@ -308,34 +284,72 @@ impl ProxyHttp for Strangler {
                 .with_label_values(&[ctx.route_name(), ctx.target_name(), kind])
                 .inc();
         }
-        let req = session.req_header();
-        let upstream = ctx
-            .upstream
-            .as_ref()
-            .map_or_else(|| "-".to_string(), |u| u.cfg.address.to_string());
-        let sticky = match &ctx.choice {
-            Choice::Sticky { bucket, .. } => format!("sticky:{bucket}"),
-            Choice::Random { bucket } => format!("random:{bucket}"),
-            Choice::Fixed => "fixed".into(),
-        };
-        info!(
-            target: "access",
-            method = %req.method,
-            path = req.uri.path(),
-            route = ctx.route_name(),
-            target = ctx.target_name(),
-            upstream = %upstream,
-            status,
-            duration_ms = ctx.start.elapsed().as_secs_f64() * 1e3,
-            choice = %sticky,
-            trace_id = ctx.trace_id.as_deref().unwrap_or("-"),
-            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
-            "request"
-        );
+        // Formatting only when the access log is on (it is off in benchmarks, say).
+        if tracing::enabled!(target: "access", tracing::Level::INFO) {
+            let req = session.req_header();
+            let upstream = ctx
+                .upstream
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |u| u.cfg.address.to_string());
+            info!(
+                target: "access",
+                method = %req.method,
+                path = req.uri.path(),
+                route = ctx.route_name(),
+                target = ctx.target_name(),
+                upstream = %upstream,
+                status,
+                duration_ms = ctx.start.elapsed().as_secs_f64() * 1e3,
+                choice = %ctx.choice,
+                trace_id = ctx.trace_id(),
+                error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+                "request"
+            );
+        }
     }
 }
 
 impl Strangler {
+    /// Records where a matched (or unmatched) request goes: route, side, upstream, rewrite, and
+    /// what a publishing route keeps for its event. The sticky key is extracted once, for both
+    /// the side and the event.
+    fn choose(&self, ctx: &mut Ctx, req: &Request<'_>, outcome: Outcome<'_>, body: Body<'_>) {
+        let mut service = None;
+        if let Outcome::Matched { id, route, params } = outcome {
+            let key = route.sticky_key(req, &params, body);
+            let (side, choice) = route.decide(key.as_deref(), headers::random_u64());
+            ctx.route = Some(id);
+            ctx.choice = choice;
+            if let Some(p) = &route.publish {
+                ctx.publish = Some(PublishCtx {
+                    body: None,
+                    json: None,
+                    params: params
+                        .0
+                        .iter()
+                        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                        .collect(),
+                    sticky: key.map(std::borrow::Cow::into_owned),
+                    response_body: p.needs_response_body(),
+                });
+            }
+            if let (Side::Service(name), Target::Service(t)) = (side, &route.target) {
+                service = Some(name);
+                ctx.to_service = true;
+                if let Some(rw) = &t.rewrite {
+                    let path = rw.apply(req.path);
+                    if path != req.path {
+                        ctx.rewritten = Some(match req.query {
+                            Some(q) => format!("{path}?{q}"),
+                            None => path.into_owned(),
+                        });
+                    }
+                }
+            }
+        }
+        ctx.upstream = Some(Arc::clone(self.upstreams.get(service)));
+    }
+
     /// Everything done to the request header on its way upstream (also used by `forward`).
     fn prepare_upstream_request(
         &self,
@@ -354,9 +368,7 @@ impl Strangler {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         headers::add_forwarded(req, client)?;
-        let (trace_id, traceparent) = headers::ensure_traceparent(req)?;
-        ctx.trace_id = Some(trace_id);
-        ctx.traceparent = Some(traceparent);
+        ctx.traceparent = Some(headers::ensure_traceparent(req)?);
         if ctx.to_service
             && let (Some(loaded), Some(i)) = (&ctx.rules, ctx.route)
             && let Target::Service(t) = &loaded.rules.routes()[i].target

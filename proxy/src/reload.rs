@@ -43,7 +43,7 @@ impl SideStats {
 }
 
 /// The outcome of the last reload attempt, for the admin API.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReloadStatus {
     pub ok: bool,
     pub trigger: String,
@@ -73,29 +73,21 @@ impl RulesStore {
         services: Vec<String>,
         metrics: Metrics,
     ) -> Result<Arc<RulesStore>, Diagnostics> {
+        let started = Instant::now();
         let ctx = Context {
             services: Some(services),
         };
         let rules = build(path, &ctx)?;
-        let loaded = Arc::new(attach_stats(rules, 1, &metrics));
-        publish_gauges(&loaded, &metrics);
-        metrics.reloads.with_label_values(&["ok"]).inc();
-        let status = ReloadStatus {
-            ok: true,
-            trigger: "start".into(),
-            at_unix_ms: now_ms(),
-            generation: 1,
-            routes: loaded.rules.len(),
-            errors: Vec::new(),
-        };
-        Ok(Arc::new(RulesStore {
-            current: ArcSwap::new(loaded),
+        let store = RulesStore {
+            current: ArcSwap::new(Arc::new(attach_stats(RuleSet::default(), 0, &metrics))),
             path: path.to_path_buf(),
             ctx,
             metrics,
-            last: Mutex::new(status),
+            last: Mutex::new(ReloadStatus::default()),
             reload_lock: Mutex::new(()),
-        }))
+        };
+        store.install(rules, "start", started);
+        Ok(Arc::new(store))
     }
 
     /// The rule set now serving. Cheap: one atomic load and an `Arc` clone.
@@ -115,58 +107,59 @@ impl RulesStore {
     pub fn reload(&self, trigger: &str) -> Result<ReloadStatus, ReloadStatus> {
         let _serial = self.reload_lock.lock().unwrap();
         let started = Instant::now();
-        let result = build(&self.path, &self.ctx);
-        let generation = self.current.load().generation;
-        let status = match result {
-            Ok(rules) => {
-                let loaded = Arc::new(attach_stats(rules, generation + 1, &self.metrics));
-                publish_gauges(&loaded, &self.metrics);
-                let routes = loaded.rules.len();
-                self.current.store(loaded);
-                self.metrics.reloads.with_label_values(&["ok"]).inc();
-                let took = started.elapsed();
-                self.metrics.reload_duration.observe(took.as_secs_f64());
-                info!(
-                    trigger,
-                    generation = generation + 1,
-                    routes,
-                    took_ms = took.as_secs_f64() * 1e3,
-                    "Rules reloaded"
-                );
-                Ok(ReloadStatus {
-                    ok: true,
-                    trigger: trigger.into(),
-                    at_unix_ms: now_ms(),
-                    generation: generation + 1,
-                    routes,
-                    errors: Vec::new(),
-                })
-            }
-            Err(diags) => {
-                self.metrics.reloads.with_label_values(&["rejected"]).inc();
-                for d in &diags.0 {
-                    error!(trigger, error = %d, "Rule reload rejected");
-                }
-                warn!(
-                    trigger,
-                    errors = diags.len(),
-                    generation,
-                    "Invalid rules: the last good set keeps serving"
-                );
-                Err(ReloadStatus {
-                    ok: false,
-                    trigger: trigger.into(),
-                    at_unix_ms: now_ms(),
-                    generation,
-                    routes: self.current.load().rules.len(),
-                    errors: diags.0.iter().map(ToString::to_string).collect(),
-                })
-            }
+        let diags = match build(&self.path, &self.ctx) {
+            Ok(rules) => return Ok(self.install(rules, trigger, started)),
+            Err(diags) => diags,
         };
-        let snapshot = match &status {
-            Ok(s) | Err(s) => s.clone(),
+        let current = self.current.load();
+        self.metrics.reloads.with_label_values(&["rejected"]).inc();
+        for d in &diags.0 {
+            error!(trigger, error = %d, "Rule reload rejected");
+        }
+        warn!(
+            trigger,
+            errors = diags.len(),
+            generation = current.generation,
+            "Invalid rules: the last good set keeps serving"
+        );
+        let status = ReloadStatus {
+            ok: false,
+            trigger: trigger.into(),
+            at_unix_ms: now_ms(),
+            generation: current.generation,
+            routes: current.rules.len(),
+            errors: diags.0.iter().map(ToString::to_string).collect(),
         };
-        *self.last.lock().unwrap() = snapshot;
+        *self.last.lock().unwrap() = status.clone();
+        Err(status)
+    }
+
+    /// Swaps a valid rule set in (the next generation), publishes its gauges, counts and logs it.
+    fn install(&self, rules: RuleSet, trigger: &str, started: Instant) -> ReloadStatus {
+        let generation = self.current.load().generation + 1;
+        let loaded = Arc::new(attach_stats(rules, generation, &self.metrics));
+        publish_gauges(&loaded, &self.metrics);
+        let routes = loaded.rules.len();
+        self.current.store(loaded);
+        self.metrics.reloads.with_label_values(&["ok"]).inc();
+        let took = started.elapsed();
+        self.metrics.reload_duration.observe(took.as_secs_f64());
+        info!(
+            trigger,
+            generation,
+            routes,
+            took_ms = took.as_secs_f64() * 1e3,
+            "Rules loaded"
+        );
+        let status = ReloadStatus {
+            ok: true,
+            trigger: trigger.into(),
+            at_unix_ms: now_ms(),
+            generation,
+            routes,
+            errors: Vec::new(),
+        };
+        *self.last.lock().unwrap() = status.clone();
         status
     }
 

@@ -30,8 +30,6 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     let store = RulesStore::load(&cfg.rules, cfg.service_names(), metrics.clone())
         .map_err(|d| anyhow!("invalid rules, not starting:\n{d}"))?;
     let dual_write = crate::dual_write::DualWrite::start(cfg, &registry)?;
-    let loaded = store.current();
-    info!(config = %cfg.file.display(), routes = loaded.rules.len(), rules = %cfg.rules.display(), "Rules loaded");
 
     let conf = ServerConf {
         threads: cfg.workers,
@@ -83,7 +81,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(reloader);
-    info!(listen = ?cfg.listen, admin = %cfg.admin, workers = cfg.workers, store = %cfg.store, "strangler starting");
+    info!(config = %cfg.file.display(), rules = %cfg.rules.display(), listen = ?cfg.listen, admin = %cfg.admin, workers = cfg.workers, store = %cfg.store, "strangler starting");
     server.run_forever();
 }
 

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use aws_sdk_kinesis::types::ShardIteratorType;
 
 use crate::config::Config;
 
@@ -52,50 +51,18 @@ pub fn run(cmd: &StreamCommand) -> Result<()> {
                 println!("created stream {stream}");
             }
             StreamCommand::Read { stream, .. } => {
-                let shards = c
-                    .list_shards()
-                    .stream_name(stream)
-                    .send()
+                let records = strangler_events::kinesis::read_stream(&c, stream)
                     .await
-                    .context("ListShards")?;
-                for shard in shards.shards() {
-                    let mut iter = c
-                        .get_shard_iterator()
-                        .stream_name(stream)
-                        .shard_id(shard.shard_id())
-                        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                        .send()
-                        .await
-                        .context("GetShardIterator")?
-                        .shard_iterator()
-                        .map(str::to_string);
-                    while let Some(it) = iter {
-                        let r = c
-                            .get_records()
-                            .shard_iterator(it)
-                            .limit(1000)
-                            .send()
-                            .await
-                            .context("GetRecords")?;
-                        for rec in r.records() {
-                            let event: serde_json::Value =
-                                serde_json::from_slice(rec.data().as_ref()).unwrap_or_else(|_| {
-                                    String::from_utf8_lossy(rec.data().as_ref()).into()
-                                });
-                            let line = serde_json::json!({
-                                "partition_key": rec.partition_key(),
-                                "sequence_number": rec.sequence_number(),
-                                "event": event,
-                            });
-                            println!("{line}");
-                        }
-                        if r.records().is_empty()
-                            || r.millis_behind_latest() == Some(0) && r.records().is_empty()
-                        {
-                            break;
-                        }
-                        iter = r.next_shard_iterator().map(str::to_string);
-                    }
+                    .with_context(|| format!("reading stream {stream}"))?;
+                for rec in records {
+                    let event: serde_json::Value = serde_json::from_slice(&rec.data)
+                        .unwrap_or_else(|_| String::from_utf8_lossy(&rec.data).into());
+                    let line = serde_json::json!({
+                        "partition_key": rec.partition_key,
+                        "sequence_number": rec.sequence_number,
+                        "event": event,
+                    });
+                    println!("{line}");
                 }
             }
         }

@@ -195,14 +195,16 @@ impl Publish {
     }
 
     fn refs(&self) -> impl Iterator<Item = &ValueRef> {
-        let data: Vec<&ValueRef> = match &self.data {
-            Data::One(r) => vec![r],
-            Data::Object(f) => f.iter().map(|(_, r)| r).collect(),
+        // Called on the request path (via `Route::needs_body`): no allocation.
+        let (one, fields) = match &self.data {
+            Data::One(r) => (Some(r), &[][..]),
+            Data::Object(f) => (None, f.as_slice()),
         };
         self.subject
             .iter()
-            .chain(self.partition_key.iter())
-            .chain(data)
+            .chain(&self.partition_key)
+            .chain(one)
+            .chain(fields.iter().map(|(_, r)| r))
     }
 
     /// Builds the event's fields. `hash` turns a redacted value into its salted digest.

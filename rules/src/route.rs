@@ -138,14 +138,25 @@ pub enum Side<'r> {
 }
 
 /// How the side was chosen, for logs and `explain`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
     /// The route pins the monolith, or no route matched.
     Fixed,
     /// Sticky key found: the same key always gets the same bucket.
-    Sticky { key: String, bucket: u64 },
+    Sticky { bucket: u64 },
     /// No key (none configured, or absent from the request): a random bucket.
     Random { bucket: u64 },
+}
+
+impl fmt::Display for Choice {
+    /// `sticky:BUCKET`, `random:BUCKET` or `fixed`, as in the access log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Choice::Sticky { bucket } => write!(f, "sticky:{bucket}"),
+            Choice::Random { bucket } => write!(f, "random:{bucket}"),
+            Choice::Fixed => f.write_str("fixed"),
+        }
+    }
 }
 
 impl Route {
@@ -214,33 +225,21 @@ impl Route {
         }
     }
 
-    /// Chooses the side for a matched request. `random` is used only when there is no key.
-    pub fn decide<'r>(
-        &'r self,
-        req: &Request<'_>,
-        params: &Params<'_>,
-        body: Body<'_>,
-        random: u64,
-    ) -> (Side<'r>, Choice) {
+    /// Chooses the side for a matched request from its sticky key (see [`Route::sticky_key`]);
+    /// `random` is used only when there is no key.
+    pub fn decide(&self, key: Option<&str>, random: u64) -> (Side<'_>, Choice) {
         let Target::Service(svc) = &self.target else {
             return (Side::Legacy, Choice::Fixed);
         };
-        let key = svc.sticky.as_ref().and_then(|s| s.key(req, params, body));
-        let choice = match key {
+        let (bucket, choice) = match key {
             Some(key) => {
                 let bucket = sticky::bucket(&self.name, key.as_bytes());
-                Choice::Sticky {
-                    key: key.into_owned(),
-                    bucket,
-                }
+                (bucket, Choice::Sticky { bucket })
             }
-            None => Choice::Random {
-                bucket: sticky::random_bucket(random),
-            },
-        };
-        let bucket = match &choice {
-            Choice::Sticky { bucket, .. } | Choice::Random { bucket } => *bucket,
-            Choice::Fixed => 0,
+            None => {
+                let bucket = sticky::random_bucket(random);
+                (bucket, Choice::Random { bucket })
+            }
         };
         let side = if sticky::to_new(bucket, svc.weight_bp) {
             Side::Service(&svc.service)

@@ -4,6 +4,11 @@
 use crate::path::PathIndex;
 use crate::route::{Body, Miss, Params, Request, Route};
 
+thread_local! {
+    /// Candidate route ids of the request being matched, reused so matching does not allocate.
+    static CANDIDATES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Every route from every rule file, ready to match. Immutable: reloads build a new one.
 #[derive(Debug, Default)]
 pub struct RuleSet {
@@ -68,29 +73,26 @@ impl RuleSet {
     /// The first route (in precedence order) that matches. With `Body::NotRead`, stops with
     /// `NeedsBody` as soon as the deciding route needs the body.
     pub fn find<'a>(&'a self, req: &Request<'a>, body: Body<'_>) -> Outcome<'a> {
-        let mut ids = Vec::with_capacity(8);
-        self.index.candidates(req.path, &mut ids);
-        ids.extend_from_slice(&self.unindexed);
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            let route = &self.routes[id as usize];
-            match route.check(req, body) {
-                Ok(params) => {
-                    if matches!(body, Body::NotRead) && route.needs_body() {
-                        return Outcome::NeedsBody { id: id as usize };
+        CANDIDATES.with_borrow_mut(|ids| {
+            ids.clear();
+            self.index.candidates(req.path, ids);
+            ids.extend_from_slice(&self.unindexed);
+            ids.sort_unstable();
+            ids.dedup();
+            for &id in ids.iter() {
+                let route = &self.routes[id as usize];
+                let id = id as usize;
+                match route.check(req, body) {
+                    Ok(_) if matches!(body, Body::NotRead) && route.needs_body() => {
+                        return Outcome::NeedsBody { id };
                     }
-                    return Outcome::Matched {
-                        id: id as usize,
-                        route,
-                        params,
-                    };
+                    Ok(params) => return Outcome::Matched { id, route, params },
+                    Err(Miss::NeedsBody) => return Outcome::NeedsBody { id },
+                    Err(_) => {}
                 }
-                Err(Miss::NeedsBody) => return Outcome::NeedsBody { id: id as usize },
-                Err(_) => {}
             }
-        }
-        Outcome::Default
+            Outcome::Default
+        })
     }
 
     /// Every route in precedence order with its verdict, up to and including the one that

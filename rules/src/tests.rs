@@ -173,8 +173,9 @@ fn sticky_path_param_is_stable_and_monotonic() {
         let Outcome::Matched { params, .. } = rs.find(&view, Body::NotRead) else {
             panic!()
         };
-        let (a, choice) = route.decide(&view, &params, Body::NotRead, 1);
-        let (b, _) = route.decide(&view, &params, Body::NotRead, 999);
+        let key = route.sticky_key(&view, &params, Body::NotRead);
+        let (a, choice) = route.decide(key.as_deref(), 1);
+        let (b, _) = route.decide(key.as_deref(), 999);
         assert_eq!(a, b, "sticky key ignores the random number");
         assert!(matches!(choice, Choice::Sticky { .. }));
     }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -131,38 +130,12 @@ pub async fn create_stream(c: &Client, name: &str) {
 
 /// Every record in the stream, per shard in sequence order: (partition key, data as JSON).
 pub async fn read_all(c: &Client, name: &str) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    let shards = c.list_shards().stream_name(name).send().await.unwrap();
-    for shard in shards.shards() {
-        let mut iter = c
-            .get_shard_iterator()
-            .stream_name(name)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator()
-            .map(str::to_string);
-        while let Some(it) = iter {
-            let r = c
-                .get_records()
-                .shard_iterator(it)
-                .limit(1000)
-                .send()
-                .await
-                .unwrap();
-            for rec in r.records() {
-                let data: Value = serde_json::from_slice(rec.data().as_ref()).unwrap();
-                out.push((rec.partition_key().unwrap_or_default().to_string(), data));
-            }
-            if r.records().is_empty() {
-                break;
-            }
-            iter = r.next_shard_iterator().map(str::to_string);
-        }
-    }
-    out
+    strangler_events::kinesis::read_stream(c, name)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.partition_key, serde_json::from_slice(&r.data).unwrap()))
+        .collect()
 }
 
 /// What the shim does to traffic.
