@@ -66,8 +66,9 @@ Try:
 
 TRY
 echo "  # the events published to Kinesis (ORDER_CREATED, USER_REGISTERED), one JSON line each"
-echo "  $bin stream read --config $here/strangler.yaml --stream shop-orders"
-echo "  $bin stream read --config $here/strangler.yaml --stream shop-users"
+echo "  # (kinesis-local accepts any credentials, but the AWS SDK wants some set)"
+echo "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local $bin stream read --config $here/strangler.yaml --stream shop-orders"
+echo "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local $bin stream read --config $here/strangler.yaml --stream shop-users"
 echo "  curl -s localhost:9090/api/outbox   # events waiting, per stream"
 echo "  # why did a request go where it went?"
 echo "  $bin explain --config $here/strangler.yaml --method POST --path /api/orders -H 'x-user-id: bob' --verbose"
