@@ -5,7 +5,6 @@
 //!
 //! Usage: relay_bench ENDPOINT RECORDS
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use aws_sdk_kinesis::primitives::Blob;
@@ -84,12 +83,11 @@ async fn main() {
         outbox.enqueue_batch(chunk).await.unwrap();
     }
     let registry = prometheus::Registry::new();
-    let relay = Relay::new(
+    let mut relay = Relay::new(
         outbox.clone(),
         client,
         Metrics::new(&registry).unwrap(),
         RelayConfig::default(),
-        Arc::new(tokio::sync::Notify::new()),
     );
     let started = Instant::now();
     let mut sent = 0;

@@ -3,9 +3,10 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CloudEvent {
+pub struct CloudEvent<D = Value> {
     pub specversion: &'static str,
     pub id: String,
     pub source: String,
@@ -20,12 +21,31 @@ pub struct CloudEvent {
     /// extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
-    pub data: Value,
+    pub data: D,
 }
 
-impl CloudEvent {
+/// `data` given either as a value or as JSON text to embed as it is (no parse-and-re-encode of
+/// a request body that is passed on whole).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Data<'a> {
+    Value(Value),
+    Text(&'a RawValue),
+}
+
+impl<'a> Data<'a> {
+    /// JSON text as data; text that is not JSON becomes a JSON string of it (lossy UTF-8).
+    pub fn json_text(text: &'a [u8]) -> Data<'a> {
+        match serde_json::from_slice::<&RawValue>(text) {
+            Ok(raw) => Data::Text(raw),
+            Err(_) => Data::Value(Value::String(String::from_utf8_lossy(text).into_owned())),
+        }
+    }
+}
+
+impl<D: Serialize> CloudEvent<D> {
     /// A new event with a fresh UUIDv7 id and the current time.
-    pub fn new(source: impl Into<String>, ty: impl Into<String>, data: Value) -> CloudEvent {
+    pub fn new(source: impl Into<String>, ty: impl Into<String>, data: D) -> CloudEvent<D> {
         let id = uuid::Uuid::now_v7();
         CloudEvent {
             specversion: "1.0",
@@ -105,5 +125,20 @@ mod tests {
             7
         );
         assert!(v.get("traceparent").is_none());
+    }
+
+    #[test]
+    fn json_text_data_is_embedded_as_it_came() {
+        let text = br#"{"z": 1, "a": [1.50, "x"]}"#;
+        let e = CloudEvent::new("s", "T", Data::json_text(text));
+        let bytes = e.to_bytes();
+        let out = std::str::from_utf8(&bytes).unwrap();
+        assert!(
+            out.ends_with(r#""data":{"z": 1, "a": [1.50, "x"]}}"#),
+            "{out}"
+        );
+        let e = CloudEvent::new("s", "T", Data::json_text(b"not json"));
+        let v: Value = serde_json::from_slice(&e.to_bytes()).unwrap();
+        assert_eq!(v["data"], "not json");
     }
 }

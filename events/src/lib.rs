@@ -5,13 +5,14 @@
 //! The proxy enqueues; the relay publishes; nothing accepted into the outbox is dropped: it is
 //! published, or kept as a dead letter with its reason until someone re-drives it.
 
+pub mod backlog;
 pub mod envelope;
 pub mod kinesis;
 pub mod metrics;
 pub mod outbox;
 pub mod relay;
 
-pub use envelope::CloudEvent;
+pub use envelope::{CloudEvent, Data};
 pub use metrics::Metrics;
 pub use outbox::{NewEvent, Outbox, OutboxError, Pending};
 pub use relay::{Relay, RelayConfig};

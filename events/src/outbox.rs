@@ -11,7 +11,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -48,6 +50,7 @@ pub struct Pending {
     pub payload: Vec<u8>,
     pub attempts: i64,
     pub created_ms: i64,
+    pub next_attempt_ms: i64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -84,21 +87,49 @@ macro_rules! on_pool {
     };
 }
 
+/// A `Pending` from a row of `SELECT seq, id, stream, partition_key, payload, attempts,
+/// created_ms, next_attempt_ms` (either database's row type).
+macro_rules! pending {
+    ($r:expr) => {
+        Pending {
+            seq: $r.get(0),
+            id: $r.get(1),
+            stream: $r.get(2),
+            partition_key: $r.get(3),
+            payload: $r.get(4),
+            attempts: $r.get(5),
+            created_ms: $r.get(6),
+            next_attempt_ms: $r.get(7),
+        }
+    };
+}
+
 /// The outbox. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
     pool: Pool,
-    /// The relay's bookkeeping (claims, deletes after publishing, retry schedules). On SQLite a
+    /// The relay's bookkeeping (reads, deletes after publishing, retry schedules). On SQLite a
     /// connection with `synchronous=NORMAL`: losing such a commit to a power cut only means an
     /// event is sent again (at-least-once, deduped by id), and it keeps fsync off the relay's
     /// path. Enqueues keep `FULL`.
     relay_pool: Pool,
     writer: mpsc::Sender<(NewEvent, oneshot::Sender<Result<(), String>>)>,
+    /// Signalled after each group commit (the relay waits on it).
+    pub committed: Arc<Notify>,
     /// True when replicas share the store (PostgreSQL): the relay then takes a leader lock.
     pub shared: bool,
 }
 
 const MAX_GROUP: usize = 512;
+
+/// When enqueues overlap (the last group had more than one event), the writer waits this long
+/// before committing, so that one commit (one fsync) carries the whole burst instead of a
+/// trickle of small groups; a lone enqueue is committed at once.
+const GATHER: Duration = Duration::from_millis(1);
+
+/// Taken by every transaction that adds rows on PostgreSQL (enqueues, re-drives), so that
+/// replicas add rows one transaction at a time and `seq` values become visible in order.
+const ENQUEUE_LOCK: &str = "SELECT pg_advisory_xact_lock(7405327111)";
 
 impl Outbox {
     /// Connects, creates the tables if needed, and starts the group-commit writer.
@@ -115,8 +146,8 @@ impl Outbox {
                 // FULL: a commit survives power loss too, not only a killed process.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
-                // Read pages through a memory map and keep a larger page cache: the relay's claim
-                // query walks the key index continuously, and pread copies were most of its CPU.
+                // Read pages through a memory map and keep a larger page cache: the relay reads
+                // back what was just written, and pread copies were most of its CPU.
                 .pragma("mmap_size", "268435456")
                 .pragma("cache_size", "-32768");
             let pool = SqlitePoolOptions::new()
@@ -142,11 +173,13 @@ impl Outbox {
         };
         migrate(&pool).await?;
         let (tx, rx) = mpsc::channel(8192);
-        tokio::spawn(group_writer(pool.clone(), rx));
+        let committed = Arc::new(Notify::new());
+        tokio::spawn(group_writer(pool.clone(), rx, Arc::clone(&committed)));
         Ok(Outbox {
             pool,
             relay_pool,
             writer: tx,
+            committed,
             shared,
         })
     }
@@ -167,48 +200,48 @@ impl Outbox {
 
     /// Stores events in one transaction.
     pub async fn enqueue_batch(&self, events: &[NewEvent]) -> Result<(), OutboxError> {
-        insert(&self.pool, events).await.map_err(OutboxError::Db)
+        insert(&self.pool, events).await.map_err(OutboxError::Db)?;
+        self.committed.notify_one();
+        Ok(())
     }
 
-    /// Streams with waiting events.
-    pub async fn streams(&self) -> Result<Vec<String>, OutboxError> {
-        let streams = on_pool!(&self.relay_pool, |p| {
-            let rows = sqlx::query("SELECT DISTINCT stream FROM strangler_outbox")
-                .fetch_all(p)
-                .await?;
-            rows.iter().map(|r| r.get::<String, _>(0)).collect()
-        });
-        Ok(streams)
-    }
-
-    /// Due events of `stream` in order, at most one per partition key: the oldest waiting one.
-    /// A later event of a key is never returned while an earlier one waits (even for a retry),
-    /// which keeps per-key order across retries.
-    pub async fn claim(&self, stream: &str, limit: i64) -> Result<Vec<Pending>, OutboxError> {
-        const SQL: &str = "SELECT seq, id, stream, partition_key, payload, attempts, created_ms \
-            FROM strangler_outbox o WHERE o.stream = $1 AND o.next_attempt_ms <= $2 \
-            AND NOT EXISTS (SELECT 1 FROM strangler_outbox p WHERE p.stream = o.stream \
-                            AND p.partition_key = o.partition_key AND p.seq < o.seq) \
-            ORDER BY o.seq LIMIT $3";
-        let now = now_ms();
+    /// Waiting events with `seq > after`, in `seq` order, any stream. Rows become visible in
+    /// `seq` order (SQLite has one writer; PostgreSQL enqueues take a transaction lock before
+    /// they draw numbers), so a reader that keeps the last `seq` it saw misses none.
+    pub async fn read_after(&self, after: i64, limit: i64) -> Result<Vec<Pending>, OutboxError> {
+        const SQL: &str = "SELECT seq, id, stream, partition_key, payload, attempts, created_ms, next_attempt_ms \
+            FROM strangler_outbox WHERE seq > $1 ORDER BY seq LIMIT $2";
         let pending = on_pool!(&self.relay_pool, |p| {
             let rows = sqlx::query(SQL)
-                .bind(stream)
-                .bind(now)
+                .bind(after)
                 .bind(limit)
                 .fetch_all(p)
                 .await?;
-            rows.iter()
-                .map(|r| Pending {
-                    seq: r.get(0),
-                    id: r.get(1),
-                    stream: r.get(2),
-                    partition_key: r.get(3),
-                    payload: r.get(4),
-                    attempts: r.get(5),
-                    created_ms: r.get(6),
-                })
-                .collect()
+            rows.iter().map(|r| pending!(r)).collect()
+        });
+        Ok(pending)
+    }
+
+    /// Waiting events of one stream with `from <= seq <= to`, in order (a lagging stream read
+    /// back, see `backlog`).
+    pub async fn read_stream(
+        &self,
+        stream: &str,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<Pending>, OutboxError> {
+        const SQL: &str = "SELECT seq, id, stream, partition_key, payload, attempts, created_ms, next_attempt_ms \
+            FROM strangler_outbox WHERE seq >= $1 AND seq <= $3 AND stream = $4 ORDER BY seq LIMIT $2";
+        let pending = on_pool!(&self.relay_pool, |p| {
+            let rows = sqlx::query(SQL)
+                .bind(from)
+                .bind(limit)
+                .bind(to)
+                .bind(stream)
+                .fetch_all(p)
+                .await?;
+            rows.iter().map(|r| pending!(r)).collect()
         });
         Ok(pending)
     }
@@ -229,10 +262,12 @@ impl Outbox {
             let mut tx = p.begin().await?;
             if keep {
                 sqlx::query(sqlx::AssertSqlSafe(archive.clone()))
+                    .persistent(false)
                     .execute(&mut *tx)
                     .await?;
             }
             sqlx::query(sqlx::AssertSqlSafe(delete.clone()))
+                .persistent(false)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -240,15 +275,21 @@ impl Outbox {
         Ok(())
     }
 
-    /// Schedules another try.
-    pub async fn retry(&self, seq: i64, after: Duration, error: &str) -> Result<(), OutboxError> {
-        const SQL: &str = "UPDATE strangler_outbox SET attempts = attempts + 1, next_attempt_ms = $1, last_error = $2 WHERE seq = $3";
-        let next = now_ms() + after.as_millis() as i64;
+    /// Records a failed try of these events (kept across restarts: the count decides when an
+    /// event is dead-lettered); they are not tried again before `next_ms`.
+    pub async fn retry(&self, seqs: &[i64], next_ms: i64, error: &str) -> Result<(), OutboxError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE strangler_outbox SET attempts = attempts + 1, next_attempt_ms = $1, last_error = $2 WHERE seq IN ({})",
+            id_list(seqs)
+        );
         on_pool!(&self.relay_pool, |p| {
-            sqlx::query(SQL)
-                .bind(next)
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(next_ms)
                 .bind(error)
-                .bind(seq)
                 .execute(p)
                 .await?;
         });
@@ -310,8 +351,12 @@ impl Outbox {
              SELECT id, route, stream, partition_key, payload, created_ms, 0, {now} FROM strangler_dead_letters {filter} ORDER BY seq"
         );
         let delete = format!("DELETE FROM strangler_dead_letters {filter}");
+        let pg = matches!(self.pool, Pool::Postgres(_));
         let moved = on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await?;
+            if pg {
+                sqlx::query(ENQUEUE_LOCK).execute(&mut *tx).await?;
+            }
             let n = sqlx::query(sqlx::AssertSqlSafe(copy.clone()))
                 .execute(&mut *tx)
                 .await?
@@ -392,8 +437,11 @@ async fn migrate(pool: &Pool) -> Result<(), OutboxError> {
              stream TEXT NOT NULL, partition_key TEXT NOT NULL, payload {blob} NOT NULL, created_ms BIGINT NOT NULL, \
              attempts BIGINT NOT NULL DEFAULT 0, next_attempt_ms BIGINT NOT NULL, last_error TEXT)"
         ),
-        "CREATE INDEX IF NOT EXISTS strangler_outbox_key ON strangler_outbox (stream, partition_key, seq)".into(),
-        "CREATE INDEX IF NOT EXISTS strangler_outbox_due ON strangler_outbox (stream, next_attempt_ms, seq)".into(),
+        // Earlier versions indexed keys and due times for the relay's claim query; the relay now
+        // reads by `seq` alone and keeps per-key order in memory, and every index is one more
+        // write per enqueued event.
+        "DROP INDEX IF EXISTS strangler_outbox_key".into(),
+        "DROP INDEX IF EXISTS strangler_outbox_due".into(),
         format!(
             "CREATE TABLE IF NOT EXISTS strangler_dead_letters (seq BIGINT PRIMARY KEY, id TEXT NOT NULL, route TEXT NOT NULL, \
              stream TEXT NOT NULL, partition_key TEXT NOT NULL, payload {blob} NOT NULL, created_ms BIGINT NOT NULL, \
@@ -418,10 +466,13 @@ async fn insert(pool: &Pool, events: &[NewEvent]) -> Result<(), sqlx::Error> {
     let now = now_ms();
     on_pool!(pool, |p| {
         let mut tx = p.begin().await?;
-        // One multi-row INSERT per 500 events: a round trip per group, not per event.
-        for chunk in events.chunks(500) {
-            let sql = insert_sql(chunk.len());
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if matches!(pool, Pool::Postgres(_)) {
+            // Replicas enqueue one transaction at a time, so `seq` values become visible in
+            // order and the relay's `seq > cursor` reads miss none (see `read_after`).
+            sqlx::query(ENQUEUE_LOCK).execute(&mut *tx).await?;
+        }
+        for chunk in insert_chunks(events) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(chunk.len())));
             for e in chunk {
                 q = q
                     .bind(&e.id)
@@ -438,40 +489,81 @@ async fn insert(pool: &Pool, events: &[NewEvent]) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// `INSERT … VALUES ($1,…,$6,0,$6), ($7,…)` for `rows` rows (numbered placeholders work on both
-/// SQLite and PostgreSQL).
-fn insert_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO strangler_outbox (id, route, stream, partition_key, payload, created_ms, attempts, next_attempt_ms) VALUES ",
-    );
-    for r in 0..rows {
-        let b = r * 6;
-        if r > 0 {
-            sql.push_str(", ");
+/// Splits a group into multi-row INSERTs of power-of-two sizes (at most 256 rows): a round trip
+/// per chunk rather than per event, and only nine distinct statements, which stay prepared in
+/// the connection's statement cache.
+fn insert_chunks(events: &[NewEvent]) -> impl Iterator<Item = &[NewEvent]> {
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
         }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, 0, ${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6,
-            b + 6
-        ));
-    }
-    sql
+        let n = rest.len().min(256);
+        let size = 1 << n.ilog2();
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
-/// Group commit: takes every enqueue waiting (up to `MAX_GROUP`) into one transaction.
+/// `INSERT … VALUES ($1,…,$6,0,$6), ($7,…)` for `rows` rows (numbered placeholders work on both
+/// SQLite and PostgreSQL); built once per size.
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=8)
+            .map(|p| {
+                let mut sql = String::from(
+                    "INSERT INTO strangler_outbox (id, route, stream, partition_key, payload, created_ms, attempts, next_attempt_ms) VALUES ",
+                );
+                for r in 0..1usize << p {
+                    let b = r * 6;
+                    if r > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, 0, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6,
+                        b + 6
+                    ));
+                }
+                sql
+            })
+            .collect()
+    });
+    &all[rows.ilog2() as usize]
+}
+
+/// Group commit: takes every enqueue waiting (up to `MAX_GROUP`) into one transaction, after a
+/// `GATHER` pause when enqueues overlap; wakes the relay after each commit.
 async fn group_writer(
     pool: Pool,
     mut rx: mpsc::Receiver<(NewEvent, oneshot::Sender<Result<(), String>>)>,
+    committed: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(MAX_GROUP);
+    let mut last_group = 0;
     while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
+        if last_group > 1 && batch.len() < MAX_GROUP {
+            tokio::time::sleep(GATHER).await;
+            while batch.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+        }
+        last_group = batch.len();
         let (events, replies): (Vec<NewEvent>, Vec<_>) = batch.drain(..).unzip();
         let result = insert(&pool, &events).await.map_err(|e| e.to_string());
+        if result.is_ok() {
+            committed.notify_one();
+        }
         for reply in replies {
             let _ = reply.send(result.clone());
         }

@@ -1,27 +1,30 @@
-//! The relay: drains the outbox into Kinesis. PutRecords batches of at most 500 records and
-//! 5 MiB, one record per partition key per call (so a failed record can never be overtaken by a
-//! later one of its key), exponential backoff with full jitter on throttling and per-record
-//! failures, dead letters after `max_attempts` tries or `max_age`, and records over Kinesis's
-//! 1 MiB limit dead-lettered at once. With PostgreSQL, one replica relays at a time (advisory
-//! lock); the others wait to take over.
+//! The relay: drains the outbox into Kinesis. It reads new rows by `seq` (cheap range reads),
+//! keeps what it has read in memory ([`Backlog`]), and sends PutRecords batches of at most 500
+//! records and 5 MiB, several calls in flight at once, one record per partition key per call (so
+//! a failed record can never be overtaken by a later one of its key). Throttling and per-record
+//! failures are retried with exponential backoff and full jitter; events are dead-lettered after
+//! `max_attempts` tries or `max_age`, and records over Kinesis's 1 MiB limit at once. With
+//! PostgreSQL, one replica relays at a time (advisory lock); the others wait to take over.
 
-use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::backlog::{Backlog, Batch, Next};
 use crate::kinesis::Client;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxError, Pending, now_ms};
 
-/// Kinesis limits.
-const MAX_RECORDS: usize = 500;
-const MAX_CALL_BYTES: usize = 5 * 1024 * 1024;
+/// Kinesis's limit for one record.
 const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Rows per read of the outbox.
+const READ_LIMIT: i64 = 1_000;
+/// PutRecords calls in flight at once.
+const MAX_CALLS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -32,8 +35,9 @@ pub struct RelayConfig {
     /// First retry delay; doubles per try up to `max_backoff` (full jitter).
     pub base_backoff: Duration,
     pub max_backoff: Duration,
-    /// Wait this long after new events arrive, or after a pass that sent less than full
-    /// batches, to fill the next batch (fewer, larger PutRecords calls under load).
+    /// New events are read at most this often, and a stream sends a batch that is not full at
+    /// most this often (fewer, larger PutRecords calls under load; an idle relay sends the first
+    /// event at once).
     pub linger: Duration,
     /// Poll interval when idle (new events also wake the relay at once).
     pub poll: Duration,
@@ -60,10 +64,9 @@ pub struct Relay {
     pub client: Client,
     pub metrics: Metrics,
     pub cfg: RelayConfig,
-    /// Signalled by the producer after an enqueue commits.
-    pub wake: Arc<Notify>,
-    /// Streams with waiting events, and when that was asked.
-    streams: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
+    backlog: Backlog,
+    /// The last read of new rows was full: more may be waiting.
+    more: bool,
 }
 
 /// What one pass did.
@@ -87,29 +90,28 @@ type PutResult = Result<
     aws_sdk_kinesis::error::SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError>,
 >;
 
-/// Batches sent per stream in one pass before the next stream gets its turn.
-const MAX_BATCHES_PER_PASS: usize = 20;
+/// A finished PutRecords call: the rows it carried, in order, and what Kinesis said.
+struct Sent {
+    stream: String,
+    seqs: Vec<i64>,
+    result: PutResult,
+}
 
 impl Relay {
-    pub fn new(
-        outbox: Outbox,
-        client: Client,
-        metrics: Metrics,
-        cfg: RelayConfig,
-        wake: Arc<Notify>,
-    ) -> Relay {
+    pub fn new(outbox: Outbox, client: Client, metrics: Metrics, cfg: RelayConfig) -> Relay {
         Relay {
             outbox,
             client,
             metrics,
             cfg,
-            wake,
-            streams: tokio::sync::Mutex::new(None),
+            backlog: Backlog::default(),
+            more: false,
         }
     }
 
-    /// Runs until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` turns true (or its sender is dropped). Calls in flight then are
+    /// waited for (up to 5 s), so what Kinesis accepted is not sent again after a restart.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let _leader = loop {
             tokio::select! {
                 r = self.outbox.leader_connection() => match r {
@@ -123,21 +125,27 @@ impl Relay {
             }
         };
         info!(shared = self.outbox.shared, "Relay running");
+        let mut calls: JoinSet<Sent> = JoinSet::new();
+        // New rows may be waiting in the store (woken by an enqueue, or at start).
+        let mut dirty = true;
+        let mut last_read = Instant::now() - self.cfg.poll;
         let mut last_gauges = Instant::now() - Duration::from_secs(10);
-        // Archived events are pruned once a minute, not on every pass.
+        // Archived events are pruned once a minute.
         let mut last_prune = Instant::now() - Duration::from_secs(3600);
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            let pass = match self.pass().await {
-                Ok(p) => p,
-                Err(e) => {
-                    warn!(error = %e, "Relay pass failed; retrying");
+        while !*shutdown.borrow() {
+            let since_read = last_read.elapsed();
+            if (dirty && since_read >= self.cfg.linger) || self.more || since_read >= self.cfg.poll
+            {
+                last_read = Instant::now();
+                dirty = false;
+                if let Err(e) = self.load().await {
+                    warn!(error = %e, "Relay cannot read the outbox; retrying");
+                    self.reset(&mut calls).await;
                     tokio::time::sleep(self.cfg.poll).await;
-                    Pass::default()
+                    continue;
                 }
-            };
+            }
+            let send_wait = self.launch(&mut calls, Some(self.cfg.linger));
             if last_gauges.elapsed() >= Duration::from_secs(1) {
                 self.update_gauges().await;
                 last_gauges = Instant::now();
@@ -150,279 +158,247 @@ impl Relay {
                 }
                 last_prune = Instant::now();
             }
-            if pass.published == 0 && pass.retried == 0 && pass.dead == 0 {
-                tokio::select! {
-                    _ = self.wake.notified() => tokio::time::sleep(self.cfg.linger).await,
-                    _ = tokio::time::sleep(self.cfg.poll) => {}
-                    // A dropped sender counts as shutdown (no busy loop on a closed channel).
-                    r = shutdown.changed() => if r.is_err() { return },
+            let since_read = last_read.elapsed();
+            let mut wait = self.cfg.poll.saturating_sub(since_read);
+            if dirty || self.more {
+                wait = wait.min(self.cfg.linger.saturating_sub(since_read));
+            }
+            if let Some(w) = send_wait {
+                wait = wait.min(w);
+            }
+            tokio::select! {
+                Some(done) = calls.join_next(), if !calls.is_empty() => {
+                    if let Err(e) = self.settle_joined(done).await {
+                        warn!(error = %e, "Relay cannot record a PutRecords result; re-reading the outbox");
+                        self.reset(&mut calls).await;
+                    }
                 }
-            } else if pass.published + pass.retried < MAX_RECORDS {
-                // Not saturated: let the next batch fill up rather than send many small ones.
-                tokio::time::sleep(self.cfg.linger).await;
+                _ = self.outbox.committed.notified() => dirty = true,
+                _ = tokio::time::sleep(wait) => {}
+                // A dropped sender counts as shutdown (no busy loop on a closed channel).
+                r = shutdown.changed() => if r.is_err() { break },
             }
         }
-    }
-
-    /// One pass over every stream with waiting events.
-    pub async fn pass(&self) -> Result<Pass, OutboxError> {
-        let mut total = Pass::default();
-        // Listing streams scans the outbox: while it is busy, reuse the list for a second.
-        let streams = {
-            let mut cache = self.streams.lock().await;
-            match &*cache {
-                Some((at, list)) if at.elapsed() < Duration::from_secs(1) => list.clone(),
-                _ => {
-                    let list = self.outbox.streams().await?;
-                    *cache = Some((Instant::now(), list.clone()));
-                    list
+        let finish = async {
+            while let Some(done) = calls.join_next().await {
+                if let Err(e) = self.settle_joined(done).await {
+                    warn!(error = %e, "Relay cannot record a PutRecords result at shutdown");
                 }
             }
         };
-        let mut busy = false;
-        for stream in streams {
-            let p = self.drain_stream(&stream).await?;
-            busy |= p != Pass::default();
-            total.add(p);
-        }
-        if !busy {
-            *self.streams.lock().await = None; // idle: see new streams at once
-        }
-        Ok(total)
+        let _ = tokio::time::timeout(Duration::from_secs(5), finish).await;
     }
 
-    /// Sends everything due on one stream, pipelined: while batch N is in flight, the outbox
-    /// bookkeeping of batch N-1 (deletes, retry schedules) and the claim of batch N+1 run at the
-    /// same time. Rows sent but not yet settled are left out of new claims; later events of their
-    /// keys are held back by the claim query itself, so per-key order is kept.
-    async fn drain_stream(&self, stream: &str) -> Result<Pass, OutboxError> {
-        let mut total = Pass::default();
-        let mut inflight: HashSet<i64> = HashSet::new();
-        let mut rows = self.outbox.claim(stream, MAX_RECORDS as i64).await?;
-        let mut settling: Option<(Vec<Pending>, PutResult)> = None;
-        for _ in 0..MAX_BATCHES_PER_PASS {
-            let mut batch = self
-                .take_batch(stream, std::mem::take(&mut rows), &mut total)
-                .await?;
-            inflight.extend(batch.iter().map(|r| r.seq));
-            let limit = (MAX_RECORDS + inflight.len()) as i64;
-            let sending = !batch.is_empty();
-            let previous = settling.take();
-            let (put, settled, claimed) = tokio::join!(
-                async {
-                    if sending {
-                        Some(self.put(stream, &mut batch).await)
-                    } else {
-                        None
-                    }
-                },
-                async {
-                    match previous {
-                        Some((b, r)) => Some(self.settle(stream, &b, r).await.map(|p| (p, b))),
-                        None => None,
-                    }
-                },
-                async {
-                    if sending {
-                        self.outbox.claim(stream, limit).await
-                    } else {
-                        Ok(Vec::new())
-                    }
-                },
-            );
-            // Filter the claim with the in-flight set as it was when the claim ran: rows settled
-            // meanwhile may still have been in the outbox then.
-            rows = claimed?
-                .into_iter()
-                .filter(|r| !inflight.contains(&r.seq))
-                .take(MAX_RECORDS)
-                .collect();
-            if let Some(done) = settled {
-                let (p, b) = done?;
-                total.add(p);
-                for r in &b {
-                    inflight.remove(&r.seq);
+    /// Sends everything due now and waits for the answers, without lingering: reads the new
+    /// rows, then calls until nothing is due (rows scheduled for a later retry stay queued).
+    pub async fn pass(&mut self) -> Result<Pass, OutboxError> {
+        let mut calls = JoinSet::new();
+        let result = async {
+            let mut total = self.load().await?;
+            loop {
+                if self.more {
+                    total.add(self.load().await?);
                 }
+                self.launch(&mut calls, None);
+                let Some(done) = calls.join_next().await else {
+                    return Ok(total);
+                };
+                total.add(self.settle_joined(done).await?);
             }
-            let Some(put) = put else { break };
-            settling = Some((batch, put));
         }
-        if let Some((b, r)) = settling.take() {
-            total.add(self.settle(stream, &b, r).await?);
+        .await;
+        if result.is_err() {
+            self.reset(&mut calls).await;
         }
-        Ok(total)
-    }
-
-    /// The rows that fit one PutRecords call (≤ 500, ≤ 5 MiB); records over 1 MiB are
-    /// dead-lettered here.
-    async fn take_batch(
-        &self,
-        stream: &str,
-        rows: Vec<Pending>,
-        pass: &mut Pass,
-    ) -> Result<Vec<Pending>, OutboxError> {
-        let mut batch = Vec::with_capacity(rows.len());
-        let mut bytes = 0;
-        for row in rows {
-            let size = row.payload.len() + row.partition_key.len();
-            if size > MAX_RECORD_BYTES {
-                self.outbox
-                    .dead_letter(
-                        row.seq,
-                        &format!("record of {size} bytes is over Kinesis's 1 MiB limit"),
-                    )
-                    .await?;
-                self.metrics
-                    .dead_lettered
-                    .with_label_values(&[stream, "too_large"])
-                    .inc();
-                pass.dead += 1;
-                continue;
-            }
-            if bytes + size > MAX_CALL_BYTES || batch.len() == MAX_RECORDS {
-                break; // the rest waits for the next call
-            }
-            bytes += size;
-            batch.push(row);
-        }
-        Ok(batch)
-    }
-
-    /// Sends the batch. The payloads move into the request (settling needs only the rows' ids,
-    /// keys and tries), so a batch is not copied.
-    async fn put(&self, stream: &str, batch: &mut [Pending]) -> PutResult {
-        let entries: Vec<PutRecordsRequestEntry> = batch
-            .iter_mut()
-            .map(|r| {
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(std::mem::take(&mut r.payload)))
-                    .partition_key(&r.partition_key)
-                    .build()
-                    .expect("data and partition key are set")
-            })
-            .collect();
-        let mut call = self.client.put_records().set_records(Some(entries));
-        call = if stream.starts_with("arn:") {
-            call.stream_arn(stream)
-        } else {
-            call.stream_name(stream)
-        };
-        self.metrics
-            .records_per_put
-            .with_label_values(&[stream])
-            .observe(batch.len() as f64);
-        let started = Instant::now();
-        let result = call.send().await;
-        self.metrics
-            .put_duration
-            .with_label_values(&[stream])
-            .observe(started.elapsed().as_secs_f64());
         result
     }
 
-    /// Records what Kinesis said: deletes (or archives) what it accepted, schedules retries or
-    /// dead letters for the rest.
-    async fn settle(
-        &self,
-        stream: &str,
-        batch: &[Pending],
-        result: PutResult,
-    ) -> Result<Pass, OutboxError> {
-        let mut pass = Pass::default();
-        match result {
-            Err(e) => {
-                let text = format!("{}", aws_sdk_kinesis::error::DisplayErrorContext(&e));
-                let reason = call_reason(&text);
-                if reason == "throttled" {
-                    self.metrics.throttled.with_label_values(&[stream]).inc();
-                }
-                warn!(stream, records = batch.len(), reason, error = %text, "PutRecords failed; will retry");
-                for row in batch {
-                    self.metrics
-                        .failed
-                        .with_label_values(&[stream, reason])
-                        .inc();
-                    if self.retry_or_dead(stream, row, reason, &text).await? {
-                        pass.dead += 1;
-                    } else {
-                        pass.retried += 1;
-                    }
-                }
-            }
-            Ok(out) => {
-                let mut done = Vec::with_capacity(batch.len());
-                for (row, entry) in batch.iter().zip(out.records()) {
-                    match entry.error_code() {
-                        None => done.push(row.seq),
-                        Some(code) => {
-                            let reason = record_reason(code);
-                            if reason == "throttled" {
-                                self.metrics.throttled.with_label_values(&[stream]).inc();
-                            }
-                            self.metrics
-                                .failed
-                                .with_label_values(&[stream, reason])
-                                .inc();
-                            let msg = format!("{code}: {}", entry.error_message().unwrap_or(""));
-                            if self.retry_or_dead(stream, row, reason, &msg).await? {
-                                pass.dead += 1;
-                            } else {
-                                pass.retried += 1;
-                            }
-                        }
-                    }
-                }
-                // Records the response does not cover (it never happens with a real server) are
-                // retried rather than assumed published.
-                for row in batch.iter().skip(out.records().len()) {
-                    self.retry_or_dead(stream, row, "missing_result", "no result entry")
-                        .await?;
-                    pass.retried += 1;
-                }
-                self.outbox
-                    .published(&done, self.cfg.keep_published.is_some())
-                    .await?;
-                self.metrics
-                    .published
-                    .with_label_values(&[stream])
-                    .inc_by(done.len() as u64);
-                pass.published += done.len();
-                debug!(
-                    stream,
-                    published = done.len(),
-                    retried = pass.retried,
-                    "PutRecords done"
-                );
-            }
+    /// Reads new rows, and rows of lagging streams that have room again. Records over Kinesis's
+    /// 1 MiB limit are dead-lettered here.
+    async fn load(&mut self) -> Result<Pass, OutboxError> {
+        let rows = self
+            .outbox
+            .read_after(self.backlog.cursor, READ_LIMIT)
+            .await?;
+        self.more = rows.len() as i64 == READ_LIMIT;
+        let (rows, mut pass) = self.too_large(rows).await?;
+        self.backlog.add(rows);
+        for (stream, from) in self.backlog.lagging() {
+            let rows = self
+                .outbox
+                .read_stream(&stream, from, self.backlog.cursor, READ_LIMIT)
+                .await?;
+            let complete = (rows.len() as i64) < READ_LIMIT;
+            let (rows, p) = self.too_large(rows).await?;
+            pass.add(p);
+            self.backlog.catch_up(&stream, rows, complete);
         }
         Ok(pass)
     }
 
-    /// Schedules a retry, or dead-letters the event when it is out of tries or too old. Returns
-    /// true when dead-lettered.
-    async fn retry_or_dead(
-        &self,
-        stream: &str,
-        row: &Pending,
-        reason: &str,
-        error: &str,
-    ) -> Result<bool, OutboxError> {
-        let tries = row.attempts + 1;
-        let age = Duration::from_millis((now_ms() - row.created_ms).max(0) as u64);
-        if tries >= i64::from(self.cfg.max_attempts) || age >= self.cfg.max_age {
-            let why = format!("gave up after {tries} tries over {:.0?}: {error}", age);
-            self.outbox.dead_letter(row.seq, &why).await?;
+    /// Dead-letters the rows no PutRecords call can carry; returns the others.
+    async fn too_large(&self, rows: Vec<Pending>) -> Result<(Vec<Pending>, Pass), OutboxError> {
+        let mut pass = Pass::default();
+        let mut kept = Vec::with_capacity(rows.len());
+        for row in rows {
+            let size = row.payload.len() + row.partition_key.len();
+            if size <= MAX_RECORD_BYTES {
+                kept.push(row);
+                continue;
+            }
+            self.outbox
+                .dead_letter(
+                    row.seq,
+                    &format!("record of {size} bytes is over Kinesis's 1 MiB limit"),
+                )
+                .await?;
             self.metrics
                 .dead_lettered
-                .with_label_values(&[stream, reason])
+                .with_label_values(&[&row.stream, "too_large"])
                 .inc();
-            warn!(stream, id = %row.id, reason, "Event dead-lettered");
-            return Ok(true);
+            pass.dead += 1;
+        }
+        Ok((kept, pass))
+    }
+
+    /// Starts calls while fewer than `MAX_CALLS` are in flight and something is due. Returns
+    /// how long until something may be due when nothing is now.
+    fn launch(&mut self, calls: &mut JoinSet<Sent>, linger: Option<Duration>) -> Option<Duration> {
+        while calls.len() < MAX_CALLS {
+            let gate = linger.map(|l| (Instant::now(), l));
+            match self.backlog.next_batch(now_ms(), gate) {
+                Next::Send(batch) => {
+                    calls.spawn(put(self.client.clone(), self.metrics.clone(), batch));
+                }
+                Next::Wait(wait) => return wait,
+            }
+        }
+        None
+    }
+
+    /// After an error the in-memory view may no longer match the store: wait for the calls in
+    /// flight, forget everything, and read the outbox again from the start (rows whose outcome
+    /// was not recorded are sent again: at least once, deduped by id downstream).
+    async fn reset(&mut self, calls: &mut JoinSet<Sent>) {
+        while calls.join_next().await.is_some() {}
+        self.backlog = Backlog::default();
+        self.more = false;
+    }
+
+    async fn settle_joined(
+        &mut self,
+        done: Result<Sent, tokio::task::JoinError>,
+    ) -> Result<Pass, OutboxError> {
+        match done {
+            Ok(sent) => self.settle(sent).await,
+            // A panicked call: its rows are in flight for good, so start over.
+            Err(e) => Err(OutboxError::Write(format!("PutRecords task failed: {e}"))),
+        }
+    }
+
+    /// Records what Kinesis said: deletes (or archives) what it accepted, schedules retries or
+    /// dead letters for the rest.
+    async fn settle(&mut self, sent: Sent) -> Result<Pass, OutboxError> {
+        let Sent {
+            stream,
+            seqs,
+            result,
+        } = sent;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                let text = format!("{}", aws_sdk_kinesis::error::DisplayErrorContext(&e));
+                let reason = call_reason(&text);
+                warn!(stream, records = seqs.len(), reason, error = %text, "PutRecords failed; will retry");
+                let failures: Vec<_> = seqs.iter().map(|&s| (s, reason, text.clone())).collect();
+                return self.fail(&stream, &failures).await;
+            }
+        };
+        let mut done = Vec::with_capacity(seqs.len());
+        let mut failures = Vec::new();
+        for (&seq, entry) in seqs.iter().zip(out.records()) {
+            match entry.error_code() {
+                None => done.push(seq),
+                Some(code) => failures.push((
+                    seq,
+                    record_reason(code),
+                    format!("{code}: {}", entry.error_message().unwrap_or("")),
+                )),
+            }
+        }
+        // Records the response does not cover (it never happens with a real server) are
+        // retried rather than assumed published.
+        for &seq in seqs.iter().skip(out.records().len()) {
+            failures.push((seq, "missing_result", "no result entry".into()));
         }
         self.outbox
-            .retry(row.seq, backoff(&self.cfg, tries), error)
+            .published(&done, self.cfg.keep_published.is_some())
             .await?;
-        Ok(false)
+        for &seq in &done {
+            self.backlog.remove(&stream, seq);
+        }
+        self.metrics
+            .published
+            .with_label_values(&[&stream])
+            .inc_by(done.len() as u64);
+        let mut pass = self.fail(&stream, &failures).await?;
+        pass.published = done.len();
+        debug!(
+            stream,
+            published = done.len(),
+            retried = pass.retried,
+            "PutRecords done"
+        );
+        Ok(pass)
+    }
+
+    /// Schedules another try for each failed row, or dead-letters it when it is out of tries or
+    /// too old. `failures`: `(seq, reason label, error text)`.
+    async fn fail(
+        &mut self,
+        stream: &str,
+        failures: &[(i64, &'static str, String)],
+    ) -> Result<Pass, OutboxError> {
+        let mut pass = Pass::default();
+        let now = now_ms();
+        let mut retry = Vec::with_capacity(failures.len());
+        let mut earliest = i64::MAX;
+        for (seq, reason, error) in failures {
+            if *reason == "throttled" {
+                self.metrics.throttled.with_label_values(&[stream]).inc();
+            }
+            self.metrics
+                .failed
+                .with_label_values(&[stream, reason])
+                .inc();
+            let Some(row) = self.backlog.get(stream, *seq) else {
+                continue;
+            };
+            let tries = row.attempts + 1;
+            let age = Duration::from_millis((now - row.created_ms).max(0) as u64);
+            if tries >= i64::from(self.cfg.max_attempts) || age >= self.cfg.max_age {
+                let id = row.id.clone();
+                let why = format!("gave up after {tries} tries over {age:.0?}: {error}");
+                self.outbox.dead_letter(*seq, &why).await?;
+                self.backlog.remove(stream, *seq);
+                self.metrics
+                    .dead_lettered
+                    .with_label_values(&[stream, reason])
+                    .inc();
+                warn!(stream, id = %id, reason, "Event dead-lettered");
+                pass.dead += 1;
+                continue;
+            }
+            let at = now + backoff(&self.cfg, tries).as_millis() as i64;
+            earliest = earliest.min(at);
+            self.backlog.retry_at(stream, *seq, at);
+            retry.push(*seq);
+        }
+        if let Some((_, _, error)) = failures.first() {
+            self.outbox.retry(&retry, earliest, error).await?;
+        }
+        pass.retried = retry.len();
+        Ok(pass)
     }
 
     async fn update_gauges(&self) {
@@ -441,6 +417,45 @@ impl Relay {
                 .with_label_values(&[&d.stream])
                 .set(d.oldest_age_seconds);
         }
+    }
+}
+
+/// One PutRecords call (run as a task of its own, so several are in flight). The payloads move
+/// into the request.
+async fn put(client: Client, metrics: Metrics, batch: Batch) -> Sent {
+    let Batch { stream, records } = batch;
+    let mut seqs = Vec::with_capacity(records.len());
+    let entries: Vec<PutRecordsRequestEntry> = records
+        .into_iter()
+        .map(|(seq, key, payload)| {
+            seqs.push(seq);
+            PutRecordsRequestEntry::builder()
+                .data(Blob::new(payload))
+                .partition_key(key)
+                .build()
+                .expect("data and partition key are set")
+        })
+        .collect();
+    let mut call = client.put_records().set_records(Some(entries));
+    call = if stream.starts_with("arn:") {
+        call.stream_arn(&stream)
+    } else {
+        call.stream_name(&stream)
+    };
+    metrics
+        .records_per_put
+        .with_label_values(&[&stream])
+        .observe(seqs.len() as f64);
+    let started = Instant::now();
+    let result = call.send().await;
+    metrics
+        .put_duration
+        .with_label_values(&[&stream])
+        .observe(started.elapsed().as_secs_f64());
+    Sent {
+        stream,
+        seqs,
+        result,
     }
 }
 

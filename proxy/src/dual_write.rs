@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use prometheus::Registry;
-use strangler_events::{CloudEvent, NewEvent, Outbox, OutboxError, Relay};
-use strangler_rules::publish::{Exchange, Publish};
-use tokio::sync::Notify;
+use strangler_events::{CloudEvent, Data, NewEvent, Outbox, OutboxError, Relay};
+use strangler_rules::publish::{EventData, Exchange, Publish};
 use tracing::{error, warn};
 
 use crate::config::Config;
@@ -17,7 +16,6 @@ use crate::config::Config;
 pub struct DualWrite {
     pub outbox: Outbox,
     pub metrics: strangler_events::Metrics,
-    wake: Arc<Notify>,
     salt: ring::hmac::Key,
 }
 
@@ -65,21 +63,19 @@ impl DualWrite {
                             return;
                         }
                     };
-                    let wake = Arc::new(Notify::new());
                     let client =
                         strangler_events::kinesis::client(region.as_deref(), endpoint.as_deref())
                             .await;
-                    let _ = tx.send(Ok((outbox.clone(), Arc::clone(&wake))));
-                    let relay = Relay::new(outbox, client, m, relay_cfg, wake);
+                    let _ = tx.send(Ok(outbox.clone()));
+                    let relay = Relay::new(outbox, client, m, relay_cfg);
                     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
                     relay.run(stop_rx).await;
                 });
             })?;
-        let (outbox, wake) = rx.recv().context("events runtime stopped")??;
+        let outbox = rx.recv().context("events runtime stopped")??;
         Ok(Arc::new(DualWrite {
             outbox,
             metrics,
-            wake,
             salt: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salt),
         }))
     }
@@ -94,7 +90,11 @@ impl DualWrite {
     ) -> NewEvent {
         let hash = |b: &[u8]| hex(ring::hmac::sign(&self.salt, b).as_ref());
         let fields = publish.fields(ex, &hash);
-        let mut ev = CloudEvent::new(publish.source.clone(), publish.ty.clone(), fields.data);
+        let mut ev = CloudEvent::new(
+            publish.source.clone(),
+            publish.ty.clone(),
+            envelope_data(fields.data),
+        );
         ev.subject = fields.subject;
         ev.traceparent = traceparent.map(str::to_string);
         NewEvent {
@@ -106,7 +106,7 @@ impl DualWrite {
         }
     }
 
-    /// Commits an event to the outbox (grouped with concurrent ones) and wakes the relay.
+    /// Commits an event to the outbox (grouped with concurrent ones; the commit wakes the relay).
     pub async fn store(&self, ev: NewEvent) -> Result<(), OutboxError> {
         let (route, stream) = (ev.route.clone(), ev.stream.clone());
         match self.outbox.enqueue(ev).await {
@@ -115,7 +115,6 @@ impl DualWrite {
                     .enqueued
                     .with_label_values(&[&route, &stream])
                     .inc();
-                self.wake.notify_one();
                 Ok(())
             }
             Err(e) => {
@@ -127,6 +126,14 @@ impl DualWrite {
                 Err(e)
             }
         }
+    }
+}
+
+/// The envelope's `data` for an event's data as the rules resolved it.
+pub fn envelope_data(data: EventData<'_>) -> Data<'_> {
+    match data {
+        EventData::Value(v) => Data::Value(v),
+        EventData::JsonText(text) => Data::json_text(text),
     }
 }
 

@@ -236,6 +236,7 @@ fn explain_publish(
         request: req,
         params,
         request_body: value(json, body_text),
+        request_json_text: json.and(body_text),
         status: a.response_status,
         response_headers: &headers,
         response_body: value(resp_json.as_ref(), resp_text.as_deref()),
@@ -253,7 +254,11 @@ fn explain_publish(
         return Ok(());
     }
     let f = p.fields(&ex, &|b: &[u8]| format!("<hash of {} bytes>", b.len()));
-    let mut ev = strangler_events::CloudEvent::new(p.source.clone(), p.ty.clone(), f.data);
+    let mut ev = strangler_events::CloudEvent::new(
+        p.source.clone(),
+        p.ty.clone(),
+        crate::dual_write::envelope_data(f.data),
+    );
     ev.subject = f.subject;
     println!(
         "partition key: {}",

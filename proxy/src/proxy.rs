@@ -420,6 +420,7 @@ impl Strangler {
             request: &view,
             params: &params,
             request_body,
+            request_json_text: pc.json.as_ref().and(pc.body.as_deref()),
             status,
             response_headers,
             response_body,

@@ -153,6 +153,9 @@ pub struct Exchange<'a> {
     pub params: &'a Params<'a>,
     /// The request body: parsed JSON, or the raw bytes when it is not JSON.
     pub request_body: BodyValue<'a>,
+    /// The request body's text when it parsed as JSON: an event whose data is the whole body,
+    /// unredacted, carries this text as it came instead of re-encoding the parsed value.
+    pub request_json_text: Option<&'a [u8]>,
     pub status: u16,
     pub response_headers: &'a HeaderMap,
     pub response_body: BodyValue<'a>,
@@ -169,10 +172,18 @@ pub enum BodyValue<'a> {
 
 /// The fields of one event, redacted.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EventFields {
+pub struct EventFields<'a> {
     pub subject: Option<String>,
     pub partition_key: Option<String>,
-    pub data: Value,
+    pub data: EventData<'a>,
+}
+
+/// An event's `data`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventData<'a> {
+    Value(Value),
+    /// The request body's JSON text, as it came (see `Exchange::request_json_text`).
+    JsonText(&'a [u8]),
 }
 
 impl Publish {
@@ -208,7 +219,28 @@ impl Publish {
     }
 
     /// Builds the event's fields. `hash` turns a redacted value into its salted digest.
-    pub fn fields(&self, ex: &Exchange<'_>, hash: &dyn Fn(&[u8]) -> String) -> EventFields {
+    pub fn fields<'a>(&self, ex: &Exchange<'a>, hash: &dyn Fn(&[u8]) -> String) -> EventFields<'a> {
+        let text = |r: &ValueRef| match resolve(r, ex) {
+            Value::Null => None,
+            Value::String(s) => Some(s),
+            v => Some(v.to_string()),
+        };
+        let subject = self.subject.as_ref().and_then(text);
+        let partition_key = self
+            .partition_key
+            .as_ref()
+            .map_or_else(|| ex.sticky_key.map(str::to_string), text);
+        if let (Data::One(ValueRef::RequestBody { source, .. }), Some(json_text)) =
+            (&self.data, ex.request_json_text)
+            && source == "$"
+            && self.redact.is_empty()
+        {
+            return EventFields {
+                subject,
+                partition_key,
+                data: EventData::JsonText(json_text),
+            };
+        }
         let mut data = match &self.data {
             Data::One(r) => resolve(r, ex),
             Data::Object(fields) => Value::Object(
@@ -221,18 +253,10 @@ impl Publish {
         for r in &self.redact {
             redact(&mut data, r, hash);
         }
-        let text = |r: &ValueRef| match resolve(r, ex) {
-            Value::Null => None,
-            Value::String(s) => Some(s),
-            v => Some(v.to_string()),
-        };
         EventFields {
-            subject: self.subject.as_ref().and_then(text),
-            partition_key: self
-                .partition_key
-                .as_ref()
-                .map_or_else(|| ex.sticky_key.map(str::to_string), text),
-            data,
+            subject,
+            partition_key,
+            data: EventData::Value(data),
         }
     }
 }

@@ -342,7 +342,7 @@ routes:
 
 #[test]
 fn publish_builds_redacted_fields() {
-    use crate::publish::{BodyValue, Exchange};
+    use crate::publish::{BodyValue, EventData, Exchange};
     let rs = set(PUBLISH);
     let req = Req::new("POST", "/api/users/u7/orders").header("x-channel", "web");
     let view = req.view();
@@ -359,6 +359,7 @@ fn publish_builds_redacted_fields() {
         request: &view,
         params: &params,
         request_body: BodyValue::Json(&body),
+        request_json_text: None,
         status: 201,
         response_headers: &headers,
         response_body: BodyValue::Json(&resp_body),
@@ -369,8 +370,54 @@ fn publish_builds_redacted_fields() {
     assert_eq!(f.partition_key.as_deref(), Some("u7"));
     assert_eq!(
         f.data,
-        json!({"order": {"sku": "tea", "email": "hash:5"}, "status": 201, "channel": "web"})
+        EventData::Value(
+            json!({"order": {"sku": "tea", "email": "hash:5"}, "status": 201, "channel": "web"})
+        )
     );
+}
+
+#[test]
+fn whole_body_data_keeps_the_request_text_unless_redacted() {
+    use crate::publish::{BodyValue, EventData, Exchange};
+    let rules = |redact: &str| {
+        set(&format!(
+            "routes:\n  - name: a\n    match: {{ path: {{ prefix: /x }} }}\n    target: {{ service: legacy }}\n    publish: {{ stream: s, type: T{redact} }}\n"
+        ))
+    };
+    let text = br#"{"user": "u1",  "card": "4111"}"#;
+    let body: serde_json::Value = serde_json::from_slice(text).unwrap();
+    let req = Req::new("POST", "/x");
+    let view = req.view();
+    let headers = HeaderMap::new();
+    for (redact, want_text) in [
+        ("", true),
+        (", redact: [ { jsonpath: \"$.card\" } ]", false),
+    ] {
+        let rs = rules(redact);
+        let Outcome::Matched { route, params, .. } = rs.find(&view, Body::Json(&body)) else {
+            panic!()
+        };
+        let ex = Exchange {
+            request: &view,
+            params: &params,
+            request_body: BodyValue::Json(&body),
+            request_json_text: Some(text),
+            status: 200,
+            response_headers: &headers,
+            response_body: BodyValue::Absent,
+            sticky_key: None,
+        };
+        let f = route
+            .publish
+            .as_ref()
+            .unwrap()
+            .fields(&ex, &|_| String::new());
+        if want_text {
+            assert_eq!(f.data, EventData::JsonText(text));
+        } else {
+            assert_eq!(f.data, EventData::Value(json!({"user": "u1"})));
+        }
+    }
 }
 
 #[test]

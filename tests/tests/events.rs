@@ -3,13 +3,11 @@
 //! Every accepted event must arrive, by id none missing, in order per partition key.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use strangler_events::{CloudEvent, Metrics, NewEvent, Outbox, Relay, RelayConfig};
 use strangler_tests::kinesis::{self, KinesisLocal, ScratchDb, Shim};
-use tokio::sync::Notify;
 
 enum Store {
     Sqlite(tempfile::TempDir),
@@ -69,13 +67,12 @@ fn relay(
         kinesis::client(endpoint),
         metrics.clone(),
         cfg,
-        Arc::new(Notify::new()),
     );
     (r, metrics, registry)
 }
 
 /// Runs relay passes until the outbox is empty (or `limit` passes).
-async fn drain(r: &Relay, limit: usize) {
+async fn drain(r: &mut Relay, limit: usize) {
     for _ in 0..limit {
         r.pass().await.unwrap();
         if r.outbox.depth().await.unwrap().is_empty() {
@@ -155,8 +152,8 @@ async fn delivers_everything_in_key_order(postgres: bool) {
     let outbox = Outbox::connect(&store.url()).await.unwrap();
     let sent = enqueue_concurrently(&outbox, "orders", 12, 15).await;
     assert_eq!(outbox.depth().await.unwrap()[0].depth, 180);
-    let (r, m, _) = relay(&outbox, &k.endpoint(), fast());
-    drain(&r, 200).await;
+    let (mut r, m, _) = relay(&outbox, &k.endpoint(), fast());
+    drain(&mut r, 200).await;
     let got = kinesis::read_all(&c, "orders").await;
     assert_eq!(check(&sent, &got), 0);
     assert_eq!(got.len(), sent.len());
@@ -187,8 +184,8 @@ async fn survives_throttling_and_failed_records(postgres: bool) {
     let store = Store::new(postgres).await;
     let outbox = Outbox::connect(&store.url()).await.unwrap();
     let sent = enqueue_concurrently(&outbox, "orders", 10, 12).await;
-    let (r, m, _) = relay(&outbox, &shim.endpoint(), fast());
-    drain(&r, 2_000).await;
+    let (mut r, m, _) = relay(&outbox, &shim.endpoint(), fast());
+    drain(&mut r, 2_000).await;
     let got = kinesis::read_all(&c, "orders").await;
     assert_eq!(check(&sent, &got), 0, "records were duplicated");
     assert!(
@@ -291,8 +288,8 @@ async fn dead_letters_and_redrive() {
         max_attempts: 3,
         ..fast()
     };
-    let (r, m, _) = relay(&outbox, &shim.endpoint(), cfg);
-    drain(&r, 500).await;
+    let (mut r, m, _) = relay(&outbox, &shim.endpoint(), cfg);
+    drain(&mut r, 500).await;
     let dead = outbox.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert!(
@@ -314,7 +311,7 @@ async fn dead_letters_and_redrive() {
         .store(false, std::sync::atomic::Ordering::SeqCst);
     let seq = dead.iter().find(|d| d.id == doomed.id).unwrap().seq;
     assert_eq!(outbox.redrive(Some(&[seq])).await.unwrap(), 1);
-    drain(&r, 200).await;
+    drain(&mut r, 200).await;
     let got = kinesis::read_all(&c, "orders").await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1["id"], doomed.id.as_str());
@@ -378,8 +375,8 @@ async fn pipelined_batches_send_each_event_once() {
     for chunk in sent.chunks(600) {
         outbox.enqueue_batch(chunk).await.unwrap();
     }
-    let (r, m, _) = relay(&outbox, &k.endpoint(), fast());
-    drain(&r, 200).await;
+    let (mut r, m, _) = relay(&outbox, &k.endpoint(), fast());
+    drain(&mut r, 200).await;
     let got = kinesis::read_all(&c, "orders").await;
     assert_eq!(check(&sent, &got), 0, "duplicates sent");
     assert_eq!(got.len(), 2_400);

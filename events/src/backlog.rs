@@ -1,0 +1,351 @@
+//! The relay's working set: the outbox rows it has read and not yet settled, one queue per
+//! stream, in `seq` order. It decides what the next PutRecords call carries, so the store only
+//! sees cheap range reads (`seq > cursor`) and deletes by primary key — no per-key queries.
+//!
+//! Order per partition key: a row is sent only when no earlier row of its key is waiting (in
+//! flight, or scheduled for a retry), and a call carries at most one row per key, so a failed
+//! record is never overtaken by a later one of its key.
+//!
+//! Memory is bounded per stream: when a stream's queue is full, its further rows are left in the
+//! store (`lag_from`) and read back by `seq` range once the queue has room, so one stalled stream
+//! (throttled, deleted, one hot key) neither grows the process nor holds up the others.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use crate::outbox::Pending;
+
+/// Kinesis limits for one PutRecords call.
+pub const MAX_RECORDS: usize = 500;
+pub const MAX_CALL_BYTES: usize = 5 * 1024 * 1024;
+/// Per-stream queue bounds.
+pub const QUEUE_ROWS: usize = 5_000;
+pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Default)]
+pub struct Backlog {
+    /// Every outbox row with `seq <= cursor` has been read: it is queued, settled, or (for a
+    /// lagging stream) left to be read back by `seq` range.
+    pub cursor: i64,
+    streams: BTreeMap<String, Queue>,
+    /// Round-robin start for `next_batch`, so busy streams take turns.
+    turn: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    rows: BTreeMap<i64, Row>,
+    bytes: usize,
+    /// The first `seq` of this stream left in the store because the queue was full.
+    lag_from: Option<i64>,
+    last_launch: Option<Instant>,
+}
+
+struct Row {
+    pending: Pending,
+    inflight: bool,
+}
+
+pub enum Next {
+    Send(Batch),
+    /// Nothing to send now; something may be due after this long (`None`: not without new rows
+    /// or a settled call).
+    Wait(Option<Duration>),
+}
+
+/// One PutRecords call's worth of rows: `(seq, partition key, payload)`.
+pub struct Batch {
+    pub stream: String,
+    pub records: Vec<(i64, String, Vec<u8>)>,
+}
+
+impl Queue {
+    fn has_room(&self) -> bool {
+        self.rows.len() < QUEUE_ROWS && self.bytes < QUEUE_BYTES
+    }
+
+    fn insert(&mut self, p: Pending) {
+        self.bytes += p.payload.len();
+        self.rows.insert(
+            p.seq,
+            Row {
+                pending: p,
+                inflight: false,
+            },
+        );
+    }
+}
+
+impl Backlog {
+    /// Rows read with `seq > cursor`, in `seq` order (any streams).
+    pub fn add(&mut self, rows: Vec<Pending>) {
+        for p in rows {
+            self.cursor = self.cursor.max(p.seq);
+            let q = self.streams.entry(p.stream.clone()).or_default();
+            if q.lag_from.is_some() {
+                continue; // read back in order later
+            }
+            if !q.has_room() {
+                q.lag_from = Some(p.seq);
+                continue;
+            }
+            q.insert(p);
+        }
+    }
+
+    /// Streams with rows left in the store and room to take them again: `(stream, from seq)`.
+    pub fn lagging(&self) -> Vec<(String, i64)> {
+        self.streams
+            .iter()
+            .filter(|(_, q)| q.rows.len() < QUEUE_ROWS / 2 && q.bytes < QUEUE_BYTES / 2)
+            .filter_map(|(s, q)| q.lag_from.map(|from| (s.clone(), from)))
+            .collect()
+    }
+
+    /// Rows of a lagging stream read back (`from <= seq <= cursor`, in order); `complete` when
+    /// the read returned everything in that range.
+    pub fn catch_up(&mut self, stream: &str, rows: Vec<Pending>, complete: bool) {
+        let Some(q) = self.streams.get_mut(stream) else {
+            return;
+        };
+        let mut next = None;
+        for p in rows {
+            if next.is_some() || !q.has_room() {
+                next.get_or_insert(p.seq);
+                continue;
+            }
+            let after = p.seq + 1;
+            q.insert(p);
+            q.lag_from = Some(after);
+        }
+        q.lag_from = match next {
+            Some(seq) => Some(seq),
+            None if complete => None,
+            None => q.lag_from,
+        };
+    }
+
+    /// The next call to make, taking streams in turn, or how long to wait before one may be
+    /// due (a retry's time, or a linger running out). With `linger`, a stream whose last call
+    /// went out less than `linger` ago only sends a full batch (fewer, larger calls under load).
+    /// Chosen rows are marked in flight until `remove`d or `retry_at`.
+    pub fn next_batch(&mut self, now_ms: i64, linger: Option<(Instant, Duration)>) -> Next {
+        let n = self.streams.len();
+        let mut wait: Option<Duration> = None;
+        let mut wait_at_most = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
+        for i in 0..n {
+            let idx = (self.turn + i) % n;
+            let (name, q) = self.streams.iter_mut().nth(idx).expect("index below len");
+            let (picked, bytes, retry_ms) = pick(q, now_ms);
+            if let Some(at) = retry_ms {
+                wait_at_most(Duration::from_millis((at - now_ms).max(1) as u64));
+            }
+            if picked.is_empty() {
+                continue;
+            }
+            let full = picked.len() == MAX_RECORDS || bytes > MAX_CALL_BYTES / 2;
+            if let (Some((now, linger)), Some(last)) = (linger, q.last_launch)
+                && !full
+                && now.duration_since(last) < linger
+            {
+                wait_at_most(linger - now.duration_since(last));
+                continue;
+            }
+            q.last_launch = Some(linger.map_or_else(Instant::now, |(now, _)| now));
+            let records = picked
+                .iter()
+                .map(|seq| {
+                    let row = q.rows.get_mut(seq).expect("picked from the queue");
+                    row.inflight = true;
+                    let p = &row.pending;
+                    (p.seq, p.partition_key.clone(), p.payload.clone())
+                })
+                .collect();
+            self.turn = idx + 1;
+            return Next::Send(Batch {
+                stream: name.clone(),
+                records,
+            });
+        }
+        Next::Wait(wait)
+    }
+
+    /// The row, for settling.
+    pub fn get(&self, stream: &str, seq: i64) -> Option<&Pending> {
+        Some(&self.streams.get(stream)?.rows.get(&seq)?.pending)
+    }
+
+    /// Forgets a row that was published or dead-lettered.
+    pub fn remove(&mut self, stream: &str, seq: i64) {
+        if let Some(q) = self.streams.get_mut(stream)
+            && let Some(row) = q.rows.remove(&seq)
+        {
+            q.bytes -= row.pending.payload.len();
+        }
+    }
+
+    /// Schedules a row for another try at `at_ms` (its key waits until then).
+    pub fn retry_at(&mut self, stream: &str, seq: i64, at_ms: i64) {
+        if let Some(row) = self
+            .streams
+            .get_mut(stream)
+            .and_then(|q| q.rows.get_mut(&seq))
+        {
+            row.inflight = false;
+            row.pending.attempts += 1;
+            row.pending.next_attempt_ms = at_ms;
+        }
+    }
+
+    /// Rows held in memory.
+    pub fn rows_held(&self) -> usize {
+        self.streams.values().map(|q| q.rows.len()).sum()
+    }
+}
+
+/// The first waiting row of each key, in order, as long as it is due and the call has room; a
+/// key whose earliest row is in flight or not yet due is skipped whole. Returns the rows, their
+/// bytes, and the earliest retry time among the keys' first rows that are not due yet.
+fn pick(q: &Queue, now_ms: i64) -> (Vec<i64>, usize, Option<i64>) {
+    let mut keys = HashSet::new();
+    let mut picked = Vec::new();
+    let mut bytes = 0;
+    let mut retry_ms: Option<i64> = None;
+    for (seq, row) in &q.rows {
+        let p = &row.pending;
+        let mut h = DefaultHasher::new();
+        p.partition_key.hash(&mut h);
+        // A hash collision only holds a row back one call: never out of order.
+        if !keys.insert(h.finish()) || row.inflight {
+            continue;
+        }
+        if p.next_attempt_ms > now_ms {
+            retry_ms = Some(retry_ms.map_or(p.next_attempt_ms, |r| r.min(p.next_attempt_ms)));
+            continue;
+        }
+        let size = p.payload.len() + p.partition_key.len();
+        if picked.len() == MAX_RECORDS || bytes + size > MAX_CALL_BYTES {
+            break;
+        }
+        bytes += size;
+        picked.push(*seq);
+    }
+    (picked, bytes, retry_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64, stream: &str, key: &str) -> Pending {
+        Pending {
+            seq,
+            id: format!("id-{seq}"),
+            stream: stream.into(),
+            partition_key: key.into(),
+            payload: vec![b'x'; 10],
+            attempts: 0,
+            created_ms: 0,
+            next_attempt_ms: 0,
+        }
+    }
+
+    fn send(n: Next) -> Batch {
+        match n {
+            Next::Send(b) => b,
+            Next::Wait(w) => panic!("nothing to send (wait {w:?})"),
+        }
+    }
+
+    fn idle(n: &Next) -> bool {
+        matches!(n, Next::Wait(_))
+    }
+
+    fn seqs(b: &Batch) -> Vec<i64> {
+        b.records.iter().map(|r| r.0).collect()
+    }
+
+    #[test]
+    fn one_row_per_key_per_call_and_held_behind_in_flight() {
+        let mut b = Backlog::default();
+        b.add(vec![row(1, "s", "a"), row(2, "s", "a"), row(3, "s", "b")]);
+        let first = send(b.next_batch(0, None));
+        assert_eq!(seqs(&first), vec![1, 3]);
+        // 2 waits for 1, which is in flight.
+        assert!(idle(&b.next_batch(0, None)));
+        b.remove("s", 1);
+        assert_eq!(seqs(&send(b.next_batch(0, None))), vec![2]);
+    }
+
+    #[test]
+    fn a_retry_holds_its_key_until_due() {
+        let mut b = Backlog::default();
+        b.add(vec![row(1, "s", "a"), row(2, "s", "a"), row(3, "s", "b")]);
+        send(b.next_batch(0, None));
+        b.retry_at("s", 1, 100);
+        b.remove("s", 3);
+        assert!(
+            matches!(b.next_batch(50, None), Next::Wait(Some(d)) if d == Duration::from_millis(50)),
+            "2 overtook 1, or the wait is not the retry's"
+        );
+        assert_eq!(seqs(&send(b.next_batch(100, None))), vec![1]);
+        assert_eq!(b.get("s", 1).unwrap().attempts, 1);
+    }
+
+    #[test]
+    fn linger_holds_small_batches_but_not_full_ones() {
+        let mut b = Backlog::default();
+        let now = Instant::now();
+        let linger = Some((now, Duration::from_millis(20)));
+        b.add(vec![row(1, "s", "a")]);
+        send(b.next_batch(0, linger)); // the first call goes at once
+        b.add(vec![row(2, "s", "b")]);
+        assert!(
+            matches!(b.next_batch(0, linger), Next::Wait(Some(d)) if d == Duration::from_millis(20)),
+            "small batch within linger"
+        );
+        let later = Some((now + Duration::from_millis(25), Duration::from_millis(20)));
+        send(b.next_batch(0, later));
+        b.add(
+            (3..3 + MAX_RECORDS as i64)
+                .map(|i| row(i, "s", &format!("k{i}")))
+                .collect(),
+        );
+        assert_eq!(send(b.next_batch(0, later)).records.len(), MAX_RECORDS);
+    }
+
+    #[test]
+    fn a_full_queue_lags_and_catches_up_in_order() {
+        let mut b = Backlog::default();
+        let rows: Vec<_> = (1..=QUEUE_ROWS as i64 + 10)
+            .map(|i| row(i, "s", "hot"))
+            .collect();
+        b.add(rows);
+        b.add(vec![row(QUEUE_ROWS as i64 + 11, "t", "x")]);
+        assert_eq!(b.cursor, QUEUE_ROWS as i64 + 11);
+        assert_eq!(b.rows_held(), QUEUE_ROWS + 1, "other streams keep flowing");
+        assert!(b.lagging().is_empty(), "no room yet");
+        for seq in 1..=QUEUE_ROWS as i64 / 2 + 1 {
+            b.remove("s", seq);
+        }
+        let lag = b.lagging();
+        assert_eq!(lag, vec![("s".to_string(), QUEUE_ROWS as i64 + 1)]);
+        let back: Vec<_> = (QUEUE_ROWS as i64 + 1..=QUEUE_ROWS as i64 + 10)
+            .map(|i| row(i, "s", "hot"))
+            .collect();
+        b.catch_up("s", back, true);
+        assert!(b.lagging().is_empty());
+        assert_eq!(b.rows_held(), QUEUE_ROWS / 2 - 1 + 10 + 1);
+    }
+
+    #[test]
+    fn streams_take_turns() {
+        let mut b = Backlog::default();
+        b.add(vec![row(1, "s", "a"), row(2, "t", "a")]);
+        let x = send(b.next_batch(0, None)).stream;
+        let y = send(b.next_batch(0, None)).stream;
+        assert_ne!(x, y);
+    }
+}
