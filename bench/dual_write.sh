@@ -21,7 +21,7 @@ http { access_log off; client_body_temp_path $work; proxy_temp_path $work; fastc
     location / { return 200 '{"id":1}'; } } }
 NGINX
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
-"$kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!)
+taskset -c 1 "$kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!)
 
 setup() { # $1 name, $2 port, $3 publish yes/no
   mkdir -p "$work/$1/rules"

@@ -108,12 +108,12 @@ macro_rules! pending {
 #[derive(Clone)]
 pub struct Outbox {
     pool: Pool,
-    /// The relay's bookkeeping (reads, deletes after publishing, retry schedules). On SQLite a
-    /// connection with `synchronous=NORMAL`: losing such a commit to a power cut only means an
-    /// event is sent again (at-least-once, deduped by id), and it keeps fsync off the relay's
-    /// path. Enqueues keep `FULL`.
+    /// The relay's reads and retry schedules (deletes after publishing go through the writer).
+    /// On SQLite a connection with `synchronous=NORMAL`: losing such a commit to a power cut
+    /// only means an event is tried again sooner, and it keeps fsync off the relay's path.
+    /// Enqueues keep `FULL`.
     relay_pool: Pool,
-    writer: mpsc::Sender<(NewEvent, oneshot::Sender<Result<(), String>>)>,
+    writer: mpsc::Sender<Write>,
     /// Signalled after each group commit (the relay waits on it).
     pub committed: Arc<Notify>,
     /// True when replicas share the store (PostgreSQL): the relay then takes a leader lock.
@@ -121,6 +121,14 @@ pub struct Outbox {
 }
 
 const MAX_GROUP: usize = 512;
+
+/// What the single writer does, with the caller waiting for its commit.
+enum Write {
+    /// Store an event.
+    Enqueue(NewEvent, oneshot::Sender<Result<(), String>>),
+    /// Remove published events (archive them with `keep`).
+    Published(Vec<i64>, bool, oneshot::Sender<Result<(), String>>),
+}
 
 /// When enqueues overlap (the last group had more than one event), the writer waits this long
 /// before committing, so that one commit (one fsync) carries the whole burst instead of a
@@ -188,7 +196,7 @@ impl Outbox {
     pub async fn enqueue(&self, ev: NewEvent) -> Result<(), OutboxError> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send((ev, tx))
+            .send(Write::Enqueue(ev, tx))
             .await
             .map_err(|_| OutboxError::Closed)?;
         match rx.await {
@@ -246,33 +254,23 @@ impl Outbox {
         Ok(pending)
     }
 
-    /// Removes published events; with `keep` they are archived for replay.
+    /// Removes published events; with `keep` they are archived for replay. Goes through the
+    /// writer, in the same transactions as enqueues: SQLite has one writer at a time, and a
+    /// second connection deleting would make enqueues wait on its lock.
     pub async fn published(&self, seqs: &[i64], keep: bool) -> Result<(), OutboxError> {
         if seqs.is_empty() {
             return Ok(());
         }
-        let list = id_list(seqs);
-        let now = now_ms();
-        let archive = format!(
-            "INSERT INTO strangler_published (seq, id, stream, partition_key, payload, created_ms, published_ms) \
-             SELECT seq, id, stream, partition_key, payload, created_ms, {now} FROM strangler_outbox WHERE seq IN ({list})"
-        );
-        let delete = format!("DELETE FROM strangler_outbox WHERE seq IN ({list})");
-        on_pool!(&self.relay_pool, |p| {
-            let mut tx = p.begin().await?;
-            if keep {
-                sqlx::query(sqlx::AssertSqlSafe(archive.clone()))
-                    .persistent(false)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(sqlx::AssertSqlSafe(delete.clone()))
-                .persistent(false)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(Write::Published(seqs.to_vec(), keep, tx))
+            .await
+            .map_err(|_| OutboxError::Closed)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(OutboxError::Write(e)),
+            Err(_) => Err(OutboxError::Closed),
+        }
     }
 
     /// Records a failed try of these events (kept across restarts: the count decides when an
@@ -463,10 +461,37 @@ async fn migrate(pool: &Pool) -> Result<(), OutboxError> {
 }
 
 async fn insert(pool: &Pool, events: &[NewEvent]) -> Result<(), sqlx::Error> {
+    write(pool, events, &[]).await
+}
+
+/// One transaction: removes (or archives, with `keep`) published rows, then adds `events`.
+async fn write(
+    pool: &Pool,
+    events: &[NewEvent],
+    published: &[(Vec<i64>, bool)],
+) -> Result<(), sqlx::Error> {
     let now = now_ms();
     on_pool!(pool, |p| {
         let mut tx = p.begin().await?;
-        if matches!(pool, Pool::Postgres(_)) {
+        for (seqs, keep) in published {
+            let list = id_list(seqs);
+            if *keep {
+                let archive = format!(
+                    "INSERT INTO strangler_published (seq, id, stream, partition_key, payload, created_ms, published_ms) \
+                     SELECT seq, id, stream, partition_key, payload, created_ms, {now} FROM strangler_outbox WHERE seq IN ({list})"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(archive))
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let delete = format!("DELETE FROM strangler_outbox WHERE seq IN ({list})");
+            sqlx::query(sqlx::AssertSqlSafe(delete))
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if matches!(pool, Pool::Postgres(_)) && !events.is_empty() {
             // Replicas enqueue one transaction at a time, so `seq` values become visible in
             // order and the relay's `seq > cursor` reads miss none (see `read_after`).
             sqlx::query(ENQUEUE_LOCK).execute(&mut *tx).await?;
@@ -539,13 +564,9 @@ fn insert_sql(rows: usize) -> &'static str {
     &all[rows.ilog2() as usize]
 }
 
-/// Group commit: takes every enqueue waiting (up to `MAX_GROUP`) into one transaction, after a
-/// `GATHER` pause when enqueues overlap; wakes the relay after each commit.
-async fn group_writer(
-    pool: Pool,
-    mut rx: mpsc::Receiver<(NewEvent, oneshot::Sender<Result<(), String>>)>,
-    committed: Arc<Notify>,
-) {
+/// Group commit: takes every write waiting (up to `MAX_GROUP`) into one transaction, after a
+/// `GATHER` pause when enqueues overlap; wakes the relay after each commit that added events.
+async fn group_writer(pool: Pool, mut rx: mpsc::Receiver<Write>, committed: Arc<Notify>) {
     let mut batch = Vec::with_capacity(MAX_GROUP);
     let mut last_group = 0;
     while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
@@ -558,10 +579,26 @@ async fn group_writer(
                 }
             }
         }
-        last_group = batch.len();
-        let (events, replies): (Vec<NewEvent>, Vec<_>) = batch.drain(..).unzip();
-        let result = insert(&pool, &events).await.map_err(|e| e.to_string());
-        if result.is_ok() {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut published = Vec::new();
+        let mut replies = Vec::with_capacity(batch.len());
+        for w in batch.drain(..) {
+            match w {
+                Write::Enqueue(ev, reply) => {
+                    events.push(ev);
+                    replies.push(reply);
+                }
+                Write::Published(seqs, keep, reply) => {
+                    published.push((seqs, keep));
+                    replies.push(reply);
+                }
+            }
+        }
+        last_group = events.len();
+        let result = write(&pool, &events, &published)
+            .await
+            .map_err(|e| e.to_string());
+        if result.is_ok() && !events.is_empty() {
             committed.notify_one();
         }
         for reply in replies {

@@ -44,8 +44,9 @@ impl DualWrite {
         std::thread::Builder::new()
             .name("strangler-events".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
+                // One thread for the writer, the relay and its calls: no hand-offs between
+                // threads of their own.
+                let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
