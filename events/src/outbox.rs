@@ -194,9 +194,17 @@ impl Outbox {
 
     /// Stores one event; returns once it is committed (grouped with concurrent callers).
     pub async fn enqueue(&self, ev: NewEvent) -> Result<(), OutboxError> {
+        self.through_writer(|reply| Write::Enqueue(ev, reply)).await
+    }
+
+    /// Hands a write to the group writer and waits for its commit.
+    async fn through_writer(
+        &self,
+        write: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Write,
+    ) -> Result<(), OutboxError> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send(Write::Enqueue(ev, tx))
+            .send(write(tx))
             .await
             .map_err(|_| OutboxError::Closed)?;
         match rx.await {
@@ -206,7 +214,7 @@ impl Outbox {
         }
     }
 
-    /// Stores events in one transaction.
+    /// Stores events in one transaction of their own, outside the group writer (bulk loads).
     pub async fn enqueue_batch(&self, events: &[NewEvent]) -> Result<(), OutboxError> {
         insert(&self.pool, events).await.map_err(OutboxError::Db)?;
         self.committed.notify_one();
@@ -261,16 +269,8 @@ impl Outbox {
         if seqs.is_empty() {
             return Ok(());
         }
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(Write::Published(seqs.to_vec(), keep, tx))
+        self.through_writer(|reply| Write::Published(seqs.to_vec(), keep, reply))
             .await
-            .map_err(|_| OutboxError::Closed)?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(OutboxError::Write(e)),
-            Err(_) => Err(OutboxError::Closed),
-        }
     }
 
     /// Records a failed try of these events (kept across restarts: the count decides when an
