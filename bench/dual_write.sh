@@ -2,7 +2,9 @@
 # Dual-write cost: strangler (1 worker thread) forwarding a 1 KB JSON POST with a publishing rule
 # (sync durability: each event committed to the SQLite outbox before the answer is released; the
 # relay drains to kinesalite meanwhile) against the same proxy passing the same POST through
-# without publishing. nginx `return 200` is the backend. Usage: bench/dual_write.sh [secs] [conns]
+# without publishing. nginx `return 200` is the backend. Each proxy (relay included) runs on core 0;
+# wrk, nginx and kinesalite share core 1, so neither proxy loses CPU to them.
+# Usage: bench/dual_write.sh [secs] [conns]
 set -euo pipefail
 secs="${1:-10}"
 conns="${2:-64}"
