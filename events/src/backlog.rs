@@ -10,9 +10,7 @@
 //! store (`lag_from`) and read back by `seq` range once the queue has room, so one stalled stream
 //! (throttled, deleted, one hot key) neither grows the process nor holds up the others.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::outbox::Pending;
@@ -138,6 +136,18 @@ impl Backlog {
         for i in 0..n {
             let idx = (self.turn + i) % n;
             let (name, q) = self.streams.iter_mut().nth(idx).expect("index below len");
+            let lingering = match (linger, q.last_launch) {
+                (Some((now, linger)), Some(last)) => linger.checked_sub(now.duration_since(last)),
+                _ => None,
+            };
+            // Too few rows for a full batch while the stream lingers: no need to walk them.
+            if let Some(left) = lingering
+                && q.rows.len() < MAX_RECORDS
+                && q.bytes <= MAX_CALL_BYTES / 2
+            {
+                wait_at_most(left);
+                continue;
+            }
             let (picked, bytes, retry_ms) = pick(q, now_ms);
             if let Some(at) = retry_ms {
                 wait_at_most(Duration::from_millis((at - now_ms).max(1) as u64));
@@ -146,11 +156,10 @@ impl Backlog {
                 continue;
             }
             let full = picked.len() == MAX_RECORDS || bytes > MAX_CALL_BYTES / 2;
-            if let (Some((now, linger)), Some(last)) = (linger, q.last_launch)
+            if let Some(left) = lingering
                 && !full
-                && now.duration_since(last) < linger
             {
-                wait_at_most(linger - now.duration_since(last));
+                wait_at_most(left);
                 continue;
             }
             q.last_launch = Some(linger.map_or_else(Instant::now, |(now, _)| now));
@@ -200,6 +209,7 @@ impl Backlog {
     }
 
     /// Rows held in memory.
+    #[cfg(test)]
     pub fn rows_held(&self) -> usize {
         self.streams.values().map(|q| q.rows.len()).sum()
     }
@@ -215,10 +225,7 @@ fn pick(q: &Queue, now_ms: i64) -> (Vec<i64>, usize, Option<i64>) {
     let mut retry_ms: Option<i64> = None;
     for (seq, row) in &q.rows {
         let p = &row.pending;
-        let mut h = DefaultHasher::new();
-        p.partition_key.hash(&mut h);
-        // A hash collision only holds a row back one call: never out of order.
-        if !keys.insert(h.finish()) || row.inflight {
+        if !keys.insert(p.partition_key.as_str()) || row.inflight {
             continue;
         }
         if p.next_attempt_ms > now_ms {

@@ -216,7 +216,9 @@ impl Outbox {
 
     /// Stores events in one transaction of their own, outside the group writer (bulk loads).
     pub async fn enqueue_batch(&self, events: &[NewEvent]) -> Result<(), OutboxError> {
-        insert(&self.pool, events).await.map_err(OutboxError::Db)?;
+        write(&self.pool, events, &[])
+            .await
+            .map_err(OutboxError::Db)?;
         self.committed.notify_one();
         Ok(())
     }
@@ -458,10 +460,6 @@ async fn migrate(pool: &Pool) -> Result<(), OutboxError> {
         });
     }
     Ok(())
-}
-
-async fn insert(pool: &Pool, events: &[NewEvent]) -> Result<(), sqlx::Error> {
-    write(pool, events, &[]).await
 }
 
 /// One transaction: removes (or archives, with `keep`) published rows, then adds `events`.

@@ -97,22 +97,16 @@ async fn a_2xx_write_becomes_exactly_the_expected_event() {
 
     // Non-2xx answers and a non-JSON body, then a marker: when the marker is in, so is anything
     // sent before it.
-    let r = post(
-        &p,
-        "/api/users/u42/orders",
-        r#"{"sku":"fail"}"#,
-        &[("x-reply-status", "500")],
-    )
-    .await;
-    assert_eq!(r.status, 500);
-    let r = post(
-        &p,
-        "/api/users/u42/orders",
-        r#"{"sku":"conflict"}"#,
-        &[("x-reply-status", "409")],
-    )
-    .await;
-    assert_eq!(r.status, 409);
+    for (body, status) in [(r#"{"sku":"fail"}"#, 500), (r#"{"sku":"conflict"}"#, 409)] {
+        let r = post(
+            &p,
+            "/api/users/u42/orders",
+            body,
+            &[("x-reply-status", &status.to_string())],
+        )
+        .await;
+        assert_eq!(r.status, status);
+    }
     assert_eq!(
         post(&p, "/api/users/u7/orders", "not json", &[])
             .await
