@@ -12,7 +12,7 @@ source "$(dirname "$0")/lib.sh"
 need nginx wrk taskset
 kinesalite="$(kinesalite_bin)"
 bin="$(release_build -p strangler strangler)"
-backend=$(free_port); kport=$(free_port); plain=$(free_port); publish=$(free_port)
+backend=$(free_port); kport=$(free_port); plain=$(free_port); never=$(free_port); publish=$(free_port)
 
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
@@ -32,9 +32,11 @@ setup() { # $1 name, $2 port, $3 publish yes/no
     echo "  - name: orders"
     echo "    match: { methods: [POST], path: { prefix: /api/orders } }"
     echo "    target: { service: legacy }"
-    if [ "$3" = yes ]; then
-      echo "    publish: { stream: bench, type: ORDER_CREATED, partition_key: { request.body: \"\$.user\" } }"
-    fi
+    case "$3" in
+      yes) echo "    publish: { stream: bench, type: ORDER_CREATED, partition_key: { request.body: \"\$.user\" } }" ;;
+      # Reads and parses the body like a publishing route, but the answer never qualifies.
+      never) echo "    publish: { stream: bench, type: ORDER_CREATED, partition_key: { request.body: \"\$.user\" }, when_status: [599] }" ;;
+    esac
   } > "$work/$1/rules/r.yaml"
   cat > "$work/$1/strangler.yaml" <<YAML
 listen: ["127.0.0.1:$2"]
@@ -48,13 +50,15 @@ log: { level: warn }
 YAML
 }
 setup plain "$plain" no
+setup never "$never" never
 setup publish "$publish" yes
 for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
 AWS_ACCESS_KEY_ID=b AWS_SECRET_ACCESS_KEY=b "$bin" stream create --config "$work/publish/strangler.yaml" --stream bench --shards 4 >/dev/null
 export AWS_ACCESS_KEY_ID=b AWS_SECRET_ACCESS_KEY=b RUST_LOG=warn
 taskset -c 0 "$bin" run --config "$work/plain/strangler.yaml" 2>"$work/plain.log" & pids+=($!)
+taskset -c 0 "$bin" run --config "$work/never/strangler.yaml" 2>"$work/never.log" & pids+=($!)
 taskset -c 0 "$bin" run --config "$work/publish/strangler.yaml" 2>"$work/publish.log" & pids+=($!)
-for p in $plain $publish; do
+for p in $plain $never $publish; do
   for _ in $(seq 1 200); do curl -fs -X POST -d '{}' "http://127.0.0.1:$p/api/orders" >/dev/null 2>&1 && break; sleep 0.05; done
 done
 
@@ -85,11 +89,12 @@ run() { # $1 label, $2 port
 }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${secs}s per run, wrk -t1 -c$conns, 1 KB JSON POST" >&2
 a=$(run "pass-through (same route, no publish)" "$plain")
+n=$(run "publish rule, never fires (body read + parsed)" "$never")
 b=$(run "publish, sync: outbox commit before the answer" "$publish")
 base=$(echo "$a" | cut -d'|' -f2)
 printf '\n| %-48s | %10s | %8s | %8s | %8s | %7s |\n' setup "req/s" p50 p99 "non-2xx" "×"
 printf '|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------------------" "------------" "----------" "----------" "----------" "---------"
-for r in "$a" "$b"; do
+for r in "$a" "$n" "$b"; do
   IFS='|' read -r name rps p50 p99 bad <<<"$r"
   printf '| %-48s | %10s | %8s | %8s | %8s | %7s |\n' "$name" "$rps" "$p50" "$p99" "$bad" "$(python3 -c "print(f'{$rps/$base:.2f}')")"
 done

@@ -133,8 +133,9 @@ impl ProxyHttp for Strangler {
             let route_hint = &loaded.rules.routes()[id].name;
             match body::read(session, self.body_limit).await {
                 body::Read::Complete(b) => {
-                    // An empty body is not an anomaly worth counting: it just matches nothing.
-                    match serde_json::from_slice::<serde_json::Value>(&b) {
+                    // Parsed down to what the routes read. An empty body is not an anomaly
+                    // worth counting: it just matches nothing.
+                    match loaded.rules.body_projection().parse(&b) {
                         Ok(v) => json = Some(v),
                         Err(_) if b.is_empty() => {}
                         Err(_) => self.body_skipped(route_hint, "not_json"),

@@ -8,6 +8,7 @@
 mod compile;
 pub mod diag;
 pub mod path;
+mod projection;
 pub mod publish;
 mod publish_compile;
 pub mod raw;
@@ -17,6 +18,7 @@ pub mod sticky;
 
 pub use compile::{Context, SourceFile, compile, read_sources};
 pub use diag::{Diagnostic, Diagnostics, Loc, Reporter};
+pub use projection::Projection;
 pub use route::{
     Body, Choice, LEGACY, Miss, Params, Request, Rewrite, Route, ServiceTarget, Side, Sticky,
     Target,

@@ -205,6 +205,21 @@ impl Publish {
             .any(|r| matches!(r, ValueRef::ResponseBody { .. }))
     }
 
+    /// Adds the request-body paths the event reads to `p`. Data that is the whole body,
+    /// unredacted, is carried as the request's text and needs no parsed tree.
+    pub(crate) fn add_body_paths(&self, p: &mut crate::Projection) {
+        for r in self.refs() {
+            if let ValueRef::RequestBody { query, source } = r {
+                let as_text = matches!(&self.data, Data::One(d) if std::ptr::eq(d, r))
+                    && source == "$"
+                    && self.redact.is_empty();
+                if !as_text {
+                    p.add(query);
+                }
+            }
+        }
+    }
+
     fn refs(&self) -> impl Iterator<Item = &ValueRef> {
         // Called on the request path (via `Route::needs_body`): no allocation.
         let (one, fields) = match &self.data {

@@ -212,6 +212,21 @@ impl Route {
                 .is_some_and(|p| p.needs_request_body())
     }
 
+    /// Adds the body paths this route reads (predicates, sticky key, events) to `p`.
+    pub(crate) fn add_body_paths(&self, p: &mut crate::Projection) {
+        for b in &self.body {
+            p.add(&b.query);
+        }
+        if let Target::Service(s) = &self.target
+            && let Some(Sticky::Body { query, .. }) = &s.sticky
+        {
+            p.add(query);
+        }
+        if let Some(publish) = &self.publish {
+            publish.add_body_paths(p);
+        }
+    }
+
     /// The sticky key of a request, if the route has one and the request carries it.
     pub fn sticky_key<'a>(
         &self,

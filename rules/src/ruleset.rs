@@ -2,6 +2,7 @@
 //! answers "which route does this request match" without scanning every route.
 
 use crate::path::PathIndex;
+use crate::projection::Projection;
 use crate::route::{Body, Miss, Params, Request, Route};
 
 thread_local! {
@@ -17,6 +18,8 @@ pub struct RuleSet {
     index: PathIndex,
     /// Routes the index cannot answer for (regex paths, no path): checked for every request.
     unindexed: Vec<u32>,
+    /// What of a JSON request body any route can look at.
+    projection: Projection,
 }
 
 /// The result of matching one request.
@@ -40,7 +43,9 @@ impl RuleSet {
         routes.sort_by_key(|r| std::cmp::Reverse(r.priority));
         let mut index = PathIndex::default();
         let mut unindexed = Vec::new();
+        let mut projection = Projection::default();
         for (id, r) in routes.iter().enumerate() {
+            r.add_body_paths(&mut projection);
             let id = id as u32;
             let indexed = r.path.as_ref().is_some_and(|p| index.insert(id, p));
             if !indexed {
@@ -51,7 +56,14 @@ impl RuleSet {
             routes,
             index,
             unindexed,
+            projection,
         }
+    }
+
+    /// What of a JSON request body the routes can look at: parse bodies with it for
+    /// [`RuleSet::find`], sticky keys and events (see [`Projection`]).
+    pub fn body_projection(&self) -> &Projection {
+        &self.projection
     }
 
     pub fn routes(&self) -> &[Route] {

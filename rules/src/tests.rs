@@ -452,3 +452,35 @@ routes:
         assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
     }
 }
+
+#[test]
+fn bodies_are_parsed_down_to_what_the_routes_read() {
+    let yaml = |redact: &str| {
+        format!(
+            r#"
+routes:
+  - name: bulk
+    match:
+      methods: [POST]
+      path: {{ exact: /api/orders }}
+      body:
+        - jsonpath: "$.items[*].qty"
+    target: {{ service: orders, sticky: {{ body: "$.user" }} }}
+  - name: orders
+    match: {{ methods: [POST], path: {{ prefix: /api/orders }} }}
+    target: {{ service: legacy }}
+    publish: {{ stream: s, type: T, partition_key: {{ request.body: "$.order.id" }}{redact} }}
+"#
+        )
+    };
+    let body = br#"{"user":"u1","items":[{"qty":2}],"order":{"id":7,"at":"x"},"note":"big"}"#;
+    let rs = set(&yaml(""));
+    assert!(!rs.body_projection().is_all());
+    assert_eq!(
+        rs.body_projection().parse(body).unwrap(),
+        json!({"user": "u1", "items": [{"qty": 2}], "order": {"id": 7}})
+    );
+    // Redacting the whole body needs all of it.
+    let rs = set(&yaml(r#", redact: [ { jsonpath: "$.note" } ]"#));
+    assert!(rs.body_projection().is_all());
+}
