@@ -55,9 +55,9 @@ setup publish "$publish" yes
 for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
 AWS_ACCESS_KEY_ID=b AWS_SECRET_ACCESS_KEY=b "$bin" stream create --config "$work/publish/strangler.yaml" --stream bench --shards 4 >/dev/null
 export AWS_ACCESS_KEY_ID=b AWS_SECRET_ACCESS_KEY=b RUST_LOG=warn
-taskset -c 0 "$bin" run --config "$work/plain/strangler.yaml" 2>"$work/plain.log" & pids+=($!)
-taskset -c 0 "$bin" run --config "$work/never/strangler.yaml" 2>"$work/never.log" & pids+=($!)
-taskset -c 0 "$bin" run --config "$work/publish/strangler.yaml" 2>"$work/publish.log" & pids+=($!)
+taskset -c 0 "$bin" run --config "$work/plain/strangler.yaml" 2>"$work/plain.log" & pids+=($!); plain_pid=$!
+taskset -c 0 "$bin" run --config "$work/never/strangler.yaml" 2>"$work/never.log" & pids+=($!); never_pid=$!
+taskset -c 0 "$bin" run --config "$work/publish/strangler.yaml" 2>"$work/publish.log" & pids+=($!); publish_pid=$!
 for p in $plain $never $publish; do
   for _ in $(seq 1 200); do curl -fs -X POST -d '{}' "http://127.0.0.1:$p/api/orders" >/dev/null 2>&1 && break; sleep 0.05; done
 done
@@ -77,26 +77,35 @@ end
 ''')
 PY
 
-run() { # $1 label, $2 port
+# CPU time (user + system, all threads) a process has used, in clock ticks.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+run() { # $1 label, $2 port, $3 proxy pid
   taskset -c 1 wrk -t1 -c"$conns" -d2s -s "$work/post.lua" "http://127.0.0.1:$2/" >/dev/null
+  local before; before=$(ticks "$3")
   local out; out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/post.lua" "http://127.0.0.1:$2/")
-  local rps p50 p99 non2xx
+  local used=$(( $(ticks "$3") - before ))
+  local rps p50 p99 non2xx requests cpu
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  cpu=$(python3 -c "print(f'{$used / $(getconf CLK_TCK) / $requests * 1e6:.0f}')")
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
-  echo "$1|$rps|$p50|$p99|${non2xx:-0}"
+  echo "$1|$rps|$p50|$p99|${non2xx:-0}|$cpu"
 }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${secs}s per run, wrk -t1 -c$conns, 1 KB JSON POST" >&2
-a=$(run "pass-through (same route, no publish)" "$plain")
-n=$(run "publish rule, never fires (body read + parsed)" "$never")
-b=$(run "publish, sync: outbox commit before the answer" "$publish")
+a=$(run "pass-through (same route, no publish)" "$plain" "$plain_pid")
+n=$(run "publish rule, never fires (body read + parsed)" "$never" "$never_pid")
+b=$(run "publish, sync: outbox commit before the answer" "$publish" "$publish_pid")
 base=$(echo "$a" | cut -d'|' -f2)
-printf '\n| %-48s | %10s | %8s | %8s | %8s | %7s |\n' setup "req/s" p50 p99 "non-2xx" "×"
-printf '|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------------------" "------------" "----------" "----------" "----------" "---------"
+# "CPU µs/req": the proxy process's CPU time (all its threads: worker, outbox, relay) during the
+# run, per request answered.
+printf '\n| %-48s | %10s | %8s | %8s | %8s | %12s | %7s |\n' setup "req/s" p50 p99 "non-2xx" "CPU µs/req" "×"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------------------" "------------" "----------" "----------" "----------" "-------------" "---------"
 for r in "$a" "$n" "$b"; do
-  IFS='|' read -r name rps p50 p99 bad <<<"$r"
-  printf '| %-48s | %10s | %8s | %8s | %8s | %7s |\n' "$name" "$rps" "$p50" "$p99" "$bad" "$(python3 -c "print(f'{$rps/$base:.2f}')")"
+  IFS='|' read -r name rps p50 p99 bad cpu <<<"$r"
+  printf '| %-48s | %10s | %8s | %8s | %8s | %11s | %7s |\n' "$name" "$rps" "$p50" "$p99" "$bad" "$cpu" "$(python3 -c "print(f'{$rps/$base:.2f}')")"
 done
 sleep 2
 admin=$(grep '^admin' "$work/publish/strangler.yaml" | cut -d'"' -f2)

@@ -38,6 +38,8 @@ struct Queue {
     bytes: usize,
     /// The first `seq` of this stream left in the store because the queue was full.
     lag_from: Option<i64>,
+    /// How many of its rows are left in the store that way.
+    left: usize,
     last_launch: Option<Instant>,
 }
 
@@ -83,10 +85,12 @@ impl Backlog {
             self.cursor = self.cursor.max(p.seq);
             let q = self.streams.entry(p.stream.clone()).or_default();
             if q.lag_from.is_some() {
-                continue; // read back in order later
+                q.left += 1; // read back in order later
+                continue;
             }
             if !q.has_room() {
                 q.lag_from = Some(p.seq);
+                q.left += 1;
                 continue;
             }
             q.insert(p);
@@ -116,6 +120,7 @@ impl Backlog {
             }
             let after = p.seq + 1;
             q.insert(p);
+            q.left = q.left.saturating_sub(1);
             q.lag_from = Some(after);
         }
         q.lag_from = match next {
@@ -123,6 +128,22 @@ impl Backlog {
             None if complete => None,
             None => q.lag_from,
         };
+        if q.lag_from.is_none() {
+            q.left = 0;
+        }
+    }
+
+    /// Per stream: rows waiting (held here or left in the store) and the creation time of the
+    /// oldest held. Streams seen since the start stay listed, at 0 once drained. Rows committed
+    /// after the last read are not counted yet (the relay reads at least every linger).
+    pub fn depths(&self) -> Vec<(&str, usize, Option<i64>)> {
+        self.streams
+            .iter()
+            .map(|(name, q)| {
+                let oldest = q.rows.values().map(|r| r.pending.created_ms).min();
+                (name.as_str(), q.rows.len() + q.left, oldest)
+            })
+            .collect()
     }
 
     /// The next call to make, taking streams in turn, or how long to wait before one may be
@@ -327,24 +348,51 @@ mod tests {
     fn a_full_queue_lags_and_catches_up_in_order() {
         let mut b = Backlog::default();
         let rows: Vec<_> = (1..=QUEUE_ROWS as i64 + 10)
-            .map(|i| row(i, "s", "hot"))
+            .map(|i| Pending {
+                created_ms: i,
+                ..row(i, "s", "hot")
+            })
             .collect();
         b.add(rows);
         b.add(vec![row(QUEUE_ROWS as i64 + 11, "t", "x")]);
         assert_eq!(b.cursor, QUEUE_ROWS as i64 + 11);
         assert_eq!(b.rows_held(), QUEUE_ROWS + 1, "other streams keep flowing");
+        assert_eq!(
+            b.depths(),
+            vec![("s", QUEUE_ROWS + 10, Some(1)), ("t", 1, Some(0))],
+            "rows left in the store count"
+        );
         assert!(b.lagging().is_empty(), "no room yet");
         for seq in 1..=QUEUE_ROWS as i64 / 2 + 1 {
             b.remove("s", seq);
         }
         let lag = b.lagging();
         assert_eq!(lag, vec![("s".to_string(), QUEUE_ROWS as i64 + 1)]);
-        let back: Vec<_> = (QUEUE_ROWS as i64 + 1..=QUEUE_ROWS as i64 + 10)
+        let back: Vec<_> = (QUEUE_ROWS as i64 + 1..=QUEUE_ROWS as i64 + 5)
+            .map(|i| row(i, "s", "hot"))
+            .collect();
+        b.catch_up("s", back, false);
+        let depth = QUEUE_ROWS / 2 - 1 + 10;
+        assert_eq!(
+            b.depths()[0].1,
+            depth,
+            "read back: held now, not counted twice"
+        );
+        let back: Vec<_> = (QUEUE_ROWS as i64 + 6..=QUEUE_ROWS as i64 + 10)
             .map(|i| row(i, "s", "hot"))
             .collect();
         b.catch_up("s", back, true);
         assert!(b.lagging().is_empty());
         assert_eq!(b.rows_held(), QUEUE_ROWS / 2 - 1 + 10 + 1);
+        assert_eq!(b.depths()[0].1, depth);
+        for seq in QUEUE_ROWS as i64 / 2 + 2..=QUEUE_ROWS as i64 + 10 {
+            b.remove("s", seq);
+        }
+        assert_eq!(
+            b.depths()[0],
+            ("s", 0, None),
+            "a drained stream stays listed"
+        );
     }
 
     #[test]

@@ -370,7 +370,8 @@ impl Outbox {
         Ok(moved)
     }
 
-    /// Waiting events and the age of the oldest, per stream.
+    /// Waiting events and the age of the oldest, per stream. Scans the table: the admin API
+    /// asks on demand; the relay's gauges come from its working set instead.
     pub async fn depth(&self) -> Result<Vec<StreamDepth>, OutboxError> {
         const SQL: &str = "SELECT stream, COUNT(*), MIN(created_ms) FROM strangler_outbox GROUP BY stream ORDER BY stream";
         let now = now_ms();

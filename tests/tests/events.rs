@@ -242,6 +242,7 @@ async fn outage_then_recovery(postgres: bool) {
         text.contains("strangler_outbox_depth{stream=\"orders\"} 50"),
         "{text}"
     );
+    assert!(m.outbox_oldest_age.with_label_values(&["orders"]).get() > 0.0);
     // Back: everything arrives.
     shim.up().await;
     strangler_tests::wait_for("the outbox to drain", Duration::from_secs(60), || {
@@ -249,6 +250,12 @@ async fn outage_then_recovery(postgres: bool) {
         async move { o.depth().await.unwrap().is_empty() }
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(m.outbox_depth.with_label_values(&["orders"]).get(), 0);
+    assert_eq!(
+        m.outbox_oldest_age.with_label_values(&["orders"]).get(),
+        0.0
+    );
     stop_tx.send(true).unwrap();
     running.await.unwrap();
     let got = kinesis::read_all(&c, "orders").await;
