@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Dual-write cost: strangler (1 worker thread) forwarding a 1 KB JSON POST with a publishing rule
-# (sync durability: each event committed to the SQLite outbox before the answer is released; the
-# relay drains to kinesalite meanwhile) against the same proxy passing the same POST through
-# without publishing. nginx `return 200` is the backend. Each proxy (relay included) runs on core 0;
-# wrk, nginx and kinesalite share core 1, so neither proxy loses CPU to them.
+# Dual-write cost: strangler (1 worker thread) forwarding a 1 KB JSON POST, three ways with the
+# same route: passing it through; with a publish rule that reads the body for its partition key
+# but never fires (when_status 599: the cost of reading and parsing the body); and publishing
+# with sync durability (each event committed to the SQLite outbox before the answer is released;
+# the relay drains to kinesalite meanwhile). nginx `return 200` is the backend. Each proxy (all
+# its threads) runs on core 0; wrk, nginx and kinesalite share core 1. Prints req/s, latency and
+# each proxy's CPU time per request.
 # Usage: bench/dual_write.sh [secs] [conns]
 set -euo pipefail
 secs="${1:-10}"
@@ -88,7 +90,7 @@ run() { # $1 label, $2 port, $3 proxy pid
   local rps p50 p99 non2xx requests cpu
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   requests=$(echo "$out" | awk '/requests in/ {print $1}')
-  cpu=$(python3 -c "print(f'{$used / $(getconf CLK_TCK) / $requests * 1e6:.0f}')")
+  cpu=$(python3 -c "print(f'{$used / $(getconf CLK_TCK) / $requests * 1e6:.1f}')")
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
