@@ -108,10 +108,8 @@ macro_rules! pending {
 #[derive(Clone)]
 pub struct Outbox {
     pool: Pool,
-    /// The relay's reads and retry schedules (deletes after publishing go through the writer).
-    /// On SQLite a connection with `synchronous=NORMAL`: losing such a commit to a power cut
-    /// only means an event is tried again sooner, and it keeps fsync off the relay's path.
-    /// Enqueues keep `FULL`.
+    /// The relay's reads, on connections of their own (its deletes and retries go through the
+    /// writer).
     relay_pool: Pool,
     writer: mpsc::Sender<Write>,
     /// Signalled after each group commit (the relay waits on it).
@@ -128,6 +126,15 @@ enum Write {
     Enqueue(NewEvent, oneshot::Sender<Result<(), String>>),
     /// Remove published events (archive them with `keep`).
     Published(Vec<i64>, bool, oneshot::Sender<Result<(), String>>),
+    /// Record a failed try of events.
+    Retry(Retry, oneshot::Sender<Result<(), String>>),
+}
+
+/// A failed try of events: not tried again before `next_ms`.
+struct Retry {
+    seqs: Vec<i64>,
+    next_ms: i64,
+    error: String,
 }
 
 /// When enqueues overlap (the last group had more than one event), the writer waits this long
@@ -165,7 +172,7 @@ impl Outbox {
                 .map_err(connect_err)?;
             let relay_pool = SqlitePoolOptions::new()
                 .max_connections(2)
-                .connect_with(opts.synchronous(SqliteSynchronous::Normal))
+                .connect_with(opts)
                 .await
                 .map_err(connect_err)?;
             (Pool::Sqlite(pool), Pool::Sqlite(relay_pool), false)
@@ -216,7 +223,7 @@ impl Outbox {
 
     /// Stores events in one transaction of their own, outside the group writer (bulk loads).
     pub async fn enqueue_batch(&self, events: &[NewEvent]) -> Result<(), OutboxError> {
-        write(&self.pool, events, &[])
+        write(&self.pool, events, &[], &[])
             .await
             .map_err(OutboxError::Db)?;
         self.committed.notify_one();
@@ -276,24 +283,20 @@ impl Outbox {
     }
 
     /// Records a failed try of these events (kept across restarts: the count decides when an
-    /// event is dead-lettered); they are not tried again before `next_ms`.
+    /// event is dead-lettered); they are not tried again before `next_ms`. Goes through the
+    /// writer, like the deletes after publishing, so that throttling does not make enqueues
+    /// wait on a second writer's lock.
     pub async fn retry(&self, seqs: &[i64], next_ms: i64, error: &str) -> Result<(), OutboxError> {
         if seqs.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "UPDATE strangler_outbox SET attempts = attempts + 1, next_attempt_ms = $1, last_error = $2 WHERE seq IN ({})",
-            id_list(seqs)
-        );
-        on_pool!(&self.relay_pool, |p| {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .persistent(false)
-                .bind(next_ms)
-                .bind(error)
-                .execute(p)
-                .await?;
-        });
-        Ok(())
+        let retry = Retry {
+            seqs: seqs.to_vec(),
+            next_ms,
+            error: error.to_string(),
+        };
+        self.through_writer(|reply| Write::Retry(retry, reply))
+            .await
     }
 
     /// Moves an event to the dead-letter table.
@@ -463,11 +466,13 @@ async fn migrate(pool: &Pool) -> Result<(), OutboxError> {
     Ok(())
 }
 
-/// One transaction: removes (or archives, with `keep`) published rows, then adds `events`.
+/// One transaction: removes (or archives, with `keep`) published rows, records failed tries,
+/// then adds `events`.
 async fn write(
     pool: &Pool,
     events: &[NewEvent],
     published: &[(Vec<i64>, bool)],
+    retries: &[Retry],
 ) -> Result<(), sqlx::Error> {
     let now = now_ms();
     on_pool!(pool, |p| {
@@ -487,6 +492,18 @@ async fn write(
             let delete = format!("DELETE FROM strangler_outbox WHERE seq IN ({list})");
             sqlx::query(sqlx::AssertSqlSafe(delete))
                 .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for r in retries {
+            let update = format!(
+                "UPDATE strangler_outbox SET attempts = attempts + 1, next_attempt_ms = $1, last_error = $2 WHERE seq IN ({})",
+                id_list(&r.seqs)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(update))
+                .persistent(false)
+                .bind(r.next_ms)
+                .bind(&r.error)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -580,6 +597,7 @@ async fn group_writer(pool: Pool, mut rx: mpsc::Receiver<Write>, committed: Arc<
         }
         let mut events = Vec::with_capacity(batch.len());
         let mut published = Vec::new();
+        let mut retries = Vec::new();
         let mut replies = Vec::with_capacity(batch.len());
         for w in batch.drain(..) {
             match w {
@@ -591,10 +609,14 @@ async fn group_writer(pool: Pool, mut rx: mpsc::Receiver<Write>, committed: Arc<
                     published.push((seqs, keep));
                     replies.push(reply);
                 }
+                Write::Retry(retry, reply) => {
+                    retries.push(retry);
+                    replies.push(reply);
+                }
             }
         }
         last_group = events.len();
-        let result = write(&pool, &events, &published)
+        let result = write(&pool, &events, &published, &retries)
             .await
             .map_err(|e| e.to_string());
         if result.is_ok() && !events.is_empty() {

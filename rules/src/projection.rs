@@ -72,14 +72,6 @@ impl Projection {
         node.members.clear();
     }
 
-    /// Keeps the whole body.
-    pub fn add_all(&mut self) {
-        self.root = Node {
-            all: true,
-            members: BTreeMap::new(),
-        };
-    }
-
     /// Whether nothing is narrowed (the body is parsed whole).
     pub fn is_all(&self) -> bool {
         self.root.all

@@ -205,26 +205,34 @@ impl Publish {
             .any(|r| matches!(r, ValueRef::ResponseBody { .. }))
     }
 
-    /// Adds the request-body paths the event reads to `p`. Data that is the whole body,
-    /// unredacted, is carried as the request's text and needs no parsed tree.
+    /// True when the data is the whole request body, unredacted: the event carries the
+    /// request's JSON text as it came (`Exchange::request_json_text`), no parsed tree.
+    fn data_is_request_text(&self) -> bool {
+        matches!(&self.data, Data::One(ValueRef::RequestBody { source, .. }) if source == "$")
+            && self.redact.is_empty()
+    }
+
+    /// Adds the request-body paths the event reads from a parsed body to `p`.
     pub(crate) fn add_body_paths(&self, p: &mut crate::Projection) {
-        for r in self.refs() {
-            if let ValueRef::RequestBody { query, source } = r {
-                let as_text = matches!(&self.data, Data::One(d) if std::ptr::eq(d, r))
-                    && source == "$"
-                    && self.redact.is_empty();
-                if !as_text {
-                    p.add(query);
-                }
+        let data = (!self.data_is_request_text()).then_some(&self.data);
+        for r in self.refs_of(data) {
+            if let ValueRef::RequestBody { query, .. } = r {
+                p.add(query);
             }
         }
     }
 
     fn refs(&self) -> impl Iterator<Item = &ValueRef> {
+        self.refs_of(Some(&self.data))
+    }
+
+    /// The subject, the partition key, and the refs of `data` when given.
+    fn refs_of<'s>(&'s self, data: Option<&'s Data>) -> impl Iterator<Item = &'s ValueRef> {
         // Called on the request path (via `Route::needs_body`): no allocation.
-        let (one, fields) = match &self.data {
-            Data::One(r) => (Some(r), &[][..]),
-            Data::Object(f) => (None, f.as_slice()),
+        let (one, fields) = match data {
+            None => (None, &[][..]),
+            Some(Data::One(r)) => (Some(r), &[][..]),
+            Some(Data::Object(f)) => (None, f.as_slice()),
         };
         self.subject
             .iter()
@@ -245,10 +253,8 @@ impl Publish {
             .partition_key
             .as_ref()
             .map_or_else(|| ex.sticky_key.map(str::to_string), text);
-        if let (Data::One(ValueRef::RequestBody { source, .. }), Some(json_text)) =
-            (&self.data, ex.request_json_text)
-            && source == "$"
-            && self.redact.is_empty()
+        if let Some(json_text) = ex.request_json_text
+            && self.data_is_request_text()
         {
             return EventFields {
                 subject,
