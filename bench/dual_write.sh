@@ -24,8 +24,8 @@ http { access_log off; client_body_temp_path $work; proxy_temp_path $work; fastc
   server { listen 127.0.0.1:$backend; keepalive_requests 1000000; client_body_buffer_size 64k;
     location / { return 200 '{"id":1}'; } } }
 NGINX
-taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
-taskset -c 1 "$kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!)
+taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!); nginx_pid=$!
+taskset -c 1 "$kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!); kinesalite_pid=$!
 
 setup() { # $1 name, $2 port, $3 publish yes/no
   mkdir -p "$work/$1/rules"
@@ -81,12 +81,35 @@ PY
 
 # CPU time (user + system, all threads) a process has used, in clock ticks.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The same per thread name ("name ticks" lines).
+thread_ticks() {
+  for t in /proc/"$1"/task/*; do
+    # utime and stime are fields 14 and 15, counted after the parenthesised name.
+    printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+  done | awk '{s[$1] += $2} END {for (n in s) print n, s[n]}' | sort
+}
+# Busy ticks per core ("cpuN busy total" lines).
+core_ticks() { awk '/^cpu[0-9]/ {print $1, $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
 
 run() { # $1 label, $2 port, $3 proxy pid
   taskset -c 1 wrk -t1 -c"$conns" -d2s -s "$work/post.lua" "http://127.0.0.1:$2/" >/dev/null
   local before; before=$(ticks "$3")
+  local threads_before; threads_before=$(thread_ticks "$3")
+  local cores_before; cores_before=$(core_ticks)
+  local helpers_before; helpers_before="$(ticks "$nginx_pid") $(ticks "$kinesalite_pid")"
   local out; out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/post.lua" "http://127.0.0.1:$2/")
   local used=$(( $(ticks "$3") - before ))
+  # Where the proxy's CPU went, per thread, and how busy each core was: to stderr, after the row.
+  local requests_done; requests_done=$(echo "$out" | awk '/requests in/ {print $1}')
+  {
+    echo "  $1 — CPU µs/req by thread:" \
+      "$(join -a2 <(echo "$threads_before") <(thread_ticks "$3") | awk -v r="$requests_done" -v hz="$(getconf CLK_TCK)" \
+        'NF == 2 {$3 = $2; $2 = 0} {d = ($3 - $2) / hz / r * 1e6; if (d >= 0.5) printf "%s %.1f, ", $1, d}')"
+    echo "  core busy %:" \
+      "$(join <(echo "$cores_before") <(core_ticks) | awk '{printf "%s %.0f%%, ", $1, ($4 - $2) / ($5 - $3) * 100}')" \
+      "of which nginx, kinesalite: $(echo "$helpers_before $(ticks "$nginx_pid") $(ticks "$kinesalite_pid")" \
+        | awk -v t="$secs" -v hz="$(getconf CLK_TCK)" '{printf "%.0f%%, %.0f%%", ($3 - $1) / hz / t * 100, ($4 - $2) / hz / t * 100}')"
+  } >&2
   local rps p50 p99 non2xx requests cpu
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   requests=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -103,11 +126,16 @@ b=$(run "publish, sync: outbox commit before the answer" "$publish" "$publish_pi
 base=$(echo "$a" | cut -d'|' -f2)
 # "CPU µs/req": the proxy process's CPU time (all its threads: worker, outbox, relay) during the
 # run, per request answered.
-printf '\n| %-48s | %10s | %8s | %8s | %8s | %12s | %7s |\n' setup "req/s" p50 p99 "non-2xx" "CPU µs/req" "×"
-printf '|%s|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------------------" "------------" "----------" "----------" "----------" "-------------" "---------"
+# "req/s per core": 1e6 / CPU µs per request, the rate the proxy would reach with its core as
+# the only limit. The publishing run's req/s is also held down by core 1, where kinesalite
+# competes with wrk and nginx (stderr shows how busy each core was and kinesalite's share).
+base_cpu=$(echo "$a" | cut -d'|' -f6)
+printf '\n| %-48s | %10s | %8s | %8s | %8s | %12s | %7s | %13s | %7s |\n' setup "req/s" p50 p99 "non-2xx" "CPU µs/req" "×" "req/s per core" "×"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------------------" "------------" "----------" "----------" "----------" "-------------" "---------" "----------------" "---------"
 for r in "$a" "$n" "$b"; do
   IFS='|' read -r name rps p50 p99 bad cpu <<<"$r"
-  printf '| %-48s | %10s | %8s | %8s | %8s | %11s | %7s |\n' "$name" "$rps" "$p50" "$p99" "$bad" "$cpu" "$(python3 -c "print(f'{$rps/$base:.2f}')")"
+  printf '| %-48s | %10s | %8s | %8s | %8s | %11s | %7s | %14s | %7s |\n' "$name" "$rps" "$p50" "$p99" "$bad" "$cpu" \
+    "$(python3 -c "print(f'{$rps/$base:.2f}')")" "$(python3 -c "print(f'{1e6/$cpu:.0f}')")" "$(python3 -c "print(f'{$base_cpu/$cpu:.2f}')")"
 done
 sleep 2
 admin=$(grep '^admin' "$work/publish/strangler.yaml" | cut -d'"' -f2)

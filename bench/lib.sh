@@ -9,8 +9,13 @@ need() { # tools…
 }
 
 # Builds in release and prints the path of the named artefact under the target directory.
+# STRANGLER_BIN, when set, is used instead of building strangler (A/B runs of two builds).
 release_build() { # cargo args…, then the artefact path relative to target/release as last arg
   local artefact="${*: -1}"
+  if [ "$artefact" = strangler ] && [ -n "${STRANGLER_BIN:-}" ]; then
+    echo "$STRANGLER_BIN"
+    return
+  fi
   echo "building (release)…" >&2
   cargo build --quiet --release --manifest-path "$root/Cargo.toml" "${@:1:$#-1}"
   local target_dir

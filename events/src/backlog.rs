@@ -11,6 +11,7 @@
 //! (throttled, deleted, one hot key) neither grows the process nor holds up the others.
 
 use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::outbox::Pending;
@@ -41,11 +42,41 @@ struct Queue {
     /// How many of its rows are left in the store that way.
     left: usize,
     last_launch: Option<Instant>,
+    /// The last pick found nothing to send and nothing waiting for a retry time, and no row
+    /// changed since: picking again would walk the queue for nothing.
+    nothing_to_pick: bool,
+    /// `pick`'s set of keys seen, kept to reuse its allocation.
+    keys: HashSet<u64, BuildHasherDefault<KeyHash>>,
 }
 
 struct Row {
     pending: Pending,
+    /// The partition key's hash: `pick` compares these, not the strings. Two keys with the same
+    /// hash only wait for each other (one call apart), which keeps every key's order.
+    key: u64,
     inflight: bool,
+}
+
+/// The hasher of `pick`'s key set: the values are already hashes.
+#[derive(Default)]
+struct KeyHash(u64);
+
+impl Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+fn key_hash(key: &str) -> u64 {
+    BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(key)
 }
 
 pub enum Next {
@@ -68,9 +99,11 @@ impl Queue {
 
     fn insert(&mut self, p: Pending) {
         self.bytes += p.payload.len();
+        self.nothing_to_pick = false;
         self.rows.insert(
             p.seq,
             Row {
+                key: key_hash(&p.partition_key),
                 pending: p,
                 inflight: false,
             },
@@ -161,6 +194,9 @@ impl Backlog {
                 (Some((now, linger)), Some(last)) => linger.checked_sub(now.duration_since(last)),
                 _ => None,
             };
+            if q.nothing_to_pick {
+                continue;
+            }
             // Too few rows for a full batch while the stream lingers: no need to walk them.
             if let Some(left) = lingering
                 && q.rows.len() < MAX_RECORDS
@@ -174,6 +210,7 @@ impl Backlog {
                 wait_at_most(Duration::from_millis((at - now_ms).max(1) as u64));
             }
             if picked.is_empty() {
+                q.nothing_to_pick = retry_ms.is_none();
                 continue;
             }
             let full = picked.len() == MAX_RECORDS || bytes > MAX_CALL_BYTES / 2;
@@ -212,17 +249,17 @@ impl Backlog {
         if let Some(q) = self.streams.get_mut(stream)
             && let Some(row) = q.rows.remove(&seq)
         {
+            q.nothing_to_pick = false;
             q.bytes -= row.pending.payload.len();
         }
     }
 
     /// Schedules a row for another try at `at_ms` (its key waits until then).
     pub fn retry_at(&mut self, stream: &str, seq: i64, at_ms: i64) {
-        if let Some(row) = self
-            .streams
-            .get_mut(stream)
-            .and_then(|q| q.rows.get_mut(&seq))
+        if let Some(q) = self.streams.get_mut(stream)
+            && let Some(row) = q.rows.get_mut(&seq)
         {
+            q.nothing_to_pick = false;
             row.inflight = false;
             row.pending.attempts += 1;
             row.pending.next_attempt_ms = at_ms;
@@ -239,14 +276,15 @@ impl Backlog {
 /// The first waiting row of each key, in order, as long as it is due and the call has room; a
 /// key whose earliest row is in flight or not yet due is skipped whole. Returns the rows, their
 /// bytes, and the earliest retry time among the keys' first rows that are not due yet.
-fn pick(q: &Queue, now_ms: i64) -> (Vec<i64>, usize, Option<i64>) {
-    let mut keys = HashSet::new();
+fn pick(q: &mut Queue, now_ms: i64) -> (Vec<i64>, usize, Option<i64>) {
+    let keys = &mut q.keys;
+    keys.clear();
     let mut picked = Vec::new();
     let mut bytes = 0;
     let mut retry_ms: Option<i64> = None;
     for (seq, row) in &q.rows {
         let p = &row.pending;
-        if !keys.insert(p.partition_key.as_str()) || row.inflight {
+        if !keys.insert(row.key) || row.inflight {
             continue;
         }
         if p.next_attempt_ms > now_ms {

@@ -11,6 +11,7 @@ pub mod kinesis;
 pub mod metrics;
 pub mod outbox;
 pub mod relay;
+mod sqlite_writer;
 
 pub use envelope::{CloudEvent, Data};
 pub use metrics::Metrics;

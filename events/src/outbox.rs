@@ -1,6 +1,9 @@
 //! The durable outbox: events are committed here (SQLite by default, PostgreSQL for replicas)
 //! before the relay sends them to Kinesis. Concurrent enqueues are grouped into one transaction,
-//! so throughput grows with concurrency while each caller still waits for its own commit.
+//! so throughput grows with concurrency while each caller still waits for its own commit. On
+//! SQLite the group writer is a thread with a connection of its own (`sqlite_writer`) that hands
+//! the rows it commits straight to the relay ([`HandOff`]); on PostgreSQL it is a task on sqlx,
+//! and the relay reads new rows back from the shared store.
 //! Published rows are deleted, or archived for a retention period; rows that exhaust their tries
 //! move to the dead-letter table with the reason, until re-driven.
 
@@ -11,7 +14,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -21,6 +24,11 @@ pub enum OutboxError {
     Connect { url: String, source: sqlx::Error },
     #[error("outbox store: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("outbox store {url}: {source}")]
+    Writer {
+        url: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("outbox writer stopped")]
     Closed,
     #[error("outbox write: {0}")]
@@ -116,12 +124,33 @@ pub struct Outbox {
     pub committed: Arc<Notify>,
     /// True when replicas share the store (PostgreSQL): the relay then takes a leader lock.
     pub shared: bool,
+    /// Rows the group writer committed, handed to the relay in memory (SQLite: one process, and
+    /// `seq` values known at commit), so the relay need not read back what was just written.
+    handoff: Option<Arc<Mutex<HandOff>>>,
 }
 
-const MAX_GROUP: usize = 512;
+/// The group writer's committed rows on their way to the relay. The store stays the truth: the
+/// relay takes these rows only when they continue its cursor without a gap, and reads the store
+/// otherwise (rows added by other paths, rows from before a start, rows not kept here because
+/// the relay was not taking them).
+#[derive(Default)]
+pub(crate) struct HandOff {
+    rows: Vec<Pending>,
+    bytes: usize,
+    /// The highest `seq` the group writer committed.
+    last_seq: i64,
+    /// Rows may have reached the store another way (a start, a re-drive, a bulk load).
+    stale: bool,
+}
+
+/// Rows and bytes the hand-off holds at most; beyond that the relay reads the store.
+const HANDOFF_ROWS: usize = 8_192;
+const HANDOFF_BYTES: usize = 32 * 1024 * 1024;
+
+pub(crate) const MAX_GROUP: usize = 512;
 
 /// What the single writer does, with the caller waiting for its commit.
-enum Write {
+pub(crate) enum Write {
     /// Store an event.
     Enqueue(NewEvent, oneshot::Sender<Result<(), String>>),
     /// Remove published events (archive them with `keep`).
@@ -131,16 +160,60 @@ enum Write {
 }
 
 /// A failed try of events: not tried again before `next_ms`.
-struct Retry {
-    seqs: Vec<i64>,
-    next_ms: i64,
-    error: String,
+pub(crate) struct Retry {
+    pub seqs: Vec<i64>,
+    pub next_ms: i64,
+    pub error: String,
+}
+
+/// One group commit's work, split from the writes taken.
+pub(crate) struct Group {
+    pub events: Vec<NewEvent>,
+    pub published: Vec<(Vec<i64>, bool)>,
+    pub retries: Vec<Retry>,
+    replies: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Group {
+    pub(crate) fn split(batch: &mut Vec<Write>) -> Group {
+        let mut g = Group {
+            events: Vec::with_capacity(batch.len()),
+            published: Vec::new(),
+            retries: Vec::new(),
+            replies: Vec::with_capacity(batch.len()),
+        };
+        for w in batch.drain(..) {
+            let reply = match w {
+                Write::Enqueue(ev, reply) => {
+                    g.events.push(ev);
+                    reply
+                }
+                Write::Published(seqs, keep, reply) => {
+                    g.published.push((seqs, keep));
+                    reply
+                }
+                Write::Retry(retry, reply) => {
+                    g.retries.push(retry);
+                    reply
+                }
+            };
+            g.replies.push(reply);
+        }
+        g
+    }
+
+    /// Tells every caller how the commit went.
+    pub(crate) fn reply(self, result: &Result<(), String>) {
+        for reply in self.replies {
+            let _ = reply.send(result.clone());
+        }
+    }
 }
 
 /// When enqueues overlap (the last group had more than one event), the writer waits this long
 /// before committing, so that one commit (one fsync) carries the whole burst instead of a
 /// trickle of small groups; a lone enqueue is committed at once.
-const GATHER: Duration = Duration::from_millis(1);
+pub(crate) const GATHER: Duration = Duration::from_millis(1);
 
 /// Taken by every transaction that adds rows on PostgreSQL (enqueues, re-drives), so that
 /// replicas add rows one transaction at a time and `seq` values become visible in order.
@@ -153,8 +226,19 @@ impl Outbox {
             url: url.to_string(),
             source,
         };
-        let (pool, relay_pool, shared) = if url.starts_with("sqlite:") {
+        let writer_err = |source: Box<dyn std::error::Error + Send + Sync>| OutboxError::Writer {
+            url: url.to_string(),
+            source,
+        };
+        // SQLite: the file the group writer opens on its own connection.
+        let (pool, relay_pool, shared, sqlite_file) = if url.starts_with("sqlite:") {
             let opts: SqliteConnectOptions = url.parse().map_err(connect_err)?;
+            let file = opts.get_filename().to_path_buf();
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                return Err(writer_err(
+                    "an in-memory outbox loses every event on exit: give a file".into(),
+                ));
+            }
             let opts = opts
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -175,28 +259,86 @@ impl Outbox {
                 .connect_with(opts)
                 .await
                 .map_err(connect_err)?;
-            (Pool::Sqlite(pool), Pool::Sqlite(relay_pool), false)
+            (
+                Pool::Sqlite(pool),
+                Pool::Sqlite(relay_pool),
+                false,
+                Some(file),
+            )
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .connect(url)
                 .await
                 .map_err(connect_err)?;
-            (Pool::Postgres(pool.clone()), Pool::Postgres(pool), true)
+            (
+                Pool::Postgres(pool.clone()),
+                Pool::Postgres(pool),
+                true,
+                None,
+            )
         } else {
             return Err(OutboxError::BadUrl(url.to_string()));
         };
         migrate(&pool).await?;
         let (tx, rx) = mpsc::channel(8192);
         let committed = Arc::new(Notify::new());
-        tokio::spawn(group_writer(pool.clone(), rx, Arc::clone(&committed)));
+        let handoff = match sqlite_file {
+            // SQLite: the writer thread, which hands its rows to the relay.
+            Some(file) => {
+                let conn = crate::sqlite_writer::open(&file).map_err(|e| writer_err(e.into()))?;
+                let handoff = Arc::new(Mutex::new(HandOff {
+                    stale: true,
+                    ..HandOff::default()
+                }));
+                crate::sqlite_writer::spawn(conn, rx, Arc::clone(&committed), Arc::clone(&handoff))
+                    .map_err(|e| writer_err(e.into()))?;
+                Some(handoff)
+            }
+            None => {
+                tokio::spawn(group_writer(pool.clone(), rx, Arc::clone(&committed)));
+                None
+            }
+        };
         Ok(Outbox {
             pool,
             relay_pool,
             writer: tx,
             committed,
             shared,
+            handoff,
         })
+    }
+
+    /// The rows committed since `cursor` when the group writer handed over all of them, in
+    /// `seq` order; `None` when the store must be read instead (see [`HandOff`]). Takes what
+    /// the hand-off holds either way.
+    pub(crate) fn handed_over(&self, cursor: i64) -> Option<Vec<Pending>> {
+        let mut h = self.handoff.as_ref()?.lock().ok()?;
+        let rows = std::mem::take(&mut h.rows);
+        h.bytes = 0;
+        if std::mem::take(&mut h.stale) {
+            return None;
+        }
+        let rows: Vec<Pending> = rows.into_iter().filter(|r| r.seq > cursor).collect();
+        let whole = match (rows.first(), rows.last()) {
+            (Some(first), Some(last)) => {
+                first.seq == cursor + 1
+                    && last.seq == h.last_seq
+                    && (last.seq - first.seq) as usize + 1 == rows.len()
+            }
+            _ => h.last_seq <= cursor,
+        };
+        whole.then_some(rows)
+    }
+
+    /// Rows reached the store outside the group writer: the relay reads it next time.
+    fn mark_stale(&self) {
+        if let Some(h) = &self.handoff
+            && let Ok(mut h) = h.lock()
+        {
+            h.stale = true;
+        }
     }
 
     /// Stores one event; returns once it is committed (grouped with concurrent callers).
@@ -223,9 +365,10 @@ impl Outbox {
 
     /// Stores events in one transaction of their own, outside the group writer (bulk loads).
     pub async fn enqueue_batch(&self, events: &[NewEvent]) -> Result<(), OutboxError> {
-        write(&self.pool, events, &[], &[])
+        write(&self.pool, now_ms(), events, &[], &[])
             .await
             .map_err(OutboxError::Db)?;
+        self.mark_stale();
         self.committed.notify_one();
         Ok(())
     }
@@ -370,6 +513,8 @@ impl Outbox {
             tx.commit().await?;
             n
         });
+        self.mark_stale();
+        self.committed.notify_one();
         Ok(moved)
     }
 
@@ -466,15 +611,16 @@ async fn migrate(pool: &Pool) -> Result<(), OutboxError> {
     Ok(())
 }
 
-/// One transaction: removes (or archives, with `keep`) published rows, records failed tries,
-/// then adds `events`.
+/// One transaction through sqlx: removes (or archives, with `keep`) published rows, records
+/// failed tries, then adds `events` (created at `now`). The PostgreSQL group writer and bulk
+/// loads use it; SQLite's group writer has its own (`sqlite_writer`).
 async fn write(
     pool: &Pool,
+    now: i64,
     events: &[NewEvent],
     published: &[(Vec<i64>, bool)],
     retries: &[Retry],
 ) -> Result<(), sqlx::Error> {
-    let now = now_ms();
     on_pool!(pool, |p| {
         let mut tx = p.begin().await?;
         for (seqs, keep) in published {
@@ -580,8 +726,9 @@ fn insert_sql(rows: usize) -> &'static str {
     &all[rows.ilog2() as usize]
 }
 
-/// Group commit: takes every write waiting (up to `MAX_GROUP`) into one transaction, after a
-/// `GATHER` pause when enqueues overlap; wakes the relay after each commit that added events.
+/// Group commit on PostgreSQL: takes every write waiting (up to `MAX_GROUP`) into one
+/// transaction, after a `GATHER` pause when enqueues overlap; wakes the relay after each commit
+/// that added events (the relay reads them from the store: replicas share it).
 async fn group_writer(pool: Pool, mut rx: mpsc::Receiver<Write>, committed: Arc<Notify>) {
     let mut batch = Vec::with_capacity(MAX_GROUP);
     let mut last_group = 0;
@@ -595,37 +742,49 @@ async fn group_writer(pool: Pool, mut rx: mpsc::Receiver<Write>, committed: Arc<
                 }
             }
         }
-        let mut events = Vec::with_capacity(batch.len());
-        let mut published = Vec::new();
-        let mut retries = Vec::new();
-        let mut replies = Vec::with_capacity(batch.len());
-        for w in batch.drain(..) {
-            match w {
-                Write::Enqueue(ev, reply) => {
-                    events.push(ev);
-                    replies.push(reply);
-                }
-                Write::Published(seqs, keep, reply) => {
-                    published.push((seqs, keep));
-                    replies.push(reply);
-                }
-                Write::Retry(retry, reply) => {
-                    retries.push(retry);
-                    replies.push(reply);
-                }
-            }
-        }
-        last_group = events.len();
-        let result = write(&pool, &events, &published, &retries)
-            .await
-            .map_err(|e| e.to_string());
-        if result.is_ok() && !events.is_empty() {
+        let group = Group::split(&mut batch);
+        last_group = group.events.len();
+        let result = write(
+            &pool,
+            now_ms(),
+            &group.events,
+            &group.published,
+            &group.retries,
+        )
+        .await
+        .map_err(|e| e.to_string());
+        let added = !group.events.is_empty();
+        group.reply(&result);
+        if result.is_ok() && added {
             committed.notify_one();
         }
-        for reply in replies {
-            let _ = reply.send(result.clone());
-        }
     }
+}
+
+/// Passes committed events to the relay as the rows they became (`last` is the `seq` of the
+/// final one), or only notes their `seq` when the relay has not taken what it was given.
+pub(crate) fn hand_over(handoff: &Mutex<HandOff>, events: Vec<NewEvent>, last: i64, now: i64) {
+    let Ok(mut h) = handoff.lock() else {
+        return;
+    };
+    h.last_seq = last;
+    let bytes: usize = events.iter().map(|e| e.payload.len()).sum();
+    if h.rows.len() + events.len() > HANDOFF_ROWS || h.bytes + bytes > HANDOFF_BYTES {
+        return;
+    }
+    h.bytes += bytes;
+    let first = last - events.len() as i64 + 1;
+    h.rows
+        .extend(events.into_iter().enumerate().map(|(i, e)| Pending {
+            seq: first + i as i64,
+            id: e.id,
+            stream: e.stream,
+            partition_key: e.partition_key,
+            payload: e.payload,
+            attempts: 0,
+            created_ms: now,
+            next_attempt_ms: now,
+        }));
 }
 
 fn id_list(seqs: &[i64]) -> String {
@@ -639,4 +798,69 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u32) -> NewEvent {
+        NewEvent {
+            id: format!("id-{n}"),
+            route: "orders".into(),
+            stream: "orders".into(),
+            partition_key: format!("k{n}"),
+            payload: format!("{{\"n\":{n}}}").into_bytes(),
+        }
+    }
+
+    fn seqs(rows: Option<Vec<Pending>>) -> Option<Vec<i64>> {
+        rows.map(|r| r.iter().map(|p| p.seq).collect())
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_store_is_refused() {
+        let err = Outbox::connect("sqlite::memory:").await.err().unwrap();
+        assert!(err.to_string().contains("in-memory outbox"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn hands_committed_rows_over_and_sends_the_relay_to_the_store_on_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+        let outbox = Outbox::connect(&url).await.unwrap();
+        // At start the store may hold rows from an earlier run: read it first.
+        assert_eq!(seqs(outbox.handed_over(0)), None);
+        outbox.enqueue(event(1)).await.unwrap();
+        outbox.enqueue(event(2)).await.unwrap();
+        let rows = outbox.handed_over(0).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[1].seq, rows[1].id.as_str()), (2, "id-2"));
+        assert_eq!(rows[1].payload, br#"{"n":2}"#);
+        // Nothing new: nothing to read either.
+        assert_eq!(seqs(outbox.handed_over(2)), Some(vec![]));
+        // A bulk load bypasses the writer: the store holds rows the hand-off does not.
+        outbox.enqueue_batch(&[event(3)]).await.unwrap();
+        outbox.enqueue(event(4)).await.unwrap();
+        assert_eq!(seqs(outbox.handed_over(2)), None);
+        // The relay read 3 and 4 from the store; the writer's next rows follow on.
+        outbox.enqueue(event(5)).await.unwrap();
+        assert_eq!(seqs(outbox.handed_over(4)), Some(vec![5]));
+        // A relay behind the hand-off (it started over) reads the store.
+        outbox.enqueue(event(6)).await.unwrap();
+        assert_eq!(seqs(outbox.handed_over(0)), None);
+        // Rows it already has are skipped.
+        outbox.enqueue(event(7)).await.unwrap();
+        outbox.enqueue(event(8)).await.unwrap();
+        assert_eq!(seqs(outbox.handed_over(7)), Some(vec![8]));
+        // What the store holds agrees with the hand-off.
+        let stored = outbox.read_after(4, 10).await.unwrap();
+        assert_eq!(
+            stored
+                .iter()
+                .map(|p| (p.seq, p.id.as_str()))
+                .collect::<Vec<_>>(),
+            [(5, "id-5"), (6, "id-6"), (7, "id-7"), (8, "id-8")]
+        );
+    }
 }

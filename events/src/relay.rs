@@ -1,5 +1,6 @@
-//! The relay: drains the outbox into Kinesis. It reads new rows by `seq` (cheap range reads),
-//! keeps what it has read in memory ([`Backlog`]), and sends PutRecords batches of at most 500
+//! The relay: drains the outbox into Kinesis. It takes the rows the outbox's group writer just
+//! committed from memory, or reads new rows by `seq` (cheap range reads) when that hand-off does
+//! not cover them, keeps them in memory ([`Backlog`]), and sends PutRecords batches of at most 500
 //! records and 5 MiB, several calls in flight at once, one record per partition key per call (so
 //! a failed record can never be overtaken by a later one of its key). Throttling and per-record
 //! failures are retried with exponential backoff and full jitter; events are dead-lettered after
@@ -134,11 +135,13 @@ impl Relay {
         let mut last_prune = Instant::now() - Duration::from_secs(3600);
         while !*shutdown.borrow() {
             let since_read = last_read.elapsed();
-            if (dirty && since_read >= self.cfg.linger) || self.more || since_read >= self.cfg.poll
-            {
+            // The idle poll reads the store itself: rows that reached it any other way (another
+            // process writing the same file, say) show up within `poll` too.
+            let polled = since_read >= self.cfg.poll;
+            if (dirty && since_read >= self.cfg.linger) || self.more || polled {
                 last_read = Instant::now();
                 dirty = false;
-                if let Err(e) = self.load().await {
+                if let Err(e) = self.load(polled).await {
                     warn!(error = %e, "Relay cannot read the outbox; retrying");
                     self.reset(&mut calls).await;
                     tokio::time::sleep(self.cfg.poll).await;
@@ -194,10 +197,10 @@ impl Relay {
     pub async fn pass(&mut self) -> Result<Pass, OutboxError> {
         let mut calls = JoinSet::new();
         let result = async {
-            let mut total = self.load().await?;
+            let mut total = self.load(false).await?;
             loop {
                 if self.more {
-                    total.add(self.load().await?);
+                    total.add(self.load(false).await?);
                 }
                 self.launch(&mut calls, None);
                 let Some(done) = calls.join_next().await else {
@@ -213,14 +216,27 @@ impl Relay {
         result
     }
 
-    /// Reads new rows, and rows of lagging streams that have room again. Records over Kinesis's
-    /// 1 MiB limit are dead-lettered here.
-    async fn load(&mut self) -> Result<Pass, OutboxError> {
-        let rows = self
-            .outbox
-            .read_after(self.backlog.cursor, READ_LIMIT)
-            .await?;
-        self.more = rows.len() as i64 == READ_LIMIT;
+    /// Takes new rows (handed over by the writer, or read from the store when the hand-off does
+    /// not cover them, or with `from_store`), and rows of lagging streams that have room again.
+    /// Records over Kinesis's 1 MiB limit are dead-lettered here.
+    async fn load(&mut self, from_store: bool) -> Result<Pass, OutboxError> {
+        let handed = self.outbox.handed_over(self.backlog.cursor);
+        // After a full read of the store, the rest is read from it too: the hand-off only
+        // covers rows the writer committed since it last gave them.
+        let rows = match handed.filter(|_| !from_store && !self.more) {
+            Some(rows) => {
+                self.more = false;
+                rows
+            }
+            None => {
+                let rows = self
+                    .outbox
+                    .read_after(self.backlog.cursor, READ_LIMIT)
+                    .await?;
+                self.more = rows.len() as i64 == READ_LIMIT;
+                rows
+            }
+        };
         let (rows, mut pass) = self.too_large(rows).await?;
         self.backlog.add(rows);
         for (stream, from) in self.backlog.lagging() {
