@@ -245,8 +245,9 @@ impl Outbox {
                 // FULL: a commit survives power loss too, not only a killed process.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
-                // Read pages through a memory map and keep a larger page cache: the relay reads
-                // back what was just written, and pread copies were most of its CPU.
+                // Read pages through a memory map and keep a larger page cache: when the relay
+                // reads rows back (lagging streams, gaps in the hand-off), pread copies were
+                // most of its CPU.
                 .pragma("mmap_size", "268435456")
                 .pragma("cache_size", "-32768");
             let pool = SqlitePoolOptions::new()

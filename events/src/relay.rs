@@ -233,6 +233,12 @@ impl Relay {
                     .outbox
                     .read_after(self.backlog.cursor, READ_LIMIT)
                     .await?;
+                debug!(
+                    cursor = self.backlog.cursor,
+                    polled = from_store,
+                    rows = rows.len(),
+                    "New rows read from the store"
+                );
                 self.more = rows.len() as i64 == READ_LIMIT;
                 rows
             }
@@ -244,6 +250,7 @@ impl Relay {
                 .outbox
                 .read_stream(&stream, from, self.backlog.cursor, READ_LIMIT)
                 .await?;
+            debug!(stream, from, rows = rows.len(), "Lagging stream read back");
             let complete = (rows.len() as i64) < READ_LIMIT;
             let (rows, p) = self.too_large(rows).await?;
             pass.add(p);
