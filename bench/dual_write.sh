@@ -24,7 +24,7 @@ http { access_log off; client_body_temp_path $work; proxy_temp_path $work; fastc
   server { listen 127.0.0.1:$backend; keepalive_requests 1000000; client_body_buffer_size 64k;
     location / { return 200 '{"id":1}'; } } }
 NGINX
-taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!); nginx_pid=$!
+taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 taskset -c 1 "$kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!); kinesalite_pid=$!
 
 setup() { # $1 name, $2 port, $3 publish yes/no
@@ -96,7 +96,7 @@ run() { # $1 label, $2 port, $3 proxy pid
   local before; before=$(ticks "$3")
   local threads_before; threads_before=$(thread_ticks "$3")
   local cores_before; cores_before=$(core_ticks)
-  local helpers_before; helpers_before="$(ticks "$nginx_pid") $(ticks "$kinesalite_pid")"
+  local kinesalite_before; kinesalite_before=$(ticks "$kinesalite_pid")
   local out; out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/post.lua" "http://127.0.0.1:$2/")
   local used=$(( $(ticks "$3") - before ))
   # Where the proxy's CPU went, per thread, and how busy each core was: to stderr, after the row.
@@ -107,8 +107,8 @@ run() { # $1 label, $2 port, $3 proxy pid
         'NF == 2 {$3 = $2; $2 = 0} {d = ($3 - $2) / hz / r * 1e6; if (d >= 0.5) printf "%s %.1f, ", $1, d}')"
     echo "  core busy %:" \
       "$(join <(echo "$cores_before") <(core_ticks) | awk '{printf "%s %.0f%%, ", $1, ($4 - $2) / ($5 - $3) * 100}')" \
-      "of which nginx, kinesalite: $(echo "$helpers_before $(ticks "$nginx_pid") $(ticks "$kinesalite_pid")" \
-        | awk -v t="$secs" -v hz="$(getconf CLK_TCK)" '{printf "%.0f%%, %.0f%%", ($3 - $1) / hz / t * 100, ($4 - $2) / hz / t * 100}')"
+      "kinesalite: $(echo "$kinesalite_before $(ticks "$kinesalite_pid")" \
+        | awk -v t="$secs" -v hz="$(getconf CLK_TCK)" '{printf "%.0f%% of a core", ($2 - $1) / hz / t * 100}') (the rest of core 1: wrk, nginx)"
   } >&2
   local rps p50 p99 non2xx requests cpu
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')

@@ -40,7 +40,7 @@ pub(crate) fn spawn(
 
 /// Group commit, as `outbox::group_writer` does it for PostgreSQL: every write waiting (up to
 /// `MAX_GROUP`) in one transaction, after a `GATHER` pause when enqueues overlap; then the
-/// replies, the hand-over of the new rows, and the relay's wake-up.
+/// hand-over of the new rows, the replies, and the relay's wake-up.
 fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Write>,
