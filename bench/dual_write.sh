@@ -79,13 +79,15 @@ end
 ''')
 PY
 
-# CPU time (user + system, all threads) a process has used, in clock ticks.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# User + system CPU time in a /proc …/stat file, in clock ticks: fields 14 and 15, counted after
+# the parenthesised name (which may hold spaces).
+stat_ticks() { sed 's/.*) //' "$1" | awk '{print $12 + $13}'; }
+# CPU time a process (all its threads) has used.
+ticks() { stat_ticks "/proc/$1/stat"; }
 # The same per thread name ("name ticks" lines).
 thread_ticks() {
   for t in /proc/"$1"/task/*; do
-    # utime and stime are fields 14 and 15, counted after the parenthesised name.
-    printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+    printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(stat_ticks "$t/stat")"
   done | awk '{s[$1] += $2} END {for (n in s) print n, s[n]}' | sort
 }
 # Busy ticks per core ("cpuN busy total" lines).
@@ -99,20 +101,19 @@ run() { # $1 label, $2 port, $3 proxy pid
   local kinesalite_before; kinesalite_before=$(ticks "$kinesalite_pid")
   local out; out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/post.lua" "http://127.0.0.1:$2/")
   local used=$(( $(ticks "$3") - before ))
+  local requests; requests=$(echo "$out" | awk '/requests in/ {print $1}')
   # Where the proxy's CPU went, per thread, and how busy each core was: to stderr, after the row.
-  local requests_done; requests_done=$(echo "$out" | awk '/requests in/ {print $1}')
   {
     echo "  $1 — CPU µs/req by thread:" \
-      "$(join -a2 <(echo "$threads_before") <(thread_ticks "$3") | awk -v r="$requests_done" -v hz="$(getconf CLK_TCK)" \
+      "$(join -a2 <(echo "$threads_before") <(thread_ticks "$3") | awk -v r="$requests" -v hz="$(getconf CLK_TCK)" \
         'NF == 2 {$3 = $2; $2 = 0} {d = ($3 - $2) / hz / r * 1e6; if (d >= 0.5) printf "%s %.1f, ", $1, d}')"
     echo "  core busy %:" \
       "$(join <(echo "$cores_before") <(core_ticks) | awk '{printf "%s %.0f%%, ", $1, ($4 - $2) / ($5 - $3) * 100}')" \
       "kinesalite: $(echo "$kinesalite_before $(ticks "$kinesalite_pid")" \
         | awk -v t="$secs" -v hz="$(getconf CLK_TCK)" '{printf "%.0f%% of a core", ($2 - $1) / hz / t * 100}') (the rest of core 1: wrk, nginx)"
   } >&2
-  local rps p50 p99 non2xx requests cpu
+  local rps p50 p99 non2xx cpu
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  requests=$(echo "$out" | awk '/requests in/ {print $1}')
   cpu=$(python3 -c "print(f'{$used / $(getconf CLK_TCK) / $requests * 1e6:.1f}')")
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')

@@ -736,12 +736,7 @@ async fn group_writer(pool: Pool, mut rx: mpsc::Receiver<Write>, committed: Arc<
     while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
         if last_group > 1 && batch.len() < MAX_GROUP {
             tokio::time::sleep(GATHER).await;
-            while batch.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
+            take_waiting(&mut rx, &mut batch);
         }
         let group = Group::split(&mut batch);
         last_group = group.events.len();
@@ -758,6 +753,16 @@ async fn group_writer(pool: Pool, mut rx: mpsc::Receiver<Write>, committed: Arc<
         group.reply(&result);
         if result.is_ok() && added {
             committed.notify_one();
+        }
+    }
+}
+
+/// Adds the writes waiting in `rx` to `batch`, up to `MAX_GROUP` (after a `GATHER` pause).
+pub(crate) fn take_waiting(rx: &mut mpsc::Receiver<Write>, batch: &mut Vec<Write>) {
+    while batch.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
         }
     }
 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{Notify, mpsc};
 
-use crate::outbox::{GATHER, Group, HandOff, MAX_GROUP, NewEvent, Retry, Write, hand_over, now_ms};
+use crate::outbox::{
+    GATHER, Group, HandOff, MAX_GROUP, NewEvent, Retry, Write, hand_over, now_ms, take_waiting,
+};
 
 /// Opens the writer's connection to a store whose tables exist.
 pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -52,12 +54,7 @@ fn run(
     while rx.blocking_recv_many(&mut batch, MAX_GROUP) > 0 {
         if last_group > 1 && batch.len() < MAX_GROUP {
             std::thread::sleep(GATHER);
-            while batch.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
+            take_waiting(&mut rx, &mut batch);
         }
         let mut group = Group::split(&mut batch);
         last_group = group.events.len();

@@ -23,12 +23,24 @@ impl Store {
         }
     }
 
+    async fn outbox(&self) -> Outbox {
+        Outbox::connect(&self.url()).await.unwrap()
+    }
+
     fn url(&self) -> String {
         match self {
             Store::Sqlite(d) => format!("sqlite://{}", d.path().join("outbox.db").display()),
             Store::Postgres(db) => db.url.clone(),
         }
     }
+}
+
+/// kinesis-local with an `orders` stream, and a client of it.
+async fn orders_stream() -> (KinesisLocal, aws_sdk_kinesis::Client) {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    (k, c)
 }
 
 fn event(stream: &str, key: &str, n: u64) -> NewEvent {
@@ -145,11 +157,9 @@ async fn enqueue_keys(
 }
 
 async fn delivers_everything_in_key_order(postgres: bool) {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
+    let (k, c) = orders_stream().await;
     let store = Store::new(postgres).await;
-    let outbox = Outbox::connect(&store.url()).await.unwrap();
+    let outbox = store.outbox().await;
     let sent = enqueue_concurrently(&outbox, "orders", 12, 15).await;
     assert_eq!(outbox.depth().await.unwrap()[0].depth, 180);
     let (mut r, m, _) = relay(&outbox, &k.endpoint(), fast());
@@ -171,9 +181,7 @@ async fn postgres_outbox_delivers_everything_in_key_order() {
 }
 
 async fn survives_throttling_and_failed_records(postgres: bool) {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
+    let (k, c) = orders_stream().await;
     let shim = Shim::start(k.addr).await;
     shim.faults
         .throttle_every_call
@@ -182,7 +190,7 @@ async fn survives_throttling_and_failed_records(postgres: bool) {
         .fail_every_record
         .store(4, std::sync::atomic::Ordering::SeqCst);
     let store = Store::new(postgres).await;
-    let outbox = Outbox::connect(&store.url()).await.unwrap();
+    let outbox = store.outbox().await;
     let sent = enqueue_concurrently(&outbox, "orders", 10, 12).await;
     let (mut r, m, _) = relay(&outbox, &shim.endpoint(), fast());
     drain(&mut r, 2_000).await;
@@ -215,13 +223,11 @@ async fn postgres_outbox_survives_throttling_and_failed_records() {
 }
 
 async fn outage_then_recovery(postgres: bool) {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
+    let (k, c) = orders_stream().await;
     let mut shim = Shim::start(k.addr).await;
     shim.down();
     let store = Store::new(postgres).await;
-    let outbox = Outbox::connect(&store.url()).await.unwrap();
+    let outbox = store.outbox().await;
     let sent = enqueue_concurrently(&outbox, "orders", 5, 10).await;
     let (r, m, registry) = relay(&outbox, &shim.endpoint(), fast());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -275,12 +281,10 @@ async fn postgres_outbox_holds_events_through_an_outage() {
 
 #[tokio::test]
 async fn dead_letters_and_redrive() {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
+    let (k, c) = orders_stream().await;
     let shim = Shim::start(k.addr).await;
     let store = Store::new(false).await;
-    let outbox = Outbox::connect(&store.url()).await.unwrap();
+    let outbox = store.outbox().await;
     // Over Kinesis's 1 MiB record limit: dead at once, never sent.
     let mut huge = event("orders", "big", 0);
     huge.payload = vec![b'x'; 1024 * 1024 + 1];
@@ -327,9 +331,7 @@ async fn dead_letters_and_redrive() {
 
 #[tokio::test]
 async fn postgres_replicas_relay_one_at_a_time_and_take_over() {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
+    let (k, c) = orders_stream().await;
     let db = ScratchDb::create().await;
     // Two replicas: separate outbox handles (pools) on one database, a relay each.
     let a = Outbox::connect(&db.url).await.unwrap();
@@ -370,11 +372,9 @@ async fn postgres_replicas_relay_one_at_a_time_and_take_over() {
 
 #[tokio::test]
 async fn pipelined_batches_send_each_event_once() {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
+    let (k, c) = orders_stream().await;
     let store = Store::new(false).await;
-    let outbox = Outbox::connect(&store.url()).await.unwrap();
+    let outbox = store.outbox().await;
     // 2,400 events over 800 keys: several 500-record calls in flight back to back.
     let sent: Vec<NewEvent> = (0..2_400u64)
         .map(|i| event("orders", &format!("k{}", i % 800), i / 800))
@@ -394,11 +394,9 @@ async fn pipelined_batches_send_each_event_once() {
 async fn rows_handed_over_and_rows_read_back_all_arrive_once() {
     // The relay takes what the group writer commits from memory, and reads the store for rows
     // that reached it another way (bulk loads here) between the writer's commits.
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
+    let (k, c) = orders_stream().await;
     let store = Store::new(false).await;
-    let outbox = Outbox::connect(&store.url()).await.unwrap();
+    let outbox = store.outbox().await;
     let (mut r, m, _) = relay(&outbox, &k.endpoint(), fast());
     let mut sent = Vec::new();
     for round in 0..3 {
