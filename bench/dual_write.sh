@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Dual-write cost: strangler (1 worker thread) forwarding a 1 KB JSON POST, three ways with the
+# Dual-write cost: strangler (1 worker thread) forwarding a 1 KB JSON POST, four ways with the
 # same route: passing it through; with a publish rule that reads the body for its partition key
-# but never fires (when_status 599: the cost of reading and parsing the body); and publishing
-# with sync durability (each event committed to the SQLite outbox before the answer is released;
-# the relay drains to kinesalite meanwhile). nginx `return 200` is the backend. Each proxy (all
-# its threads) runs on core 0; wrk, nginx and kinesalite share core 1. Prints req/s, latency and
-# each proxy's CPU time per request.
+# but never fires (when_status 599: the cost of reading and parsing the body); publishing with
+# sync durability (each event committed to the SQLite outbox before the answer is released; the
+# relay drains to kinesalite meanwhile); and the same with the stream KPL-aggregated. nginx
+# `return 200` is the backend. Each proxy (all its threads) runs on core 0; wrk, nginx and
+# kinesalite share core 1. Prints req/s, latency and each proxy's CPU time per request.
 # Usage: bench/dual_write.sh [secs] [conns]
 set -euo pipefail
 secs="${1:-10}"
@@ -14,7 +14,7 @@ source "$(dirname "$0")/lib.sh"
 need nginx wrk taskset
 kinesalite="$(kinesalite_bin)"
 bin="$(release_build -p strangler strangler)"
-backend=$(free_port); kport=$(free_port); plain=$(free_port); never=$(free_port); publish=$(free_port)
+backend=$(free_port); kport=$(free_port); plain=$(free_port); never=$(free_port); publish=$(free_port); aggregated=$(free_port)
 
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
@@ -27,7 +27,7 @@ NGINX
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 taskset -c 1 "$kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!); kinesalite_pid=$!
 
-setup() { # $1 name, $2 port, $3 publish yes/no
+setup() { # $1 name, $2 port, $3 publish yes/no/never, $4 extra config
   mkdir -p "$work/$1/rules"
   {
     echo "routes:"
@@ -49,18 +49,21 @@ rules: rules
 store: "sqlite://$work/$1/outbox.db"
 kinesis: { region: us-east-1, endpoint: "http://127.0.0.1:$kport" }
 log: { level: warn }
+${4:-}
 YAML
 }
 setup plain "$plain" no
 setup never "$never" never
 setup publish "$publish" yes
+setup aggregated "$aggregated" yes "events: { aggregate: [bench] }"
 for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
 AWS_ACCESS_KEY_ID=b AWS_SECRET_ACCESS_KEY=b "$bin" stream create --config "$work/publish/strangler.yaml" --stream bench --shards 4 >/dev/null
 export AWS_ACCESS_KEY_ID=b AWS_SECRET_ACCESS_KEY=b RUST_LOG=warn
 taskset -c 0 "$bin" run --config "$work/plain/strangler.yaml" 2>"$work/plain.log" & pids+=($!); plain_pid=$!
 taskset -c 0 "$bin" run --config "$work/never/strangler.yaml" 2>"$work/never.log" & pids+=($!); never_pid=$!
 taskset -c 0 "$bin" run --config "$work/publish/strangler.yaml" 2>"$work/publish.log" & pids+=($!); publish_pid=$!
-for p in $plain $never $publish; do
+taskset -c 0 "$bin" run --config "$work/aggregated/strangler.yaml" 2>"$work/aggregated.log" & pids+=($!); aggregated_pid=$!
+for p in $plain $never $publish $aggregated; do
   for _ in $(seq 1 200); do curl -fs -X POST -d '{}' "http://127.0.0.1:$p/api/orders" >/dev/null 2>&1 && break; sleep 0.05; done
 done
 
@@ -124,6 +127,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 a=$(run "pass-through (same route, no publish)" "$plain" "$plain_pid")
 n=$(run "publish rule, never fires (body read + parsed)" "$never" "$never_pid")
 b=$(run "publish, sync: outbox commit before the answer" "$publish" "$publish_pid")
+g=$(run "publish, sync, KPL-aggregated stream" "$aggregated" "$aggregated_pid")
 base=$(echo "$a" | cut -d'|' -f2)
 # "CPU µs/req": the proxy process's CPU time (all its threads: worker, outbox, relay) during the
 # run, per request answered.
@@ -133,12 +137,15 @@ base=$(echo "$a" | cut -d'|' -f2)
 base_cpu=$(echo "$a" | cut -d'|' -f6)
 printf '\n| %-48s | %10s | %8s | %8s | %8s | %12s | %7s | %13s | %7s |\n' setup "req/s" p50 p99 "non-2xx" "CPU µs/req" "×" "req/s per core" "×"
 printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------------------" "------------" "----------" "----------" "----------" "-------------" "---------" "----------------" "---------"
-for r in "$a" "$n" "$b"; do
+for r in "$a" "$n" "$b" "$g"; do
   IFS='|' read -r name rps p50 p99 bad cpu <<<"$r"
   printf '| %-48s | %10s | %8s | %8s | %8s | %11s | %7s | %14s | %7s |\n' "$name" "$rps" "$p50" "$p99" "$bad" "$cpu" \
     "$(python3 -c "print(f'{$rps/$base:.2f}')")" "$(python3 -c "print(f'{1e6/$cpu:.0f}')")" "$(python3 -c "print(f'{$base_cpu/$cpu:.2f}')")"
 done
 sleep 2
-admin=$(grep '^admin' "$work/publish/strangler.yaml" | cut -d'"' -f2)
 echo
-echo "events enqueued: $(curl -s "http://$admin/metrics" | awk '/^strangler_events_enqueued_total/ {s+=$2} END {print s}'), published so far: $(curl -s "http://$admin/metrics" | awk '/^strangler_events_published_total/ {s+=$2} END {print s}')"
+for name in publish aggregated; do
+  admin=$(grep '^admin' "$work/$name/strangler.yaml" | cut -d'"' -f2)
+  metrics=$(curl -s "http://$admin/metrics")
+  echo "$name: events enqueued: $(echo "$metrics" | awk '/^strangler_events_enqueued_total/ {s+=$2} END {print s}'), published so far: $(echo "$metrics" | awk '/^strangler_events_published_total/ {s+=$2} END {print s}')$(echo "$metrics" | awk '/^strangler_kinesis_events_per_record_sum/ {s=$2} /^strangler_kinesis_events_per_record_count/ {c=$2} END {if (c) printf ", %.1f events per Kinesis record", s / c}')"
+done

@@ -20,7 +20,7 @@ async fn main() {
         .unwrap_or_else(|| "http://127.0.0.1:4567".into());
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let client = strangler_events::kinesis::client(Some("us-east-1"), Some(&endpoint)).await;
-    for s in ["sdk-loop", "relay"] {
+    for s in ["sdk-loop"] {
         let _ = client
             .create_stream()
             .stream_name(s)
@@ -61,8 +61,56 @@ async fn main() {
     }
     let sdk = n as f64 / started.elapsed().as_secs_f64();
 
-    // The relay, from a filled outbox.
-    let dir = std::env::temp_dir().join(format!("relay-bench-{}", std::process::id()));
+    // The relay, from a filled outbox: plain, and KPL-aggregated (the same ~1 KB events, then
+    // small ones of ~150 bytes).
+    let (rel, _) = relay(&client, "relay", n, &payload, RelayConfig::default()).await;
+    let aggregated = RelayConfig {
+        aggregate: vec!["*".into()],
+        ..RelayConfig::default()
+    };
+    let (agg, agg_records) = relay(&client, "relay-agg", n, payload, aggregated.clone()).await;
+    let small = |i: usize| CloudEvent::new("bench", "BENCH", serde_json::json!({"i": i}));
+    let (small_rate, small_records) = relay(&client, "relay-agg-small", n, small, aggregated).await;
+
+    println!("| sender | events | events/s | × SDK loop | Kinesis records | events per record |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| plain aws-sdk PutRecords loop (500/call), ~1 KB events | {n} | {sdk:.0} | 1.00 | {n} | 1 |"
+    );
+    println!(
+        "| strangler relay (SQLite outbox → PutRecords), ~1 KB events | {n} | {rel:.0} | {:.2} | {n} | 1 |",
+        rel / sdk
+    );
+    println!(
+        "| strangler relay, KPL-aggregated, ~1 KB events | {n} | {agg:.0} | {:.2} | {agg_records} | {:.1} |",
+        agg / sdk,
+        n as f64 / agg_records as f64
+    );
+    println!(
+        "| strangler relay, KPL-aggregated, ~{} B events | {n} | {small_rate:.0} | {:.2} | {small_records} | {:.1} |",
+        small(n).to_bytes().len(),
+        small_rate / sdk,
+        n as f64 / small_records as f64
+    );
+}
+
+/// Fills an outbox with `n` events of distinct keys for `stream`, relays them all, and returns
+/// events per second and the Kinesis records they took.
+async fn relay(
+    client: &strangler_events::kinesis::Client,
+    stream: &str,
+    n: usize,
+    payload: impl Fn(usize) -> CloudEvent,
+    cfg: RelayConfig,
+) -> (f64, u64) {
+    let _ = client
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(4)
+        .send()
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let dir = std::env::temp_dir().join(format!("relay-bench-{}-{stream}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let outbox = Outbox::connect(&format!("sqlite://{}", dir.join("outbox.db").display()))
         .await
@@ -73,7 +121,7 @@ async fn main() {
             NewEvent {
                 id: ev.id.clone(),
                 route: "bench".into(),
-                stream: "relay".into(),
+                stream: stream.into(),
                 partition_key: format!("key-{i}"),
                 payload: ev.to_bytes(),
             }
@@ -83,12 +131,9 @@ async fn main() {
         outbox.enqueue_batch(chunk).await.unwrap();
     }
     let registry = prometheus::Registry::new();
-    let mut relay = Relay::new(
-        outbox.clone(),
-        client,
-        Metrics::new(&registry).unwrap(),
-        RelayConfig::default(),
-    );
+    let metrics = Metrics::new(&registry).unwrap();
+    let aggregated = cfg.aggregates(stream);
+    let mut relay = Relay::new(outbox.clone(), client.clone(), metrics.clone(), cfg);
     let started = Instant::now();
     let mut sent = 0;
     while sent < n {
@@ -96,14 +141,15 @@ async fn main() {
         assert_eq!(p.dead, 0);
         sent += p.published;
     }
-    let rel = n as f64 / started.elapsed().as_secs_f64();
+    let rate = n as f64 / started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);
-
-    println!("| sender | records | records/s | × SDK loop |");
-    println!("|---|---|---|---|");
-    println!("| plain aws-sdk PutRecords loop (500/call) | {n} | {sdk:.0} | 1.00 |");
-    println!(
-        "| strangler relay (SQLite outbox → PutRecords) | {n} | {rel:.0} | {:.2} |",
-        rel / sdk
-    );
+    let records = if aggregated {
+        metrics
+            .events_per_record
+            .with_label_values(&[stream])
+            .get_sample_count()
+    } else {
+        n as u64
+    };
+    (rate, records)
 }

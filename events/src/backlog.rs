@@ -19,6 +19,9 @@ use crate::outbox::Pending;
 /// Kinesis limits for one PutRecords call.
 pub const MAX_RECORDS: usize = 500;
 pub const MAX_CALL_BYTES: usize = 5 * 1024 * 1024;
+/// Rows one call carries at most on a stream whose records are aggregated (the 500 records are
+/// then aggregates of many rows; the 5 MiB still bound the call).
+pub const MAX_AGGREGATED_ROWS: usize = 10_000;
 /// Per-stream queue bounds. The bytes bound the memory; the rows are enough for a couple of
 /// seconds of a busy stream: a key has one row in flight at a time, so a stream whose rows share
 /// few keys queues some even when Kinesis keeps up, and rows past the bound are read back from
@@ -34,10 +37,14 @@ pub struct Backlog {
     streams: BTreeMap<String, Queue>,
     /// Round-robin start for `next_batch`, so busy streams take turns.
     turn: usize,
+    /// Streams whose calls carry aggregated records (`*`: all), so up to `MAX_AGGREGATED_ROWS`.
+    aggregated: Vec<String>,
 }
 
 #[derive(Default)]
 struct Queue {
+    /// Rows per call at most.
+    max_rows: usize,
     rows: BTreeMap<i64, Row>,
     bytes: usize,
     /// The first `seq` of this stream left in the store because the queue was full.
@@ -115,11 +122,30 @@ impl Queue {
 }
 
 impl Backlog {
+    /// A backlog whose calls on these streams (`*`: all) carry rows to be aggregated.
+    pub fn aggregating(streams: Vec<String>) -> Backlog {
+        Backlog {
+            aggregated: streams,
+            ..Backlog::default()
+        }
+    }
+
     /// Rows read with `seq > cursor`, in `seq` order (any streams).
     pub fn add(&mut self, rows: Vec<Pending>) {
         for p in rows {
             self.cursor = self.cursor.max(p.seq);
-            let q = self.streams.entry(p.stream.clone()).or_default();
+            let aggregated = &self.aggregated;
+            let q = self
+                .streams
+                .entry(p.stream.clone())
+                .or_insert_with_key(|s| Queue {
+                    max_rows: if aggregated.iter().any(|a| a == "*" || a == s) {
+                        MAX_AGGREGATED_ROWS
+                    } else {
+                        MAX_RECORDS
+                    },
+                    ..Queue::default()
+                });
             if q.lag_from.is_some() {
                 q.left += 1; // read back in order later
                 continue;
@@ -202,7 +228,7 @@ impl Backlog {
             }
             // Too few rows for a full batch while the stream lingers: no need to walk them.
             if let Some(left) = lingering
-                && q.rows.len() < MAX_RECORDS
+                && q.rows.len() < q.max_rows
                 && q.bytes <= MAX_CALL_BYTES / 2
             {
                 wait_at_most(left);
@@ -216,7 +242,7 @@ impl Backlog {
                 q.nothing_to_pick = retry_ms.is_none();
                 continue;
             }
-            let full = picked.len() == MAX_RECORDS || bytes > MAX_CALL_BYTES / 2;
+            let full = picked.len() == q.max_rows || bytes > MAX_CALL_BYTES / 2;
             if let Some(left) = lingering
                 && !full
             {
@@ -254,6 +280,23 @@ impl Backlog {
         {
             q.nothing_to_pick = false;
             q.bytes -= row.pending.payload.len();
+        }
+    }
+
+    /// The streams seen so far.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.streams.keys().cloned().collect()
+    }
+
+    /// Rows picked for a call that did not carry them: waiting again, no try counted.
+    pub fn release(&mut self, stream: &str, seqs: &[i64]) {
+        if let Some(q) = self.streams.get_mut(stream) {
+            q.nothing_to_pick = false;
+            for seq in seqs {
+                if let Some(row) = q.rows.get_mut(seq) {
+                    row.inflight = false;
+                }
+            }
         }
     }
 
@@ -295,7 +338,7 @@ fn pick(q: &mut Queue, now_ms: i64) -> (Vec<i64>, usize, Option<i64>) {
             continue;
         }
         let size = p.payload.len() + p.partition_key.len();
-        if picked.len() == MAX_RECORDS || bytes + size > MAX_CALL_BYTES {
+        if picked.len() == q.max_rows || bytes + size > MAX_CALL_BYTES {
             break;
         }
         bytes += size;

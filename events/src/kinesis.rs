@@ -22,16 +22,20 @@ pub async fn client(region: Option<&str>, endpoint: Option<&str>) -> Client {
     Client::new(&loader.load().await)
 }
 
-/// One record read back from a stream.
+/// One event read back from a stream.
 #[derive(Debug, Clone)]
 pub struct StreamRecord {
+    pub shard_id: String,
     pub partition_key: String,
     pub sequence_number: String,
+    /// The event's place in its Kinesis record when that record is a KPL aggregate.
+    pub sub_sequence_number: Option<usize>,
     pub data: Vec<u8>,
 }
 
-/// Every record of a stream from the start (`TRIM_HORIZON`), shard by shard, each shard in
-/// sequence order: what was published, for `strangler stream read` and the tests.
+/// Every event of a stream from the start (`TRIM_HORIZON`), shard by shard, each shard in
+/// sequence order, aggregated records taken apart: what was published, for `strangler stream
+/// read` and the tests. A record that looks aggregated but does not decode is returned whole.
 pub async fn read_stream(
     c: &Client,
     stream: &str,
@@ -59,11 +63,28 @@ pub async fn read_stream(
             if r.records().is_empty() {
                 break;
             }
-            out.extend(r.records().iter().map(|rec| StreamRecord {
-                partition_key: rec.partition_key().unwrap_or_default().to_string(),
-                sequence_number: rec.sequence_number().to_string(),
-                data: rec.data().as_ref().to_vec(),
-            }));
+            for rec in r.records() {
+                let data = rec.data().as_ref();
+                let sequence_number = rec.sequence_number().to_string();
+                match crate::aggregate::decode(data) {
+                    Ok(Some(events)) => {
+                        out.extend(events.into_iter().enumerate().map(|(i, e)| StreamRecord {
+                            shard_id: shard.shard_id().to_string(),
+                            partition_key: e.partition_key,
+                            sequence_number: sequence_number.clone(),
+                            sub_sequence_number: Some(i),
+                            data: e.data,
+                        }));
+                    }
+                    Ok(None) | Err(_) => out.push(StreamRecord {
+                        shard_id: shard.shard_id().to_string(),
+                        partition_key: rec.partition_key().unwrap_or_default().to_string(),
+                        sequence_number,
+                        sub_sequence_number: None,
+                        data: data.to_vec(),
+                    }),
+                }
+            }
             iter = r.next_shard_iterator().map(str::to_string);
         }
     }

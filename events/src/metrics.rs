@@ -13,6 +13,8 @@ pub struct Metrics {
     pub put_duration: HistogramVec,
     pub throttled: IntCounterVec,
     pub records_per_put: HistogramVec,
+    /// Events per aggregated Kinesis record (aggregated streams only).
+    pub events_per_record: HistogramVec,
 }
 
 impl Metrics {
@@ -82,6 +84,14 @@ impl Metrics {
                 .buckets(vec![1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0]),
                 &["stream"],
             )?,
+            events_per_record: HistogramVec::new(
+                HistogramOpts::new(
+                    "strangler_kinesis_events_per_record",
+                    "Events in one Kinesis record of an aggregated stream",
+                )
+                .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0]),
+                &["stream"],
+            )?,
         };
         registry.register(Box::new(m.enqueued.clone()))?;
         registry.register(Box::new(m.published.clone()))?;
@@ -92,6 +102,7 @@ impl Metrics {
         registry.register(Box::new(m.put_duration.clone()))?;
         registry.register(Box::new(m.throttled.clone()))?;
         registry.register(Box::new(m.records_per_put.clone()))?;
+        registry.register(Box::new(m.events_per_record.clone()))?;
         Ok(m)
     }
 }

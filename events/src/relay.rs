@@ -6,7 +6,15 @@
 //! failures are retried with exponential backoff and full jitter; events are dead-lettered after
 //! `max_attempts` tries or `max_age`, and records over Kinesis's 1 MiB limit at once. With
 //! PostgreSQL, one replica relays at a time (advisory lock); the others wait to take over.
+//!
+//! On streams configured for aggregation, a call's rows are packed into KPL aggregated records
+//! ([`crate::aggregate`]), one per shard and up to `max_bytes` each, by the stream's shard map
+//! (`ListShards`, refreshed every minute and whenever Kinesis puts an aggregate on another shard
+//! than the map said). A row travels and settles with its aggregate: if the aggregate fails, all
+//! its rows are retried. Without a shard map (`ListShards` failing) rows go out one per record.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
@@ -15,7 +23,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::backlog::{Backlog, Batch, Next};
+use crate::aggregate::{self, ShardMap};
+use crate::backlog::{Backlog, Batch, MAX_RECORDS, Next};
 use crate::kinesis::Client;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxError, Pending, now_ms};
@@ -44,6 +53,17 @@ pub struct RelayConfig {
     pub poll: Duration,
     /// Keep published events this long (for replay); `None` deletes them.
     pub keep_published: Option<Duration>,
+    /// Streams (names or ARNs as the rules write them; `*`: all) whose events are sent as KPL
+    /// aggregated records. Their consumers must deaggregate (the KCL does).
+    pub aggregate: Vec<String>,
+    /// The most bytes of one aggregated record.
+    pub aggregate_max_bytes: usize,
+}
+
+impl RelayConfig {
+    pub fn aggregates(&self, stream: &str) -> bool {
+        self.aggregate.iter().any(|a| a == "*" || a == stream)
+    }
 }
 
 impl Default for RelayConfig {
@@ -56,6 +76,8 @@ impl Default for RelayConfig {
             linger: Duration::from_millis(20),
             poll: Duration::from_millis(200),
             keep_published: None,
+            aggregate: Vec::new(),
+            aggregate_max_bytes: aggregate::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -68,7 +90,24 @@ pub struct Relay {
     backlog: Backlog,
     /// The last read of new rows was full: more may be waiting.
     more: bool,
+    /// Aggregated streams' shard maps.
+    shards: HashMap<String, Shards>,
 }
+
+/// What the relay knows of an aggregated stream's shards.
+#[derive(Default)]
+struct Shards {
+    map: Option<Arc<ShardMap>>,
+    /// When `ListShards` was last tried.
+    tried: Option<Instant>,
+    /// Kinesis put an aggregate on another shard than the map said.
+    stale: bool,
+}
+
+/// How often an aggregated stream's shard map is fetched again; a failed fetch is retried after
+/// `SHARDS_RETRY`.
+const SHARDS_REFRESH: Duration = Duration::from_secs(60);
+const SHARDS_RETRY: Duration = Duration::from_secs(5);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -91,10 +130,24 @@ type PutResult = Result<
     aws_sdk_kinesis::error::SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError>,
 >;
 
+/// One PutRecords call's records and the rows they carry.
+struct Call {
+    stream: String,
+    entries: Vec<PutRecordsRequestEntry>,
+    /// The rows, in record order.
+    seqs: Vec<i64>,
+    /// Rows per record, in order (empty: one each).
+    counts: Vec<usize>,
+    /// The shard each aggregated record was meant for (empty when none is).
+    shard_ids: Vec<Option<String>>,
+}
+
 /// A finished PutRecords call: the rows it carried, in order, and what Kinesis said.
 struct Sent {
     stream: String,
     seqs: Vec<i64>,
+    counts: Vec<usize>,
+    shard_ids: Vec<Option<String>>,
     result: PutResult,
 }
 
@@ -104,9 +157,10 @@ impl Relay {
             outbox,
             client,
             metrics,
+            backlog: Backlog::aggregating(cfg.aggregate.clone()),
             cfg,
-            backlog: Backlog::default(),
             more: false,
+            shards: HashMap::new(),
         }
     }
 
@@ -148,6 +202,7 @@ impl Relay {
                     continue;
                 }
             }
+            self.refresh_shards().await;
             let send_wait = self.launch(&mut calls, Some(self.cfg.linger));
             if last_gauges.elapsed() >= Duration::from_secs(1) {
                 self.update_gauges();
@@ -202,6 +257,7 @@ impl Relay {
                 if self.more {
                     total.add(self.load(false).await?);
                 }
+                self.refresh_shards().await;
                 self.launch(&mut calls, None);
                 let Some(done) = calls.join_next().await else {
                     return Ok(total);
@@ -291,7 +347,8 @@ impl Relay {
             let gate = linger.map(|l| (Instant::now(), l));
             match self.backlog.next_batch(now_ms(), gate) {
                 Next::Send(batch) => {
-                    calls.spawn(put(self.client.clone(), self.metrics.clone(), batch));
+                    let call = self.prepare(batch);
+                    calls.spawn(put(self.client.clone(), self.metrics.clone(), call));
                 }
                 Next::Wait(wait) => return wait,
             }
@@ -299,12 +356,89 @@ impl Relay {
         None
     }
 
+    /// A batch as PutRecords records: aggregated by shard on an aggregated stream with a shard
+    /// map, one row per record otherwise. Rows past the call's 500 records are released for the
+    /// next call.
+    fn prepare(&mut self, batch: Batch) -> Call {
+        let Batch { stream, records } = batch;
+        let map = self.cfg.aggregates(&stream).then(|| {
+            self.shards
+                .get(&stream)
+                .and_then(|s| s.map.clone())
+                .filter(|m| !m.is_empty())
+        });
+        let Some(Some(map)) = map else {
+            let (entries, seqs) = plain(records.into_iter().take(MAX_RECORDS)).unzip();
+            return Call {
+                stream,
+                entries,
+                seqs,
+                counts: Vec::new(),
+                shard_ids: Vec::new(),
+            };
+        };
+        let packed = pack(&map, records, self.cfg.aggregate_max_bytes);
+        if !packed.left.is_empty() {
+            self.backlog.release(&stream, &packed.left);
+        }
+        for &n in &packed.counts {
+            self.metrics
+                .events_per_record
+                .with_label_values(&[&stream])
+                .observe(n as f64);
+        }
+        Call {
+            stream,
+            entries: packed.entries,
+            seqs: packed.seqs,
+            counts: packed.counts,
+            shard_ids: packed.shard_ids,
+        }
+    }
+
+    /// Fetches the shard map of each aggregated stream in the backlog that has none, an old
+    /// one, or one Kinesis contradicted.
+    async fn refresh_shards(&mut self) {
+        if self.cfg.aggregate.is_empty() {
+            return;
+        }
+        for stream in self.backlog.stream_names() {
+            if !self.cfg.aggregates(&stream) {
+                continue;
+            }
+            let s = self.shards.entry(stream.clone()).or_default();
+            let due = match s.tried {
+                None => true,
+                Some(t) if s.map.is_none() || s.stale => t.elapsed() >= SHARDS_RETRY,
+                Some(t) => t.elapsed() >= SHARDS_REFRESH,
+            };
+            if !due {
+                continue;
+            }
+            s.tried = Some(Instant::now());
+            match list_shards(&self.client, &stream).await {
+                Ok(map) => {
+                    debug!(stream, shards = map.len(), "Shard map fetched");
+                    let s = self.shards.entry(stream).or_default();
+                    s.map = Some(Arc::new(ShardMap::new(
+                        map.iter()
+                            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
+                    )));
+                    s.stale = false;
+                }
+                Err(e) => {
+                    warn!(stream, error = %e, "ListShards failed: events go out without aggregation until it works");
+                }
+            }
+        }
+    }
+
     /// After an error the in-memory view may no longer match the store: wait for the calls in
     /// flight, forget everything, and read the outbox again from the start (rows whose outcome
     /// was not recorded are sent again: at least once, deduped by id downstream).
     async fn reset(&mut self, calls: &mut JoinSet<Sent>) {
         while calls.join_next().await.is_some() {}
-        self.backlog = Backlog::default();
+        self.backlog = Backlog::aggregating(self.cfg.aggregate.clone());
         self.more = false;
     }
 
@@ -325,6 +459,8 @@ impl Relay {
         let Sent {
             stream,
             seqs,
+            counts,
+            shard_ids,
             result,
         } = sent;
         let out = match result {
@@ -339,20 +475,50 @@ impl Relay {
         };
         let mut done = Vec::with_capacity(seqs.len());
         let mut failures = Vec::new();
-        for (&seq, entry) in seqs.iter().zip(out.records()) {
-            match entry.error_code() {
-                None => done.push(seq),
-                Some(code) => failures.push((
-                    seq,
-                    record_reason(code),
-                    format!("{code}: {}", entry.error_message().unwrap_or("")),
-                )),
+        let mut rows = seqs.as_slice();
+        let mut results = out.records().iter();
+        for i in 0.. {
+            let n = if counts.is_empty() {
+                1
+            } else {
+                counts.get(i).copied().unwrap_or(0)
+            };
+            if rows.is_empty() || n == 0 {
+                break;
             }
-        }
-        // Records the response does not cover (it never happens with a real server) are
-        // retried rather than assumed published.
-        for &seq in seqs.iter().skip(out.records().len()) {
-            failures.push((seq, "missing_result", "no result entry".into()));
+            let (carried, rest) = rows.split_at(n.min(rows.len()));
+            rows = rest;
+            // Rows the response does not cover (it never happens with a real server) are
+            // retried rather than assumed published.
+            let Some(entry) = results.next() else {
+                failures.extend(
+                    carried
+                        .iter()
+                        .map(|&s| (s, "missing_result", "no result entry".to_string())),
+                );
+                continue;
+            };
+            match entry.error_code() {
+                None => {
+                    done.extend_from_slice(carried);
+                    if let (Some(Some(meant)), Some(got)) = (shard_ids.get(i), entry.shard_id())
+                        && meant != got
+                    {
+                        debug!(
+                            stream,
+                            meant,
+                            got,
+                            "Aggregate landed on another shard: refreshing the shard map"
+                        );
+                        self.shards.entry(stream.clone()).or_default().stale = true;
+                    }
+                }
+                Some(code) => {
+                    let text = format!("{code}: {}", entry.error_message().unwrap_or(""));
+                    let reason = record_reason(code);
+                    failures.extend(carried.iter().map(|&s| (s, reason, text.clone())));
+                }
+            }
         }
         self.outbox
             .published(&done, self.cfg.keep_published.is_some())
@@ -442,22 +608,170 @@ impl Relay {
     }
 }
 
-/// One PutRecords call (run as a task of its own, so several are in flight). The payloads move
-/// into the request.
-async fn put(client: Client, metrics: Metrics, batch: Batch) -> Sent {
-    let Batch { stream, records } = batch;
-    let mut seqs = Vec::with_capacity(records.len());
-    let entries: Vec<PutRecordsRequestEntry> = records
-        .into_iter()
-        .map(|(seq, key, payload)| {
-            seqs.push(seq);
-            PutRecordsRequestEntry::builder()
-                .data(Blob::new(payload))
-                .partition_key(key)
-                .build()
-                .expect("data and partition key are set")
-        })
-        .collect();
+/// Rows as plain records, one each: `(record, seq)`. The payloads move into the records.
+fn plain(
+    records: impl Iterator<Item = (i64, String, Vec<u8>)>,
+) -> impl Iterator<Item = (PutRecordsRequestEntry, i64)> {
+    records.map(|(seq, key, payload)| {
+        let entry = PutRecordsRequestEntry::builder()
+            .data(Blob::new(payload))
+            .partition_key(key)
+            .build()
+            .expect("data and partition key are set");
+        (entry, seq)
+    })
+}
+
+/// A batch packed into records for one call.
+struct Packed {
+    entries: Vec<PutRecordsRequestEntry>,
+    seqs: Vec<i64>,
+    counts: Vec<usize>,
+    shard_ids: Vec<Option<String>>,
+    /// Rows that did not fit in the call's 500 records.
+    left: Vec<i64>,
+}
+
+/// Packs rows into aggregated records per shard, in `seq` order within each, each record up to
+/// `max_bytes` and sent with its first row's hash key as explicit hash key (so it lands on that
+/// shard). A row alone in its record, or too large to share one, goes out plain; so does a row
+/// whose key falls in no known shard.
+fn pack(map: &ShardMap, records: Vec<(i64, String, Vec<u8>)>, max_bytes: usize) -> Packed {
+    /// An aggregate being filled for one shard.
+    struct Open {
+        builder: aggregate::Builder,
+        hash: u128,
+        seqs: Vec<i64>,
+        /// The row itself while it is alone (sent plain if nothing joins it).
+        single: Option<(i64, String, Vec<u8>)>,
+    }
+    let mut p = Packed {
+        entries: Vec::new(),
+        seqs: Vec::with_capacity(records.len()),
+        counts: Vec::new(),
+        shard_ids: Vec::new(),
+        left: Vec::new(),
+    };
+    let mut open: HashMap<usize, Open> = HashMap::new();
+    let close = |p: &mut Packed, o: Open, shard: Option<&str>| {
+        if p.entries.len() == MAX_RECORDS {
+            p.left.extend(o.seqs);
+            return;
+        }
+        if let Some(row) = o.single {
+            let (entry, seq) = plain(std::iter::once(row)).next().expect("one row");
+            p.entries.push(entry);
+            p.seqs.push(seq);
+            p.counts.push(1);
+            p.shard_ids.push(None);
+            return;
+        }
+        let mut builder = o.builder;
+        let key = builder.first_key().unwrap_or_default().to_string();
+        let entry = PutRecordsRequestEntry::builder()
+            .data(Blob::new(builder.finish()))
+            .partition_key(key)
+            .explicit_hash_key(o.hash.to_string())
+            .build()
+            .expect("data and partition key are set");
+        p.entries.push(entry);
+        p.counts.push(o.seqs.len());
+        p.seqs.extend(o.seqs);
+        p.shard_ids.push(shard.map(str::to_string));
+    };
+    for (seq, key, payload) in records {
+        let hash = aggregate::hash_key(&key);
+        let shard = map.shard_of(hash);
+        let alone = aggregate::Builder::default().size_with(&key, &payload) > max_bytes;
+        let (Some(shard), false) = (shard, alone) else {
+            close(
+                &mut p,
+                Open {
+                    builder: Default::default(),
+                    hash,
+                    seqs: vec![seq],
+                    single: Some((seq, key, payload)),
+                },
+                None,
+            );
+            continue;
+        };
+        if let Some(o) = open.get(&shard)
+            && o.builder.size_with(&key, &payload) > max_bytes
+        {
+            let o = open.remove(&shard).expect("just seen");
+            close(&mut p, o, map.shard_id(shard));
+        }
+        let o = open.entry(shard).or_insert_with(|| Open {
+            builder: aggregate::Builder::default(),
+            hash,
+            seqs: Vec::new(),
+            single: None,
+        });
+        o.builder.push(&key, &payload);
+        o.single = if o.seqs.is_empty() {
+            Some((seq, key, payload))
+        } else {
+            None
+        };
+        o.seqs.push(seq);
+    }
+    let mut rest: Vec<_> = open.into_iter().collect();
+    rest.sort_by_key(|(_, o)| o.seqs[0]);
+    for (shard, o) in rest {
+        close(&mut p, o, map.shard_id(shard));
+    }
+    p
+}
+
+/// The open shards of a stream: `(starting hash key, ending hash key, shard id)`.
+async fn list_shards(
+    client: &Client,
+    stream: &str,
+) -> Result<Vec<(String, String, String)>, String> {
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut call = client.list_shards();
+        call = match &token {
+            Some(t) => call.next_token(t),
+            None if stream.starts_with("arn:") => call.stream_arn(stream),
+            None => call.stream_name(stream),
+        };
+        let out = call
+            .send()
+            .await
+            .map_err(|e| format!("{}", aws_sdk_kinesis::error::DisplayErrorContext(&e)))?;
+        for s in out.shards() {
+            let closed = s
+                .sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_some();
+            if let (false, Some(range)) = (closed, s.hash_key_range()) {
+                shards.push((
+                    range.starting_hash_key().to_string(),
+                    range.ending_hash_key().to_string(),
+                    s.shard_id().to_string(),
+                ));
+            }
+        }
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => return Ok(shards),
+        }
+    }
+}
+
+/// One PutRecords call (run as a task of its own, so several are in flight).
+async fn put(client: Client, metrics: Metrics, call: Call) -> Sent {
+    let Call {
+        stream,
+        entries,
+        seqs,
+        counts,
+        shard_ids,
+    } = call;
+    let records = entries.len();
     let mut call = client.put_records().set_records(Some(entries));
     call = if stream.starts_with("arn:") {
         call.stream_arn(&stream)
@@ -467,7 +781,7 @@ async fn put(client: Client, metrics: Metrics, batch: Batch) -> Sent {
     metrics
         .records_per_put
         .with_label_values(&[&stream])
-        .observe(seqs.len() as f64);
+        .observe(records as f64);
     let started = Instant::now();
     let result = call.send().await;
     metrics
@@ -477,6 +791,8 @@ async fn put(client: Client, metrics: Metrics, batch: Batch) -> Sent {
     Sent {
         stream,
         seqs,
+        counts,
+        shard_ids,
         result,
     }
 }

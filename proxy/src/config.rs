@@ -57,6 +57,10 @@ struct RawEvents {
     keep_published: Option<Spanned<String>>,
     #[serde(default)]
     redact_salt_env: Option<String>,
+    #[serde(default)]
+    aggregate: Vec<String>,
+    #[serde(default)]
+    aggregate_max_bytes: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -360,6 +364,18 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         r,
     );
     relay.keep_published = (!keep.is_zero()).then_some(keep);
+    relay.aggregate = ev.aggregate;
+    if let Some(m) = &ev.aggregate_max_bytes {
+        match parse_size(&m.value) {
+            Ok(n) if (1 << 10..=1000 << 10).contains(&n) => relay.aggregate_max_bytes = n,
+            Ok(_) => r.report(
+                m.into(),
+                "events.aggregate_max_bytes",
+                "aggregate_max_bytes must be between 1KiB and 1000KiB (a Kinesis record holds at most 1 MiB)",
+            ),
+            Err(e) => r.report(m.into(), "events.aggregate_max_bytes", e),
+        }
+    }
     Some(Config {
         kinesis_region: kinesis.region,
         kinesis_endpoint: kinesis.endpoint.map(|e| e.value),
@@ -539,6 +555,30 @@ mod tests {
         );
         assert!(
             err.contains("log.format: unknown log format `xml`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn aggregation_settings() {
+        let base = format!(
+            "listen: [\"127.0.0.1:0\"]\nlegacy: {{ address: \"127.0.0.1:1\" }}\nrules: {}\n",
+            std::env::temp_dir().display()
+        );
+        let ok =
+            format!("{base}events: {{ aggregate: [orders, \"*\"], aggregate_max_bytes: 64KiB }}\n");
+        let cfg = Config::parse(Path::new("s.yaml"), &ok).unwrap();
+        assert_eq!(cfg.relay.aggregate, ["orders", "*"]);
+        assert_eq!(cfg.relay.aggregate_max_bytes, 64 << 10);
+        assert!(cfg.relay.aggregates("anything"));
+        let default = Config::parse(Path::new("s.yaml"), &base).unwrap();
+        assert!(!default.relay.aggregates("orders"));
+        let bad = format!("{base}events:\n  aggregate_max_bytes: 2MiB\n");
+        let err = Config::parse(Path::new("s.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("s.yaml:5:24: events.aggregate_max_bytes: aggregate_max_bytes must be between 1KiB and 1000KiB"),
             "{err}"
         );
     }

@@ -10,7 +10,8 @@ use crate::config::Config;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StreamCommand {
-    /// Print every record of a stream as a JSON line: partition key and the event.
+    /// Print every event of a stream as a JSON line: partition key and the event (KPL
+    /// aggregated records are taken apart: one line per event, with its sub-sequence number).
     Read {
         #[arg(long)]
         config: PathBuf,
@@ -57,11 +58,14 @@ pub fn run(cmd: &StreamCommand) -> Result<()> {
                 for rec in records {
                     let event: serde_json::Value = serde_json::from_slice(&rec.data)
                         .unwrap_or_else(|_| String::from_utf8_lossy(&rec.data).into());
-                    let line = serde_json::json!({
+                    let mut line = serde_json::json!({
                         "partition_key": rec.partition_key,
                         "sequence_number": rec.sequence_number,
                         "event": event,
                     });
+                    if let Some(sub) = rec.sub_sequence_number {
+                        line["sub_sequence_number"] = sub.into();
+                    }
                     println!("{line}");
                 }
             }

@@ -155,6 +155,61 @@ async fn a_2xx_write_becomes_exactly_the_expected_event() {
     assert!(outbox["streams"].as_array().unwrap().is_empty(), "{outbox}");
 }
 
+#[tokio::test]
+async fn an_aggregated_stream_carries_many_events_per_record() {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
+    let p = ProxyBuilder::new(legacy.addr)
+        .rules("orders.yaml", RULES)
+        .config(&format!(
+            "kinesis: {{ region: us-east-1, endpoint: \"{}\" }}\nevents: {{ aggregate: [orders] }}",
+            k.endpoint()
+        ))
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .start()
+        .await;
+    // 40 users' orders at once: the relay's linger gathers them into a few calls.
+    let p = Arc::new(p);
+    let mut tasks = Vec::new();
+    for u in 0..40 {
+        let p = Arc::clone(&p);
+        tasks.push(tokio::spawn(async move {
+            let body = format!(r#"{{"sku":"tea","qty":{u}}}"#);
+            post(&p, &format!("/api/users/u{u}/orders"), &body, &[])
+                .await
+                .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let got = events(&c, 40).await;
+    assert_eq!(got.len(), 40, "{got:?}");
+    for u in 0..40 {
+        let (_, ev) = got
+            .iter()
+            .find(|(k, _)| *k == format!("u{u}"))
+            .unwrap_or_else(|| panic!("u{u}'s event missing"));
+        assert_eq!(ev["data"]["order"]["qty"], u);
+    }
+    let records = strangler_events::kinesis::read_stream(&c, "orders")
+        .await
+        .unwrap();
+    let kinesis_records: HashSet<_> = records.iter().map(|r| &r.sequence_number).collect();
+    assert!(
+        kinesis_records.len() < 40,
+        "not aggregated: {} records for 40 events",
+        kinesis_records.len()
+    );
+    let per_record_sum = p
+        .metric(r#"strangler_kinesis_events_per_record_sum{stream="orders"}"#)
+        .await;
+    assert_eq!(per_record_sum, 40.0, "every event counted in an aggregate");
+}
+
 async fn kill9_under_load_loses_nothing(store: Option<&str>) {
     let k = KinesisLocal::start().await;
     let c = kinesis::client(&k.endpoint());

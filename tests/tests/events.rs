@@ -418,3 +418,80 @@ async fn rows_handed_over_and_rows_read_back_all_arrive_once() {
         sent.len() as u64
     );
 }
+
+#[tokio::test]
+async fn aggregated_records_arrive_whole_on_their_keys_shards_through_faults() {
+    // KPL aggregation: many events per Kinesis record, each aggregate on the shard its events'
+    // keys hash to; aggregates throttled whole or failed as one record are retried whole, and
+    // every event arrives once, in key order.
+    let (k, c) = orders_stream().await;
+    let shim = Shim::start(k.addr).await;
+    shim.faults
+        .throttle_every_call
+        .store(3, std::sync::atomic::Ordering::SeqCst);
+    shim.faults
+        .fail_every_record
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let store = Store::new(false).await;
+    let outbox = store.outbox().await;
+    let sent: Vec<NewEvent> = (0..600u64)
+        .map(|i| event("orders", &format!("user-{}", i % 60), i / 60))
+        .collect();
+    outbox.enqueue_batch(&sent).await.unwrap();
+    let cfg = RelayConfig {
+        aggregate: vec!["orders".into()],
+        // Small aggregates, so a call holds several per shard and some fail while others pass.
+        aggregate_max_bytes: 4096,
+        ..fast()
+    };
+    let (mut r, m, _) = relay(&outbox, &shim.endpoint(), cfg);
+    drain(&mut r, 2_000).await;
+    let records = strangler_events::kinesis::read_stream(&c, "orders")
+        .await
+        .unwrap();
+    let got: Vec<(String, Value)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.partition_key.clone(),
+                serde_json::from_slice(&r.data).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(check(&sent, &got), 0, "events duplicated");
+    assert_eq!(got.len(), 600);
+    // Each event sits on the shard its own key hashes to.
+    let shards = c.list_shards().stream_name("orders").send().await.unwrap();
+    let map = strangler_events::aggregate::ShardMap::new(shards.shards().iter().map(|s| {
+        let r = s.hash_key_range().unwrap();
+        (r.starting_hash_key(), r.ending_hash_key(), s.shard_id())
+    }));
+    for rec in &records {
+        let shard = map.shard_of(strangler_events::aggregate::hash_key(&rec.partition_key));
+        assert_eq!(
+            map.shard_id(shard.unwrap()),
+            Some(rec.shard_id.as_str()),
+            "{} on the wrong shard",
+            rec.partition_key
+        );
+    }
+    // Aggregated: far fewer Kinesis records than events.
+    let kinesis_records: std::collections::HashSet<_> =
+        records.iter().map(|r| &r.sequence_number).collect();
+    assert!(
+        kinesis_records.len() * 5 <= records.len(),
+        "{} Kinesis records for {} events",
+        kinesis_records.len(),
+        records.len()
+    );
+    let per_record = m.events_per_record.with_label_values(&["orders"]);
+    assert!(per_record.get_sample_sum() / per_record.get_sample_count() as f64 > 2.0);
+    assert!(
+        shim.faults
+            .failed_records
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    );
+    assert!(m.failed.with_label_values(&["orders", "throttled"]).get() > 0);
+    assert_eq!(m.published.with_label_values(&["orders"]).get(), 600);
+}
