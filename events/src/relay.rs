@@ -368,7 +368,16 @@ impl Relay {
                 .filter(|m| !m.is_empty())
         });
         let Some(Some(map)) = map else {
-            let (entries, seqs) = plain(records.into_iter().take(MAX_RECORDS)).unzip();
+            let mut records = records;
+            // An aggregated stream's batch may hold more rows than plain records fit in a call.
+            let left: Vec<i64> = records
+                .drain(records.len().min(MAX_RECORDS)..)
+                .map(|(seq, _, _)| seq)
+                .collect();
+            if !left.is_empty() {
+                self.backlog.release(&stream, &left);
+            }
+            let (entries, seqs) = plain(records.into_iter()).unzip();
             return Call {
                 stream,
                 entries,

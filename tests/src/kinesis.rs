@@ -147,6 +147,8 @@ pub struct Faults {
     pub fail_every_record: AtomicUsize,
     /// Fail every record (for dead-letter tests).
     pub fail_all_records: AtomicBool,
+    /// Deny `ListShards` (as an IAM policy without kinesis:ListShards would).
+    pub deny_list_shards: AtomicBool,
     calls: AtomicUsize,
     pub throttled_calls: AtomicUsize,
     pub failed_records: AtomicUsize,
@@ -237,6 +239,13 @@ async fn handle(req: Request<Incoming>, target: SocketAddr, f: &Faults) -> Respo
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    if op.ends_with(".ListShards") && f.deny_list_shards.load(Ordering::SeqCst) {
+        return error(
+            400,
+            "AccessDeniedException",
+            "not allowed: kinesis:ListShards (shim)",
+        );
+    }
     if !op.ends_with(".PutRecords") {
         return forward(&parts, body, target).await;
     }

@@ -495,3 +495,44 @@ async fn aggregated_records_arrive_whole_on_their_keys_shards_through_faults() {
     assert!(m.failed.with_label_values(&["orders", "throttled"]).get() > 0);
     assert_eq!(m.published.with_label_values(&["orders"]).get(), 600);
 }
+
+#[tokio::test]
+async fn an_aggregated_stream_without_a_shard_map_sends_plain_records() {
+    // ListShards denied: no shard map, so no aggregates; a call still carries at most 500
+    // records, and the rest of an aggregated stream's larger batch goes in the next calls.
+    let (k, c) = orders_stream().await;
+    let shim = Shim::start(k.addr).await;
+    shim.faults
+        .deny_list_shards
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let store = Store::new(false).await;
+    let outbox = store.outbox().await;
+    let sent: Vec<NewEvent> = (0..1_200u64)
+        .map(|i| event("orders", &format!("k{i}"), 0))
+        .collect();
+    outbox.enqueue_batch(&sent).await.unwrap();
+    let cfg = RelayConfig {
+        aggregate: vec!["orders".into()],
+        ..fast()
+    };
+    let (mut r, m, _) = relay(&outbox, &shim.endpoint(), cfg);
+    drain(&mut r, 200).await;
+    let records = strangler_events::kinesis::read_stream(&c, "orders")
+        .await
+        .unwrap();
+    assert!(records.iter().all(|r| r.sub_sequence_number.is_none()));
+    let got: Vec<(String, Value)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.partition_key.clone(),
+                serde_json::from_slice(&r.data).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(check(&sent, &got), 0);
+    assert_eq!(got.len(), 1_200);
+    assert_eq!(m.published.with_label_values(&["orders"]).get(), 1_200);
+    let per_put = m.records_per_put.with_label_values(&["orders"]);
+    assert!(per_put.get_sample_count() >= 3, "calls of at most 500");
+}
