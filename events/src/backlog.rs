@@ -55,6 +55,11 @@ struct Queue {
     /// The last pick found nothing to send and nothing waiting for a retry time, and no row
     /// changed since: picking again would walk the queue for nothing.
     nothing_to_pick: bool,
+    /// The last pick found nothing to send, only rows waiting for a retry due at this time, and
+    /// no row changed since: picking before then would walk the queue for nothing (a stream
+    /// whose Kinesis is down holds a full queue of such rows while new commits keep waking the
+    /// relay).
+    quiet_until: Option<i64>,
     /// `pick`'s set of keys seen, kept to reuse its allocation.
     keys: HashSet<u64, BuildHasherDefault<KeyHash>>,
 }
@@ -103,13 +108,19 @@ pub struct Batch {
 }
 
 impl Queue {
+    /// A row came, went or changed: the next pick looks again.
+    fn changed(&mut self) {
+        self.nothing_to_pick = false;
+        self.quiet_until = None;
+    }
+
     fn has_room(&self) -> bool {
         self.rows.len() < QUEUE_ROWS && self.bytes < QUEUE_BYTES
     }
 
     fn insert(&mut self, p: Pending) {
         self.bytes += p.payload.len();
-        self.nothing_to_pick = false;
+        self.changed();
         self.rows.insert(
             p.seq,
             Row {
@@ -226,6 +237,12 @@ impl Backlog {
             if q.nothing_to_pick {
                 continue;
             }
+            if let Some(at) = q.quiet_until
+                && now_ms < at
+            {
+                wait_at_most(Duration::from_millis((at - now_ms) as u64));
+                continue;
+            }
             // Too few rows for a full batch while the stream lingers: no need to walk them.
             if let Some(left) = lingering
                 && q.rows.len() < q.max_rows
@@ -240,6 +257,7 @@ impl Backlog {
             }
             if picked.is_empty() {
                 q.nothing_to_pick = retry_ms.is_none();
+                q.quiet_until = retry_ms;
                 continue;
             }
             let full = picked.len() == q.max_rows || bytes > MAX_CALL_BYTES / 2;
@@ -278,7 +296,7 @@ impl Backlog {
         if let Some(q) = self.streams.get_mut(stream)
             && let Some(row) = q.rows.remove(&seq)
         {
-            q.nothing_to_pick = false;
+            q.changed();
             q.bytes -= row.pending.payload.len();
         }
     }
@@ -291,7 +309,7 @@ impl Backlog {
     /// Rows picked for a call that did not carry them: waiting again, no try counted.
     pub fn release(&mut self, stream: &str, seqs: &[i64]) {
         if let Some(q) = self.streams.get_mut(stream) {
-            q.nothing_to_pick = false;
+            q.changed();
             for seq in seqs {
                 if let Some(row) = q.rows.get_mut(seq) {
                     row.inflight = false;
@@ -305,10 +323,10 @@ impl Backlog {
         if let Some(q) = self.streams.get_mut(stream)
             && let Some(row) = q.rows.get_mut(&seq)
         {
-            q.nothing_to_pick = false;
             row.inflight = false;
             row.pending.attempts += 1;
             row.pending.next_attempt_ms = at_ms;
+            q.changed();
         }
     }
 
@@ -404,6 +422,25 @@ mod tests {
         );
         assert_eq!(seqs(&send(b.next_batch(100, None))), vec![1]);
         assert_eq!(b.get("s", 1).unwrap().attempts, 1);
+    }
+
+    #[test]
+    fn a_queue_waiting_for_retries_rests_until_due_or_changed() {
+        let mut b = Backlog::default();
+        b.add(vec![row(1, "s", "a")]);
+        send(b.next_batch(0, None));
+        b.retry_at("s", 1, 100);
+        assert!(
+            matches!(b.next_batch(10, None), Next::Wait(Some(d)) if d == Duration::from_millis(90))
+        );
+        // Resting: still the same wait, without a walk of the queue.
+        assert!(
+            matches!(b.next_batch(60, None), Next::Wait(Some(d)) if d == Duration::from_millis(40))
+        );
+        // A new row wakes it up.
+        b.add(vec![row(2, "s", "b")]);
+        assert_eq!(seqs(&send(b.next_batch(60, None))), vec![2]);
+        assert_eq!(seqs(&send(b.next_batch(100, None))), vec![1]);
     }
 
     #[test]
