@@ -52,14 +52,11 @@ struct Queue {
     /// How many of its rows are left in the store that way.
     left: usize,
     last_launch: Option<Instant>,
-    /// The last pick found nothing to send and nothing waiting for a retry time, and no row
-    /// changed since: picking again would walk the queue for nothing.
-    nothing_to_pick: bool,
-    /// The last pick found nothing to send, only rows waiting for a retry due at this time, and
-    /// no row changed since: picking before then would walk the queue for nothing (a stream
-    /// whose Kinesis is down holds a full queue of such rows while new commits keep waking the
-    /// relay).
-    quiet_until: Option<i64>,
+    /// The last pick that was not sent (nothing due, or a small batch while lingering), kept
+    /// while no row changes and no retry time it waits for has come: picking again would walk
+    /// the whole queue for the same answer (a stream whose Kinesis is down holds a full queue,
+    /// mostly rows behind their keys' failed first rows, while every commit wakes the relay).
+    last_pick: Option<Pick>,
     /// `pick`'s set of keys seen, kept to reuse its allocation.
     keys: HashSet<u64, BuildHasherDefault<KeyHash>>,
 }
@@ -110,8 +107,7 @@ pub struct Batch {
 impl Queue {
     /// A row came, went or changed: the next pick looks again.
     fn changed(&mut self) {
-        self.nothing_to_pick = false;
-        self.quiet_until = None;
+        self.last_pick = None;
     }
 
     fn has_room(&self) -> bool {
@@ -234,15 +230,6 @@ impl Backlog {
                 (Some((now, linger)), Some(last)) => linger.checked_sub(now.duration_since(last)),
                 _ => None,
             };
-            if q.nothing_to_pick {
-                continue;
-            }
-            if let Some(at) = q.quiet_until
-                && now_ms < at
-            {
-                wait_at_most(Duration::from_millis((at - now_ms) as u64));
-                continue;
-            }
             // Too few rows for a full batch while the stream lingers: no need to walk them.
             if let Some(left) = lingering
                 && q.rows.len() < q.max_rows
@@ -251,24 +238,28 @@ impl Backlog {
                 wait_at_most(left);
                 continue;
             }
-            let (picked, bytes, retry_ms) = pick(q, now_ms);
-            if let Some(at) = retry_ms {
+            let p = match q.last_pick.take() {
+                Some(p) if p.retry_ms.is_none_or(|at| now_ms < at) => p,
+                _ => pick(q, now_ms),
+            };
+            if let Some(at) = p.retry_ms {
                 wait_at_most(Duration::from_millis((at - now_ms).max(1) as u64));
             }
-            if picked.is_empty() {
-                q.nothing_to_pick = retry_ms.is_none();
-                q.quiet_until = retry_ms;
+            let full = p.seqs.len() == q.max_rows || p.bytes > MAX_CALL_BYTES / 2;
+            if p.seqs.is_empty() {
+                q.last_pick = Some(p);
                 continue;
             }
-            let full = picked.len() == q.max_rows || bytes > MAX_CALL_BYTES / 2;
             if let Some(left) = lingering
                 && !full
             {
                 wait_at_most(left);
+                q.last_pick = Some(p);
                 continue;
             }
             q.last_launch = Some(linger.map_or_else(Instant::now, |(now, _)| now));
-            let records = picked
+            let records = p
+                .seqs
                 .iter()
                 .map(|seq| {
                     let row = q.rows.get_mut(seq).expect("picked from the queue");
@@ -337,10 +328,17 @@ impl Backlog {
     }
 }
 
+/// What `pick` chose.
+struct Pick {
+    seqs: Vec<i64>,
+    bytes: usize,
+    /// The earliest retry time among the keys' first rows that are not due yet.
+    retry_ms: Option<i64>,
+}
+
 /// The first waiting row of each key, in order, as long as it is due and the call has room; a
-/// key whose earliest row is in flight or not yet due is skipped whole. Returns the rows, their
-/// bytes, and the earliest retry time among the keys' first rows that are not due yet.
-fn pick(q: &mut Queue, now_ms: i64) -> (Vec<i64>, usize, Option<i64>) {
+/// key whose earliest row is in flight or not yet due is skipped whole.
+fn pick(q: &mut Queue, now_ms: i64) -> Pick {
     let keys = &mut q.keys;
     keys.clear();
     let mut picked = Vec::new();
@@ -362,7 +360,11 @@ fn pick(q: &mut Queue, now_ms: i64) -> (Vec<i64>, usize, Option<i64>) {
         bytes += size;
         picked.push(*seq);
     }
-    (picked, bytes, retry_ms)
+    Pick {
+        seqs: picked,
+        bytes,
+        retry_ms,
+    }
 }
 
 #[cfg(test)]
