@@ -6,6 +6,9 @@
 # relay drains to kinesalite meanwhile); and the same with the stream KPL-aggregated. nginx
 # `return 200` is the backend. Each proxy (all its threads) runs on core 0; wrk, nginx and
 # kinesalite share core 1. Prints req/s, latency and each proxy's CPU time per request.
+# HOLD_NEVER=7000 sends the never-firing proxy's traffic to an nginx that answers at most that
+# many requests per second (limit_req, excess delayed): that proxy then runs at the publishing
+# one's rate and latency without any event, which isolates what the lower rate alone costs.
 # Usage: bench/dual_write.sh [secs] [conns]
 set -euo pipefail
 secs="${1:-10}"
@@ -14,7 +17,7 @@ source "$(dirname "$0")/lib.sh"
 need nginx wrk taskset
 kinesalite="$(kinesalite_bin)"
 bin="$(release_build -p strangler strangler)"
-backend=$(free_port); kport=$(free_port); plain=$(free_port); never=$(free_port); publish=$(free_port); aggregated=$(free_port)
+backend=$(free_port); held=$(free_port); kport=$(free_port); plain=$(free_port); never=$(free_port); publish=$(free_port); aggregated=$(free_port)
 
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
@@ -22,8 +25,15 @@ events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;
   uwsgi_temp_path $work; scgi_temp_path $work;
   server { listen 127.0.0.1:$backend; keepalive_requests 1000000; client_body_buffer_size 64k;
-    location / { return 200 '{"id":1}'; } } }
+    location / { return 200 '{"id":1}'; } }
+  # The held backend: \`return\` answers in the rewrite phase, before limit_req (preaccess) runs,
+  # so the answer comes from a 404 (no such file) turned into the same 200.
+  limit_req_zone \$binary_remote_addr zone=held:1m rate=${HOLD_NEVER:-1000000}r/s;
+  server { listen 127.0.0.1:$held; keepalive_requests 1000000; client_body_buffer_size 64k;
+    location / { limit_req zone=held burst=1000000; root $work/empty; error_page 404 405 =200 @ok; }
+    location @ok { return 200 '{"id":1}'; } } }
 NGINX
+mkdir -p "$work/empty"
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 taskset -c 1 "$kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!); kinesalite_pid=$!
 
@@ -54,6 +64,9 @@ YAML
 }
 setup plain "$plain" no
 setup never "$never" never
+if [ -n "${HOLD_NEVER:-}" ]; then
+  sed -i "s#127.0.0.1:$backend#127.0.0.1:$held#" "$work/never/strangler.yaml"
+fi
 setup publish "$publish" yes
 setup aggregated "$aggregated" yes "events: { aggregate: [bench] }"
 for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
@@ -125,7 +138,7 @@ run() { # $1 label, $2 port, $3 proxy pid
 }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${secs}s per run, wrk -t1 -c$conns, 1 KB JSON POST" >&2
 a=$(run "pass-through (same route, no publish)" "$plain" "$plain_pid")
-n=$(run "publish rule, never fires (body read + parsed)" "$never" "$never_pid")
+n=$(run "publish rule, never fires (body read + parsed)${HOLD_NEVER:+, held to $HOLD_NEVER/s}" "$never" "$never_pid")
 b=$(run "publish, sync: outbox commit before the answer" "$publish" "$publish_pid")
 g=$(run "publish, sync, KPL-aggregated stream" "$aggregated" "$aggregated_pid")
 base=$(echo "$a" | cut -d'|' -f2)
