@@ -20,15 +20,7 @@ async fn main() {
         .unwrap_or_else(|| "http://127.0.0.1:4567".into());
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let client = strangler_events::kinesis::client(Some("us-east-1"), Some(&endpoint)).await;
-    for s in ["sdk-loop"] {
-        let _ = client
-            .create_stream()
-            .stream_name(s)
-            .shard_count(4)
-            .send()
-            .await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    create_stream(&client, "sdk-loop").await;
     let payload = |i: usize| {
         CloudEvent::new(
             "bench",
@@ -103,13 +95,7 @@ async fn relay(
     payload: impl Fn(usize) -> CloudEvent,
     cfg: RelayConfig,
 ) -> (f64, u64) {
-    let _ = client
-        .create_stream()
-        .stream_name(stream)
-        .shard_count(4)
-        .send()
-        .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    create_stream(client, stream).await;
     let dir = std::env::temp_dir().join(format!("relay-bench-{}-{stream}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let outbox = Outbox::connect(&format!("sqlite://{}", dir.join("outbox.db").display()))
@@ -152,4 +138,15 @@ async fn relay(
         n as u64
     };
     (rate, records)
+}
+
+/// A 4-shard stream, given time to become active.
+async fn create_stream(client: &strangler_events::kinesis::Client, name: &str) {
+    let _ = client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(4)
+        .send()
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
 }

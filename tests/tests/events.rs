@@ -3,6 +3,7 @@
 //! Every accepted event must arrive, by id none missing, in order per partition key.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -41,6 +42,38 @@ async fn orders_stream() -> (KinesisLocal, aws_sdk_kinesis::Client) {
     let c = kinesis::client(&k.endpoint());
     kinesis::create_stream(&c, "orders").await;
     (k, c)
+}
+
+/// The fault shim in front of kinesis-local, throttling every `throttle`-th call whole and failing
+/// every `fail`-th record.
+async fn faulty_shim(k: &KinesisLocal, throttle: usize, fail: usize) -> Shim {
+    let shim = Shim::start(k.addr).await;
+    shim.faults.throttle_every_call.store(throttle, SeqCst);
+    shim.faults.fail_every_record.store(fail, SeqCst);
+    shim
+}
+
+/// Every event of the `orders` stream, aggregates taken apart: (partition key, event), and the
+/// records they came from.
+async fn read_events(
+    c: &aws_sdk_kinesis::Client,
+) -> (
+    Vec<(String, Value)>,
+    Vec<strangler_events::kinesis::StreamRecord>,
+) {
+    let records = strangler_events::kinesis::read_stream(c, "orders")
+        .await
+        .unwrap();
+    let events = records
+        .iter()
+        .map(|r| {
+            (
+                r.partition_key.clone(),
+                serde_json::from_slice(&r.data).unwrap(),
+            )
+        })
+        .collect();
+    (events, records)
 }
 
 fn event(stream: &str, key: &str, n: u64) -> NewEvent {
@@ -182,13 +215,7 @@ async fn postgres_outbox_delivers_everything_in_key_order() {
 
 async fn survives_throttling_and_failed_records(postgres: bool) {
     let (k, c) = orders_stream().await;
-    let shim = Shim::start(k.addr).await;
-    shim.faults
-        .throttle_every_call
-        .store(3, std::sync::atomic::Ordering::SeqCst);
-    shim.faults
-        .fail_every_record
-        .store(4, std::sync::atomic::Ordering::SeqCst);
+    let shim = faulty_shim(&k, 3, 4).await;
     let store = Store::new(postgres).await;
     let outbox = store.outbox().await;
     let sent = enqueue_concurrently(&outbox, "orders", 10, 12).await;
@@ -196,18 +223,8 @@ async fn survives_throttling_and_failed_records(postgres: bool) {
     drain(&mut r, 2_000).await;
     let got = kinesis::read_all(&c, "orders").await;
     assert_eq!(check(&sent, &got), 0, "records were duplicated");
-    assert!(
-        shim.faults
-            .throttled_calls
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
-    );
-    assert!(
-        shim.faults
-            .failed_records
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
-    );
+    assert!(shim.faults.throttled_calls.load(SeqCst) > 0);
+    assert!(shim.faults.failed_records.load(SeqCst) > 0);
     assert!(m.throttled.with_label_values(&["orders"]).get() > 0);
     assert!(m.failed.with_label_values(&["orders", "throttled"]).get() > 0);
 }
@@ -290,9 +307,7 @@ async fn dead_letters_and_redrive() {
     huge.payload = vec![b'x'; 1024 * 1024 + 1];
     outbox.enqueue(huge).await.unwrap();
     // Failing every time: dead after max_attempts.
-    shim.faults
-        .fail_all_records
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    shim.faults.fail_all_records.store(true, SeqCst);
     let doomed = event("orders", "user-1", 0);
     outbox.enqueue(doomed.clone()).await.unwrap();
     let cfg = RelayConfig {
@@ -317,9 +332,7 @@ async fn dead_letters_and_redrive() {
         1
     );
     // Kinesis healthy again: re-drive the failed one; it arrives with its original id.
-    shim.faults
-        .fail_all_records
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    shim.faults.fail_all_records.store(false, SeqCst);
     let seq = dead.iter().find(|d| d.id == doomed.id).unwrap().seq;
     assert_eq!(outbox.redrive(Some(&[seq])).await.unwrap(), 1);
     drain(&mut r, 200).await;
@@ -425,13 +438,7 @@ async fn aggregated_records_arrive_whole_on_their_keys_shards_through_faults() {
     // keys hash to; aggregates throttled whole or failed as one record are retried whole, and
     // every event arrives once, in key order.
     let (k, c) = orders_stream().await;
-    let shim = Shim::start(k.addr).await;
-    shim.faults
-        .throttle_every_call
-        .store(3, std::sync::atomic::Ordering::SeqCst);
-    shim.faults
-        .fail_every_record
-        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let shim = faulty_shim(&k, 3, 2).await;
     let store = Store::new(false).await;
     let outbox = store.outbox().await;
     let sent: Vec<NewEvent> = (0..600u64)
@@ -446,18 +453,7 @@ async fn aggregated_records_arrive_whole_on_their_keys_shards_through_faults() {
     };
     let (mut r, m, _) = relay(&outbox, &shim.endpoint(), cfg);
     drain(&mut r, 2_000).await;
-    let records = strangler_events::kinesis::read_stream(&c, "orders")
-        .await
-        .unwrap();
-    let got: Vec<(String, Value)> = records
-        .iter()
-        .map(|r| {
-            (
-                r.partition_key.clone(),
-                serde_json::from_slice(&r.data).unwrap(),
-            )
-        })
-        .collect();
+    let (got, records) = read_events(&c).await;
     assert_eq!(check(&sent, &got), 0, "events duplicated");
     assert_eq!(got.len(), 600);
     // Each event sits on the shard its own key hashes to.
@@ -486,12 +482,7 @@ async fn aggregated_records_arrive_whole_on_their_keys_shards_through_faults() {
     );
     let per_record = m.events_per_record.with_label_values(&["orders"]);
     assert!(per_record.get_sample_sum() / per_record.get_sample_count() as f64 > 2.0);
-    assert!(
-        shim.faults
-            .failed_records
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
-    );
+    assert!(shim.faults.failed_records.load(SeqCst) > 0);
     assert!(m.failed.with_label_values(&["orders", "throttled"]).get() > 0);
     assert_eq!(m.published.with_label_values(&["orders"]).get(), 600);
 }
@@ -502,9 +493,7 @@ async fn an_aggregated_stream_without_a_shard_map_sends_plain_records() {
     // records, and the rest of an aggregated stream's larger batch goes in the next calls.
     let (k, c) = orders_stream().await;
     let shim = Shim::start(k.addr).await;
-    shim.faults
-        .deny_list_shards
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    shim.faults.deny_list_shards.store(true, SeqCst);
     let store = Store::new(false).await;
     let outbox = store.outbox().await;
     let sent: Vec<NewEvent> = (0..1_200u64)
@@ -517,19 +506,8 @@ async fn an_aggregated_stream_without_a_shard_map_sends_plain_records() {
     };
     let (mut r, m, _) = relay(&outbox, &shim.endpoint(), cfg);
     drain(&mut r, 200).await;
-    let records = strangler_events::kinesis::read_stream(&c, "orders")
-        .await
-        .unwrap();
+    let (got, records) = read_events(&c).await;
     assert!(records.iter().all(|r| r.sub_sequence_number.is_none()));
-    let got: Vec<(String, Value)> = records
-        .iter()
-        .map(|r| {
-            (
-                r.partition_key.clone(),
-                serde_json::from_slice(&r.data).unwrap(),
-            )
-        })
-        .collect();
     assert_eq!(check(&sent, &got), 0);
     assert_eq!(got.len(), 1_200);
     assert_eq!(m.published.with_label_values(&["orders"]).get(), 1_200);
