@@ -331,8 +331,8 @@ mod tests {
         assert_eq!(got[1].explicit_hash_key, None);
     }
 
-    /// Bytes from the KPL's own aggregation : two records,
-    /// keys "a" and "b", data "1" and "2", built by hand from the .proto, in the order the KPL writes them.
+    /// A record laid out as the KPL writes one (the key table, then the records; one record
+    /// with an empty tag), built by hand from the .proto: keys "a" and "b", data "1" and "2".
     #[test]
     fn reads_the_kpl_layout() {
         let mut body = vec![0x0a, 1, b'a', 0x0a, 1, b'b'];
