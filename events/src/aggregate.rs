@@ -29,6 +29,12 @@ const DIGEST_LEN: usize = 16;
 /// KPL's default `AggregationMaxSize`: the most bytes of one aggregated record.
 pub const DEFAULT_MAX_BYTES: usize = 51_200;
 
+/// Whether a stream is in a configured list of aggregated streams (names or ARNs as the rules
+/// write them; `*` matches every stream).
+pub fn listed(streams: &[String], stream: &str) -> bool {
+    streams.iter().any(|a| a == "*" || a == stream)
+}
+
 /// Where Kinesis puts a partition key: the MD5 of its UTF-8 bytes as a big-endian 128-bit number.
 pub fn hash_key(partition_key: &str) -> u128 {
     u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
@@ -52,14 +58,6 @@ impl Builder {
     /// The encoded size so far (magic, protobuf, digest).
     pub fn size(&self) -> usize {
         MAGIC.len() + self.keys.len() + self.records.len() + DIGEST_LEN
-    }
-
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     /// The first event's partition key: the aggregate's own.

@@ -130,9 +130,9 @@ impl Queue {
 
 impl Backlog {
     /// A backlog whose calls on these streams (`*`: all) carry rows to be aggregated.
-    pub fn aggregating(streams: Vec<String>) -> Backlog {
+    pub fn aggregating(streams: &[String]) -> Backlog {
         Backlog {
-            aggregated: streams,
+            aggregated: streams.to_vec(),
             ..Backlog::default()
         }
     }
@@ -146,7 +146,7 @@ impl Backlog {
                 .streams
                 .entry(p.stream.clone())
                 .or_insert_with_key(|s| Queue {
-                    max_rows: if aggregated.iter().any(|a| a == "*" || a == s) {
+                    max_rows: if crate::aggregate::listed(aggregated, s) {
                         MAX_AGGREGATED_ROWS
                     } else {
                         MAX_RECORDS
@@ -293,8 +293,8 @@ impl Backlog {
     }
 
     /// The streams seen so far.
-    pub fn stream_names(&self) -> Vec<String> {
-        self.streams.keys().cloned().collect()
+    pub fn stream_names(&self) -> impl Iterator<Item = &String> {
+        self.streams.keys()
     }
 
     /// Rows picked for a call that did not carry them: waiting again, no try counted.

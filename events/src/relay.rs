@@ -62,7 +62,7 @@ pub struct RelayConfig {
 
 impl RelayConfig {
     pub fn aggregates(&self, stream: &str) -> bool {
-        self.aggregate.iter().any(|a| a == "*" || a == stream)
+        aggregate::listed(&self.aggregate, stream)
     }
 }
 
@@ -130,24 +130,37 @@ type PutResult = Result<
     aws_sdk_kinesis::error::SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError>,
 >;
 
-/// One PutRecords call's records and the rows they carry.
-struct Call {
+/// The rows one PutRecords call carries, record by record.
+#[derive(Default)]
+struct Carried {
     stream: String,
-    entries: Vec<PutRecordsRequestEntry>,
     /// The rows, in record order.
     seqs: Vec<i64>,
-    /// Rows per record, in order (empty: one each).
+    /// Rows per record, in order.
     counts: Vec<usize>,
-    /// The shard each aggregated record was meant for (empty when none is).
+    /// The shard each aggregated record was meant for (`None` for a plain record).
     shard_ids: Vec<Option<String>>,
 }
 
-/// A finished PutRecords call: the rows it carried, in order, and what Kinesis said.
+/// One PutRecords call: its records and the rows they carry.
+#[derive(Default)]
+struct Call {
+    entries: Vec<PutRecordsRequestEntry>,
+    carried: Carried,
+}
+
+impl Call {
+    fn push(&mut self, entry: PutRecordsRequestEntry, seqs: &[i64], shard_id: Option<&str>) {
+        self.entries.push(entry);
+        self.carried.seqs.extend_from_slice(seqs);
+        self.carried.counts.push(seqs.len());
+        self.carried.shard_ids.push(shard_id.map(str::to_string));
+    }
+}
+
+/// A finished PutRecords call: the rows it carried and what Kinesis said.
 struct Sent {
-    stream: String,
-    seqs: Vec<i64>,
-    counts: Vec<usize>,
-    shard_ids: Vec<Option<String>>,
+    carried: Carried,
     result: PutResult,
 }
 
@@ -157,7 +170,7 @@ impl Relay {
             outbox,
             client,
             metrics,
-            backlog: Backlog::aggregating(cfg.aggregate.clone()),
+            backlog: Backlog::aggregating(&cfg.aggregate),
             cfg,
             more: false,
             shards: HashMap::new(),
@@ -360,49 +373,29 @@ impl Relay {
     /// map, one row per record otherwise. Rows past the call's 500 records are released for the
     /// next call.
     fn prepare(&mut self, batch: Batch) -> Call {
-        let Batch { stream, records } = batch;
-        let map = self.cfg.aggregates(&stream).then(|| {
-            self.shards
-                .get(&stream)
-                .and_then(|s| s.map.clone())
-                .filter(|m| !m.is_empty())
-        });
-        let Some(Some(map)) = map else {
-            let mut records = records;
-            // An aggregated stream's batch may hold more rows than plain records fit in a call.
-            let left: Vec<i64> = records
-                .drain(records.len().min(MAX_RECORDS)..)
-                .map(|(seq, _, _)| seq)
-                .collect();
-            if !left.is_empty() {
-                self.backlog.release(&stream, &left);
+        let map = self
+            .shards
+            .get(&batch.stream)
+            .and_then(|s| s.map.clone())
+            .filter(|m| self.cfg.aggregates(&batch.stream) && !m.is_empty());
+        let (call, left) = match map {
+            Some(map) => {
+                let (call, left) = pack(&map, batch, self.cfg.aggregate_max_bytes);
+                let per_record = self
+                    .metrics
+                    .events_per_record
+                    .with_label_values(&[&call.carried.stream]);
+                for &n in &call.carried.counts {
+                    per_record.observe(n as f64);
+                }
+                (call, left)
             }
-            let (entries, seqs) = plain(records.into_iter()).unzip();
-            return Call {
-                stream,
-                entries,
-                seqs,
-                counts: Vec::new(),
-                shard_ids: Vec::new(),
-            };
+            None => plain_call(batch),
         };
-        let packed = pack(&map, records, self.cfg.aggregate_max_bytes);
-        if !packed.left.is_empty() {
-            self.backlog.release(&stream, &packed.left);
+        if !left.is_empty() {
+            self.backlog.release(&call.carried.stream, &left);
         }
-        for &n in &packed.counts {
-            self.metrics
-                .events_per_record
-                .with_label_values(&[&stream])
-                .observe(n as f64);
-        }
-        Call {
-            stream,
-            entries: packed.entries,
-            seqs: packed.seqs,
-            counts: packed.counts,
-            shard_ids: packed.shard_ids,
-        }
+        call
     }
 
     /// Fetches the shard map of each aggregated stream in the backlog that has none, an old
@@ -411,20 +404,25 @@ impl Relay {
         if self.cfg.aggregate.is_empty() {
             return;
         }
-        for stream in self.backlog.stream_names() {
-            if !self.cfg.aggregates(&stream) {
-                continue;
-            }
-            let s = self.shards.entry(stream.clone()).or_default();
-            let due = match s.tried {
+        let due: Vec<String> = self
+            .backlog
+            .stream_names()
+            .filter(|stream| self.cfg.aggregates(stream))
+            .filter(|stream| match self.shards.get(*stream) {
                 None => true,
-                Some(t) if s.map.is_none() || s.stale => t.elapsed() >= SHARDS_RETRY,
-                Some(t) => t.elapsed() >= SHARDS_REFRESH,
-            };
-            if !due {
-                continue;
-            }
-            s.tried = Some(Instant::now());
+                Some(s) => s.tried.is_none_or(|t| {
+                    t.elapsed()
+                        >= if s.map.is_none() || s.stale {
+                            SHARDS_RETRY
+                        } else {
+                            SHARDS_REFRESH
+                        }
+                }),
+            })
+            .cloned()
+            .collect();
+        for stream in due {
+            self.shards.entry(stream.clone()).or_default().tried = Some(Instant::now());
             match list_shards(&self.client, &stream).await {
                 Ok(map) => {
                     debug!(stream, shards = map.len(), "Shard map fetched");
@@ -447,7 +445,7 @@ impl Relay {
     /// was not recorded are sent again: at least once, deduped by id downstream).
     async fn reset(&mut self, calls: &mut JoinSet<Sent>) {
         while calls.join_next().await.is_some() {}
-        self.backlog = Backlog::aggregating(self.cfg.aggregate.clone());
+        self.backlog = Backlog::aggregating(&self.cfg.aggregate);
         self.more = false;
     }
 
@@ -466,10 +464,13 @@ impl Relay {
     /// dead letters for the rest.
     async fn settle(&mut self, sent: Sent) -> Result<Pass, OutboxError> {
         let Sent {
-            stream,
-            seqs,
-            counts,
-            shard_ids,
+            carried:
+                Carried {
+                    stream,
+                    seqs,
+                    counts,
+                    shard_ids,
+                },
             result,
         } = sent;
         let out = match result {
@@ -486,16 +487,8 @@ impl Relay {
         let mut failures = Vec::new();
         let mut rows = seqs.as_slice();
         let mut results = out.records().iter();
-        for i in 0.. {
-            let n = if counts.is_empty() {
-                1
-            } else {
-                counts.get(i).copied().unwrap_or(0)
-            };
-            if rows.is_empty() || n == 0 {
-                break;
-            }
-            let (carried, rest) = rows.split_at(n.min(rows.len()));
+        for (i, &n) in counts.iter().enumerate() {
+            let (carried, rest) = rows.split_at(n);
             rows = rest;
             // Rows the response does not cover (it never happens with a real server) are
             // retried rather than assumed published.
@@ -617,99 +610,85 @@ impl Relay {
     }
 }
 
-/// Rows as plain records, one each: `(record, seq)`. The payloads move into the records.
-fn plain(
-    records: impl Iterator<Item = (i64, String, Vec<u8>)>,
-) -> impl Iterator<Item = (PutRecordsRequestEntry, i64)> {
-    records.map(|(seq, key, payload)| {
-        let entry = PutRecordsRequestEntry::builder()
-            .data(Blob::new(payload))
-            .partition_key(key)
-            .build()
-            .expect("data and partition key are set");
-        (entry, seq)
-    })
+fn plain_entry(key: String, payload: Vec<u8>) -> PutRecordsRequestEntry {
+    PutRecordsRequestEntry::builder()
+        .data(Blob::new(payload))
+        .partition_key(key)
+        .build()
+        .expect("data and partition key are set")
 }
 
-/// A batch packed into records for one call.
-struct Packed {
-    entries: Vec<PutRecordsRequestEntry>,
-    seqs: Vec<i64>,
-    counts: Vec<usize>,
-    shard_ids: Vec<Option<String>>,
-    /// Rows that did not fit in the call's 500 records.
-    left: Vec<i64>,
+/// A batch as plain records, one row each (the payloads move into the records), and the rows
+/// past the call's 500 records.
+fn plain_call(batch: Batch) -> (Call, Vec<i64>) {
+    let Batch {
+        stream,
+        mut records,
+    } = batch;
+    // An aggregated stream's batch may hold more rows than plain records fit in a call.
+    let left = records
+        .drain(records.len().min(MAX_RECORDS)..)
+        .map(|(seq, _, _)| seq)
+        .collect();
+    let mut call = Call::default();
+    call.carried.stream = stream;
+    for (seq, key, payload) in records {
+        call.push(plain_entry(key, payload), &[seq], None);
+    }
+    (call, left)
 }
 
-/// Packs rows into aggregated records per shard, in `seq` order within each, each record up to
-/// `max_bytes` and sent with its first row's hash key as explicit hash key (so it lands on that
-/// shard). A row alone in its record, or too large to share one, goes out plain; so does a row
-/// whose key falls in no known shard.
-fn pack(map: &ShardMap, records: Vec<(i64, String, Vec<u8>)>, max_bytes: usize) -> Packed {
+/// Packs a batch into aggregated records per shard, in `seq` order within each, each record up
+/// to `max_bytes` and sent with its first row's hash key as explicit hash key (so it lands on
+/// that shard). A row alone in its record, or too large to share one, goes out plain; so does a
+/// row whose key falls in no known shard. Returns the call and the rows past its 500 records.
+fn pack(map: &ShardMap, batch: Batch, max_bytes: usize) -> (Call, Vec<i64>) {
     /// An aggregate being filled for one shard.
     struct Open {
         builder: aggregate::Builder,
         hash: u128,
         seqs: Vec<i64>,
         /// The row itself while it is alone (sent plain if nothing joins it).
-        single: Option<(i64, String, Vec<u8>)>,
+        single: Option<(String, Vec<u8>)>,
     }
-    let mut p = Packed {
-        entries: Vec::new(),
-        seqs: Vec::with_capacity(records.len()),
-        counts: Vec::new(),
-        shard_ids: Vec::new(),
-        left: Vec::new(),
+    let mut call = Call::default();
+    call.carried.stream = batch.stream;
+    let mut left = Vec::new();
+    let mut close = |call: &mut Call, mut o: Open, shard: Option<usize>| {
+        if call.entries.len() == MAX_RECORDS {
+            left.extend(o.seqs);
+        } else if let Some((key, payload)) = o.single {
+            call.push(plain_entry(key, payload), &o.seqs, None);
+        } else {
+            let entry = PutRecordsRequestEntry::builder()
+                .partition_key(o.builder.first_key().unwrap_or_default())
+                .data(Blob::new(o.builder.finish()))
+                .explicit_hash_key(o.hash.to_string())
+                .build()
+                .expect("data and partition key are set");
+            call.push(entry, &o.seqs, shard.and_then(|i| map.shard_id(i)));
+        }
     };
     let mut open: HashMap<usize, Open> = HashMap::new();
-    let close = |p: &mut Packed, o: Open, shard: Option<&str>| {
-        if p.entries.len() == MAX_RECORDS {
-            p.left.extend(o.seqs);
-            return;
-        }
-        if let Some(row) = o.single {
-            let (entry, seq) = plain(std::iter::once(row)).next().expect("one row");
-            p.entries.push(entry);
-            p.seqs.push(seq);
-            p.counts.push(1);
-            p.shard_ids.push(None);
-            return;
-        }
-        let mut builder = o.builder;
-        let key = builder.first_key().unwrap_or_default().to_string();
-        let entry = PutRecordsRequestEntry::builder()
-            .data(Blob::new(builder.finish()))
-            .partition_key(key)
-            .explicit_hash_key(o.hash.to_string())
-            .build()
-            .expect("data and partition key are set");
-        p.entries.push(entry);
-        p.counts.push(o.seqs.len());
-        p.seqs.extend(o.seqs);
-        p.shard_ids.push(shard.map(str::to_string));
-    };
-    for (seq, key, payload) in records {
+    for (seq, key, payload) in batch.records {
         let hash = aggregate::hash_key(&key);
-        let shard = map.shard_of(hash);
         let alone = aggregate::Builder::default().size_with(&key, &payload) > max_bytes;
-        let (Some(shard), false) = (shard, alone) else {
-            close(
-                &mut p,
-                Open {
-                    builder: Default::default(),
-                    hash,
-                    seqs: vec![seq],
-                    single: Some((seq, key, payload)),
-                },
-                None,
-            );
+        let Some(shard) = map.shard_of(hash).filter(|_| !alone) else {
+            let single = Open {
+                builder: aggregate::Builder::default(),
+                hash,
+                seqs: vec![seq],
+                single: Some((key, payload)),
+            };
+            close(&mut call, single, None);
             continue;
         };
-        if let Some(o) = open.get(&shard)
-            && o.builder.size_with(&key, &payload) > max_bytes
+        if open
+            .get(&shard)
+            .is_some_and(|o| o.builder.size_with(&key, &payload) > max_bytes)
         {
-            let o = open.remove(&shard).expect("just seen");
-            close(&mut p, o, map.shard_id(shard));
+            let full = open.remove(&shard).expect("just seen");
+            close(&mut call, full, Some(shard));
         }
         let o = open.entry(shard).or_insert_with(|| Open {
             builder: aggregate::Builder::default(),
@@ -718,19 +697,15 @@ fn pack(map: &ShardMap, records: Vec<(i64, String, Vec<u8>)>, max_bytes: usize) 
             single: None,
         });
         o.builder.push(&key, &payload);
-        o.single = if o.seqs.is_empty() {
-            Some((seq, key, payload))
-        } else {
-            None
-        };
+        o.single = o.seqs.is_empty().then_some((key, payload));
         o.seqs.push(seq);
     }
     let mut rest: Vec<_> = open.into_iter().collect();
     rest.sort_by_key(|(_, o)| o.seqs[0]);
     for (shard, o) in rest {
-        close(&mut p, o, map.shard_id(shard));
+        close(&mut call, o, Some(shard));
     }
-    p
+    (call, left)
 }
 
 /// The open shards of a stream: `(starting hash key, ending hash key, shard id)`.
@@ -773,37 +748,26 @@ async fn list_shards(
 
 /// One PutRecords call (run as a task of its own, so several are in flight).
 async fn put(client: Client, metrics: Metrics, call: Call) -> Sent {
-    let Call {
-        stream,
-        entries,
-        seqs,
-        counts,
-        shard_ids,
-    } = call;
+    let Call { entries, carried } = call;
+    let stream = carried.stream.as_str();
     let records = entries.len();
     let mut call = client.put_records().set_records(Some(entries));
     call = if stream.starts_with("arn:") {
-        call.stream_arn(&stream)
+        call.stream_arn(stream)
     } else {
-        call.stream_name(&stream)
+        call.stream_name(stream)
     };
     metrics
         .records_per_put
-        .with_label_values(&[&stream])
+        .with_label_values(&[stream])
         .observe(records as f64);
     let started = Instant::now();
     let result = call.send().await;
     metrics
         .put_duration
-        .with_label_values(&[&stream])
+        .with_label_values(&[stream])
         .observe(started.elapsed().as_secs_f64());
-    Sent {
-        stream,
-        seqs,
-        counts,
-        shard_ids,
-        result,
-    }
+    Sent { carried, result }
 }
 
 /// Full jitter: uniform in [0, min(max, base · 2^tries)].

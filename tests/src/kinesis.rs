@@ -20,6 +20,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use strangler_events::kinesis::StreamRecord;
 use tokio::net::TcpListener;
 
 use crate::proxy::free_port;
@@ -128,13 +129,25 @@ pub async fn create_stream(c: &Client, name: &str) {
     panic!("stream {name} never became active");
 }
 
-/// Every record in the stream, per shard in sequence order: (partition key, data as JSON).
+/// Every event in the stream, per shard in sequence order: (partition key, data as JSON).
 pub async fn read_all(c: &Client, name: &str) -> Vec<(String, Value)> {
-    strangler_events::kinesis::read_stream(c, name)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.partition_key, serde_json::from_slice(&r.data).unwrap()))
+    as_events(
+        &strangler_events::kinesis::read_stream(c, name)
+            .await
+            .unwrap(),
+    )
+}
+
+/// Records read back as (partition key, data as JSON).
+pub fn as_events(records: &[StreamRecord]) -> Vec<(String, Value)> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r.partition_key.clone(),
+                serde_json::from_slice(&r.data).unwrap(),
+            )
+        })
         .collect()
 }
 

@@ -35,20 +35,29 @@ routes:
         - { jsonpath: "$.order.email", mode: hash }
 "#;
 
-async fn proxy(legacy: &Upstream, k: &KinesisLocal, store: Option<&str>) -> Proxy {
-    let mut b = ProxyBuilder::new(legacy.addr)
+/// kinesis-local with an `orders` stream, a client of it, and an echoing legacy upstream.
+async fn servers() -> (KinesisLocal, aws_sdk_kinesis::Client, Upstream) {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
+    (k, c, legacy)
+}
+
+/// The proxy with the orders rules, publishing to `k`; `config`: more config lines.
+async fn proxy(legacy: &Upstream, k: &KinesisLocal, config: &str) -> Proxy {
+    ProxyBuilder::new(legacy.addr)
         .rules("orders.yaml", RULES)
         .config(&format!(
             "kinesis: {{ region: us-east-1, endpoint: \"{}\" }}",
             k.endpoint()
         ))
+        .config(config)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("STRANGLER_REDACT_SALT", "pepper");
-    if let Some(url) = store {
-        b = b.config(&format!("store: \"{url}\""));
-    }
-    b.start().await
+        .env("STRANGLER_REDACT_SALT", "pepper")
+        .start()
+        .await
 }
 
 async fn post(p: &Proxy, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
@@ -80,11 +89,8 @@ async fn events(c: &aws_sdk_kinesis::Client, want: usize) -> Vec<(String, Value)
 
 #[tokio::test]
 async fn a_2xx_write_becomes_exactly_the_expected_event() {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
-    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
-    let p = proxy(&legacy, &k, None).await;
+    let (k, c, legacy) = servers().await;
+    let p = proxy(&legacy, &k, "").await;
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let r = post(
         &p,
@@ -157,20 +163,8 @@ async fn a_2xx_write_becomes_exactly_the_expected_event() {
 
 #[tokio::test]
 async fn an_aggregated_stream_carries_many_events_per_record() {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
-    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
-    let p = ProxyBuilder::new(legacy.addr)
-        .rules("orders.yaml", RULES)
-        .config(&format!(
-            "kinesis: {{ region: us-east-1, endpoint: \"{}\" }}\nevents: {{ aggregate: [orders] }}",
-            k.endpoint()
-        ))
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .start()
-        .await;
+    let (k, c, legacy) = servers().await;
+    let p = proxy(&legacy, &k, "events: { aggregate: [orders] }").await;
     // 40 users' orders at once: the relay's linger gathers them into a few calls.
     let p = Arc::new(p);
     let mut tasks = Vec::new();
@@ -211,11 +205,9 @@ async fn an_aggregated_stream_carries_many_events_per_record() {
 }
 
 async fn kill9_under_load_loses_nothing(store: Option<&str>) {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
-    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
-    let mut p = proxy(&legacy, &k, store).await;
+    let (k, c, legacy) = servers().await;
+    let store = store.map(|url| format!("store: \"{url}\""));
+    let mut p = proxy(&legacy, &k, store.as_deref().unwrap_or_default()).await;
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use strangler_events::kinesis::StreamRecord;
 use strangler_events::{CloudEvent, Metrics, NewEvent, Outbox, Relay, RelayConfig};
 use strangler_tests::kinesis::{self, KinesisLocal, ScratchDb, Shim};
 
@@ -55,25 +56,11 @@ async fn faulty_shim(k: &KinesisLocal, throttle: usize, fail: usize) -> Shim {
 
 /// Every event of the `orders` stream, aggregates taken apart: (partition key, event), and the
 /// records they came from.
-async fn read_events(
-    c: &aws_sdk_kinesis::Client,
-) -> (
-    Vec<(String, Value)>,
-    Vec<strangler_events::kinesis::StreamRecord>,
-) {
+async fn read_events(c: &aws_sdk_kinesis::Client) -> (Vec<(String, Value)>, Vec<StreamRecord>) {
     let records = strangler_events::kinesis::read_stream(c, "orders")
         .await
         .unwrap();
-    let events = records
-        .iter()
-        .map(|r| {
-            (
-                r.partition_key.clone(),
-                serde_json::from_slice(&r.data).unwrap(),
-            )
-        })
-        .collect();
-    (events, records)
+    (kinesis::as_events(&records), records)
 }
 
 fn event(stream: &str, key: &str, n: u64) -> NewEvent {
