@@ -89,6 +89,11 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// strangler patch (pingora #447): an HTTP/1 request header (and, with h2c, the bytes that
+    /// tell HTTP/1 from HTTP/2) must arrive whole within this time: from the connection's start
+    /// for its first request, from its first byte for later ones. `None`: per-read timeouts only.
+    pub h1_header_timeout: Option<Duration>,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -107,6 +112,8 @@ pub struct HttpServerOptions {
 pub struct HttpPersistentSettings {
     keepalive_timeout: Option<u64>,
     keepalive_reuses_remaining: Option<u32>,
+    /// strangler patch (pingora #447)
+    header_timeout: Option<Duration>,
     /// User-defined context to carry to the next request on this connection.
     user_context: Option<Box<dyn Any + Send + Sync>>,
     /// Bytes read past the end of the previous request's body, to be parsed
@@ -124,6 +131,7 @@ impl HttpPersistentSettings {
         HttpPersistentSettings {
             keepalive_timeout: session.get_keepalive(),
             keepalive_reuses_remaining: session.get_keepalive_reuses_remaining(),
+            header_timeout: session.get_header_timeout(),
             user_context: None,
             pipelined_prefix: None,
             pipelining_enabled: session.pipelining_enabled(),
@@ -152,6 +160,7 @@ impl HttpPersistentSettings {
         let Self {
             keepalive_timeout,
             mut keepalive_reuses_remaining,
+            header_timeout,
             user_context,
             pipelined_prefix,
             pipelining_enabled,
@@ -165,6 +174,7 @@ impl HttpPersistentSettings {
 
         session.set_keepalive(keepalive_timeout);
         session.set_keepalive_reuses_remaining(keepalive_reuses_remaining);
+        session.set_header_timeout(header_timeout);
 
         // Carry user context into the session for the proxy layer to consume
         session.set_connection_user_context(user_context);
@@ -268,6 +278,9 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut h2c = self.server_options().as_ref().map_or(false, |o| o.h2c);
+        // strangler patch (pingora #447): the first request's header deadline starts now
+        let header_timeout = self.server_options().and_then(|o| o.h1_header_timeout);
+        let header_deadline = header_timeout.map(|t| std::time::Instant::now() + t);
         let custom = self
             .server_options()
             .as_ref()
@@ -280,10 +293,25 @@ where
         }
         // try to read h2 preface
         else if h2c && !custom {
+            // strangler patch: `try_peek` stops at the first byte that is not the preface's,
+            // and the wait is bounded by the header deadline (a client that sent fewer than 24
+            // bytes was held for ever)
             let mut buf = [0u8; H2_PREFACE.len()];
-            let peeked = stream
-                .try_peek(&mut buf)
-                .await
+            buf.copy_from_slice(H2_PREFACE);
+            let peek = stream.try_peek(&mut buf);
+            let peeked = match header_deadline {
+                Some(at) => match tokio::time::timeout_at(at.into(), peek).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        debug!("no request within the header timeout");
+                        crate::protocols::http::v1::server::header_errors::TIMEOUT
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return None;
+                    }
+                },
+                None => peek.await,
+            };
+            let peeked = peeked
                 .map_err(|e| {
                     // this error is normal when h1 reuse and close the connection
                     debug!("Read error while peeking h2c preface {e}");
@@ -291,10 +319,8 @@ where
                 })
                 .ok()?;
             // not all streams support peeking
-            if peeked {
-                // turn off h2c (use h1) if h2 preface doesn't exist
-                h2c = buf == H2_PREFACE;
-            }
+            // turn off h2c (use h1) if h2 preface doesn't exist
+            h2c = peeked && buf == H2_PREFACE;
         }
         if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             // create a shared connection digest
@@ -356,6 +382,8 @@ where
                 self.server_options()
                     .and_then(|opts| opts.keepalive_request_limit),
             );
+            session.set_header_timeout(header_timeout);
+            session.set_header_deadline(header_deadline);
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {

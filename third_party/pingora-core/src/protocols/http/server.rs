@@ -322,6 +322,30 @@ impl Session {
         }
     }
 
+    /// strangler patch (pingora #447): once an HTTP/1 request header has started, all of it must
+    /// arrive within `timeout`. Noop for others.
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        if let Self::H1(s) = self {
+            s.set_header_timeout(timeout);
+        }
+    }
+
+    /// strangler patch (pingora #447): the whole-header timeout, for HTTP/1.
+    pub fn get_header_timeout(&self) -> Option<Duration> {
+        match self {
+            Self::H1(s) => s.get_header_timeout(),
+            _ => None,
+        }
+    }
+
+    /// strangler patch (pingora #447): a deadline for the next HTTP/1 request header that runs
+    /// from before its first byte (the first request on a new connection). Noop for others.
+    pub fn set_header_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        if let Self::H1(s) = self {
+            s.set_header_deadline(deadline);
+        }
+    }
+
     /// Get the keepalive timeout. None if keepalive is disabled. Not applicable for h2 or
     /// subrequest
     pub fn get_keepalive(&self) -> Option<u64> {

@@ -743,12 +743,32 @@ impl Ssl for Stream {}
 
 #[async_trait]
 impl Peek for Stream {
+    /// strangler patch: reads until `buf` is full, the peer closes, or the bytes read differ
+    /// from what `buf` held on entry, so that a caller peeking for a fixed preface (h2c's)
+    /// stops at the first byte that rules it out instead of waiting for all 24; rewinds what
+    /// it read and returns whether `buf` was filled.
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         use tokio::io::AsyncReadExt;
-        self.read_exact(buf).await?;
+        let expected = buf.to_vec();
+        let mut n = 0;
+        while n < buf.len() {
+            match self.read(&mut buf[n..]).await {
+                Ok(0) => break,
+                Ok(k) => {
+                    n += k;
+                    if buf[..n] != expected[..n] {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.rewind(&buf[..n]);
+                    return Err(e);
+                }
+            }
+        }
         // rewind regardless of what is read
-        self.rewind(buf);
-        Ok(true)
+        self.rewind(&buf[..n]);
+        Ok(n == buf.len())
     }
 }
 

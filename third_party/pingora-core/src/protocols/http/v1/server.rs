@@ -103,6 +103,12 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// strangler patch (pingora #447): once a request header has started, all of it must
+    /// arrive within this time (per-read timeouts alone let a slow client hold on for ever).
+    header_timeout: Option<Duration>,
+    /// strangler patch (pingora #447): a deadline for the next request header that runs from
+    /// before its first byte (the first request on a new connection).
+    header_deadline: Option<std::time::Instant>,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
     /// A copy of the response that is already written to the client
@@ -188,6 +194,8 @@ impl HttpSession {
             request_header: None,
             read_timeout: Some(Duration::from_secs(60)),
             write_timeout: None,
+            header_timeout: None,
+            header_deadline: None,
             total_drain_timeout: None,
             body_bytes_sent: 0,
             body_bytes_read: 0,
@@ -213,9 +221,22 @@ impl HttpSession {
         &mut self,
         buf: &mut BytesMut,
         already_read: usize,
+        deadline: Option<std::time::Instant>,
     ) -> Result<Option<usize>> {
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
+            // strangler patch (pingora #447): the whole-header deadline, when one runs
+            if let Some(at) = deadline {
+                match tokio::time::timeout_at(at.into(), read_event).await {
+                    Ok(res) => res,
+                    Err(_) => {
+                        return Error::e_explain(
+                            ReadTimedout,
+                            "request header not complete within the header timeout",
+                        );
+                    }
+                }
+            } else {
             match self.keepalive_timeout {
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
@@ -238,6 +259,7 @@ impl HttpSession {
                     },
                     None => read_event.await,
                 },
+            }
             }
         };
 
@@ -276,6 +298,32 @@ impl HttpSession {
     /// Return `Ok(None)` when the client closed the connection without sending any data, which
     /// is common on a reused connection.
     pub async fn read_request(&mut self) -> Result<Option<usize>> {
+        // strangler patch (pingora #919): failures before any request exists are counted here,
+        // since no proxy callback sees them.
+        let res = self.read_request_inner().await;
+        if let Err(e) = &res {
+            header_errors::count(e);
+        }
+        res
+    }
+
+    /// Sets the whole-header timeout (strangler patch, pingora #447).
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        self.header_timeout = timeout;
+    }
+
+    /// The whole-header timeout (strangler patch, pingora #447).
+    pub fn get_header_timeout(&self) -> Option<Duration> {
+        self.header_timeout
+    }
+
+    /// A deadline for the next request header, running from now rather than from its first
+    /// byte: for the first request on a new connection (strangler patch, pingora #447).
+    pub fn set_header_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.header_deadline = deadline;
+    }
+
+    async fn read_request_inner(&mut self) -> Result<Option<usize>> {
         const MAX_ERR_BUF_LEN: usize = 2048;
 
         self.buf.clear();
@@ -304,6 +352,12 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // strangler patch (pingora #447): from the first byte (or from now, when set)
+        let mut deadline = self.header_deadline.take().or_else(|| {
+            self.header_timeout
+                .filter(|_| already_read != 0)
+                .map(|t| std::time::Instant::now() + t)
+        });
         loop {
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
@@ -323,8 +377,11 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
+            } else if let Some(n) = self.read_request_buf(&mut buf, already_read, deadline).await? {
                 already_read += n;
+                if deadline.is_none() {
+                    deadline = self.header_timeout.map(|t| std::time::Instant::now() + t);
+                }
             } else {
                 return Ok(None);
             }
@@ -434,7 +491,10 @@ impl HttpSession {
                         break; /* continue the read loop */
                     }
                     HeaderParseState::Invalid(e) => match e {
-                        httparse::Error::Token | httparse::Error::Version => {
+                        // strangler patch: no autocorrect of an invalid request line (RFC 9112
+                        // §3.2: "SHOULD NOT attempt to autocorrect and then process the request",
+                        // it may be crafted to bypass filters along the chain): a 400 instead.
+                        httparse::Error::Token | httparse::Error::Version if false => {
                             // URI escaping rebuilds the current header. Detach any request body or
                             // pipelined suffix first so normalization never copies queued requests.
                             // `separator_start` is the index of the blank line itself, so the
@@ -1755,6 +1815,30 @@ impl HttpSession {
 }
 
 // Regex to parse request line that has illegal chars in it
+/// strangler patch (pingora #919): request-header failures, which happen before any proxy
+/// callback runs, counted per process so that an application can export them.
+pub mod header_errors {
+    use pingora_error::{Error, ErrorType};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// The whole header did not arrive within the header timeout.
+    pub static TIMEOUT: AtomicU64 = AtomicU64::new(0);
+    /// The header was malformed (answered 400).
+    pub static INVALID: AtomicU64 = AtomicU64::new(0);
+    /// The client closed or reset the connection in the middle of a header.
+    pub static CLOSED: AtomicU64 = AtomicU64::new(0);
+
+    pub(crate) fn count(e: &Error) {
+        let counter = match e.etype() {
+            ErrorType::ReadTimedout => &TIMEOUT,
+            ErrorType::InvalidHTTPHeader => &INVALID,
+            ErrorType::ConnectionClosed | ErrorType::ReadError => &CLOSED,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 static REQUEST_LINE_REGEX: Lazy<Regex> =
     Lazy::new(|| Regex::new(r"^\w+ (?P<uri>.+) HTTP/\d(?:\.\d)?").unwrap());
 
