@@ -28,6 +28,12 @@ struct RawConfig {
     #[serde(default)]
     body_buffer_limit: Option<Spanned<String>>,
     #[serde(default)]
+    client_header_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    client_body_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    keepalive_timeout: Option<Spanned<String>>,
+    #[serde(default)]
     log: Option<RawLog>,
     #[serde(default)]
     server: Option<RawServer>,
@@ -118,6 +124,13 @@ pub struct Config {
     /// A rule file or a folder of them, resolved against the config file's folder.
     pub rules: PathBuf,
     pub body_buffer_limit: usize,
+    /// A request header must arrive whole within this (from the connection's start for its
+    /// first request, from the first byte for later ones); else the connection is closed.
+    pub client_header_timeout: Duration,
+    /// Longest wait for the next piece of a request body; then 408.
+    pub client_body_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept (whole seconds, at least 1).
+    pub keepalive_timeout: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
     pub pid_file: String,
@@ -285,6 +298,34 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
             0
         }),
     };
+    let client_header_timeout = positive_duration(
+        raw.client_header_timeout.as_ref(),
+        "client_header_timeout",
+        Duration::from_secs(10),
+        r,
+    );
+    let client_body_timeout = positive_duration(
+        raw.client_body_timeout.as_ref(),
+        "client_body_timeout",
+        Duration::from_secs(60),
+        r,
+    );
+    let mut keepalive_timeout = opt_duration(
+        raw.keepalive_timeout.as_ref(),
+        "keepalive_timeout",
+        Duration::from_secs(75),
+        r,
+    );
+    if let Some(k) = &raw.keepalive_timeout
+        && (keepalive_timeout < Duration::from_secs(1) || keepalive_timeout.subsec_nanos() != 0)
+    {
+        r.report(
+            k.into(),
+            "keepalive_timeout",
+            "keepalive_timeout is whole seconds, at least 1s (pingora keeps it in seconds)",
+        );
+        keepalive_timeout = Duration::from_secs(75);
+    }
     let log_format = match raw.log.as_ref().and_then(|l| l.format.as_ref()) {
         None => LogFormat::Text,
         Some(f) if f.value == "text" => LogFormat::Text,
@@ -392,6 +433,9 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         store,
         rules,
         body_buffer_limit,
+        client_header_timeout,
+        client_body_timeout,
+        keepalive_timeout,
         log_format,
         log_level,
         pid_file,
@@ -427,10 +471,11 @@ fn upstream(
         .value
         .rsplit_once(':')
         .map_or(u.address.value.as_str(), |(h, _)| h);
-    let connect_timeout = opt_duration(
+    // 3 s outlives one lost SYN (Linux retransmits it after 1 s, and again after 3 s).
+    let connect_timeout = positive_duration(
         u.connect_timeout.as_ref(),
         &format!("{field}.connect_timeout"),
-        Duration::from_secs(2),
+        Duration::from_secs(3),
         r,
     );
     let read_timeout = opt_duration(
@@ -439,10 +484,10 @@ fn upstream(
         Duration::from_secs(30),
         r,
     );
-    let total_timeout = opt_duration(
+    let total_timeout = positive_duration(
         u.total_timeout.as_ref(),
         &format!("{field}.total_timeout"),
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         r,
     );
     let idle_timeout = opt_duration(
@@ -480,6 +525,23 @@ fn opt_duration(
             default
         }),
     }
+}
+
+/// Like `opt_duration`, and zero is an error (a zero timeout would fail every request).
+fn positive_duration(
+    v: Option<&Spanned<String>>,
+    field: &str,
+    default: Duration,
+    r: &mut Reporter,
+) -> Duration {
+    let d = opt_duration(v, field, default, r);
+    if let Some(s) = v
+        && d.is_zero()
+    {
+        r.report(s.into(), field, format!("{field} must be more than 0"));
+        return default;
+    }
+    d
 }
 
 /// `250ms`, `5s`, `2m`, `1h`.

@@ -1,6 +1,8 @@
-//! The one place where a proxying error becomes an HTTP status, a metric `kind` and the short
+//! The one place where a proxying error becomes an HTTP status, a metric kind and the short
 //! plain-text reason the client reads. Upstream refused or unreachable → 502; an upstream too slow
-//! → 504; a malformed client request → 400; a client that went away gets nothing.
+//! → 504. Client faults are the client's, never the upstream's: a malformed request → 400, a
+//! request body that stops arriving → 408, a client that went away gets nothing (logged as 499,
+//! as nginx does).
 
 use pingora::{Error, ErrorSource, ErrorType};
 
@@ -11,23 +13,57 @@ pub struct Failure {
     pub status: u16,
     /// Bounded label value for `strangler_upstream_errors_total{kind}`; `None` if not upstream.
     pub kind: Option<&'static str>,
-    /// Completes "upstream NAME (ADDR) …".
+    /// Bounded label value for `strangler_downstream_errors_total{kind}`; `None` if not the
+    /// client's fault.
+    pub client: Option<&'static str>,
+    /// Completes "upstream NAME (ADDR) …", or says what the client did.
     pub reason: &'static str,
 }
 
-pub fn classify(e: &Error) -> Failure {
+impl Failure {
+    /// The status for the access log: what was sent, or 499 when the client went away first.
+    pub fn logged_status(&self) -> u16 {
+        if self.status == 0 { 499 } else { self.status }
+    }
+}
+
+/// A connection to the upstream could not be made (nothing was sent: safe to try again).
+pub fn is_connect_failure(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeTimedout
+    )
+}
+
+/// `request_body_done`: whether the client had sent its whole request body. An upstream that
+/// times out waiting while the body is still incomplete is waiting for the client.
+pub fn classify(e: &Error, request_body_done: bool) -> Failure {
     use ErrorType::*;
     let up = |status, kind, reason| Failure {
         status,
         kind: Some(kind),
+        client: None,
+        reason,
+    };
+    let client = |status, kind, reason| Failure {
+        status,
+        kind: None,
+        client: Some(kind),
         reason,
     };
     match (e.etype(), e.esource()) {
         (HTTPStatus(code), _) => Failure {
             status: *code,
             kind: None,
+            client: None,
             reason: "answered with an error",
         },
+        (ReadTimedout | WriteTimedout, ErrorSource::Upstream) if !request_body_done => client(
+            408,
+            "body_timeout",
+            "the request body did not arrive in time",
+        ),
         (ConnectTimedout, _) => up(
             504,
             "connect_timeout",
@@ -60,22 +96,19 @@ pub fn classify(e: &Error) -> Failure {
             "closed the connection before answering",
         ),
         (_, ErrorSource::Upstream) => up(502, "other", "failed"),
-        (
-            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
-            ErrorSource::Downstream,
-        ) => Failure {
-            status: 0,
-            kind: None,
-            reason: "client went away",
-        },
-        (_, ErrorSource::Downstream) => Failure {
-            status: 400,
-            kind: None,
-            reason: "bad request",
-        },
+        (ReadTimedout, ErrorSource::Downstream) => client(
+            408,
+            "body_timeout",
+            "the request body did not arrive in time",
+        ),
+        (ReadError | WriteError | ConnectionClosed | WriteTimedout, ErrorSource::Downstream) => {
+            client(0, "closed", "client went away")
+        }
+        (_, ErrorSource::Downstream) => client(400, "bad_request", "bad request"),
         (_, ErrorSource::Internal | ErrorSource::Unset) => Failure {
             status: 500,
             kind: None,
+            client: None,
             reason: "internal error",
         },
     }
@@ -88,12 +121,26 @@ mod tests {
     #[test]
     fn statuses() {
         let e = Error::new(ErrorType::ConnectRefused);
-        assert_eq!(classify(&e).status, 502);
+        assert_eq!(classify(&e, true).status, 502);
         let e = Error::new(ErrorType::ConnectTimedout);
-        assert_eq!(classify(&e).status, 504);
+        assert_eq!(classify(&e, true).status, 504);
         let e = Error::new_up(ErrorType::ReadTimedout);
-        assert_eq!(classify(&e).kind, Some("read_timeout"));
+        assert_eq!(classify(&e, true).kind, Some("read_timeout"));
         let e = Error::new_down(ErrorType::ReadError);
-        assert_eq!(classify(&e).status, 0);
+        assert_eq!(classify(&e, true).status, 0);
+        assert_eq!(classify(&e, true).logged_status(), 499);
+    }
+
+    #[test]
+    fn a_stalled_request_body_is_the_clients_fault() {
+        // The upstream waited for a body that never came: 408, not the upstream's 504.
+        let f = classify(&Error::new_up(ErrorType::ReadTimedout), false);
+        assert_eq!((f.status, f.kind, f.client), (408, None, Some("body_timeout")));
+        let f = classify(&Error::new_down(ErrorType::ReadTimedout), true);
+        assert_eq!((f.status, f.client), (408, Some("body_timeout")));
+        let f = classify(&Error::new_down(ErrorType::ConnectionClosed), false);
+        assert_eq!((f.status, f.client), (0, Some("closed")));
+        let f = classify(&Error::new_down(ErrorType::InvalidHTTPHeader), true);
+        assert_eq!((f.status, f.client), (400, Some("bad_request")));
     }
 }

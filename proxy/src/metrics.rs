@@ -1,6 +1,11 @@
 //! Every Prometheus metric the proxy exports, in one struct registered against a registry that
 //! the caller passes in (tests pass a fresh one). Labels are route and service names, never paths.
 
+use std::sync::atomic::Ordering;
+
+use pingora::protocols::http::v1::server::header_errors;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
@@ -14,6 +19,7 @@ pub struct Metrics {
     pub body_buffer_skipped: IntCounterVec,
     pub reload_duration: Histogram,
     pub rules_generation: IntGauge,
+    pub downstream_errors: DownstreamErrors,
 }
 
 impl Metrics {
@@ -80,6 +86,9 @@ impl Metrics {
                 "strangler_rules_generation",
                 "Rule sets swapped in since start (the first load is 1)",
             )?,
+            downstream_errors: DownstreamErrors {
+                counted: IntCounterVec::new(DownstreamErrors::opts(), &["kind"])?,
+            },
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.upstream_duration.clone()))?;
@@ -90,6 +99,55 @@ impl Metrics {
         registry.register(Box::new(m.body_buffer_skipped.clone()))?;
         registry.register(Box::new(m.reload_duration.clone()))?;
         registry.register(Box::new(m.rules_generation.clone()))?;
+        registry.register(Box::new(m.downstream_errors.clone()))?;
         Ok(m)
+    }
+}
+
+/// `strangler_downstream_errors_total{kind}`: client faults, never counted against an upstream.
+/// `header_timeout`, and the `bad_request` and `closed` of request headers, happen before any
+/// request exists and are counted by the patched pingora-core (`third_party/README.md`); the rest
+/// (`body_timeout`, and `bad_request`/`closed` during a request) by the proxy's `logging`.
+#[derive(Clone)]
+pub struct DownstreamErrors {
+    counted: IntCounterVec,
+}
+
+impl DownstreamErrors {
+    pub const KINDS: [&'static str; 4] = ["header_timeout", "body_timeout", "closed", "bad_request"];
+
+    fn opts() -> Opts {
+        Opts::new(
+            "strangler_downstream_errors_total",
+            "Client faults by kind (header_timeout, body_timeout, closed, bad_request)",
+        )
+    }
+
+    /// Counts one client fault seen during a request.
+    pub fn inc(&self, kind: &str) {
+        self.counted.with_label_values(&[kind]).inc();
+    }
+}
+
+impl Collector for DownstreamErrors {
+    fn desc(&self) -> Vec<&Desc> {
+        self.counted.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok(total) = IntCounterVec::new(Self::opts(), &["kind"]) else {
+            return Vec::new();
+        };
+        for kind in Self::KINDS {
+            let before_request = match kind {
+                "header_timeout" => header_errors::TIMEOUT.load(Ordering::Relaxed),
+                "bad_request" => header_errors::INVALID.load(Ordering::Relaxed),
+                "closed" => header_errors::CLOSED.load(Ordering::Relaxed),
+                _ => 0,
+            };
+            let during = self.counted.with_label_values(&[kind]).get();
+            total.with_label_values(&[kind]).inc_by(during + before_request);
+        }
+        total.collect()
     }
 }

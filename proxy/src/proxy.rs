@@ -9,7 +9,7 @@ mod forward;
 mod headers;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -34,6 +34,16 @@ pub struct Strangler {
     pub body_limit: usize,
     pub connector: pingora::connectors::http::Connector,
     pub dual_write: Arc<crate::dual_write::DualWrite>,
+    pub clients: ClientTimeouts,
+}
+
+/// How long the proxy waits for clients (the header timeout is pingora's, set in `serve`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    /// Longest wait for the next piece of a request body: then 408.
+    pub body: Duration,
+    /// Idle keep-alive connections are closed after this many seconds.
+    pub keepalive_secs: u64,
 }
 
 /// What a publishing route keeps of the request until the response is known.
@@ -65,6 +75,10 @@ pub struct Ctx {
     traceparent: Option<String>,
     upstream_start: Option<Instant>,
     publish: Option<PublishCtx>,
+    /// How the request failed, as `fail_to_proxy` classified it (for `logging`).
+    failure: Option<errors::Failure>,
+    /// We answered `Expect: 100-continue` ourselves (to read the body for the rules).
+    continue_sent: bool,
 }
 
 impl Ctx {
@@ -105,12 +119,21 @@ impl ProxyHttp for Strangler {
             traceparent: None,
             upstream_start: None,
             publish: None,
+            failure: None,
+            continue_sent: false,
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let down = session.as_downstream_mut();
         // RFC 9112 §9.3.2: answer pipelined requests in order (pingora drops them by default).
-        session.as_downstream_mut().set_pipelining_enabled(true);
+        down.set_pipelining_enabled(true);
+        // pingora keeps an HTTP/1.1 connection for ever unless told otherwise.
+        if down.get_keepalive().is_some() {
+            down.set_keepalive(Some(self.clients.keepalive_secs));
+        }
+        down.set_read_timeout(Some(self.clients.body));
+        ctx.traceparent = Some(headers::traceparent_of(session.req_header()));
         Ok(())
     }
 
@@ -131,6 +154,11 @@ impl ProxyHttp for Strangler {
         if let Some(id) = body_route {
             let mut json = None;
             let route_hint = &loaded.rules.routes()[id].name;
+            // The client may wait for a 100 before it sends the body we are about to read.
+            if headers::expects_continue(session.req_header()) {
+                session.as_downstream_mut().write_continue_response().await?;
+                ctx.continue_sent = true;
+            }
             match body::read(session, self.body_limit).await {
                 body::Read::Complete(b) => {
                     // Parsed down to what the routes read. An empty body is not an anomaly
@@ -179,6 +207,23 @@ impl ProxyHttp for Strangler {
         Ok(false)
     }
 
+    /// A connect that failed or timed out is tried again (nothing has left the proxy yet) while
+    /// the upstream's `total_timeout` lasts: one lost SYN or a full listen backlog is not a 5xx.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(start), Some(up)) = (ctx.upstream_start, &ctx.upstream)
+            && start.elapsed() < up.cfg.total_timeout
+        {
+            e.set_retry(true);
+        }
+        e
+    }
+
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.upstream_start.get_or_insert_with(Instant::now);
         let up = ctx
@@ -225,6 +270,9 @@ impl ProxyHttp for Strangler {
         ctx: &mut Ctx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
+        if headers::fit_to_client_version(session.req_header(), upstream_response) {
+            session.set_keepalive(None);
+        }
         if ctx.publish.as_ref().is_some_and(|p| !p.response_body) {
             let status = upstream_response.status.as_u16();
             self.emit(
@@ -239,14 +287,16 @@ impl ProxyHttp for Strangler {
         Ok(())
     }
 
-    /// A client that went away mid-request is not an error of ours: counted in the access log
-    /// (status 0), not logged at ERROR by pingora.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
-        errors::classify(error).status == 0
+    /// Client faults are not errors of ours: counted and in the access log, not logged at ERROR
+    /// by pingora.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        ctx.failure.is_some_and(|f| f.client.is_some())
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let failure = errors::classify(e);
+        let body_done = session.as_downstream_mut().is_body_done();
+        let failure = errors::classify(e, body_done);
+        ctx.failure = Some(failure);
         if failure.status > 0 && session.response_written().is_none() {
             let body = match (&ctx.upstream, failure.kind) {
                 (Some(up), Some(_)) => {
@@ -268,7 +318,12 @@ impl ProxyHttp for Strangler {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let failure = ctx.failure.or_else(|| e.map(|e| errors::classify(e, true)));
+        let status = match (session.response_written(), failure) {
+            (Some(r), _) => r.status.as_u16(),
+            (None, Some(f)) => f.logged_status(),
+            (None, None) => 0,
+        };
         if let Some(loaded) = &ctx.rules {
             let stats = match ctx.route {
                 Some(i) => &loaded.route_stats[i][usize::from(ctx.to_service)],
@@ -279,11 +334,14 @@ impl ProxyHttp for Strangler {
                 stats.duration.observe(t.elapsed().as_secs_f64());
             }
         }
-        if let Some(kind) = e.and_then(|e| errors::classify(e).kind) {
+        if let Some(kind) = failure.and_then(|f| f.kind) {
             self.metrics
                 .upstream_errors
                 .with_label_values(&[ctx.route_name(), ctx.target_name(), kind])
                 .inc();
+        }
+        if let Some(kind) = failure.and_then(|f| f.client) {
+            self.metrics.downstream_errors.inc(kind);
         }
         // Formatting only when the access log is on (it is off in benchmarks, say).
         if tracing::enabled!(target: "access", tracing::Level::INFO) {
@@ -300,7 +358,7 @@ impl ProxyHttp for Strangler {
                 target = ctx.target_name(),
                 upstream = %upstream,
                 status,
-                duration_ms = ctx.start.elapsed().as_secs_f64() * 1e3,
+                duration_ms = (ctx.start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
                 choice = %ctx.choice,
                 trace_id = ctx.trace_id(),
                 error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
@@ -369,7 +427,14 @@ impl Strangler {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         headers::add_forwarded(req, client)?;
-        ctx.traceparent = Some(headers::ensure_traceparent(req)?);
+        let traceparent = ctx
+            .traceparent
+            .get_or_insert_with(|| headers::traceparent_of(session.req_header()));
+        headers::set_traceparent(req, traceparent)?;
+        // We answered the client's `Expect` ourselves and now hold the whole body.
+        if ctx.continue_sent {
+            req.remove_header(&http::header::EXPECT);
+        }
         if ctx.to_service
             && let (Some(loaded), Some(i)) = (&ctx.rules, ctx.route)
             && let Target::Service(t) = &loaded.rules.routes()[i].target

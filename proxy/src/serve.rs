@@ -57,9 +57,15 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
         body_limit: cfg.body_buffer_limit,
         connector: pingora::connectors::http::Connector::new(None),
         dual_write: Arc::clone(&dual_write),
+        clients: crate::proxy::ClientTimeouts {
+            body: cfg.client_body_timeout,
+            keepalive_secs: cfg.keepalive_timeout.as_secs(),
+        },
     };
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
+    // Patched pingora-core (third_party/README.md): the whole header within this time.
+    server_options.h1_header_timeout = Some(cfg.client_header_timeout);
     let mut proxy = pingora::proxy::ProxyServiceBuilder::new(&conf, strangler)
         .name("strangler proxy")
         .server_options(server_options)

@@ -27,7 +27,11 @@ pub(super) async fn read(session: &mut Session, limit: usize) -> Read {
                 }
             }
             Ok(None) => return Read::Complete(buf.freeze()),
-            Err(e) => return Read::Failed(e),
+            Err(mut e) => {
+                // the client's fault (stalled, gone, or malformed body), not ours
+                e.as_down();
+                return Read::Failed(e);
+            }
         }
     }
 }

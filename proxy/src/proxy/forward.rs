@@ -11,6 +11,7 @@ use pingora::proxy::Session;
 use strangler_rules::publish::BodyValue;
 
 use super::{Ctx, Strangler, headers};
+use crate::errors;
 
 pub(super) async fn send(
     proxy: &Strangler,
@@ -28,7 +29,16 @@ pub(super) async fn send(
     req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     proxy.prepare_upstream_request(session, &mut req, ctx)?;
 
-    let (mut client, _reused) = proxy.connector.get_http_session(&up.peer).await?;
+    // As for proxied requests (`fail_to_connect`): a failed connect is tried again while the
+    // upstream's `total_timeout` lasts.
+    let deadline = std::time::Instant::now() + up.cfg.total_timeout;
+    let (mut client, _reused) = loop {
+        match proxy.connector.get_http_session(&up.peer).await {
+            Ok(c) => break c,
+            Err(e) if errors::is_connect_failure(&e) && std::time::Instant::now() < deadline => {}
+            Err(e) => return Err(e),
+        }
+    };
     client.write_request_header(req).await?;
     client.write_request_body(body, true).await?;
     client.finish_request_body().await?;
@@ -40,6 +50,9 @@ pub(super) async fn send(
             .clone(),
     );
     headers::strip_response_hop_by_hop(&mut resp);
+    if headers::fit_to_client_version(session.req_header(), &mut resp) {
+        session.set_keepalive(None);
+    }
     let mut end = client.response_done();
     let mut held = Vec::new();
     if let Some(pc) = &ctx.publish {

@@ -35,17 +35,44 @@ pub(super) fn add_forwarded(req: &mut RequestHeader, client: Option<IpAddr>) -> 
     Ok(())
 }
 
-/// Keeps a valid incoming `traceparent`; otherwise starts a trace. Returns the value sent on.
-pub(super) fn ensure_traceparent(req: &mut RequestHeader) -> Result<String> {
+/// The trace context of a request: a valid incoming `traceparent`, or a new trace. Chosen when
+/// the request arrives, so that failures before any upstream (502/504) carry it too.
+pub(super) fn traceparent_of(req: &RequestHeader) -> String {
     if let Some(v) = req.headers.get(TRACEPARENT).and_then(|v| v.to_str().ok())
         && trace_id_of(v).is_some()
     {
-        return Ok(v.to_string());
+        return v.to_string();
     }
     let (a, b, c) = (random_u64(), random_u64(), random_u64() | 1);
-    let value = format!("00-{a:016x}{b:016x}-{c:016x}-01");
-    req.insert_header(TRACEPARENT, value.clone())?;
-    Ok(value)
+    format!("00-{a:016x}{b:016x}-{c:016x}-01")
+}
+
+/// Sends the request's trace context upstream.
+pub(super) fn set_traceparent(req: &mut RequestHeader, value: &str) -> Result<()> {
+    if req.headers.get(TRACEPARENT).is_none_or(|v| v.as_bytes() != value.as_bytes()) {
+        req.insert_header(TRACEPARENT, value)?;
+    }
+    Ok(())
+}
+
+/// RFC 9112 §6.1: no `Transfer-Encoding` to a client that did not say HTTP/1.1. For an HTTP/1.0
+/// client an answer of unknown length is sent close-delimited (pingora would chunk it); returns
+/// true when the connection must then close.
+pub(super) fn fit_to_client_version(req: &RequestHeader, resp: &mut ResponseHeader) -> bool {
+    if req.version >= http::Version::HTTP_11 || resp.headers.get(http::header::TRANSFER_ENCODING).is_none() {
+        return false;
+    }
+    resp.remove_header(&http::header::TRANSFER_ENCODING);
+    !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+}
+
+/// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110 §10.1.1).
+pub(super) fn expects_continue(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The trace id of a well-formed version-00 `traceparent`.
@@ -152,7 +179,8 @@ mod tests {
     #[test]
     fn started_trace_is_valid() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        let value = ensure_traceparent(&mut req).unwrap();
+        let value = traceparent_of(&req);
+        set_traceparent(&mut req, &value).unwrap();
         let tp = req
             .headers
             .get(TRACEPARENT)
@@ -162,5 +190,19 @@ mod tests {
             .to_string();
         assert_eq!(tp, value);
         assert_eq!(trace_id_of(&tp), Some(&value[3..35]));
+    }
+
+    #[test]
+    fn http10_clients_get_no_transfer_encoding() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.set_version(http::Version::HTTP_10);
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("transfer-encoding", "chunked").unwrap();
+        assert!(fit_to_client_version(&req, &mut resp));
+        assert!(resp.headers.get("transfer-encoding").is_none());
+        req.set_version(http::Version::HTTP_11);
+        resp.insert_header("transfer-encoding", "chunked").unwrap();
+        assert!(!fit_to_client_version(&req, &mut resp));
+        assert!(resp.headers.get("transfer-encoding").is_some());
     }
 }
