@@ -135,7 +135,10 @@ mod tests {
     fn a_stalled_request_body_is_the_clients_fault() {
         // The upstream waited for a body that never came: 408, not the upstream's 504.
         let f = classify(&Error::new_up(ErrorType::ReadTimedout), false);
-        assert_eq!((f.status, f.kind, f.client), (408, None, Some("body_timeout")));
+        assert_eq!(
+            (f.status, f.kind, f.client),
+            (408, None, Some("body_timeout"))
+        );
         let f = classify(&Error::new_down(ErrorType::ReadTimedout), true);
         assert_eq!((f.status, f.client), (408, Some("body_timeout")));
         let f = classify(&Error::new_down(ErrorType::ConnectionClosed), false);

@@ -114,7 +114,8 @@ pub struct DownstreamErrors {
 }
 
 impl DownstreamErrors {
-    pub const KINDS: [&'static str; 4] = ["header_timeout", "body_timeout", "closed", "bad_request"];
+    pub const KINDS: [&'static str; 4] =
+        ["header_timeout", "body_timeout", "closed", "bad_request"];
 
     fn opts() -> Opts {
         Opts::new(
@@ -146,7 +147,9 @@ impl Collector for DownstreamErrors {
                 _ => 0,
             };
             let during = self.counted.with_label_values(&[kind]).get();
-            total.with_label_values(&[kind]).inc_by(during + before_request);
+            total
+                .with_label_values(&[kind])
+                .inc_by(during + before_request);
         }
         total.collect()
     }

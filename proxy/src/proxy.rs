@@ -156,7 +156,10 @@ impl ProxyHttp for Strangler {
             let route_hint = &loaded.rules.routes()[id].name;
             // The client may wait for a 100 before it sends the body we are about to read.
             if headers::expects_continue(session.req_header()) {
-                session.as_downstream_mut().write_continue_response().await?;
+                session
+                    .as_downstream_mut()
+                    .write_continue_response()
+                    .await?;
                 ctx.continue_sent = true;
             }
             match body::read(session, self.body_limit).await {

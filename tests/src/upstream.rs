@@ -2,8 +2,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,7 +29,9 @@ pub enum Behaviour {
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
+    /// The request targets received, in order.
+    seen: Arc<Mutex<Vec<String>>>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -38,14 +40,32 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
+        Self::serve(name, behaviour, listener)
+    }
+
+    /// Like `start`, on a listener with the given accept backlog (a small one drops SYNs under
+    /// a burst of new connections, as a Python server's default of 5 does).
+    pub async fn start_with_backlog(name: &str, behaviour: Behaviour, backlog: u32) -> Upstream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+        Self::serve(name, behaviour, socket.listen(backlog).expect("listen"))
+    }
+
+    fn serve(name: &str, behaviour: Behaviour, listener: TcpListener) -> Upstream {
         let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (n, h) = (name.to_string(), Arc::clone(&hits));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (n, h, c) = (
+            name.to_string(),
+            Arc::clone(&seen),
+            Arc::clone(&connections),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                c.fetch_add(1, Ordering::SeqCst);
                 let (n, h) = (n.clone(), Arc::clone(&h));
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -61,14 +81,25 @@ impl Upstream {
         Upstream {
             name: name.to_string(),
             addr,
-            hits,
+            seen,
+            connections,
             task,
         }
     }
 
     /// Requests received so far.
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The request targets received so far, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
@@ -82,9 +113,9 @@ async fn answer(
     name: &str,
     b: Behaviour,
     req: Request<Incoming>,
-    hits: &AtomicUsize,
+    seen: &Mutex<Vec<String>>,
 ) -> Response<Full<Bytes>> {
-    hits.fetch_add(1, Ordering::SeqCst);
+    seen.lock().unwrap().push(req.uri().to_string());
     let (parts, body) = req.into_parts();
     let body = body
         .collect()

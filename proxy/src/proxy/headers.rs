@@ -49,7 +49,11 @@ pub(super) fn traceparent_of(req: &RequestHeader) -> String {
 
 /// Sends the request's trace context upstream.
 pub(super) fn set_traceparent(req: &mut RequestHeader, value: &str) -> Result<()> {
-    if req.headers.get(TRACEPARENT).is_none_or(|v| v.as_bytes() != value.as_bytes()) {
+    if req
+        .headers
+        .get(TRACEPARENT)
+        .is_none_or(|v| v.as_bytes() != value.as_bytes())
+    {
         req.insert_header(TRACEPARENT, value)?;
     }
     Ok(())
@@ -59,7 +63,9 @@ pub(super) fn set_traceparent(req: &mut RequestHeader, value: &str) -> Result<()
 /// client an answer of unknown length is sent close-delimited (pingora would chunk it); returns
 /// true when the connection must then close.
 pub(super) fn fit_to_client_version(req: &RequestHeader, resp: &mut ResponseHeader) -> bool {
-    if req.version >= http::Version::HTTP_11 || resp.headers.get(http::header::TRANSFER_ENCODING).is_none() {
+    if req.version >= http::Version::HTTP_11
+        || resp.headers.get(http::header::TRANSFER_ENCODING).is_none()
+    {
         return false;
     }
     resp.remove_header(&http::header::TRANSFER_ENCODING);
