@@ -123,9 +123,10 @@ impl Admin {
             .iter()
             .zip(&loaded.route_stats)
             .map(|(r, stats)| {
+                // A route pinned to the monolith has no weight to show: `null`, and `pinned`.
                 let (service, weight, sticky) = match &r.target {
-                    Target::Service(s) => (s.service.as_str(), f64::from(s.weight_bp) / 100.0, s.sticky.as_ref().map(|k| k.describe())),
-                    Target::Legacy => (strangler_rules::LEGACY, 0.0, None),
+                    Target::Service(s) => (s.service.as_str(), Some(f64::from(s.weight_bp) / 100.0), s.sticky.as_ref().map(|k| k.describe())),
+                    Target::Legacy => (strangler_rules::LEGACY, None, None),
                 };
                 json!({
                     "name": r.name,
@@ -133,6 +134,7 @@ impl Admin {
                     "priority": r.priority,
                     "target": service,
                     "weight": weight,
+                    "pinned": weight.is_none(),
                     "sticky": sticky,
                     "requests": { "legacy": stats[0].requests.get(), "service": if service == strangler_rules::LEGACY { 0 } else { stats[1].requests.get() } },
                 })

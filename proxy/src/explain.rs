@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use strangler_rules::publish::Durability;
 use strangler_rules::{Body, Choice, Context, Outcome, Request, Side, Target};
 
 use crate::config::Config;
@@ -242,10 +243,11 @@ fn explain_publish(
         response_body: value(resp_json.as_ref(), resp_text.as_deref()),
         sticky_key: sticky,
     };
-    println!(
-        "publish:  stream {} type {} ({:?})",
-        p.stream, p.ty, p.durability
-    );
+    let durability = match p.durability {
+        Durability::Sync => "durability: sync, stored before the answer is released",
+        Durability::Async => "durability: async, stored after the answer",
+    };
+    println!("publish:  stream {} type {} ({durability})", p.stream, p.ty);
     if !p.publishes(a.response_status) {
         println!(
             "event:    none: status {} is not in when_status",

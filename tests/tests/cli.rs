@@ -181,7 +181,7 @@ fn explain_shows_the_event_a_write_would_publish() {
     let (code, out, err) = run(&args, d.path());
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("publish:  stream orders type ORDER_CREATED (Sync)"),
+        out.contains("publish:  stream orders type ORDER_CREATED (durability: sync, stored before the answer is released)"),
         "{out}"
     );
     assert!(out.contains("partition key: u1"), "{out}");
