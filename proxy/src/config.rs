@@ -11,6 +11,11 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use strangler_rules::{Diagnostics, Loc, Reporter};
 
+mod values;
+
+use values::{opt_duration, positive_duration, whole_seconds};
+pub use values::{parse_duration, parse_size};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -310,22 +315,13 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         Duration::from_secs(60),
         r,
     );
-    let mut keepalive_timeout = opt_duration(
+    // pingora keeps the keep-alive timeout in whole seconds (0 would mean "for ever").
+    let keepalive_timeout = whole_seconds(
         raw.keepalive_timeout.as_ref(),
         "keepalive_timeout",
         Duration::from_secs(75),
         r,
     );
-    if let Some(k) = &raw.keepalive_timeout
-        && (keepalive_timeout < Duration::from_secs(1) || keepalive_timeout.subsec_nanos() != 0)
-    {
-        r.report(
-            k.into(),
-            "keepalive_timeout",
-            "keepalive_timeout is whole seconds, at least 1s (pingora keeps it in seconds)",
-        );
-        keepalive_timeout = Duration::from_secs(75);
-    }
     let log_format = match raw.log.as_ref().and_then(|l| l.format.as_ref()) {
         None => LogFormat::Text,
         Some(f) if f.value == "text" => LogFormat::Text,
@@ -512,90 +508,9 @@ fn upstream(
     })
 }
 
-fn opt_duration(
-    v: Option<&Spanned<String>>,
-    field: &str,
-    default: Duration,
-    r: &mut Reporter,
-) -> Duration {
-    match v {
-        None => default,
-        Some(s) => parse_duration(&s.value).unwrap_or_else(|e| {
-            r.report(s.into(), field, e);
-            default
-        }),
-    }
-}
-
-/// Like `opt_duration`, and zero is an error (a zero timeout would fail every request).
-fn positive_duration(
-    v: Option<&Spanned<String>>,
-    field: &str,
-    default: Duration,
-    r: &mut Reporter,
-) -> Duration {
-    let d = opt_duration(v, field, default, r);
-    if let Some(s) = v
-        && d.is_zero()
-    {
-        r.report(s.into(), field, format!("{field} must be more than 0"));
-        return default;
-    }
-    d
-}
-
-/// `250ms`, `5s`, `2m`, `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration such as 250ms, 5s or 2m"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("`{s}` is not a duration such as 250ms, 5s or 2m")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// `65536`, `64KiB`, `1MiB`, `1MB`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size such as 65536, 64KiB or 1MiB"))?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "KB" => 1000,
-        "MB" => 1_000_000,
-        _ => return Err(format!("`{s}` is not a size such as 65536, 64KiB or 1MiB")),
-    };
-    Ok(n * mult)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("5").is_err());
-        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
-        assert_eq!(parse_size("100").unwrap(), 100);
-        assert!(parse_size("1GB").is_err());
-    }
 
     #[test]
     fn config_errors_are_located() {
@@ -617,6 +532,39 @@ mod tests {
         );
         assert!(
             err.contains("log.format: unknown log format `xml`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn client_timeouts() {
+        let base = format!(
+            "listen: [\"127.0.0.1:0\"]\nlegacy: {{ address: \"127.0.0.1:1\" }}\nrules: {}\n",
+            std::env::temp_dir().display()
+        );
+        let cfg = Config::parse(Path::new("s.yaml"), &base).unwrap();
+        assert_eq!(
+            (
+                cfg.client_header_timeout,
+                cfg.client_body_timeout,
+                cfg.keepalive_timeout
+            ),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                Duration::from_secs(75)
+            )
+        );
+        let bad = format!("{base}keepalive_timeout: 500ms\nclient_body_timeout: 0s\n");
+        let err = Config::parse(Path::new("s.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("keepalive_timeout: keepalive_timeout is whole seconds"),
+            "{err}"
+        );
+        assert!(
+            err.contains("client_body_timeout: client_body_timeout must be more than 0"),
             "{err}"
         );
     }

@@ -59,7 +59,7 @@ pub fn classify(e: &Error, request_body_done: bool) -> Failure {
             client: None,
             reason: "answered with an error",
         },
-        (ReadTimedout | WriteTimedout, ErrorSource::Upstream) if !request_body_done => client(
+        (ReadTimedout, ErrorSource::Upstream) if !request_body_done => client(
             408,
             "body_timeout",
             "the request body did not arrive in time",

@@ -114,8 +114,7 @@ pub struct DownstreamErrors {
 }
 
 impl DownstreamErrors {
-    pub const KINDS: [&'static str; 4] =
-        ["header_timeout", "body_timeout", "closed", "bad_request"];
+    const KINDS: [&'static str; 4] = ["header_timeout", "body_timeout", "closed", "bad_request"];
 
     fn opts() -> Opts {
         Opts::new(

@@ -74,6 +74,8 @@ pub struct Ctx {
     /// The W3C trace context sent upstream (passed on or started); the trace id is part of it.
     traceparent: Option<String>,
     upstream_start: Option<Instant>,
+    /// Connects tried for this request (see `may_retry_connect`).
+    connect_tries: u8,
     publish: Option<PublishCtx>,
     /// How the request failed, as `fail_to_proxy` classified it (for `logging`).
     failure: Option<errors::Failure>,
@@ -81,7 +83,24 @@ pub struct Ctx {
     continue_sent: bool,
 }
 
+/// Most connects tried for one request (each bounded by `connect_timeout`).
+const MAX_CONNECT_TRIES: u8 = 3;
+
 impl Ctx {
+    /// After a failed connect: whether to try again. Nothing has left the proxy yet, so it is
+    /// safe; up to `MAX_CONNECT_TRIES` while the upstream's `total_timeout` lasts, so one lost
+    /// SYN or a full listen backlog is not a 5xx, and a refused connect is not retried in a loop.
+    /// The one policy for proxied requests (`fail_to_connect`) and our own (`forward`).
+    fn may_retry_connect(&mut self) -> bool {
+        self.connect_tries += 1;
+        match (self.upstream_start, &self.upstream) {
+            (Some(start), Some(up)) => {
+                self.connect_tries < MAX_CONNECT_TRIES && start.elapsed() < up.cfg.total_timeout
+            }
+            _ => false,
+        }
+    }
+
     fn route_name(&self) -> &str {
         match (&self.rules, self.route) {
             (Some(l), Some(i)) => &l.rules.routes()[i].name,
@@ -118,6 +137,7 @@ impl ProxyHttp for Strangler {
             body_prefix: None,
             traceparent: None,
             upstream_start: None,
+            connect_tries: 0,
             publish: None,
             failure: None,
             continue_sent: false,
@@ -210,8 +230,6 @@ impl ProxyHttp for Strangler {
         Ok(false)
     }
 
-    /// A connect that failed or timed out is tried again (nothing has left the proxy yet) while
-    /// the upstream's `total_timeout` lasts: one lost SYN or a full listen backlog is not a 5xx.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -219,9 +237,7 @@ impl ProxyHttp for Strangler {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(start), Some(up)) = (ctx.upstream_start, &ctx.upstream)
-            && start.elapsed() < up.cfg.total_timeout
-        {
+        if ctx.may_retry_connect() {
             e.set_retry(true);
         }
         e
@@ -417,7 +433,7 @@ impl Strangler {
         &self,
         session: &Session,
         req: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &Ctx,
     ) -> Result<()> {
         if let Some(uri) = &ctx.rewritten {
             let uri = uri
@@ -430,10 +446,10 @@ impl Strangler {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         headers::add_forwarded(req, client)?;
-        let traceparent = ctx
-            .traceparent
-            .get_or_insert_with(|| headers::traceparent_of(session.req_header()));
-        headers::set_traceparent(req, traceparent)?;
+        // Chosen on arrival (`early_request_filter`).
+        if let Some(traceparent) = &ctx.traceparent {
+            headers::set_traceparent(req, traceparent)?;
+        }
         // We answered the client's `Expect` ourselves and now hold the whole body.
         if ctx.continue_sent {
             req.remove_header(&http::header::EXPECT);

@@ -1,11 +1,14 @@
-//! A plain HTTP/1.1 client (hyper, one connection per request) for talking to the proxy.
+//! A plain HTTP/1.1 client (hyper, one connection per request) for talking to the proxy, and
+//! raw-socket helpers for what no well-behaved client sends.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A whole response.
@@ -68,6 +71,23 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Repl
     request(addr, b.body(Full::new(Bytes::new())).unwrap())
         .await
         .expect("request")
+}
+
+/// Writes `bytes` on a new connection; what comes back until the peer closes or `limit` passes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_until_closed(&mut s, limit).await.0
+}
+
+/// Reads until the peer closes (or resets) or `limit` passes: the text read, and whether the
+/// peer closed.
+pub async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (String, bool) {
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(limit, s.read_to_end(&mut out))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
 }
 
 /// A stable hash for comparing bodies (FNV-1a 64).

@@ -7,7 +7,7 @@ pub mod kinesis;
 pub mod proxy;
 pub mod upstream;
 
-pub use client::{Reply, get, request};
+pub use client::{Reply, get, raw_exchange, read_until_closed, request};
 pub use proxy::{Proxy, ProxyBuilder, binary};
 pub use upstream::{Behaviour, Upstream};
 

@@ -220,6 +220,14 @@ impl Proxy {
             .unwrap_or(0.0)
     }
 
+    /// `strangler_downstream_errors_total{kind}`: the client faults counted so far.
+    pub async fn client_faults(&self, kind: &str) -> f64 {
+        self.metric(&format!(
+            "strangler_downstream_errors_total{{kind=\"{kind}\"}}"
+        ))
+        .await
+    }
+
     /// Current rules generation (1 at start, +1 per accepted reload).
     pub async fn generation(&self) -> u64 {
         self.admin_json("/api/rules").await["generation"]

@@ -9,7 +9,6 @@ use hyper::Request;
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use strangler_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn hop_by_hop_removed_forwarding_and_trace_headers_added() {
@@ -167,11 +166,12 @@ async fn raw_http10_and_pipelined_requests_work() {
         .rules("r.yaml", "routes: []\n")
         .start()
         .await;
-    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out);
+    let text = raw_exchange(
+        p.addr,
+        b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
 }
 

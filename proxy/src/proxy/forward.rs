@@ -29,13 +29,10 @@ pub(super) async fn send(
     req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     proxy.prepare_upstream_request(session, &mut req, ctx)?;
 
-    // As for proxied requests (`fail_to_connect`): a failed connect is tried again while the
-    // upstream's `total_timeout` lasts.
-    let deadline = std::time::Instant::now() + up.cfg.total_timeout;
     let (mut client, _reused) = loop {
         match proxy.connector.get_http_session(&up.peer).await {
             Ok(c) => break c,
-            Err(e) if errors::is_connect_failure(&e) && std::time::Instant::now() < deadline => {}
+            Err(e) if errors::is_connect_failure(&e) && ctx.may_retry_connect() => {}
             Err(e) => return Err(e),
         }
     };

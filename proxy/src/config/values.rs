@@ -1,0 +1,114 @@
+//! Durations (`250ms`, `5s`, `2m`, `1h`) and sizes (`64KiB`, `1MiB`) in config files, read with
+//! located errors. What each setting means is `config`'s business, not this module's.
+
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+use strangler_rules::Reporter;
+
+pub(super) fn opt_duration(
+    v: Option<&Spanned<String>>,
+    field: &str,
+    default: Duration,
+    r: &mut Reporter,
+) -> Duration {
+    match v {
+        None => default,
+        Some(s) => parse_duration(&s.value).unwrap_or_else(|e| {
+            r.report(s.into(), field, e);
+            default
+        }),
+    }
+}
+
+/// Like `opt_duration`, and zero is an error (a zero timeout would fail every request).
+pub(super) fn positive_duration(
+    v: Option<&Spanned<String>>,
+    field: &str,
+    default: Duration,
+    r: &mut Reporter,
+) -> Duration {
+    let d = opt_duration(v, field, default, r);
+    if let Some(s) = v
+        && d.is_zero()
+    {
+        r.report(s.into(), field, format!("{field} must be more than 0"));
+        return default;
+    }
+    d
+}
+
+/// `250ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 250ms, 5s or 2m"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}` is not a duration such as 250ms, 5s or 2m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `65536`, `64KiB`, `1MiB`, `1MB`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 65536, 64KiB or 1MiB"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        _ => return Err(format!("`{s}` is not a size such as 65536, 64KiB or 1MiB")),
+    };
+    Ok(n * mult)
+}
+
+/// Like `positive_duration`, in whole seconds.
+pub(super) fn whole_seconds(
+    v: Option<&Spanned<String>>,
+    field: &str,
+    default: Duration,
+    r: &mut Reporter,
+) -> Duration {
+    let d = positive_duration(v, field, default, r);
+    if let Some(s) = v
+        && d.subsec_nanos() != 0
+    {
+        r.report(
+            s.into(),
+            field,
+            format!("{field} is whole seconds, such as 75s"),
+        );
+        return default;
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5").is_err());
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("1GB").is_err());
+    }
+}
