@@ -257,7 +257,12 @@ impl Relay {
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(5), finish).await;
+        match tokio::time::timeout(Duration::from_secs(5), finish).await {
+            Ok(()) => info!("Relay stopped"),
+            Err(_) => warn!(
+                "Relay stopped with calls unanswered after 5 s; their events stay in the outbox and are sent again"
+            ),
+        }
     }
 
     /// Sends everything due now and waits for the answers, without lingering: reads the new

@@ -3,7 +3,8 @@
 //! CloudEvent. What an event contains is decided by the rules (`publish`); how it is stored and
 //! sent is `strangler-events`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use prometheus::Registry;
@@ -17,6 +18,10 @@ pub struct DualWrite {
     pub outbox: Outbox,
     pub metrics: strangler_events::Metrics,
     salt: ring::hmac::Key,
+    /// Tells the relay to stop (see `stop_relay`).
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Disconnected when the events thread has ended.
+    stopped: Mutex<mpsc::Receiver<()>>,
 }
 
 impl DualWrite {
@@ -33,7 +38,9 @@ impl DualWrite {
                     .unwrap_or_default()
             }
         };
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (ended, stopped) = mpsc::channel::<()>();
         let (store, region, endpoint, relay_cfg, m) = (
             cfg.store.clone(),
             cfg.kinesis_region.clone(),
@@ -44,6 +51,8 @@ impl DualWrite {
         std::thread::Builder::new()
             .name("strangler-events".into())
             .spawn(move || {
+                // Dropped when this thread ends: `stop_relay` waits for that.
+                let _ended = ended;
                 // One thread for the writer, the relay and its calls: no hand-offs between
                 // threads of their own.
                 let rt = match tokio::runtime::Builder::new_current_thread()
@@ -69,7 +78,6 @@ impl DualWrite {
                             .await;
                     let _ = tx.send(Ok(outbox.clone()));
                     let relay = Relay::new(outbox, client, m, relay_cfg);
-                    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
                     relay.run(stop_rx).await;
                 });
             })?;
@@ -78,7 +86,24 @@ impl DualWrite {
             outbox,
             metrics,
             salt: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salt),
+            stop,
+            stopped: Mutex::new(stopped),
         }))
+    }
+
+    /// Stops the relay and waits (blocking, up to `timeout`) until it has settled or abandoned
+    /// its calls in flight (at most 5 s): what Kinesis accepted is recorded, the rest stays in
+    /// the outbox for the next start. Returns whether it stopped in time.
+    pub fn stop_relay(&self, timeout: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let stopped = self
+            .stopped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        matches!(
+            stopped.recv_timeout(timeout),
+            Err(mpsc::RecvTimeoutError::Disconnected) | Ok(())
+        )
     }
 
     /// The event for one exchange, redacted, ready to store.

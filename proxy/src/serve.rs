@@ -1,7 +1,8 @@
 //! `strangler run`: builds the pingora server from a validated config — the proxy service on each
-//! listener, the admin service, and a background service for SIGHUP and rule-file watching — then
-//! runs it until SIGTERM (graceful: stop accepting, finish in-flight requests within
-//! `server.grace_period` + `server.shutdown_timeout`) or SIGQUIT (graceful upgrade hand-over).
+//! listener, the admin service, a background service for SIGHUP and rule-file watching, and one
+//! that stops the relay — then runs it until SIGTERM (graceful: keep serving for
+//! `server.grace_period`, then stop the relay and give in-flight work `server.shutdown_timeout`)
+//! or SIGQUIT (graceful upgrade hand-over).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,17 +79,59 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
         pingora::apps::http_app::HttpServer::new_app(Admin {
             store: Arc::clone(&store),
             registry,
-            dual_write,
+            dual_write: Arc::clone(&dual_write),
         }),
     );
     admin.add_tcp(&cfg.admin.to_string());
     let reloader = background_service("strangler rules", Reloader { store });
+    let relay = background_service(
+        "strangler relay",
+        RelayStopper {
+            dual_write,
+            grace_period: cfg.grace_period,
+            shutdown_timeout: cfg.shutdown_timeout,
+        },
+    );
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(reloader);
+    server.add_service(relay);
     info!(config = %cfg.file.display(), rules = %cfg.rules.display(), listen = ?cfg.listen, admin = %cfg.admin, workers = cfg.workers, store = %cfg.store, "strangler starting");
     server.run_forever();
+}
+
+/// Stops the relay on SIGTERM. Requests keep coming (and enqueueing events) during the grace
+/// period, so the relay keeps sending until it ends; then it is stopped from a blocking task,
+/// which pingora's runtime shutdown waits for (up to `shutdown_timeout`), so the process does not
+/// exit in the middle of a PutRecords call.
+struct RelayStopper {
+    dual_write: Arc<crate::dual_write::DualWrite>,
+    grace_period: Duration,
+    shutdown_timeout: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for RelayStopper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+        let (dual_write, grace, timeout) = (
+            Arc::clone(&self.dual_write),
+            self.grace_period,
+            self.shutdown_timeout,
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(grace);
+            if dual_write.stop_relay(timeout) {
+                info!("Relay stopped for shutdown");
+            } else {
+                warn!(timeout = ?timeout, "Relay did not stop within the shutdown timeout; unsent events stay in the outbox");
+            }
+        })
+        .await;
+    }
 }
 
 /// Reloads rules on SIGHUP and on file changes.

@@ -166,6 +166,24 @@ impl Proxy {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM (graceful shutdown); panics unless the process exits within `limit`.
+    pub async fn terminate(&mut self, limit: Duration) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + limit;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "strangler still running {limit:?} after SIGTERM:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Starts the proxy again with the same config, rules and store.
     pub async fn restart(&mut self) {
         self.child = spawn(&self.config, &self.log, &self.env);

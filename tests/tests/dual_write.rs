@@ -1,6 +1,7 @@
 //! Dual-write through the real proxy: requests to a publishing route become CloudEvents in a real
 //! Kinesis-compatible stream (kinesis-local), via the outbox on SQLite or PostgreSQL; non-2xx
-//! answers publish nothing; and `kill -9` under load loses no event whose request got a 2xx.
+//! answers publish nothing; and neither `kill -9` nor SIGTERM under load loses an event whose
+//! request got a 2xx.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -204,10 +205,23 @@ async fn an_aggregated_stream_carries_many_events_per_record() {
     assert_eq!(per_record_sum, 40.0, "every event counted in an aggregate");
 }
 
-async fn kill9_under_load_loses_nothing(store: Option<&str>) {
+/// How the proxy is stopped under load.
+#[derive(Clone, Copy)]
+enum Stop {
+    Kill9,
+    /// SIGTERM: the proxy exits within its grace period + shutdown timeout, and the relay is
+    /// told to stop (it settles or abandons its calls) instead of being cut off.
+    Term,
+}
+
+async fn stopped_under_load_loses_nothing(store: Option<&str>, how: Stop) {
     let (k, c, legacy) = servers().await;
     let store = store.map(|url| format!("store: \"{url}\""));
-    let mut p = proxy(&legacy, &k, store.as_deref().unwrap_or_default()).await;
+    let config = format!(
+        "{}\nserver: {{ grace_period: 1s, shutdown_timeout: 5s }}",
+        store.as_deref().unwrap_or_default()
+    );
+    let mut p = proxy(&legacy, &k, &config).await;
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -234,7 +248,19 @@ async fn kill9_under_load_loses_nothing(store: Option<&str>) {
     }
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        p.kill9();
+        match how {
+            Stop::Kill9 => p.kill9(),
+            Stop::Term => {
+                let stops = p.logs().matches("Relay stopped for shutdown").count();
+                p.terminate(Duration::from_secs(8)).await;
+                assert_eq!(
+                    p.logs().matches("Relay stopped for shutdown").count(),
+                    stops + 1,
+                    "the relay was not stopped cleanly:\n{}",
+                    p.logs()
+                );
+            }
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
         p.restart().await;
     }
@@ -279,11 +305,16 @@ async fn kill9_under_load_loses_nothing(store: Option<&str>) {
 
 #[tokio::test]
 async fn kill9_under_load_loses_nothing_sqlite() {
-    kill9_under_load_loses_nothing(None).await;
+    stopped_under_load_loses_nothing(None, Stop::Kill9).await;
 }
 
 #[tokio::test]
 async fn kill9_under_load_loses_nothing_postgres() {
     let db = ScratchDb::create().await;
-    kill9_under_load_loses_nothing(Some(&db.url)).await;
+    stopped_under_load_loses_nothing(Some(&db.url), Stop::Kill9).await;
+}
+
+#[tokio::test]
+async fn sigterm_under_load_stops_the_relay_and_loses_nothing() {
+    stopped_under_load_loses_nothing(None, Stop::Term).await;
 }
