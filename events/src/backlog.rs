@@ -321,6 +321,11 @@ impl Backlog {
         }
     }
 
+    /// No row held in memory.
+    pub fn is_empty(&self) -> bool {
+        self.streams.values().all(|q| q.rows.is_empty())
+    }
+
     /// Rows held in memory.
     #[cfg(test)]
     pub fn rows_held(&self) -> usize {

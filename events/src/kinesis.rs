@@ -1,11 +1,29 @@
 //! The Kinesis client: aws-config's standard chain (env, profile, SSO, IMDS…) with one rustls/ring
 //! HTTPS client; `AWS_ENDPOINT_URL_KINESIS` or an explicit endpoint point it at a local server.
 
+use aws_config::environment::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::{BehaviorVersion, Region};
 use aws_smithy_http_client::tls;
 
 pub use aws_sdk_kinesis::Client;
 
+/// The AWS region: `configured`, else the environment (`AWS_REGION`, `AWS_DEFAULT_REGION`) or the
+/// AWS profile. Instance metadata is not asked: off AWS that is a useless network call and a
+/// delay, and a region that only it knows is better written down. `None`: no region anywhere.
+pub async fn region(configured: Option<&str>) -> Option<String> {
+    if let Some(r) = configured {
+        return Some(r.to_string());
+    }
+    RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+        .or_else(ProfileFileRegionProvider::new())
+        .region()
+        .await
+        .map(|r| r.to_string())
+}
+
+/// A Kinesis client (in the region of [`region`]).
 pub async fn client(region: Option<&str>, endpoint: Option<&str>) -> Client {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
@@ -13,13 +31,53 @@ pub async fn client(region: Option<&str>, endpoint: Option<&str>) -> Client {
         ))
         .build_https();
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
-    if let Some(r) = region {
-        loader = loader.region(Region::new(r.to_string()));
+    if let Some(r) = self::region(region).await {
+        loader = loader.region(Region::new(r));
     }
     if let Some(e) = endpoint {
         loader = loader.endpoint_url(e);
     }
     Client::new(&loader.load().await)
+}
+
+/// A Kinesis client built on first use ([`LazyClient::init`]): a proxy whose rules publish
+/// nothing never asks AWS for anything (region, credentials).
+pub struct LazyClient {
+    client: Option<Client>,
+    region: Option<String>,
+    endpoint: Option<String>,
+}
+
+impl LazyClient {
+    pub fn new(region: Option<String>, endpoint: Option<String>) -> LazyClient {
+        LazyClient {
+            client: None,
+            region,
+            endpoint,
+        }
+    }
+
+    /// Builds the client if it is not built yet.
+    pub async fn init(&mut self) {
+        if self.client.is_none() {
+            self.client = Some(client(self.region.as_deref(), self.endpoint.as_deref()).await);
+        }
+    }
+
+    /// The client, once built.
+    pub fn get(&self) -> Option<&Client> {
+        self.client.as_ref()
+    }
+}
+
+impl From<Client> for LazyClient {
+    fn from(client: Client) -> LazyClient {
+        LazyClient {
+            client: Some(client),
+            region: None,
+            endpoint: None,
+        }
+    }
 }
 
 /// One event read back from a stream.

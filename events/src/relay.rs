@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::aggregate::{self, ShardMap};
 use crate::backlog::{Backlog, Batch, MAX_RECORDS, Next};
-use crate::kinesis::Client;
+use crate::kinesis::{Client, LazyClient};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxError, Pending, now_ms};
 
@@ -84,7 +84,8 @@ impl Default for RelayConfig {
 
 pub struct Relay {
     pub outbox: Outbox,
-    pub client: Client,
+    /// Built when the first row arrives: nothing publishes, nothing asks AWS.
+    client: LazyClient,
     pub metrics: Metrics,
     pub cfg: RelayConfig,
     backlog: Backlog,
@@ -165,10 +166,15 @@ struct Sent {
 }
 
 impl Relay {
-    pub fn new(outbox: Outbox, client: Client, metrics: Metrics, cfg: RelayConfig) -> Relay {
+    pub fn new(
+        outbox: Outbox,
+        client: impl Into<LazyClient>,
+        metrics: Metrics,
+        cfg: RelayConfig,
+    ) -> Relay {
         Relay {
             outbox,
-            client,
+            client: client.into(),
             metrics,
             backlog: Backlog::aggregating(&cfg.aggregate),
             cfg,
@@ -215,6 +221,7 @@ impl Relay {
                     continue;
                 }
             }
+            self.ready_client().await;
             self.refresh_shards().await;
             let send_wait = self.launch(&mut calls, Some(self.cfg.linger));
             if last_gauges.elapsed() >= Duration::from_secs(1) {
@@ -275,6 +282,7 @@ impl Relay {
                 if self.more {
                     total.add(self.load(false).await?);
                 }
+                self.ready_client().await;
                 self.refresh_shards().await;
                 self.launch(&mut calls, None);
                 let Some(done) = calls.join_next().await else {
@@ -361,12 +369,14 @@ impl Relay {
     /// Starts calls while fewer than `MAX_CALLS` are in flight and something is due. Returns
     /// how long until something may be due when nothing is now.
     fn launch(&mut self, calls: &mut JoinSet<Sent>, linger: Option<Duration>) -> Option<Duration> {
+        // No client yet: no row yet either (`ready_client`).
+        let client = self.client.get()?.clone();
         while calls.len() < MAX_CALLS {
             let gate = linger.map(|l| (Instant::now(), l));
             match self.backlog.next_batch(now_ms(), gate) {
                 Next::Send(batch) => {
                     let call = self.prepare(batch);
-                    calls.spawn(put(self.client.clone(), self.metrics.clone(), call));
+                    calls.spawn(put(client.clone(), self.metrics.clone(), call));
                 }
                 Next::Wait(wait) => return wait,
             }
@@ -405,10 +415,20 @@ impl Relay {
 
     /// Fetches the shard map of each aggregated stream in the backlog that has none, an old
     /// one, or one Kinesis contradicted.
+    /// Builds the Kinesis client once there is something to send.
+    async fn ready_client(&mut self) {
+        if self.client.get().is_none() && !self.backlog.is_empty() {
+            self.client.init().await;
+        }
+    }
+
     async fn refresh_shards(&mut self) {
         if self.cfg.aggregate.is_empty() {
             return;
         }
+        let Some(client) = self.client.get().cloned() else {
+            return;
+        };
         let due: Vec<String> = self
             .backlog
             .stream_names()
@@ -428,7 +448,7 @@ impl Relay {
             .collect();
         for stream in due {
             self.shards.entry(stream.clone()).or_default().tried = Some(Instant::now());
-            match list_shards(&self.client, &stream).await {
+            match list_shards(&client, &stream).await {
                 Ok(map) => {
                     debug!(stream, shards = map.len(), "Shard map fetched");
                     let s = self.shards.entry(stream).or_default();

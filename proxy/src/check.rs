@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use strangler_rules::{Context, Diagnostics};
+use strangler_rules::{Context, Diagnostics, RuleSet};
 
 use crate::config::Config;
 
@@ -22,10 +22,13 @@ pub fn run(files: &[PathBuf]) -> i32 {
                     .get_or_insert_with(Vec::new)
                     .extend(names.iter().cloned());
                 match check_rules(&cfg.rules, &Context { services: Some(names.clone()) }) {
-                    Ok((routes, nfiles)) => summaries.push(format!(
-                        "ok: {}: {} listener(s), {} service(s) ({}); {routes} route(s) in {nfiles} rule file(s) under {}",
-                        path.display(), cfg.listen.len(), names.len(), names.join(", "), cfg.rules.display()
-                    )),
+                    Ok((set, nfiles)) => match crate::dual_write::missing_region(&cfg, &set) {
+                        Some(d) => diags.extend(d),
+                        None => summaries.push(format!(
+                            "ok: {}: {} listener(s), {} service(s) ({}); {} route(s) in {nfiles} rule file(s) under {}",
+                            path.display(), cfg.listen.len(), names.len(), names.join(", "), set.len(), cfg.rules.display()
+                        )),
+                    },
                     Err(d) => diags.extend(d),
                 }
             }
@@ -37,9 +40,10 @@ pub fn run(files: &[PathBuf]) -> i32 {
             services: services.clone(),
         };
         match check_rules(path, &ctx) {
-            Ok((routes, _)) => summaries.push(format!(
-                "ok: {}: {routes} route(s){}",
+            Ok((set, _)) => summaries.push(format!(
+                "ok: {}: {} route(s){}",
                 path.display(),
+                set.len(),
                 if services.is_none() {
                     " (service names not checked: also pass the config)"
                 } else {
@@ -63,10 +67,11 @@ pub fn run(files: &[PathBuf]) -> i32 {
     }
 }
 
-fn check_rules(path: &Path, ctx: &Context) -> Result<(usize, usize), Diagnostics> {
+/// The compiled rules and how many files they came from.
+fn check_rules(path: &Path, ctx: &Context) -> Result<(RuleSet, usize), Diagnostics> {
     let files = strangler_rules::read_sources(path)?;
     let set = strangler_rules::compile(&files, ctx)?;
-    Ok((set.len(), files.len()))
+    Ok((set, files.len()))
 }
 
 /// A rule file has a top-level `routes:` key; anything else is taken for a config.

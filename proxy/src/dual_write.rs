@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use prometheus::Registry;
 use strangler_events::{CloudEvent, Data, NewEvent, Outbox, OutboxError, Relay};
 use strangler_rules::publish::{EventData, Exchange, Publish};
+use strangler_rules::{Diagnostics, Loc, Reporter, RuleSet};
 use tracing::{error, warn};
 
 use crate::config::Config;
@@ -73,10 +74,9 @@ impl DualWrite {
                             return;
                         }
                     };
-                    let client =
-                        strangler_events::kinesis::client(region.as_deref(), endpoint.as_deref())
-                            .await;
                     let _ = tx.send(Ok(outbox.clone()));
+                    // Built when the first event is to be sent.
+                    let client = strangler_events::kinesis::LazyClient::new(region, endpoint);
                     let relay = Relay::new(outbox, client, m, relay_cfg);
                     relay.run(stop_rx).await;
                 });
@@ -153,6 +153,36 @@ impl DualWrite {
             }
         }
     }
+}
+
+/// When a route publishes and no AWS region is set anywhere (config, environment, AWS profile;
+/// instance metadata is not asked), the located error that `check` and `run` give.
+pub fn missing_region(cfg: &Config, rules: &RuleSet) -> Option<Diagnostics> {
+    let route = rules.routes().iter().find(|r| r.publish.is_some())?;
+    let region = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(strangler_events::kinesis::region(
+            cfg.kinesis_region.as_deref(),
+        ));
+    if region.is_some() {
+        return None;
+    }
+    let mut r = Reporter::new(route.file.to_string());
+    r.report(
+        Loc {
+            line: route.line,
+            column: 1,
+        },
+        "publish",
+        format!(
+            "route `{}` publishes events, but no AWS region is set: set `kinesis.region` in {}, or AWS_REGION / AWS_DEFAULT_REGION, or a region in the AWS profile",
+            route.name,
+            cfg.file.display()
+        ),
+    );
+    Some(r.finish())
 }
 
 /// The envelope's `data` for an event's data as the rules resolved it.

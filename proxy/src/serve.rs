@@ -30,6 +30,9 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     let metrics = Metrics::new(&registry)?;
     let store = RulesStore::load(&cfg.rules, cfg.service_names(), metrics.clone())
         .map_err(|d| anyhow!("invalid rules, not starting:\n{d}"))?;
+    if let Some(d) = crate::dual_write::missing_region(cfg, &store.current().rules) {
+        return Err(anyhow!("not starting:\n{d}"));
+    }
     let dual_write = crate::dual_write::DualWrite::start(cfg, &registry)?;
 
     let conf = ServerConf {

@@ -13,11 +13,28 @@ fn workspace() -> PathBuf {
 }
 
 fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
-    let out = Command::new(binary())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    output(Command::new(binary()).args(args).current_dir(dir))
+}
+
+/// `run` with no AWS region anywhere: none in the environment, no AWS profile files.
+fn run_without_region(args: &[&str], dir: &Path) -> (i32, String, String) {
+    output(
+        Command::new(binary())
+            .args(args)
+            .current_dir(dir)
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.join("no-aws-credentials"),
+            ),
+    )
+}
+
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -146,6 +163,34 @@ fn explain_shows_route_target_and_sticky_side() {
         out.contains("none matched → default: legacy (127.0.0.1:8081)"),
         "{out}"
     );
+}
+
+const PUBLISHING: &str = "routes:\n  - name: create\n    match: { methods: [POST], path: { exact: /api/orders } }\n    target: { service: legacy }\n    publish: { stream: orders, type: ORDER_CREATED }\n";
+
+#[test]
+fn publishing_without_a_region_is_an_error_for_check_and_run() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "strangler.yaml", CONFIG);
+    write(d.path(), "rules/a.yaml", PUBLISHING);
+    let want = "publish: route `create` publishes events, but no AWS region is set";
+    let (code, _, err) = run_without_region(&["check", "strangler.yaml"], d.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("rules/a.yaml:2:1: ") && err.contains(want),
+        "{err}"
+    );
+    let (code, _, err) = run_without_region(&["run", "--config", "strangler.yaml"], d.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(want), "{err}");
+    // A region in the config (or the environment, or the profile) is enough.
+    write(
+        d.path(),
+        "strangler.yaml",
+        &format!("{CONFIG}kinesis: {{ region: eu-west-1 }}\n"),
+    );
+    let (code, out, err) = run_without_region(&["check", "strangler.yaml"], d.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 route(s)"), "{out}");
 }
 
 #[test]

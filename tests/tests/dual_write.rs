@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -86,6 +86,37 @@ async fn events(c: &aws_sdk_kinesis::Client, want: usize) -> Vec<(String, Value)
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("expected {want} events, stream has {}: {got:?}", got.len());
+}
+
+/// A proxy whose rules publish nothing asks AWS nothing: no Kinesis client is built, so no
+/// instance-metadata lookup of a region at start (off AWS a useless call and a delay).
+#[tokio::test]
+async fn nothing_publishes_nothing_asks_aws() {
+    let imds = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let imds_addr = imds.local_addr().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&asked);
+    tokio::spawn(async move {
+        while imds.accept().await.is_ok() {
+            a.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
+    let p = ProxyBuilder::new(legacy.addr)
+        .rules("r.yaml", "routes: []\n")
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            &format!("http://{imds_addr}"),
+        )
+        .start()
+        .await;
+    // Ready means started: the old start-up had asked for a region by now.
+    assert_eq!(get(p.addr, "/x", &[]).await.status, 200);
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "instance metadata was asked"
+    );
 }
 
 #[tokio::test]
