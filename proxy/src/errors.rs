@@ -27,6 +27,19 @@ impl Failure {
     }
 }
 
+/// Every `kind` of `strangler_upstream_errors_total` that `classify` gives.
+pub const UPSTREAM_KINDS: [&str; 9] = [
+    "connect_refused",
+    "connect_timeout",
+    "connect_error",
+    "tls_error",
+    "read_timeout",
+    "write_timeout",
+    "bad_response",
+    "connection_closed",
+    "other",
+];
+
 /// A connection to the upstream could not be made (nothing was sent: safe to try again).
 pub fn is_connect_failure(e: &Error) -> bool {
     use ErrorType::*;
@@ -129,6 +142,29 @@ mod tests {
         let e = Error::new_down(ErrorType::ReadError);
         assert_eq!(classify(&e, true).status, 0);
         assert_eq!(classify(&e, true).logged_status(), 499);
+    }
+
+    #[test]
+    fn every_upstream_kind_is_listed() {
+        use ErrorType::*;
+        for t in [
+            ConnectTimedout,
+            TLSHandshakeTimedout,
+            ConnectRefused,
+            ConnectNoRoute,
+            TLSHandshakeFailure,
+            ConnectError,
+            ReadTimedout,
+            WriteTimedout,
+            InvalidHTTPHeader,
+            ConnectionClosed,
+            ReadError,
+            WriteError,
+            InternalError,
+        ] {
+            let kind = classify(&Error::new_up(t), true).kind.unwrap();
+            assert!(UPSTREAM_KINDS.contains(&kind), "{kind}");
+        }
     }
 
     #[test]

@@ -104,6 +104,31 @@ impl Metrics {
     }
 }
 
+/// Every `reason` of `strangler_body_buffer_skipped_total`.
+pub const BODY_SKIP_REASONS: [&str; 3] = ["too_large", "not_json", "read_error"];
+
+impl Metrics {
+    /// Drops the series of a route the rules no longer have (or of a route → target pair they
+    /// no longer have, `whole_route` false): they would otherwise stay for ever.
+    pub fn drop_route_series(&self, route: &str, target: &str, whole_route: bool) {
+        // Absent series are fine: removing them is a no-op error.
+        let _ = self.requests.remove_label_values(&[route, target]);
+        let _ = self.upstream_duration.remove_label_values(&[route, target]);
+        for kind in crate::errors::UPSTREAM_KINDS {
+            let _ = self
+                .upstream_errors
+                .remove_label_values(&[route, target, kind]);
+        }
+        if whole_route {
+            for reason in BODY_SKIP_REASONS {
+                let _ = self
+                    .body_buffer_skipped
+                    .remove_label_values(&[route, reason]);
+            }
+        }
+    }
+}
+
 /// `strangler_downstream_errors_total{kind}`: client faults, never counted against an upstream.
 /// `header_timeout`, and the `bad_request` and `closed` of request headers, happen before any
 /// request exists and are counted by the patched pingora-core (`third_party/README.md`); the rest

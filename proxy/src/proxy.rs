@@ -528,6 +528,7 @@ impl Strangler {
     }
 
     fn body_skipped(&self, route: &str, reason: &str) {
+        debug_assert!(crate::metrics::BODY_SKIP_REASONS.contains(&reason));
         self.metrics
             .body_buffer_skipped
             .with_label_values(&[route, reason])

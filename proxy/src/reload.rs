@@ -139,6 +139,7 @@ impl RulesStore {
         let generation = self.current.load().generation + 1;
         let loaded = Arc::new(attach_stats(rules, generation, &self.metrics));
         publish_gauges(&loaded, &self.metrics);
+        drop_gone_series(&self.current.load(), &loaded, &self.metrics);
         let routes = loaded.rules.len();
         self.current.store(loaded);
         self.metrics.reloads.with_label_values(&["ok"]).inc();
@@ -237,6 +238,36 @@ fn attach_stats(rules: RuleSet, generation: u64, m: &Metrics) -> Loaded {
         rules,
         generation,
         route_stats,
+    }
+}
+
+/// The (route, target) pairs a rule set's metrics are labelled with: each route's legacy side and
+/// its service side.
+fn series(loaded: &Loaded) -> std::collections::HashSet<(&str, &str)> {
+    loaded
+        .rules
+        .routes()
+        .iter()
+        .flat_map(|r| {
+            let service = match &r.target {
+                Target::Service(s) => s.service.as_str(),
+                Target::Legacy => strangler_rules::LEGACY,
+            };
+            [
+                (r.name.as_str(), strangler_rules::LEGACY),
+                (r.name.as_str(), service),
+            ]
+        })
+        .collect()
+}
+
+/// Drops the metric series of routes (and route → service pairs) that `new` no longer has.
+/// Requests still running on the old set count into detached series: a few lost increments.
+fn drop_gone_series(old: &Loaded, new: &Loaded, m: &Metrics) {
+    let kept = series(new);
+    let kept_routes: std::collections::HashSet<&str> = kept.iter().map(|(r, _)| *r).collect();
+    for (route, target) in series(old).difference(&kept) {
+        m.drop_route_series(route, target, !kept_routes.contains(route));
     }
 }
 

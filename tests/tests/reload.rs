@@ -158,3 +158,25 @@ async fn no_request_fails_while_rules_change_under_load() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn a_removed_route_takes_its_metric_series_with_it() {
+    let (_l, _o, p) = setup().await;
+    assert_eq!(get(p.addr, "/api/orders/1", &[]).await.upstream(), "orders");
+    let before = get(p.admin, "/metrics", &[]).await.text();
+    assert!(before.contains(r#"route="orders""#), "{before}");
+    p.write_rules(
+        "orders.yaml",
+        "routes:\n  - name: catalog\n    match: { path: { prefix: /api/catalog } }\n    target: { service: orders }\n",
+    );
+    wait_for("the reload", Duration::from_secs(10), || async {
+        p.generation().await == 2
+    })
+    .await;
+    let after = get(p.admin, "/metrics", &[]).await.text();
+    assert!(
+        !after.contains(r#"route="orders""#),
+        "series of the removed route remain:\n{after}"
+    );
+    assert!(after.contains(r#"route="catalog""#), "{after}");
+}
