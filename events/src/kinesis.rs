@@ -1,5 +1,7 @@
-//! The Kinesis client: aws-config's standard chain (env, profile, SSO, IMDS…) with one rustls/ring
-//! HTTPS client; `AWS_ENDPOINT_URL_KINESIS` or an explicit endpoint point it at a local server.
+//! The Kinesis client: credentials from aws-config's standard chain (env, profile, SSO, IMDS…), the
+//! region from the config, the environment or the profile (never instance metadata), one
+//! rustls/ring HTTPS client; `AWS_ENDPOINT_URL_KINESIS` or an explicit endpoint point it at a
+//! local server. The relay builds it lazily (`LazyClient`).
 
 use aws_config::environment::EnvironmentVariableRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
