@@ -11,10 +11,14 @@ use std::time::Duration;
 use crate::client::get;
 
 /// The `strangler` binary of this workspace, built once per test process so it matches the
-/// sources.
+/// sources; `STRANGLER_BIN` names another build instead (to run a suite against an older one,
+/// as `bench/` does).
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("STRANGLER_BIN") {
+            return PathBuf::from(bin);
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--quiet", "-p", "strangler", "--bin", "strangler"])
