@@ -3,14 +3,24 @@
 //! sees cheap range reads (`seq > cursor`) and deletes by primary key — no per-key queries.
 //!
 //! Order per partition key: a row is sent only when no earlier row of its key is waiting (in
-//! flight, or scheduled for a retry), and a call carries at most one row per key, so a failed
-//! record is never overtaken by a later one of its key.
+//! flight, or scheduled for a retry). A call on a plain stream carries at most one row per key
+//! (PutRecords does not keep the order of records within a call), so a failed record is never
+//! overtaken by a later one of its key. On an aggregated stream a call may carry many rows of a
+//! key, in order: the relay packs them into one aggregated record, which Kinesis stores whole or
+//! not at all (`relay::pack` leaves out any row of a key whose record is already closed), so a
+//! hot key moves a whole batch per round trip instead of one event.
 //!
-//! Memory is bounded per stream: when a stream's queue is full, its further rows are left in the
-//! store (`lag_from`) and read back by `seq` range once the queue has room, so one stalled stream
-//! (throttled, deleted, one hot key) neither grows the process nor holds up the others.
+//! A stream that fails for its own sake (Kinesis unreachable, throttling) is paused, then probed
+//! with one call at a time until a call gets through (`pause`, `resume`).
+//!
+//! Memory is bounded by a byte budget (`events.memory`, see `RelayConfig::memory`): a stream takes
+//! rows while it holds less than half of the budget and all streams together less than the whole,
+//! or while it holds less than a sixteenth (so busy streams never starve a quiet one). Rows past
+//! that are left in the store (`lag_from`) and read back by `seq` range once there is room, so one
+//! stalled stream (throttled, deleted, one hot key) neither grows the process nor holds up the
+//! others.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
@@ -22,12 +32,16 @@ pub const MAX_CALL_BYTES: usize = 5 * 1024 * 1024;
 /// Rows one call carries at most on a stream whose records are aggregated (the 500 records are
 /// then aggregates of many rows; the 5 MiB still bound the call).
 pub const MAX_AGGREGATED_ROWS: usize = 10_000;
-/// Per-stream queue bounds. The bytes bound the memory; the rows are enough for a couple of
-/// seconds of a busy stream: a key has one row in flight at a time, so a stream whose rows share
-/// few keys queues some even when Kinesis keeps up, and rows past the bound are read back from
-/// the store (at 5,000 rows, nearly every event of a 10,000 events/s stream over 1,000 keys was).
+/// Rows one stream's queue holds at most, whatever the budget.
 pub const QUEUE_ROWS: usize = 20_000;
-pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// What a held row costs besides its payload, key, id and stream name (the `Row`, its map entry,
+/// allocation headers), counted against the budget.
+const ROW_OVERHEAD: usize = 160;
+
+/// A row's cost against the budget.
+fn row_bytes(p: &Pending) -> usize {
+    p.payload.len() + p.partition_key.len() + p.id.len() + p.stream.len() + ROW_OVERHEAD
+}
 
 #[derive(Default)]
 pub struct Backlog {
@@ -37,14 +51,27 @@ pub struct Backlog {
     streams: BTreeMap<String, Queue>,
     /// Round-robin start for `next_batch`, so busy streams take turns.
     turn: usize,
-    /// Streams whose calls carry aggregated records (`*`: all), so up to `MAX_AGGREGATED_ROWS`.
+    /// Streams whose calls carry aggregated records (`*`: all), so up to `MAX_AGGREGATED_ROWS`,
+    /// several of a key.
     aggregated: Vec<String>,
+    /// The most bytes all queues hold together.
+    budget: usize,
+    /// What they hold.
+    bytes: usize,
 }
 
 #[derive(Default)]
 struct Queue {
     /// Rows per call at most.
     max_rows: usize,
+    /// A call may carry several rows of a key (aggregated stream).
+    many_per_key: bool,
+    /// Nothing is sent before this time (the stream backs off).
+    paused_until_ms: i64,
+    /// After a pause: one call at a time until one gets through.
+    probing: bool,
+    /// Calls in flight.
+    calls: usize,
     rows: BTreeMap<i64, Row>,
     bytes: usize,
     /// The first `seq` of this stream left in the store because the queue was full.
@@ -57,8 +84,8 @@ struct Queue {
     /// the whole queue for the same answer (a stream whose Kinesis is down holds a full queue,
     /// mostly rows behind their keys' failed first rows, while every commit wakes the relay).
     last_pick: Option<Pick>,
-    /// `pick`'s set of keys seen, kept to reuse its allocation.
-    keys: HashSet<u64, BuildHasherDefault<KeyHash>>,
+    /// `pick`'s keys seen (and whether each still takes rows), kept to reuse its allocation.
+    keys: HashMap<u64, bool, BuildHasherDefault<KeyHash>>,
 }
 
 struct Row {
@@ -110,12 +137,19 @@ impl Queue {
         self.last_pick = None;
     }
 
-    fn has_room(&self) -> bool {
-        self.rows.len() < QUEUE_ROWS && self.bytes < QUEUE_BYTES
+    /// Whether the queue may take another row, given what all queues hold (`total`) and the
+    /// budget, scaled by `part` (1: to take rows; ½: to start reading back a lagging stream).
+    fn has_room(&self, total: usize, budget: usize, part: f64) -> bool {
+        let scaled = |n: usize| (n as f64 * part) as usize;
+        self.rows.len() < scaled(QUEUE_ROWS)
+            && ((self.bytes < scaled(budget / 2) && total < scaled(budget))
+                || self.bytes < scaled(budget / 16))
     }
 
-    fn insert(&mut self, p: Pending) {
-        self.bytes += p.payload.len();
+    /// Inserts a row; returns its cost.
+    fn insert(&mut self, p: Pending) -> usize {
+        let bytes = row_bytes(&p);
+        self.bytes += bytes;
         self.changed();
         self.rows.insert(
             p.seq,
@@ -125,14 +159,17 @@ impl Queue {
                 inflight: false,
             },
         );
+        bytes
     }
 }
 
 impl Backlog {
-    /// A backlog whose calls on these streams (`*`: all) carry rows to be aggregated.
-    pub fn aggregating(streams: &[String]) -> Backlog {
+    /// A backlog holding at most `budget` bytes, whose calls on these streams (`*`: all) carry
+    /// rows to be aggregated.
+    pub fn new(budget: usize, aggregated: &[String]) -> Backlog {
         Backlog {
-            aggregated: streams.to_vec(),
+            aggregated: aggregated.to_vec(),
+            budget,
             ..Backlog::default()
         }
     }
@@ -145,24 +182,28 @@ impl Backlog {
             let q = self
                 .streams
                 .entry(p.stream.clone())
-                .or_insert_with_key(|s| Queue {
-                    max_rows: if crate::aggregate::listed(aggregated, s) {
-                        MAX_AGGREGATED_ROWS
-                    } else {
-                        MAX_RECORDS
-                    },
-                    ..Queue::default()
+                .or_insert_with_key(|s| {
+                    let many = crate::aggregate::listed(aggregated, s);
+                    Queue {
+                        max_rows: if many {
+                            MAX_AGGREGATED_ROWS
+                        } else {
+                            MAX_RECORDS
+                        },
+                        many_per_key: many,
+                        ..Queue::default()
+                    }
                 });
             if q.lag_from.is_some() {
                 q.left += 1; // read back in order later
                 continue;
             }
-            if !q.has_room() {
+            if !q.has_room(self.bytes, self.budget, 1.0) {
                 q.lag_from = Some(p.seq);
                 q.left += 1;
                 continue;
             }
-            q.insert(p);
+            self.bytes += q.insert(p);
         }
     }
 
@@ -170,7 +211,7 @@ impl Backlog {
     pub fn lagging(&self) -> Vec<(String, i64)> {
         self.streams
             .iter()
-            .filter(|(_, q)| q.rows.len() < QUEUE_ROWS / 2 && q.bytes < QUEUE_BYTES / 2)
+            .filter(|(_, q)| q.has_room(self.bytes, self.budget, 0.5))
             .filter_map(|(s, q)| q.lag_from.map(|from| (s.clone(), from)))
             .collect()
     }
@@ -183,12 +224,12 @@ impl Backlog {
         };
         let mut next = None;
         for p in rows {
-            if next.is_some() || !q.has_room() {
+            if next.is_some() || !q.has_room(self.bytes, self.budget, 1.0) {
                 next.get_or_insert(p.seq);
                 continue;
             }
             let after = p.seq + 1;
-            q.insert(p);
+            self.bytes += q.insert(p);
             q.left = q.left.saturating_sub(1);
             q.lag_from = Some(after);
         }
@@ -226,6 +267,14 @@ impl Backlog {
         for i in 0..n {
             let idx = (self.turn + i) % n;
             let (name, q) = self.streams.iter_mut().nth(idx).expect("index below len");
+            // Backing off, or probing with a call already out.
+            if q.paused_until_ms > now_ms {
+                wait_at_most(Duration::from_millis((q.paused_until_ms - now_ms) as u64));
+                continue;
+            }
+            if q.probing && q.calls > 0 {
+                continue;
+            }
             let lingering = match (linger, q.last_launch) {
                 (Some((now, linger)), Some(last)) => linger.checked_sub(now.duration_since(last)),
                 _ => None,
@@ -258,6 +307,7 @@ impl Backlog {
                 continue;
             }
             q.last_launch = Some(linger.map_or_else(Instant::now, |(now, _)| now));
+            q.calls += 1;
             let records = p
                 .seqs
                 .iter()
@@ -288,8 +338,50 @@ impl Backlog {
             && let Some(row) = q.rows.remove(&seq)
         {
             q.changed();
-            q.bytes -= row.pending.payload.len();
+            let bytes = row_bytes(&row.pending);
+            q.bytes -= bytes;
+            self.bytes -= bytes;
         }
+    }
+
+    /// A call of the stream's came back (whatever it says).
+    pub fn call_done(&mut self, stream: &str) {
+        if let Some(q) = self.streams.get_mut(stream) {
+            q.calls = q.calls.saturating_sub(1);
+        }
+    }
+
+    /// The stream backs off: nothing is sent before `until_ms`, then one call at a time until
+    /// one gets through (`resume`).
+    pub fn pause(&mut self, stream: &str, until_ms: i64) {
+        if let Some(q) = self.streams.get_mut(stream) {
+            q.paused_until_ms = q.paused_until_ms.max(until_ms);
+            q.probing = true;
+            q.changed();
+        }
+    }
+
+    /// A call got through: the stream sends at full pace again.
+    pub fn resume(&mut self, stream: &str) {
+        if let Some(q) = self.streams.get_mut(stream)
+            && q.probing
+        {
+            q.paused_until_ms = 0;
+            q.probing = false;
+            q.changed();
+        }
+    }
+
+    /// Rows waiting for the stream (held, or left in the store).
+    pub fn depth(&self, stream: &str) -> usize {
+        self.streams
+            .get(stream)
+            .map_or(0, |q| q.rows.len() + q.left)
+    }
+
+    /// Bytes the queues hold, against the budget.
+    pub fn bytes_held(&self) -> usize {
+        self.bytes
     }
 
     /// The streams seen so far.
@@ -341,8 +433,9 @@ struct Pick {
     retry_ms: Option<i64>,
 }
 
-/// The first waiting row of each key, in order, as long as it is due and the call has room; a
-/// key whose earliest row is in flight or not yet due is skipped whole.
+/// The first waiting row of each key, in order, as long as it is due and the call has room (on
+/// an aggregated stream, the key's following rows too, up to its first one in flight or not
+/// due); a key whose earliest row is in flight or not yet due is skipped whole.
 fn pick(q: &mut Queue, now_ms: i64) -> Pick {
     let keys = &mut q.keys;
     keys.clear();
@@ -351,10 +444,17 @@ fn pick(q: &mut Queue, now_ms: i64) -> Pick {
     let mut retry_ms: Option<i64> = None;
     for (seq, row) in &q.rows {
         let p = &row.pending;
-        if !keys.insert(row.key) || row.inflight {
+        // Whether the key still takes rows in this call.
+        let open = keys.entry(row.key).or_insert(true);
+        if !*open {
+            continue;
+        }
+        if row.inflight {
+            *open = false;
             continue;
         }
         if p.next_attempt_ms > now_ms {
+            *open = false;
             retry_ms = Some(retry_ms.map_or(p.next_attempt_ms, |r| r.min(p.next_attempt_ms)));
             continue;
         }
@@ -364,6 +464,7 @@ fn pick(q: &mut Queue, now_ms: i64) -> Pick {
         }
         bytes += size;
         picked.push(*seq);
+        *open = q.many_per_key;
     }
     Pick {
         seqs: picked,
@@ -371,7 +472,6 @@ fn pick(q: &mut Queue, now_ms: i64) -> Pick {
         retry_ms,
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,7 +506,7 @@ mod tests {
 
     #[test]
     fn one_row_per_key_per_call_and_held_behind_in_flight() {
-        let mut b = Backlog::default();
+        let mut b = Backlog::new(64 << 20, &[]);
         b.add(vec![row(1, "s", "a"), row(2, "s", "a"), row(3, "s", "b")]);
         let first = send(b.next_batch(0, None));
         assert_eq!(seqs(&first), vec![1, 3]);
@@ -418,7 +518,7 @@ mod tests {
 
     #[test]
     fn a_retry_holds_its_key_until_due() {
-        let mut b = Backlog::default();
+        let mut b = Backlog::new(64 << 20, &[]);
         b.add(vec![row(1, "s", "a"), row(2, "s", "a"), row(3, "s", "b")]);
         send(b.next_batch(0, None));
         b.retry_at("s", 1, 100);
@@ -433,7 +533,7 @@ mod tests {
 
     #[test]
     fn a_queue_waiting_for_retries_rests_until_due_or_changed() {
-        let mut b = Backlog::default();
+        let mut b = Backlog::new(64 << 20, &[]);
         b.add(vec![row(1, "s", "a")]);
         send(b.next_batch(0, None));
         b.retry_at("s", 1, 100);
@@ -452,7 +552,7 @@ mod tests {
 
     #[test]
     fn linger_holds_small_batches_but_not_full_ones() {
-        let mut b = Backlog::default();
+        let mut b = Backlog::new(64 << 20, &[]);
         let now = Instant::now();
         let linger = Some((now, Duration::from_millis(20)));
         b.add(vec![row(1, "s", "a")]);
@@ -474,7 +574,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_lags_and_catches_up_in_order() {
-        let mut b = Backlog::default();
+        let mut b = Backlog::new(64 << 20, &[]);
         let rows: Vec<_> = (1..=QUEUE_ROWS as i64 + 10)
             .map(|i| Pending {
                 created_ms: i,
@@ -524,8 +624,75 @@ mod tests {
     }
 
     #[test]
+    fn an_aggregated_stream_sends_a_keys_rows_together_in_order() {
+        let mut b = Backlog::new(64 << 20, &["s".to_string()]);
+        b.add(vec![
+            row(1, "s", "a"),
+            row(2, "s", "a"),
+            row(3, "s", "b"),
+            row(4, "s", "a"),
+        ]);
+        assert_eq!(seqs(&send(b.next_batch(0, None))), vec![1, 2, 3, 4]);
+        b.add(vec![row(5, "s", "a"), row(6, "s", "c")]);
+        // 5 waits for a's rows in flight; c goes.
+        assert_eq!(seqs(&send(b.next_batch(0, None))), vec![6]);
+        // Rows a call left out (`release`) keep their key's order behind the rows it carried.
+        b.release("s", &[4]);
+        assert!(idle(&b.next_batch(0, None)), "4 overtook 1 and 2");
+        for seq in [1, 2] {
+            b.remove("s", seq);
+        }
+        assert_eq!(seqs(&send(b.next_batch(0, None))), vec![4, 5]);
+    }
+
+    #[test]
+    fn a_paused_stream_waits_then_probes_one_call_at_a_time() {
+        let mut b = Backlog::new(64 << 20, &[]);
+        b.add(vec![row(1, "s", "a"), row(2, "s", "b"), row(3, "t", "a")]);
+        let first = send(b.next_batch(0, None));
+        assert_eq!(first.stream, "s");
+        b.call_done("s");
+        b.release("s", &[1, 2]);
+        b.pause("s", 100);
+        // Only t goes; s says when it may.
+        assert_eq!(send(b.next_batch(10, None)).stream, "t");
+        assert!(
+            matches!(b.next_batch(10, None), Next::Wait(Some(d)) if d == Duration::from_millis(90))
+        );
+        // The probe: one call, and no second one while it is out.
+        b.add(vec![row(4, "s", "c")]);
+        assert_eq!(seqs(&send(b.next_batch(100, None))), vec![1, 2, 4]);
+        b.add(vec![row(5, "s", "d")]);
+        assert!(idle(&b.next_batch(100, None)));
+        // It got through: full pace again.
+        b.call_done("s");
+        b.resume("s");
+        assert_eq!(seqs(&send(b.next_batch(100, None))), vec![5]);
+    }
+
+    #[test]
+    fn the_budget_bounds_what_all_streams_hold_without_starving_one() {
+        let budget = 64 * 1024;
+        let mut b = Backlog::new(budget, &[]);
+        let big = |seq, stream: &str| Pending {
+            payload: vec![b'x'; 1000],
+            ..row(seq, stream, &format!("k{seq}"))
+        };
+        b.add((1..=200).map(|i| big(i, "s")).collect());
+        assert!(b.bytes_held() <= budget / 2 + 2000, "{}", b.bytes_held());
+        b.add((201..=400).map(|i| big(i, "t")).collect());
+        assert!(b.bytes_held() <= budget + 2000, "{}", b.bytes_held());
+        // A third stream still gets its sixteenth.
+        let before = b.rows_held();
+        b.add((401..=420).map(|i| big(i, "u")).collect());
+        assert!(b.rows_held() > before, "u starved");
+        assert!(b.bytes_held() <= budget + budget / 16 + 2000);
+        assert_eq!(b.depths()[2].1, 20, "rows left in the store still count");
+    }
+
+    #[test]
     fn streams_take_turns() {
-        let mut b = Backlog::default();
+        let mut b = Backlog::new(64 << 20, &[]);
         b.add(vec![row(1, "s", "a"), row(2, "t", "a")]);
         let x = send(b.next_batch(0, None)).stream;
         let y = send(b.next_batch(0, None)).stream;

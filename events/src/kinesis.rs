@@ -7,6 +7,8 @@ use aws_config::environment::EnvironmentVariableRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::{BehaviorVersion, Region};
+use std::time::Duration;
+
 use aws_smithy_http_client::tls;
 
 pub use aws_sdk_kinesis::Client;
@@ -32,7 +34,17 @@ pub async fn client(region: Option<&str>, endpoint: Option<&str>) -> Client {
             tls::rustls_provider::CryptoMode::Ring,
         ))
         .build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    // Bounded waits: a Kinesis that accepts connections and never answers must not hold the
+    // relay's calls for ever (the SDK sets no read or operation timeout by default). A timed-out
+    // call's outcome is unknown: its events are sent again (at least once, deduped by id).
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(30))
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(timeouts);
     if let Some(r) = self::region(region).await {
         loader = loader.region(Region::new(r));
     }

@@ -9,6 +9,8 @@
 pub mod aggregate;
 pub mod backlog;
 pub mod envelope;
+pub mod failure;
+mod health;
 pub mod kinesis;
 pub mod metrics;
 pub mod outbox;

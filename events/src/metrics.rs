@@ -10,6 +10,8 @@ pub struct Metrics {
     pub dead_lettered: IntCounterVec,
     pub outbox_depth: prometheus::IntGaugeVec,
     pub outbox_oldest_age: prometheus::GaugeVec,
+    /// 1 while Kinesis takes the stream's calls, 0 while whole calls fail (throttling aside).
+    pub stream_up: prometheus::IntGaugeVec,
     pub put_duration: HistogramVec,
     pub throttled: IntCounterVec,
     pub records_per_put: HistogramVec,
@@ -37,7 +39,7 @@ impl Metrics {
             failed: IntCounterVec::new(
                 Opts::new(
                     "strangler_events_failed_total",
-                    "Failed publish attempts (retried): throttled, internal_failure, kms, call_error, …",
+                    "Events whose publish attempt failed, by reason: unreachable, throttled, internal_failure, kms, stream_not_found, denied (the stream backs off; no try is used up) or rejected (uses up one of the event's tries)",
                 ),
                 &["stream", "reason"],
             )?,
@@ -56,6 +58,13 @@ impl Metrics {
                 Opts::new(
                     "strangler_outbox_oldest_age_seconds",
                     "Age of the oldest waiting event",
+                ),
+                &["stream"],
+            )?,
+            stream_up: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "strangler_stream_up",
+                    "1 while Kinesis answers the stream's calls, 0 while it is unreachable (throttling aside)",
                 ),
                 &["stream"],
             )?,
@@ -99,6 +108,7 @@ impl Metrics {
         registry.register(Box::new(m.dead_lettered.clone()))?;
         registry.register(Box::new(m.outbox_depth.clone()))?;
         registry.register(Box::new(m.outbox_oldest_age.clone()))?;
+        registry.register(Box::new(m.stream_up.clone()))?;
         registry.register(Box::new(m.put_duration.clone()))?;
         registry.register(Box::new(m.throttled.clone()))?;
         registry.register(Box::new(m.records_per_put.clone()))?;

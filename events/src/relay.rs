@@ -25,6 +25,8 @@ use tracing::{debug, info, warn};
 
 use crate::aggregate::{self, ShardMap};
 use crate::backlog::{Backlog, Batch, MAX_RECORDS, Next};
+use crate::failure::Failure;
+use crate::health::{self, Health};
 use crate::kinesis::{Client, LazyClient};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxError, Pending, now_ms};
@@ -38,11 +40,13 @@ const MAX_CALLS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Tries before an event is dead-lettered.
+    /// Tries before an event Kinesis rejects is dead-lettered. Only rejections of the record
+    /// use up tries ([`Failure::counts_try`]): outages and throttling back off the stream.
     pub max_attempts: u32,
-    /// Age after which a failing event is dead-lettered.
+    /// Age after which a failing event is dead-lettered, whatever the failure.
     pub max_age: Duration,
-    /// First retry delay; doubles per try up to `max_backoff` (full jitter).
+    /// First retry delay, of a rejected record and of a stream's back-off; doubles per failure
+    /// up to `max_backoff` (with jitter).
     pub base_backoff: Duration,
     pub max_backoff: Duration,
     /// New events are read at most this often, and a stream sends a batch that is not full at
@@ -58,11 +62,23 @@ pub struct RelayConfig {
     pub aggregate: Vec<String>,
     /// The most bytes of one aggregated record.
     pub aggregate_max_bytes: usize,
+    /// The memory budget for what grows with a backlog (`events.memory`): half for the relay's
+    /// working set, the rest for the store's page caches and the writer's hand-off (see
+    /// `outbox::StoreOptions`).
+    pub memory: usize,
 }
+
+/// The default memory budget: fits a small VM next to the proxy's own ~50 MB.
+pub const DEFAULT_MEMORY: usize = 64 << 20;
 
 impl RelayConfig {
     pub fn aggregates(&self, stream: &str) -> bool {
         aggregate::listed(&self.aggregate, stream)
+    }
+
+    /// The relay's working set: half the memory budget.
+    fn working_set(&self) -> usize {
+        self.memory / 2
     }
 }
 
@@ -78,6 +94,7 @@ impl Default for RelayConfig {
             keep_published: None,
             aggregate: Vec::new(),
             aggregate_max_bytes: aggregate::DEFAULT_MAX_BYTES,
+            memory: DEFAULT_MEMORY,
         }
     }
 }
@@ -93,6 +110,10 @@ pub struct Relay {
     more: bool,
     /// Aggregated streams' shard maps.
     shards: HashMap<String, Shards>,
+    /// Each stream's failures in a row, up or down, and its incident log lines.
+    health: Health,
+    /// Per stream: the last dead-letter WARN and how many were left out since.
+    dead_warned: HashMap<String, (Option<Instant>, u64)>,
 }
 
 /// What the relay knows of an aggregated stream's shards.
@@ -176,10 +197,12 @@ impl Relay {
             outbox,
             client: client.into(),
             metrics,
-            backlog: Backlog::aggregating(&cfg.aggregate),
+            backlog: Backlog::new(cfg.working_set(), &cfg.aggregate),
             cfg,
             more: false,
             shards: HashMap::new(),
+            health: Health::default(),
+            dead_warned: HashMap::new(),
         }
     }
 
@@ -325,7 +348,7 @@ impl Relay {
                 rows
             }
         };
-        let (rows, mut pass) = self.too_large(rows).await?;
+        let (rows, mut pass) = self.unsendable(rows).await?;
         self.backlog.add(rows);
         for (stream, from) in self.backlog.lagging() {
             let rows = self
@@ -334,32 +357,39 @@ impl Relay {
                 .await?;
             debug!(stream, from, rows = rows.len(), "Lagging stream read back");
             let complete = (rows.len() as i64) < READ_LIMIT;
-            let (rows, p) = self.too_large(rows).await?;
+            let (rows, p) = self.unsendable(rows).await?;
             pass.add(p);
             self.backlog.catch_up(&stream, rows, complete);
         }
         Ok(pass)
     }
 
-    /// Dead-letters the rows no PutRecords call can carry; returns the others.
-    async fn too_large(&self, rows: Vec<Pending>) -> Result<(Vec<Pending>, Pass), OutboxError> {
+    /// Dead-letters the rows Kinesis would reject whatever the try (over its 1 MiB record limit,
+    /// a partition key that is empty or over 256 characters); returns the others.
+    async fn unsendable(&self, rows: Vec<Pending>) -> Result<(Vec<Pending>, Pass), OutboxError> {
         let mut pass = Pass::default();
         let mut kept = Vec::with_capacity(rows.len());
         for row in rows {
             let size = row.payload.len() + row.partition_key.len();
-            if size <= MAX_RECORD_BYTES {
+            let key_chars = row.partition_key.chars().count();
+            let (reason, why) = if size > MAX_RECORD_BYTES {
+                (
+                    "too_large",
+                    format!("record of {size} bytes is over Kinesis's 1 MiB limit"),
+                )
+            } else if !(1..=256).contains(&key_chars) {
+                (
+                    "invalid_key",
+                    format!("partition key of {key_chars} characters: Kinesis takes 1 to 256"),
+                )
+            } else {
                 kept.push(row);
                 continue;
-            }
-            self.outbox
-                .dead_letter(
-                    row.seq,
-                    &format!("record of {size} bytes is over Kinesis's 1 MiB limit"),
-                )
-                .await?;
+            };
+            self.outbox.dead_letter(row.seq, &why).await?;
             self.metrics
                 .dead_lettered
-                .with_label_values(&[&row.stream, "too_large"])
+                .with_label_values(&[&row.stream, reason])
                 .inc();
             pass.dead += 1;
         }
@@ -470,7 +500,7 @@ impl Relay {
     /// was not recorded are sent again: at least once, deduped by id downstream).
     async fn reset(&mut self, calls: &mut JoinSet<Sent>) {
         while calls.join_next().await.is_some() {}
-        self.backlog = Backlog::aggregating(&self.cfg.aggregate);
+        self.backlog = Backlog::new(self.cfg.working_set(), &self.cfg.aggregate);
         self.more = false;
     }
 
@@ -485,8 +515,9 @@ impl Relay {
         }
     }
 
-    /// Records what Kinesis said: deletes (or archives) what it accepted, schedules retries or
-    /// dead letters for the rest.
+    /// Records what Kinesis said: deletes (or archives) what it accepted; rows that failed for
+    /// the stream's sake wait for the stream's back-off without using up a try; rows Kinesis
+    /// rejected use up a try (retried with their own back-off, or dead-lettered).
     async fn settle(&mut self, sent: Sent) -> Result<Pass, OutboxError> {
         let Sent {
             carried:
@@ -498,18 +529,27 @@ impl Relay {
                 },
             result,
         } = sent;
+        self.backlog.call_done(&stream);
         let out = match result {
             Ok(out) => out,
             Err(e) => {
+                let failure = Failure::of_call(&e);
                 let text = format!("{}", aws_sdk_kinesis::error::DisplayErrorContext(&e));
-                let reason = call_reason(&text);
-                warn!(stream, records = seqs.len(), reason, error = %text, "PutRecords failed; will retry");
-                let failures: Vec<_> = seqs.iter().map(|&s| (s, reason, text.clone())).collect();
-                return self.fail(&stream, &failures).await;
+                let failed: Vec<_> = seqs.iter().map(|&s| (s, failure)).collect();
+                return if failure.counts_try() {
+                    self.rejected(&stream, &failed, &text).await
+                } else {
+                    self.stream_failed(&stream, &failed, true, &text).await
+                };
             }
         };
+        let waiting = self.backlog.depth(&stream);
+        self.health.reached(&self.metrics, &stream, waiting);
         let mut done = Vec::with_capacity(seqs.len());
-        let mut failures = Vec::new();
+        let mut for_stream = Vec::new();
+        let mut rejected = Vec::new();
+        let mut stream_error = String::new();
+        let mut reject_error = String::new();
         let mut rows = seqs.as_slice();
         let mut results = out.records().iter();
         for (i, &n) in counts.iter().enumerate() {
@@ -518,11 +558,8 @@ impl Relay {
             // Rows the response does not cover (it never happens with a real server) are
             // retried rather than assumed published.
             let Some(entry) = results.next() else {
-                failures.extend(
-                    carried
-                        .iter()
-                        .map(|&s| (s, "missing_result", "no result entry".to_string())),
-                );
+                for_stream.extend(carried.iter().map(|&s| (s, Failure::Internal)));
+                stream_error = "no result entry for the record".into();
                 continue;
             };
             match entry.error_code() {
@@ -541,9 +578,15 @@ impl Relay {
                     }
                 }
                 Some(code) => {
+                    let failure = Failure::of_record(code);
                     let text = format!("{code}: {}", entry.error_message().unwrap_or(""));
-                    let reason = record_reason(code);
-                    failures.extend(carried.iter().map(|&s| (s, reason, text.clone())));
+                    if failure.counts_try() {
+                        rejected.extend(carried.iter().map(|&s| (s, failure)));
+                        reject_error = text;
+                    } else {
+                        for_stream.extend(carried.iter().map(|&s| (s, failure)));
+                        stream_error = text;
+                    }
                 }
             }
         }
@@ -559,8 +602,20 @@ impl Relay {
         for &seq in &done {
             self.backlog.remove(&stream, seq);
         }
-        let mut pass = self.fail(&stream, &failures).await?;
-        pass.published = done.len();
+        let mut pass = Pass {
+            published: done.len(),
+            ..Pass::default()
+        };
+        if for_stream.is_empty() {
+            self.health.succeeded(&stream);
+            self.backlog.resume(&stream);
+        } else {
+            pass.add(
+                self.stream_failed(&stream, &for_stream, false, &stream_error)
+                    .await?,
+            );
+        }
+        pass.add(self.rejected(&stream, &rejected, &reject_error).await?);
         debug!(
             stream,
             published = done.len(),
@@ -570,60 +625,151 @@ impl Relay {
         Ok(pass)
     }
 
-    /// Schedules another try for each failed row, or dead-letters it when it is out of tries or
-    /// too old. `failures`: `(seq, reason label, error text)`.
-    async fn fail(
+    /// Rows that failed for the stream's sake (`whole_call`: the call itself failed): they wait,
+    /// no try used, while the stream backs off; only those older than `max_age` are
+    /// dead-lettered.
+    async fn stream_failed(
         &mut self,
         stream: &str,
-        failures: &[(i64, &'static str, String)],
+        failed: &[(i64, Failure)],
+        whole_call: bool,
+        error: &str,
     ) -> Result<Pass, OutboxError> {
         let mut pass = Pass::default();
+        let Some(&(_, failure)) = failed.first() else {
+            return Ok(pass);
+        };
+        self.count_failures(stream, failed);
         let now = now_ms();
-        let mut retry = Vec::with_capacity(failures.len());
-        let mut earliest = i64::MAX;
-        for (seq, reason, error) in failures {
-            if *reason == "throttled" {
-                self.metrics.throttled.with_label_values(&[stream]).inc();
+        let mut waiting = Vec::with_capacity(failed.len());
+        for &(seq, _) in failed {
+            let Some(row) = self.backlog.get(stream, seq) else {
+                continue;
+            };
+            let age = Duration::from_millis((now - row.created_ms).max(0) as u64);
+            if age >= self.cfg.max_age {
+                let why = format!(
+                    "older than max_age ({:.0?}) while the stream failed: {error}",
+                    self.cfg.max_age
+                );
+                self.dead_letter(stream, seq, "expired", &why).await?;
+                pass.dead += 1;
+                continue;
             }
-            self.metrics
-                .failed
-                .with_label_values(&[stream, reason])
-                .inc();
-            let Some(row) = self.backlog.get(stream, *seq) else {
+            waiting.push(seq);
+        }
+        self.backlog.release(stream, &waiting);
+        let depth = self.backlog.depth(stream);
+        let streak = self
+            .health
+            .failed(&self.metrics, stream, failure, whole_call, error, depth);
+        let pause = health::pause(self.cfg.base_backoff, self.cfg.max_backoff, streak);
+        self.backlog.pause(stream, now + pause.as_millis() as i64);
+        pass.retried = waiting.len();
+        Ok(pass)
+    }
+
+    /// Rows Kinesis rejected: each uses up a try, and is retried after its own back-off or,
+    /// out of tries or too old, dead-lettered.
+    async fn rejected(
+        &mut self,
+        stream: &str,
+        failed: &[(i64, Failure)],
+        error: &str,
+    ) -> Result<Pass, OutboxError> {
+        let mut pass = Pass::default();
+        if failed.is_empty() {
+            return Ok(pass);
+        }
+        self.count_failures(stream, failed);
+        let now = now_ms();
+        let mut retry = Vec::with_capacity(failed.len());
+        let mut earliest = i64::MAX;
+        for &(seq, failure) in failed {
+            let Some(row) = self.backlog.get(stream, seq) else {
                 continue;
             };
             let tries = row.attempts + 1;
             let age = Duration::from_millis((now - row.created_ms).max(0) as u64);
             if tries >= i64::from(self.cfg.max_attempts) || age >= self.cfg.max_age {
-                let id = row.id.clone();
                 let why = format!("gave up after {tries} tries over {age:.0?}: {error}");
-                self.outbox.dead_letter(*seq, &why).await?;
-                self.backlog.remove(stream, *seq);
-                self.metrics
-                    .dead_lettered
-                    .with_label_values(&[stream, reason])
-                    .inc();
-                warn!(stream, id = %id, reason, "Event dead-lettered");
+                self.dead_letter(stream, seq, failure.label(), &why).await?;
                 pass.dead += 1;
                 continue;
             }
             let at = now + backoff(&self.cfg, tries).as_millis() as i64;
             earliest = earliest.min(at);
-            self.backlog.retry_at(stream, *seq, at);
-            retry.push(*seq);
+            self.backlog.retry_at(stream, seq, at);
+            retry.push(seq);
         }
-        if let Some((_, _, error)) = failures.first() {
-            self.outbox.retry(&retry, earliest, error).await?;
-        }
+        self.outbox.retry(&retry, earliest, error).await?;
         pass.retried = retry.len();
         Ok(pass)
     }
 
+    fn count_failures(&self, stream: &str, failed: &[(i64, Failure)]) {
+        let mut by_kind: HashMap<Failure, u64> = HashMap::new();
+        for &(_, f) in failed {
+            *by_kind.entry(f).or_default() += 1;
+        }
+        for (f, n) in by_kind {
+            if f == Failure::Throttled {
+                self.metrics
+                    .throttled
+                    .with_label_values(&[stream])
+                    .inc_by(n);
+            }
+            self.metrics
+                .failed
+                .with_label_values(&[stream, f.label()])
+                .inc_by(n);
+        }
+    }
+
+    /// Moves a row to the dead letters (one WARN per stream every 10 s at most, with the count
+    /// left out; the metric counts each).
+    async fn dead_letter(
+        &mut self,
+        stream: &str,
+        seq: i64,
+        reason: &'static str,
+        why: &str,
+    ) -> Result<(), OutboxError> {
+        self.outbox.dead_letter(seq, why).await?;
+        let id = self
+            .backlog
+            .get(stream, seq)
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
+        self.backlog.remove(stream, seq);
+        self.metrics
+            .dead_lettered
+            .with_label_values(&[stream, reason])
+            .inc();
+        let (last, left_out) = self.dead_warned.entry(stream.to_string()).or_default();
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            warn!(stream, id = %id, reason, why, left_out = *left_out, "Event dead-lettered");
+            *last = Some(Instant::now());
+            *left_out = 0;
+        } else {
+            *left_out += 1;
+        }
+        Ok(())
+    }
+
     /// Outbox depth and oldest age per stream, from the relay's working set: no query, so the
     /// gauges stay cheap while the outbox grows (a `COUNT(*)` every second scanned it whole).
-    fn update_gauges(&self) {
+    fn update_gauges(&mut self) {
         let now = now_ms();
-        for (stream, depth, oldest) in self.backlog.depths() {
+        let depths: Vec<_> = self
+            .backlog
+            .depths()
+            .into_iter()
+            .map(|(s, d, o)| (s.to_string(), d, o))
+            .collect();
+        for (stream, depth, oldest) in &depths {
+            let (stream, depth, oldest) = (stream.as_str(), *depth, *oldest);
+            self.health.waiting(stream, depth);
             self.metrics
                 .outbox_depth
                 .with_label_values(&[stream])
@@ -646,20 +792,23 @@ fn plain_entry(key: String, payload: Vec<u8>) -> PutRecordsRequestEntry {
 }
 
 /// A batch as plain records, one row each (the payloads move into the records), and the rows
-/// past the call's 500 records.
+/// left for a later call: past the call's 500 records, and every row of a key after its first
+/// (PutRecords does not keep the order of records within a call; an aggregated stream's batch
+/// may hold several rows of a key, and goes out plain when its shard map is unknown).
 fn plain_call(batch: Batch) -> (Call, Vec<i64>) {
-    let Batch {
-        stream,
-        mut records,
-    } = batch;
-    // An aggregated stream's batch may hold more rows than plain records fit in a call.
-    let left = records
-        .drain(records.len().min(MAX_RECORDS)..)
-        .map(|(seq, _, _)| seq)
-        .collect();
+    let Batch { stream, records } = batch;
     let mut call = Call::default();
     call.carried.stream = stream;
+    let mut left = Vec::new();
+    let mut keys = std::collections::HashSet::new();
     for (seq, key, payload) in records {
+        if call.entries.len() == MAX_RECORDS || keys.contains(&key) {
+            // Once a key has a row left, its later rows are left too.
+            keys.insert(key);
+            left.push(seq);
+            continue;
+        }
+        keys.insert(key.clone());
         call.push(plain_entry(key, payload), &[seq], None);
     }
     (call, left)
@@ -668,20 +817,31 @@ fn plain_call(batch: Batch) -> (Call, Vec<i64>) {
 /// Packs a batch into aggregated records per shard, in `seq` order within each, each record up
 /// to `max_bytes` and sent with its first row's hash key as explicit hash key (so it lands on
 /// that shard). A row alone in its record, or too large to share one, goes out plain; so does a
-/// row whose key falls in no known shard. Returns the call and the rows past its 500 records.
+/// row whose key falls in no known shard. Each key's rows go in one record of the call (stored
+/// whole or not at all, so they cannot be stored out of order): a row of a key whose record is
+/// already closed is left for a later call, and so are the rows past the call's 500 records.
+/// Returns the call and the rows left.
 fn pack(map: &ShardMap, batch: Batch, max_bytes: usize) -> (Call, Vec<i64>) {
     /// An aggregate being filled for one shard.
     struct Open {
         builder: aggregate::Builder,
         hash: u128,
         seqs: Vec<i64>,
+        /// Its keys' hashes.
+        keys: Vec<u128>,
         /// The row itself while it is alone (sent plain if nothing joins it).
         single: Option<(String, Vec<u8>)>,
     }
     let mut call = Call::default();
     call.carried.stream = batch.stream;
     let mut left = Vec::new();
-    let mut close = |call: &mut Call, mut o: Open, shard: Option<usize>| {
+    // Keys whose record in this call is closed (sent, or left whole): their later rows wait.
+    let mut closed = std::collections::HashSet::new();
+    let mut close = |call: &mut Call,
+                     closed: &mut std::collections::HashSet<u128>,
+                     mut o: Open,
+                     shard: Option<usize>| {
+        closed.extend(o.keys.iter().copied());
         if call.entries.len() == MAX_RECORDS {
             left.extend(o.seqs);
         } else if let Some((key, payload)) = o.single {
@@ -697,17 +857,30 @@ fn pack(map: &ShardMap, batch: Batch, max_bytes: usize) -> (Call, Vec<i64>) {
         }
     };
     let mut open: HashMap<usize, Open> = HashMap::new();
+    let mut later = Vec::new();
     for (seq, key, payload) in batch.records {
         let hash = aggregate::hash_key(&key);
+        if closed.contains(&hash) {
+            later.push(seq);
+            continue;
+        }
         let alone = aggregate::Builder::default().size_with(&key, &payload) > max_bytes;
-        let Some(shard) = map.shard_of(hash).filter(|_| !alone) else {
+        let shard = map.shard_of(hash);
+        let Some(shard) = shard.filter(|_| !alone) else {
+            // Plain; unless earlier rows of its key wait in an open aggregate.
+            if shard.is_some_and(|s| open.get(&s).is_some_and(|o| o.keys.contains(&hash))) {
+                closed.insert(hash);
+                later.push(seq);
+                continue;
+            }
             let single = Open {
                 builder: aggregate::Builder::default(),
                 hash,
                 seqs: vec![seq],
+                keys: vec![hash],
                 single: Some((key, payload)),
             };
-            close(&mut call, single, None);
+            close(&mut call, &mut closed, single, None);
             continue;
         };
         if open
@@ -715,23 +888,32 @@ fn pack(map: &ShardMap, batch: Batch, max_bytes: usize) -> (Call, Vec<i64>) {
             .is_some_and(|o| o.builder.size_with(&key, &payload) > max_bytes)
         {
             let full = open.remove(&shard).expect("just seen");
-            close(&mut call, full, Some(shard));
+            close(&mut call, &mut closed, full, Some(shard));
+            if closed.contains(&hash) {
+                later.push(seq);
+                continue;
+            }
         }
         let o = open.entry(shard).or_insert_with(|| Open {
             builder: aggregate::Builder::default(),
             hash,
             seqs: Vec::new(),
+            keys: Vec::new(),
             single: None,
         });
         o.builder.push(&key, &payload);
         o.single = o.seqs.is_empty().then_some((key, payload));
         o.seqs.push(seq);
+        if !o.keys.contains(&hash) {
+            o.keys.push(hash);
+        }
     }
     let mut rest: Vec<_> = open.into_iter().collect();
     rest.sort_by_key(|(_, o)| o.seqs[0]);
     for (shard, o) in rest {
-        close(&mut call, o, Some(shard));
+        close(&mut call, &mut closed, o, Some(shard));
     }
+    left.extend(later);
     (call, left)
 }
 
@@ -803,32 +985,7 @@ fn backoff(cfg: &RelayConfig, tries: i64) -> Duration {
         .base_backoff
         .saturating_mul(1u32 << tries.clamp(0, 20) as u32);
     let cap = exp.min(cfg.max_backoff);
-    let r = (uuid::Uuid::new_v4().as_u128() as u64) as f64 / u64::MAX as f64;
-    cap.mul_f64(r)
-}
-
-fn record_reason(code: &str) -> &'static str {
-    match code {
-        "ProvisionedThroughputExceededException" => "throttled",
-        "InternalFailure" | "InternalFailureException" | "ServiceUnavailable" => "internal_failure",
-        c if c.starts_with("KMS") => "kms",
-        _ => "other",
-    }
-}
-
-fn call_reason(text: &str) -> &'static str {
-    if text.contains("ProvisionedThroughputExceeded")
-        || text.contains("LimitExceeded")
-        || text.contains("Throttl")
-    {
-        "throttled"
-    } else if text.contains("ResourceNotFound") {
-        "stream_not_found"
-    } else if text.contains("KMS") {
-        "kms"
-    } else {
-        "call_error"
-    }
+    cap.mul_f64(health::random_unit())
 }
 
 #[cfg(test)]
@@ -845,16 +1002,63 @@ mod tests {
         assert!(samples.iter().any(|d| *d != samples[0]), "no jitter");
     }
 
+    fn batch(rows: &[(i64, &str, usize)]) -> Batch {
+        Batch {
+            stream: "s".into(),
+            records: rows
+                .iter()
+                .map(|&(seq, key, len)| (seq, key.to_string(), vec![b'x'; len]))
+                .collect(),
+        }
+    }
+
+    /// The rows each record of a call carries.
+    fn records(call: &Call) -> Vec<Vec<i64>> {
+        let mut rows = call.carried.seqs.as_slice();
+        call.carried
+            .counts
+            .iter()
+            .map(|&n| {
+                let (r, rest) = rows.split_at(n);
+                rows = rest;
+                r.to_vec()
+            })
+            .collect()
+    }
+
     #[test]
-    fn reasons() {
-        assert_eq!(
-            record_reason("ProvisionedThroughputExceededException"),
-            "throttled"
+    fn a_keys_rows_share_one_record_per_call() {
+        let max = u128::MAX.to_string();
+        let map = ShardMap::new([("0", max.as_str(), "shardId-0")]);
+        // a's and b's rows fill one aggregate; a's next row would open a second one: left for
+        // later, and so is every later row of a and b, while c starts the next aggregate.
+        let (call, left) = pack(
+            &map,
+            batch(&[
+                (1, "a", 400),
+                (2, "a", 400),
+                (3, "b", 100),
+                (4, "a", 400),
+                (5, "c", 10),
+                (6, "b", 10),
+                (7, "c", 10),
+            ]),
+            1000,
         );
-        assert_eq!(record_reason("KMSThrottlingException"), "kms");
-        assert_eq!(
-            call_reason("service error: LimitExceededException"),
-            "throttled"
+        assert_eq!(records(&call), vec![vec![1, 2, 3], vec![5, 7]]);
+        assert_eq!(left, vec![4, 6]);
+        // A row too large to share a record goes plain only when no earlier row of its key is
+        // in an open aggregate.
+        let (call, left) = pack(
+            &map,
+            batch(&[(1, "a", 10), (2, "a", 2000), (3, "c", 2000)]),
+            1000,
         );
+        assert_eq!(records(&call), vec![vec![3], vec![1]]);
+        assert_eq!(left, vec![2]);
+        // Plain calls: one row per key.
+        let (call, left) = plain_call(batch(&[(1, "a", 1), (2, "a", 1), (3, "b", 1)]));
+        assert_eq!(records(&call), vec![vec![1], vec![3]]);
+        assert_eq!(left, vec![2]);
     }
 }

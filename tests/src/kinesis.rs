@@ -158,10 +158,14 @@ pub struct Faults {
     pub throttle_every_call: AtomicUsize,
     /// Fail every Nth record of each PutRecords call with ProvisionedThroughputExceeded (0: never).
     pub fail_every_record: AtomicUsize,
-    /// Fail every record (for dead-letter tests).
-    pub fail_all_records: AtomicBool,
+    /// Reject every record as invalid (a failure about the record: it uses up tries).
+    pub reject_all_records: AtomicBool,
     /// Deny `ListShards` (as an IAM policy without kinesis:ListShards would).
     pub deny_list_shards: AtomicBool,
+    /// Send every Nth PutRecords call on to Kinesis, then cut the connection without an answer
+    /// (0: never): the caller cannot know whether its records were stored.
+    pub cut_every_call: AtomicUsize,
+    pub cut_calls: AtomicUsize,
     calls: AtomicUsize,
     pub throttled_calls: AtomicUsize,
     pub failed_records: AtomicUsize,
@@ -217,7 +221,10 @@ impl Shim {
                     let svc = service_fn(move |req| {
                         let faults = Arc::clone(&faults);
                         async move {
-                            Ok::<_, std::convert::Infallible>(handle(req, target, &faults).await)
+                            // No answer: hyper closes the connection.
+                            handle(req, target, &faults)
+                                .await
+                                .ok_or("connection cut by the shim")
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -239,7 +246,12 @@ impl Drop for Shim {
     }
 }
 
-async fn handle(req: Request<Incoming>, target: SocketAddr, f: &Faults) -> Response<Full<Bytes>> {
+/// The shim's answer, or `None` to cut the connection without one.
+async fn handle(
+    req: Request<Incoming>,
+    target: SocketAddr,
+    f: &Faults,
+) -> Option<Response<Full<Bytes>>> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -253,34 +265,43 @@ async fn handle(req: Request<Incoming>, target: SocketAddr, f: &Faults) -> Respo
         .unwrap_or("")
         .to_string();
     if op.ends_with(".ListShards") && f.deny_list_shards.load(Ordering::SeqCst) {
-        return error(
+        return Some(error(
             400,
             "AccessDeniedException",
             "not allowed: kinesis:ListShards (shim)",
-        );
+        ));
     }
     if !op.ends_with(".PutRecords") {
-        return forward(&parts, body, target).await;
+        return Some(forward(&parts, body, target).await);
     }
     let n = f.calls.fetch_add(1, Ordering::SeqCst) + 1;
     let every = f.throttle_every_call.load(Ordering::SeqCst);
     if every > 0 && n.is_multiple_of(every) {
         f.throttled_calls.fetch_add(1, Ordering::SeqCst);
-        return error(
+        return Some(error(
             400,
             "ProvisionedThroughputExceededException",
             "Rate exceeded for stream (shim)",
-        );
+        ));
+    }
+    let cut = f.cut_every_call.load(Ordering::SeqCst);
+    if cut > 0 && n.is_multiple_of(cut) {
+        let stored = forward(&parts, body, target).await;
+        if stored.status() == 200 {
+            f.cut_calls.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
+        return Some(stored);
     }
     let mut doc: Value = serde_json::from_slice(&body).unwrap();
     let records = doc["Records"].as_array().cloned().unwrap_or_default();
     let fail_every = f.fail_every_record.load(Ordering::SeqCst);
-    let fail_all = f.fail_all_records.load(Ordering::SeqCst);
+    let fail_all = f.reject_all_records.load(Ordering::SeqCst);
     let failing: HashSet<usize> = (0..records.len())
         .filter(|i| fail_all || (fail_every > 0 && (i + n).is_multiple_of(fail_every)))
         .collect();
     if failing.is_empty() {
-        return forward(&parts, body, target).await;
+        return Some(forward(&parts, body, target).await);
     }
     // Send on only the records that "succeed"; answer for the rest as Kinesis would.
     let kept: Vec<Value> = records
@@ -294,7 +315,7 @@ async fn handle(req: Request<Incoming>, target: SocketAddr, f: &Faults) -> Respo
         doc["Records"] = Value::Array(kept);
         let resp = forward(&parts, Bytes::from(doc.to_string()), target).await;
         if resp.status() != 200 {
-            return resp;
+            return Some(resp);
         }
         let out: Value =
             serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
@@ -309,7 +330,11 @@ async fn handle(req: Request<Incoming>, target: SocketAddr, f: &Faults) -> Respo
     for i in 0..records.len() {
         if failing.contains(&i) {
             failed += 1;
-            results.push(json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard (shim)"}));
+            results.push(if fail_all {
+                json!({"ErrorCode": "InvalidArgumentException", "ErrorMessage": "record rejected (shim)"})
+            } else {
+                json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard (shim)"})
+            });
         } else {
             let r = kept_results
                 .next()
@@ -322,11 +347,13 @@ async fn handle(req: Request<Incoming>, target: SocketAddr, f: &Faults) -> Respo
     }
     f.failed_records.fetch_add(failing.len(), Ordering::SeqCst);
     let body = json!({"FailedRecordCount": failed, "Records": results}).to_string();
-    Response::builder()
-        .status(200)
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap()
+    Some(
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap(),
+    )
 }
 
 fn error(status: u16, ty: &str, msg: &str) -> Response<Full<Bytes>> {

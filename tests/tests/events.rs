@@ -239,7 +239,7 @@ async fn outage_then_recovery(postgres: bool) {
     let running = tokio::spawn(r.run(stop_rx));
     // Kinesis unreachable: nothing leaves, the outbox holds everything and says so.
     strangler_tests::wait_for("failed publish attempts", Duration::from_secs(30), || {
-        let failed = m.failed.with_label_values(&["orders", "call_error"]).get();
+        let failed = m.failed.with_label_values(&["orders", "unreachable"]).get();
         async move { failed > 0 }
     })
     .await;
@@ -253,6 +253,7 @@ async fn outage_then_recovery(postgres: bool) {
         "{text}"
     );
     assert!(m.outbox_oldest_age.with_label_values(&["orders"]).get() > 0.0);
+    assert_eq!(m.stream_up.with_label_values(&["orders"]).get(), 0);
     // Back: everything arrives.
     shim.up().await;
     strangler_tests::wait_for("the outbox to drain", Duration::from_secs(60), || {
@@ -266,6 +267,7 @@ async fn outage_then_recovery(postgres: bool) {
         m.outbox_oldest_age.with_label_values(&["orders"]).get(),
         0.0
     );
+    assert_eq!(m.stream_up.with_label_values(&["orders"]).get(), 1);
     stop_tx.send(true).unwrap();
     running.await.unwrap();
     let got = kinesis::read_all(&c, "orders").await;
@@ -284,6 +286,134 @@ async fn postgres_outbox_holds_events_through_an_outage() {
 }
 
 #[tokio::test]
+async fn an_outage_longer_than_every_try_dead_letters_nothing() {
+    // Kinesis refuses connections for many times what `max_attempts` tries would last, while
+    // events keep coming: the stream backs off, no try is used up, nothing is dead-lettered,
+    // and every event arrives once Kinesis is back.
+    let (k, c) = orders_stream().await;
+    let mut shim = Shim::start(k.addr).await;
+    shim.down();
+    let store = Store::new(false).await;
+    let outbox = store.outbox().await;
+    let cfg = RelayConfig {
+        max_attempts: 3,
+        ..fast()
+    };
+    let (r, m, _) = relay(&outbox, &shim.endpoint(), cfg);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(r.run(stop_rx));
+    let mut sent = enqueue_keys(&outbox, "orders", "early", 8, 10).await;
+    // Calls keep failing: at least ten times max_attempts of them.
+    let calls = m.put_duration.with_label_values(&["orders"]);
+    strangler_tests::wait_for("30 failed calls", Duration::from_secs(60), || {
+        let n = calls.get_sample_count();
+        async move { n >= 30 }
+    })
+    .await;
+    sent.extend(enqueue_keys(&outbox, "orders", "late", 8, 10).await);
+    assert_eq!(m.published.with_label_values(&["orders"]).get(), 0);
+    assert_eq!(m.stream_up.with_label_values(&["orders"]).get(), 0);
+    assert!(outbox.dead_letters(10).await.unwrap().is_empty());
+    shim.up().await;
+    strangler_tests::wait_for("the outbox to drain", Duration::from_secs(60), || {
+        let o = outbox.clone();
+        async move { o.depth().await.unwrap().is_empty() }
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    running.await.unwrap();
+    assert!(outbox.dead_letters(10).await.unwrap().is_empty());
+    let dead: u64 = strangler_events::failure::Failure::ALL
+        .iter()
+        .map(|f| {
+            m.dead_lettered
+                .with_label_values(&["orders", f.label()])
+                .get()
+        })
+        .sum();
+    assert_eq!(dead, 0);
+    assert!(m.failed.with_label_values(&["orders", "unreachable"]).get() >= 30);
+    assert_eq!(m.stream_up.with_label_values(&["orders"]).get(), 1);
+    let got = kinesis::read_all(&c, "orders").await;
+    assert_eq!(check(&sent, &got), 0, "duplicates");
+    assert_eq!(got.len(), 160);
+}
+
+#[tokio::test]
+async fn calls_cut_after_they_were_sent_are_sent_again_never_dead_lettered() {
+    // The shim passes calls on to Kinesis, then cuts the connection: the records are stored,
+    // the relay cannot know. With one try allowed, nothing may be dead-lettered: the events are
+    // sent again (duplicates, deduped downstream by id) and all arrive.
+    let (k, c) = orders_stream().await;
+    let shim = Shim::start(k.addr).await;
+    shim.faults.cut_every_call.store(1, SeqCst);
+    let store = Store::new(false).await;
+    let outbox = store.outbox().await;
+    let sent = enqueue_concurrently(&outbox, "orders", 10, 5).await;
+    let cfg = RelayConfig {
+        max_attempts: 1,
+        ..fast()
+    };
+    let (r, m, _) = relay(&outbox, &shim.endpoint(), cfg);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(r.run(stop_rx));
+    let failed = m.failed.with_label_values(&["orders", "unreachable"]);
+    strangler_tests::wait_for("two failed calls", Duration::from_secs(60), || {
+        let n = failed.get();
+        async move { n >= 2 }
+    })
+    .await;
+    shim.faults.cut_every_call.store(0, SeqCst);
+    strangler_tests::wait_for("the outbox to drain", Duration::from_secs(60), || {
+        let o = outbox.clone();
+        async move { o.depth().await.unwrap().is_empty() }
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    running.await.unwrap();
+    assert!(outbox.dead_letters(10).await.unwrap().is_empty());
+    assert!(shim.faults.cut_calls.load(SeqCst) > 0);
+    let got = kinesis::read_all(&c, "orders").await;
+    let dups = check(&sent, &got);
+    assert!(
+        dups > 0,
+        "the cut calls' records were stored, so some arrive twice"
+    );
+}
+
+#[tokio::test]
+async fn hot_keys_on_an_aggregated_stream_keep_up() {
+    // Ten keys, thousands of events: an aggregated record carries many events of a key, in
+    // order, so the calls are far fewer than one per key per event.
+    let (k, c) = orders_stream().await;
+    let store = Store::new(false).await;
+    let outbox = store.outbox().await;
+    let sent: Vec<NewEvent> = (0..3_000u64)
+        .map(|i| event("orders", &format!("hot-{}", i % 10), i / 10))
+        .collect();
+    for chunk in sent.chunks(500) {
+        outbox.enqueue_batch(chunk).await.unwrap();
+    }
+    let cfg = RelayConfig {
+        aggregate: vec!["orders".into()],
+        ..fast()
+    };
+    let (mut r, m, _) = relay(&outbox, &k.endpoint(), cfg);
+    drain(&mut r, 500).await;
+    let got = kinesis::read_all(&c, "orders").await;
+    assert_eq!(check(&sent, &got), 0, "duplicates");
+    assert_eq!(got.len(), 3_000);
+    let calls = m
+        .records_per_put
+        .with_label_values(&["orders"])
+        .get_sample_count();
+    assert!(
+        calls <= 30,
+        "{calls} PutRecords calls for 3,000 events of 10 keys"
+    );
+}
+
+#[tokio::test]
 async fn dead_letters_and_redrive() {
     let (k, c) = orders_stream().await;
     let shim = Shim::start(k.addr).await;
@@ -293,8 +423,8 @@ async fn dead_letters_and_redrive() {
     let mut huge = event("orders", "big", 0);
     huge.payload = vec![b'x'; 1024 * 1024 + 1];
     outbox.enqueue(huge).await.unwrap();
-    // Failing every time: dead after max_attempts.
-    shim.faults.fail_all_records.store(true, SeqCst);
+    // Rejected every time: dead after max_attempts.
+    shim.faults.reject_all_records.store(true, SeqCst);
     let doomed = event("orders", "user-1", 0);
     outbox.enqueue(doomed.clone()).await.unwrap();
     let cfg = RelayConfig {
@@ -319,7 +449,7 @@ async fn dead_letters_and_redrive() {
         1
     );
     // Kinesis healthy again: re-drive the failed one; it arrives with its original id.
-    shim.faults.fail_all_records.store(false, SeqCst);
+    shim.faults.reject_all_records.store(false, SeqCst);
     let seq = dead.iter().find(|d| d.id == doomed.id).unwrap().seq;
     assert_eq!(outbox.redrive(Some(&[seq])).await.unwrap(), 1);
     drain(&mut r, 200).await;
