@@ -141,11 +141,13 @@ pub(crate) struct HandOff {
     last_seq: i64,
     /// Rows may have reached the store another way (a start, a re-drive, a bulk load).
     stale: bool,
+    /// The most payload bytes it holds (an eighth of the memory budget); beyond that the relay
+    /// reads the store.
+    max_bytes: usize,
 }
 
-/// Rows and bytes the hand-off holds at most; beyond that the relay reads the store.
+/// Rows the hand-off holds at most; beyond that the relay reads the store.
 const HANDOFF_ROWS: usize = 8_192;
-const HANDOFF_BYTES: usize = 32 * 1024 * 1024;
 
 pub(crate) const MAX_GROUP: usize = 512;
 
@@ -215,13 +217,29 @@ impl Group {
 /// trickle of small groups; a lone enqueue is committed at once.
 pub(crate) const GATHER: Duration = Duration::from_millis(1);
 
-/// Taken by every transaction that adds rows on PostgreSQL (enqueues, re-drives), so that
-/// replicas add rows one transaction at a time and `seq` values become visible in order.
-const ENQUEUE_LOCK: &str = "SELECT pg_advisory_xact_lock(7405327111)";
+/// PostgreSQL: taken shared by every transaction that adds outbox rows, before it draws `seq`
+/// values (so replicas' enqueues run side by side), and exclusive by the relay for an instant
+/// ([`BARRIER`]) to learn up to which `seq` every row is visible (see `read_after`).
+const ENQUEUE_LOCK: &str = "SELECT pg_advisory_xact_lock_shared(7405327111)";
+/// Waits for every transaction adding rows to finish (and holds new ones back for an instant),
+/// then reads the highest `seq` stored: every row up to it is committed or will never exist,
+/// since `seq` values drawn later are higher. One round trip.
+const BARRIER: &str = "BEGIN; SELECT pg_advisory_xact_lock(7405327111); \
+    SELECT COALESCE(MAX(seq), 0) FROM strangler_outbox; COMMIT";
 
 impl Outbox {
-    /// Connects, creates the tables if needed, and starts the group-commit writer.
+    /// Connects with the default memory budget (see [`Outbox::connect_with`]).
     pub async fn connect(url: &str) -> Result<Outbox, OutboxError> {
+        Outbox::connect_with(url, crate::relay::DEFAULT_MEMORY).await
+    }
+
+    /// Connects, creates the tables if needed, and starts the group-commit writer. `memory` is
+    /// the events memory budget (`events.memory`); the store takes its share of it: on SQLite
+    /// an eighth for the writer's page cache, an eighth for the hand-off to the relay, and an
+    /// eighth for the relay's read connections (page cache and memory map); the admin
+    /// connections keep 1 MiB of cache each. (The relay's working set is the other half.)
+    pub async fn connect_with(url: &str, memory: usize) -> Result<Outbox, OutboxError> {
+        let kib = |bytes: usize| format!("-{}", (bytes / 1024).max(64));
         let connect_err = |source| OutboxError::Connect {
             url: url.to_string(),
             source,
@@ -245,19 +263,21 @@ impl Outbox {
                 // FULL: a commit survives power loss too, not only a killed process.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
-                // Read pages through a memory map and keep a larger page cache: when the relay
-                // reads rows back (lagging streams, gaps in the hand-off), pread copies were
-                // most of its CPU.
-                .pragma("mmap_size", "268435456")
-                .pragma("cache_size", "-32768");
+                // A WAL grown by a backlog is cut back after checkpoints.
+                .pragma("journal_size_limit", "67108864");
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
-                .connect_with(opts.clone())
+                .connect_with(opts.clone().pragma("cache_size", "-1024"))
                 .await
                 .map_err(connect_err)?;
+            // The relay reads pages through a memory map and a page cache: when it reads rows
+            // back (lagging streams, gaps in the hand-off), pread copies were most of its CPU.
             let relay_pool = SqlitePoolOptions::new()
                 .max_connections(2)
-                .connect_with(opts)
+                .connect_with(
+                    opts.pragma("mmap_size", (memory / 32).to_string())
+                        .pragma("cache_size", kib(memory / 32)),
+                )
                 .await
                 .map_err(connect_err)?;
             (
@@ -272,12 +292,13 @@ impl Outbox {
                 .connect(url)
                 .await
                 .map_err(connect_err)?;
-            (
-                Pool::Postgres(pool.clone()),
-                Pool::Postgres(pool),
-                true,
-                None,
-            )
+            // The relay's reads, deletes and retries on connections of their own.
+            let relay_pool = PgPoolOptions::new()
+                .max_connections(2)
+                .connect(url)
+                .await
+                .map_err(connect_err)?;
+            (Pool::Postgres(pool), Pool::Postgres(relay_pool), true, None)
         } else {
             return Err(OutboxError::BadUrl(url.to_string()));
         };
@@ -287,9 +308,11 @@ impl Outbox {
         let handoff = match sqlite_file {
             // SQLite: the writer thread, which hands its rows to the relay.
             Some(file) => {
-                let conn = crate::sqlite_writer::open(&file).map_err(|e| writer_err(e.into()))?;
+                let conn = crate::sqlite_writer::open(&file, &kib(memory / 8))
+                    .map_err(|e| writer_err(e.into()))?;
                 let handoff = Arc::new(Mutex::new(HandOff {
                     stale: true,
+                    max_bytes: memory / 8,
                     ..HandOff::default()
                 }));
                 crate::sqlite_writer::spawn(conn, rx, Arc::clone(&committed), Arc::clone(&handoff))
@@ -297,7 +320,9 @@ impl Outbox {
                 Some(handoff)
             }
             None => {
-                tokio::spawn(group_writer(pool.clone(), rx, Arc::clone(&committed)));
+                let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(connect_err)?;
+                crate::pg_writer::spawn(options, rx, Arc::clone(&committed))
+                    .map_err(|e| writer_err(e.into()))?;
                 None
             }
         };
@@ -374,16 +399,40 @@ impl Outbox {
         Ok(())
     }
 
-    /// Waiting events with `seq > after`, in `seq` order, any stream. Rows become visible in
-    /// `seq` order (SQLite has one writer; PostgreSQL enqueues take a transaction lock before
-    /// they draw numbers), so a reader that keeps the last `seq` it saw misses none.
+    /// Waiting events with `seq > after`, in `seq` order, any stream, such that no row with a
+    /// `seq` below the last one returned can still appear: a reader that keeps the last `seq`
+    /// it saw misses none. SQLite has one writer, so rows appear in `seq` order. On PostgreSQL
+    /// replicas' transactions commit side by side, so a lower `seq` may become visible after a
+    /// higher one; the read is bounded by a barrier (`BARRIER`): for an instant the relay takes
+    /// the enqueue lock exclusive, which waits for every transaction adding rows, and reads the
+    /// highest `seq` then stored. Rows up to it are all visible, and later ones draw higher
+    /// numbers.
     pub async fn read_after(&self, after: i64, limit: i64) -> Result<Vec<Pending>, OutboxError> {
         const SQL: &str = "SELECT seq, id, stream, partition_key, payload, attempts, created_ms, next_attempt_ms \
-            FROM strangler_outbox WHERE seq > $1 ORDER BY seq LIMIT $2";
+            FROM strangler_outbox WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2";
+        let upto = match &self.relay_pool {
+            Pool::Sqlite(_) => i64::MAX,
+            Pool::Postgres(p) => {
+                let mut conn = p.acquire().await?;
+                let rows = sqlx::raw_sql(BARRIER).fetch_all(&mut *conn).await?;
+                match rows.last().map(|r| r.try_get::<i64, _>(0)) {
+                    Some(Ok(max)) => max,
+                    _ => {
+                        return Err(OutboxError::Write(
+                            "the read barrier returned no seq".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        if upto <= after {
+            return Ok(Vec::new());
+        }
         let pending = on_pool!(&self.relay_pool, |p| {
             let rows = sqlx::query(SQL)
                 .bind(after)
                 .bind(limit)
+                .bind(upto)
                 .fetch_all(p)
                 .await?;
             rows.iter().map(|r| pending!(r)).collect()
@@ -418,8 +467,15 @@ impl Outbox {
     /// Removes published events; with `keep` they are archived for replay. Goes through the
     /// writer, in the same transactions as enqueues: SQLite has one writer at a time, and a
     /// second connection deleting would make enqueues wait on its lock.
+    /// On PostgreSQL they go straight to the store, on the relay's connections: it has no
+    /// single writer to spare, and the group writer's round trips stay the enqueues' alone.
     pub async fn published(&self, seqs: &[i64], keep: bool) -> Result<(), OutboxError> {
         if seqs.is_empty() {
+            return Ok(());
+        }
+        if let Pool::Postgres(p) = &self.relay_pool {
+            let mut conn = p.acquire().await?;
+            pg_settle(&mut conn, &[(seqs.to_vec(), keep)], &[]).await?;
             return Ok(());
         }
         self.through_writer(|reply| Write::Published(seqs.to_vec(), keep, reply))
@@ -439,6 +495,11 @@ impl Outbox {
             next_ms,
             error: error.to_string(),
         };
+        if let Pool::Postgres(p) = &self.relay_pool {
+            let mut conn = p.acquire().await?;
+            pg_settle(&mut conn, &[], &[retry]).await?;
+            return Ok(());
+        }
         self.through_writer(|reply| Write::Retry(retry, reply))
             .await
     }
@@ -655,8 +716,7 @@ async fn write(
                 .await?;
         }
         if matches!(pool, Pool::Postgres(_)) && !events.is_empty() {
-            // Replicas enqueue one transaction at a time, so `seq` values become visible in
-            // order and the relay's `seq > cursor` reads miss none (see `read_after`).
+            // Before any `seq` is drawn (see `read_after`).
             sqlx::query(ENQUEUE_LOCK).execute(&mut *tx).await?;
         }
         for chunk in insert_chunks(events) {
@@ -674,6 +734,42 @@ async fn write(
         }
         tx.commit().await?;
     });
+    Ok(())
+}
+
+/// The relay's writes on PostgreSQL: published rows deleted (or moved to the archive, with
+/// `keep`) and failed tries recorded, one statement each, by `seq` array.
+pub(crate) async fn pg_settle(
+    conn: &mut sqlx::PgConnection,
+    published: &[(Vec<i64>, bool)],
+    retries: &[Retry],
+) -> Result<(), sqlx::Error> {
+    const DELETE: &str = "DELETE FROM strangler_outbox WHERE seq = ANY($1)";
+    const ARCHIVE: &str = "WITH moved AS (DELETE FROM strangler_outbox WHERE seq = ANY($1) \
+        RETURNING seq, id, stream, partition_key, payload, created_ms) \
+        INSERT INTO strangler_published (seq, id, stream, partition_key, payload, created_ms, published_ms) \
+        SELECT seq, id, stream, partition_key, payload, created_ms, $2 FROM moved";
+    const RETRY: &str = "UPDATE strangler_outbox SET attempts = attempts + 1, next_attempt_ms = $1, \
+        last_error = $2 WHERE seq = ANY($3)";
+    for (seqs, keep) in published {
+        if *keep {
+            sqlx::query(ARCHIVE)
+                .bind(seqs)
+                .bind(now_ms())
+                .execute(&mut *conn)
+                .await?;
+        } else {
+            sqlx::query(DELETE).bind(seqs).execute(&mut *conn).await?;
+        }
+    }
+    for r in retries {
+        sqlx::query(RETRY)
+            .bind(r.next_ms)
+            .bind(&r.error)
+            .bind(&r.seqs)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -727,36 +823,6 @@ fn insert_sql(rows: usize) -> &'static str {
     &all[rows.ilog2() as usize]
 }
 
-/// Group commit on PostgreSQL: takes every write waiting (up to `MAX_GROUP`) into one
-/// transaction, after a `GATHER` pause when enqueues overlap; wakes the relay after each commit
-/// that added events (the relay reads them from the store: replicas share it).
-async fn group_writer(pool: Pool, mut rx: mpsc::Receiver<Write>, committed: Arc<Notify>) {
-    let mut batch = Vec::with_capacity(MAX_GROUP);
-    let mut last_group = 0;
-    while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
-        if last_group > 1 && batch.len() < MAX_GROUP {
-            tokio::time::sleep(GATHER).await;
-            take_waiting(&mut rx, &mut batch);
-        }
-        let group = Group::split(&mut batch);
-        last_group = group.events.len();
-        let result = write(
-            &pool,
-            now_ms(),
-            &group.events,
-            &group.published,
-            &group.retries,
-        )
-        .await
-        .map_err(|e| e.to_string());
-        let added = !group.events.is_empty();
-        group.reply(&result);
-        if result.is_ok() && added {
-            committed.notify_one();
-        }
-    }
-}
-
 /// Adds the writes waiting in `rx` to `batch`, up to `MAX_GROUP` (after a `GATHER` pause).
 pub(crate) fn take_waiting(rx: &mut mpsc::Receiver<Write>, batch: &mut Vec<Write>) {
     while batch.len() < MAX_GROUP {
@@ -775,7 +841,7 @@ pub(crate) fn hand_over(handoff: &Mutex<HandOff>, events: Vec<NewEvent>, last: i
     };
     h.last_seq = last;
     let bytes: usize = events.iter().map(|e| e.payload.len()).sum();
-    if h.rows.len() + events.len() > HANDOFF_ROWS || h.bytes + bytes > HANDOFF_BYTES {
+    if h.rows.len() + events.len() > HANDOFF_ROWS || h.bytes + bytes > h.max_bytes {
         return;
     }
     h.bytes += bytes;

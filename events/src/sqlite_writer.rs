@@ -16,14 +16,16 @@ use crate::outbox::{
     GATHER, Group, HandOff, MAX_GROUP, NewEvent, Retry, Write, hand_over, now_ms, take_waiting,
 };
 
-/// Opens the writer's connection to a store whose tables exist.
-pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {
+/// Opens the writer's connection to a store whose tables exist, with a page cache of
+/// `cache_size` (SQLite's `cache_size` pragma: `-N` is N KiB).
+pub(crate) fn open(path: &Path, cache_size: &str) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     // The database is already in WAL mode (set at connect, kept by the file); FULL is per
     // connection: a commit survives power loss too, not only a killed process.
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "cache_size", -32768)?;
+    conn.pragma_update(None, "cache_size", cache_size)?;
+    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
     Ok(conn)
 }
 

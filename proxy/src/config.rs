@@ -72,6 +72,10 @@ struct RawEvents {
     aggregate: Vec<String>,
     #[serde(default)]
     aggregate_max_bytes: Option<Spanned<String>>,
+    #[serde(default)]
+    memory: Option<Spanned<String>>,
+    #[serde(default)]
+    max_backoff: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -413,6 +417,23 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
             Err(e) => r.report(m.into(), "events.aggregate_max_bytes", e),
         }
     }
+    if let Some(m) = &ev.memory {
+        match parse_size(&m.value) {
+            Ok(n) if n >= 8 << 20 => relay.memory = n,
+            Ok(_) => r.report(
+                m.into(),
+                "events.memory",
+                "memory must be at least 8MiB (the relay's working set, the store's caches and the hand-off share it)",
+            ),
+            Err(e) => r.report(m.into(), "events.memory", e),
+        }
+    }
+    relay.max_backoff = opt_duration(
+        ev.max_backoff.as_ref(),
+        "events.max_backoff",
+        relay.max_backoff,
+        r,
+    );
     Some(Config {
         kinesis_region: kinesis.region,
         kinesis_endpoint: kinesis.endpoint.map(|e| e.value),

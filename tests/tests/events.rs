@@ -500,6 +500,73 @@ async fn postgres_replicas_relay_one_at_a_time_and_take_over() {
     assert_eq!(check(&sent, &got), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reads_wait_for_rows_still_being_added() {
+    // Replicas commit side by side, so a lower seq can become visible after a higher one. The
+    // relay's read must not step over a row whose transaction is still open.
+    use sqlx::Connection;
+    let db = ScratchDb::create().await;
+    let outbox = Outbox::connect(&db.url).await.unwrap();
+    // Another replica's enqueue, still open: it drew its seq first.
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(7405327111)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO strangler_outbox (id, route, stream, partition_key, payload, created_ms, attempts, next_attempt_ms) \
+         VALUES ('slow', 'r', 'orders', 'k', '\\x7b7d', 0, 0, 0)",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    // This replica's enqueue commits after it, with a higher seq.
+    outbox.enqueue(event("orders", "k2", 0)).await.unwrap();
+    let o = outbox.clone();
+    let mut read = tokio::spawn(async move { o.read_after(0, 100).await.unwrap() });
+    // The read waits for the open transaction rather than return the later row alone.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut read)
+            .await
+            .is_err(),
+        "the read returned while a lower seq was still being added"
+    );
+    tx.commit().await.unwrap();
+    let rows = read.await.unwrap();
+    let ids: Vec<_> = rows.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], "slow");
+}
+
+#[tokio::test]
+async fn postgres_replicas_enqueue_side_by_side_and_lose_nothing() {
+    // Two replicas enqueue at once (their commits interleave) while one relays: every event
+    // arrives, in key order.
+    let (k, c) = orders_stream().await;
+    let db = ScratchDb::create().await;
+    let a = Outbox::connect(&db.url).await.unwrap();
+    let b = Outbox::connect(&db.url).await.unwrap();
+    let (ra, _, _) = relay(&a, &k.endpoint(), fast());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(ra.run(stop_rx));
+    let (sa, sb) = tokio::join!(
+        enqueue_keys(&a, "orders", "a", 20, 15),
+        enqueue_keys(&b, "orders", "b", 20, 15)
+    );
+    strangler_tests::wait_for("the outbox to drain", Duration::from_secs(60), || {
+        let o = a.clone();
+        async move { o.depth().await.unwrap().is_empty() }
+    })
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    let sent: Vec<NewEvent> = sa.into_iter().chain(sb).collect();
+    let got = kinesis::read_all(&c, "orders").await;
+    assert_eq!(check(&sent, &got), 0);
+    assert_eq!(got.len(), 600);
+}
+
 #[tokio::test]
 async fn pipelined_batches_send_each_event_once() {
     let (k, c) = orders_stream().await;
