@@ -9,6 +9,10 @@
 # HOLD_NEVER=7000 sends the never-firing proxy's traffic to an nginx that answers at most that
 # many requests per second (limit_req, excess delayed): that proxy then runs at the publishing
 # one's rate and latency without any event, which isolates what the lower rate alone costs.
+# PostgreSQL rows (when PostgreSQL answers at $PG_URL, default postgres://postgres@127.0.0.1:5432):
+# the publishing proxy with its outbox in a scratch database, one replica alone (on core 0), then
+# two replicas on that one database side by side (one per core, each driven by its own wrk with
+# half the connections; every other process floats), summed.
 # Usage: bench/dual_write.sh [secs] [conns]
 set -euo pipefail
 secs="${1:-10}"
@@ -37,7 +41,7 @@ mkdir -p "$work/empty"
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 taskset -c 1 "$kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!); kinesalite_pid=$!
 
-setup() { # $1 name, $2 port, $3 publish yes/no/never, $4 extra config
+setup() { # $1 name, $2 port, $3 publish yes/no/never, $4 extra config, $5 store URL
   mkdir -p "$work/$1/rules"
   {
     echo "routes:"
@@ -56,7 +60,7 @@ admin: "127.0.0.1:$(free_port)"
 workers: 1
 legacy: { address: "127.0.0.1:$backend" }
 rules: rules
-store: "sqlite://$work/$1/outbox.db"
+store: "${5:-sqlite://$work/$1/outbox.db}"
 kinesis: { region: us-east-1, endpoint: "http://127.0.0.1:$kport" }
 log: { level: warn }
 ${4:-}
@@ -76,6 +80,18 @@ taskset -c 0 "$bin" run --config "$work/plain/strangler.yaml" 2>"$work/plain.log
 taskset -c 0 "$bin" run --config "$work/never/strangler.yaml" 2>"$work/never.log" & pids+=($!); never_pid=$!
 taskset -c 0 "$bin" run --config "$work/publish/strangler.yaml" 2>"$work/publish.log" & pids+=($!); publish_pid=$!
 taskset -c 0 "$bin" run --config "$work/aggregated/strangler.yaml" 2>"$work/aggregated.log" & pids+=($!); aggregated_pid=$!
+pg_base="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
+pg_db=""
+if command -v psql >/dev/null && psql "$pg_base/postgres" -qAtc 'select 1' >/dev/null 2>&1; then
+  pg_db="strangler_bench_$$"
+  psql "$pg_base/postgres" -qc "CREATE DATABASE $pg_db" >/dev/null
+  drop_pg() { psql "$pg_base/postgres" -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true; }
+  trap 'cleanup; drop_pg' EXIT INT TERM
+  pg1=$(free_port); pga=$(free_port); pgb=$(free_port)
+  setup pg1 "$pg1" yes "" "$pg_base/$pg_db"
+  setup pga "$pga" yes "" "$pg_base/$pg_db"
+  setup pgb "$pgb" yes "" "$pg_base/$pg_db"
+fi
 for p in $plain $never $publish $aggregated; do
   for _ in $(seq 1 200); do curl -fs -X POST -d '{}' "http://127.0.0.1:$p/api/orders" >/dev/null 2>&1 && break; sleep 0.05; done
 done
@@ -137,10 +153,45 @@ run() { # $1 label, $2 port, $3 proxy pid
   echo "$1|$rps|$p50|$p99|${non2xx:-0}|$cpu"
 }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${secs}s per run, wrk -t1 -c$conns, 1 KB JSON POST" >&2
+# Two replicas at once: one wrk each (half the connections), each replica on its own core;
+# req/s summed, CPU per request over both.
+run2() { # $1 label, $2 port a, $3 pid a, $4 port b, $5 pid b
+  local half=$(( conns / 2 ))
+  taskset -c 0 wrk -t1 -c"$half" -d2s -s "$work/post.lua" "http://127.0.0.1:$2/" >/dev/null &
+  taskset -c 1 wrk -t1 -c"$half" -d2s -s "$work/post.lua" "http://127.0.0.1:$4/" >/dev/null; wait %1 2>/dev/null || true
+  local before=$(( $(ticks "$3") + $(ticks "$5") ))
+  taskset -c 0 wrk -t1 -c"$half" -d"${secs}s" --latency -s "$work/post.lua" "http://127.0.0.1:$2/" >"$work/wrk_a" &
+  local wa=$!
+  taskset -c 1 wrk -t1 -c"$half" -d"${secs}s" --latency -s "$work/post.lua" "http://127.0.0.1:$4/" >"$work/wrk_b"
+  wait "$wa"
+  local used=$(( $(ticks "$3") + $(ticks "$5") - before ))
+  local requests rps p50 p99 non2xx cpu
+  requests=$(cat "$work/wrk_a" "$work/wrk_b" | awk '/requests in/ {s += $1} END {print s}')
+  rps=$(cat "$work/wrk_a" "$work/wrk_b" | awk '/Requests\/sec/ {s += $2} END {printf "%.2f", s}')
+  p50="$(awk '$1=="50%" {print $2}' "$work/wrk_a")/$(awk '$1=="50%" {print $2}' "$work/wrk_b")"
+  p99="$(awk '$1=="99%" {print $2}' "$work/wrk_a")/$(awk '$1=="99%" {print $2}' "$work/wrk_b")"
+  non2xx=$(cat "$work/wrk_a" "$work/wrk_b" | awk '/Non-2xx/ {s += $5} END {print s + 0}')
+  cpu=$(python3 -c "print(f'{$used / $(getconf CLK_TCK) / $requests * 1e6:.1f}')")
+  echo "$1|$rps|$p50|$p99|$non2xx|$cpu"
+}
 a=$(run "pass-through (same route, no publish)" "$plain" "$plain_pid")
 n=$(run "publish rule, never fires (body read + parsed)${HOLD_NEVER:+, held to $HOLD_NEVER/s}" "$never" "$never_pid")
 b=$(run "publish, sync: outbox commit before the answer" "$publish" "$publish_pid")
 g=$(run "publish, sync, KPL-aggregated stream" "$aggregated" "$aggregated_pid")
+rows=("$a" "$n" "$b" "$g")
+if [ -n "$pg_db" ]; then
+  # (The SQLite proxies stay up, idle.)
+  taskset -c 0 "$bin" run --config "$work/pg1/strangler.yaml" 2>"$work/pg1.log" & pids+=($!); pg1_pid=$!
+  for _ in $(seq 1 200); do curl -fs -X POST -d '{}' "http://127.0.0.1:$pg1/api/orders" >/dev/null 2>&1 && break; sleep 0.05; done
+  rows+=("$(run "publish, sync, PostgreSQL, 1 replica" "$pg1" "$pg1_pid")")
+  kill "$pg1_pid"; wait "$pg1_pid" 2>/dev/null || true
+  taskset -c 0 "$bin" run --config "$work/pga/strangler.yaml" 2>"$work/pga.log" & pids+=($!); pga_pid=$!
+  taskset -c 1 "$bin" run --config "$work/pgb/strangler.yaml" 2>"$work/pgb.log" & pids+=($!); pgb_pid=$!
+  for p in $pga $pgb; do
+    for _ in $(seq 1 200); do curl -fs -X POST -d '{}' "http://127.0.0.1:$p/api/orders" >/dev/null 2>&1 && break; sleep 0.05; done
+  done
+  rows+=("$(run2 "publish, sync, PostgreSQL, 2 replicas, 1 database" "$pga" "$pga_pid" "$pgb" "$pgb_pid")")
+fi
 base=$(echo "$a" | cut -d'|' -f2)
 # "CPU µs/req": the proxy process's CPU time (all its threads: worker, outbox, relay) during the
 # run, per request answered.
@@ -150,14 +201,14 @@ base=$(echo "$a" | cut -d'|' -f2)
 base_cpu=$(echo "$a" | cut -d'|' -f6)
 printf '\n| %-48s | %10s | %8s | %8s | %8s | %12s | %7s | %13s | %7s |\n' setup "req/s" p50 p99 "non-2xx" "CPU µs/req" "×" "req/s per core" "×"
 printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "--------------------------------------------------" "------------" "----------" "----------" "----------" "-------------" "---------" "----------------" "---------"
-for r in "$a" "$n" "$b" "$g"; do
+for r in "${rows[@]}"; do
   IFS='|' read -r name rps p50 p99 bad cpu <<<"$r"
   printf '| %-48s | %10s | %8s | %8s | %8s | %11s | %7s | %14s | %7s |\n' "$name" "$rps" "$p50" "$p99" "$bad" "$cpu" \
     "$(python3 -c "print(f'{$rps/$base:.2f}')")" "$(python3 -c "print(f'{1e6/$cpu:.0f}')")" "$(python3 -c "print(f'{$base_cpu/$cpu:.2f}')")"
 done
 sleep 2
 echo
-for name in publish aggregated; do
+for name in publish aggregated ${pg_db:+pga}; do
   admin=$(grep '^admin' "$work/$name/strangler.yaml" | cut -d'"' -f2)
   metrics=$(curl -s "http://$admin/metrics")
   echo "$name: events enqueued: $(echo "$metrics" | awk '/^strangler_events_enqueued_total/ {s+=$2} END {print s}'), published so far: $(echo "$metrics" | awk '/^strangler_events_published_total/ {s+=$2} END {print s}')$(echo "$metrics" | awk '/^strangler_kinesis_events_per_record_sum/ {s=$2} /^strangler_kinesis_events_per_record_count/ {c=$2} END {if (c) printf ", %.1f events per Kinesis record", s / c}')"

@@ -3,7 +3,11 @@
 //! ~1 KB records with distinct partition keys in batches of 500; the relay reads them from a
 //! pre-filled SQLite outbox and deletes what Kinesis accepted, as in production.
 //!
-//! Usage: relay_bench ENDPOINT RECORDS
+//! Then hot keys: the relay with 1, 10 and 50 partition keys (`HOT` events, default 5,000),
+//! plain and aggregated: per-key order allows one event of a key per call on a plain stream,
+//! and one aggregated record of a key's events per call on an aggregated one.
+//!
+//! Usage: relay_bench ENDPOINT RECORDS [HOT]
 
 use std::time::Instant;
 
@@ -19,6 +23,7 @@ async fn main() {
         .cloned()
         .unwrap_or_else(|| "http://127.0.0.1:4567".into());
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let hot: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5_000);
     let client = strangler_events::kinesis::client(Some("us-east-1"), Some(&endpoint)).await;
     create_stream(&client, "sdk-loop").await;
     let payload = |i: usize| {
@@ -55,14 +60,15 @@ async fn main() {
 
     // The relay, from a filled outbox: plain, and KPL-aggregated (the same ~1 KB events, then
     // small ones of ~150 bytes).
-    let (rel, _) = relay(&client, "relay", n, &payload, RelayConfig::default()).await;
+    let (rel, _) = relay(&client, "relay", n, n, &payload, RelayConfig::default()).await;
     let aggregated = RelayConfig {
         aggregate: vec!["*".into()],
         ..RelayConfig::default()
     };
-    let (agg, agg_records) = relay(&client, "relay-agg", n, payload, aggregated.clone()).await;
+    let (agg, agg_records) = relay(&client, "relay-agg", n, n, &payload, aggregated.clone()).await;
     let small = |i: usize| CloudEvent::new("bench", "BENCH", serde_json::json!({"i": i}));
-    let (small_rate, small_records) = relay(&client, "relay-agg-small", n, small, aggregated).await;
+    let (small_rate, small_records) =
+        relay(&client, "relay-agg-small", n, n, small, aggregated.clone()).await;
 
     println!("| sender | events | events/s | × SDK loop | Kinesis records | events per record |");
     println!("|---|---|---|---|---|---|");
@@ -84,14 +90,45 @@ async fn main() {
         small_rate / sdk,
         n as f64 / small_records as f64
     );
+
+    println!();
+    println!(
+        "| keys | events | plain: events/s | aggregated: events/s | aggregated: events per record |"
+    );
+    println!("|---|---|---|---|---|");
+    for keys in [1, 10, 50] {
+        let (plain, _) = relay(
+            &client,
+            &format!("hot-{keys}"),
+            hot,
+            keys,
+            &payload,
+            RelayConfig::default(),
+        )
+        .await;
+        let (agg, records) = relay(
+            &client,
+            &format!("hot-agg-{keys}"),
+            hot,
+            keys,
+            &payload,
+            aggregated.clone(),
+        )
+        .await;
+        println!(
+            "| {keys} | {hot} | {plain:.0} | {agg:.0} | {:.1} |",
+            hot as f64 / records as f64
+        );
+    }
 }
 
-/// Fills an outbox with `n` events of distinct keys for `stream`, relays them all, and returns
-/// events per second and the Kinesis records they took.
+/// Fills an outbox with `n` events over `keys` partition keys for `stream`, relays them all, and
+/// returns events per second and the Kinesis records they took.
 async fn relay(
     client: &strangler_events::kinesis::Client,
     stream: &str,
     n: usize,
+    keys: usize,
     payload: impl Fn(usize) -> CloudEvent,
     cfg: RelayConfig,
 ) -> (f64, u64) {
@@ -108,7 +145,7 @@ async fn relay(
                 id: ev.id.clone(),
                 route: "bench".into(),
                 stream: stream.into(),
-                partition_key: format!("key-{i}"),
+                partition_key: format!("key-{}", i % keys),
                 payload: ev.to_bytes(),
             }
         })

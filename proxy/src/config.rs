@@ -613,4 +613,27 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn memory_and_backoff_settings() {
+        let base = format!(
+            "listen: [\"127.0.0.1:0\"]\nlegacy: {{ address: \"127.0.0.1:1\" }}\nrules: {}\n",
+            std::env::temp_dir().display()
+        );
+        let default = Config::parse(Path::new("s.yaml"), &base).unwrap();
+        assert_eq!(default.relay.memory, 64 << 20);
+        assert_eq!(default.relay.max_backoff, Duration::from_secs(30));
+        let ok = format!("{base}events: {{ memory: 256MiB, max_backoff: 5s }}\n");
+        let cfg = Config::parse(Path::new("s.yaml"), &ok).unwrap();
+        assert_eq!(cfg.relay.memory, 256 << 20);
+        assert_eq!(cfg.relay.max_backoff, Duration::from_secs(5));
+        let bad = format!("{base}events:\n  memory: 1MiB\n");
+        let err = Config::parse(Path::new("s.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("s.yaml:5:11: events.memory: memory must be at least 8MiB"),
+            "{err}"
+        );
+    }
 }

@@ -67,7 +67,7 @@ impl DualWrite {
                     }
                 };
                 rt.block_on(async move {
-                    let outbox = match Outbox::connect(&store).await {
+                    let outbox = match Outbox::connect_with(&store, relay_cfg.memory).await {
                         Ok(o) => o,
                         Err(e) => {
                             let _ = tx.send(Err(anyhow::anyhow!(e)));
