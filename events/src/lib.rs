@@ -14,6 +14,7 @@ mod health;
 pub mod kinesis;
 pub mod metrics;
 pub mod outbox;
+mod packing;
 mod pg_writer;
 pub mod relay;
 mod sqlite_writer;

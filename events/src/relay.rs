@@ -1,11 +1,13 @@
 //! The relay: drains the outbox into Kinesis. It takes the rows the outbox's group writer just
 //! committed from memory, or reads new rows by `seq` (cheap range reads) when that hand-off does
 //! not cover them, keeps them in memory ([`Backlog`]), and sends PutRecords batches of at most 500
-//! records and 5 MiB, several calls in flight at once, one record per partition key per call (so
-//! a failed record can never be overtaken by a later one of its key). Throttling and per-record
-//! failures are retried with exponential backoff and full jitter; events are dead-lettered after
-//! `max_attempts` tries or `max_age`, and records over Kinesis's 1 MiB limit at once. With
-//! PostgreSQL, one replica relays at a time (advisory lock); the others wait to take over.
+//! records and 5 MiB, several calls in flight at once, keeping each partition key's order (see
+//! `backlog`). Failures are classified ([`Failure`]): an outage, throttling or any other failure
+//! about the stream pauses the stream and probes it ([`health`]) without using up the events'
+//! tries; only Kinesis rejecting a record uses up one of its `max_attempts` tries (retried with
+//! exponential backoff and full jitter). Events are dead-lettered out of tries, at `max_age`, or
+//! at once when no call can carry them. With PostgreSQL, one replica relays at a time (advisory
+//! lock); the others wait to take over.
 //!
 //! On streams configured for aggregation, a call's rows are packed into KPL aggregated records
 //! ([`crate::aggregate`]), one per shard and up to `max_bytes` each, by the stream's shard map
@@ -17,19 +19,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::aggregate::{self, ShardMap};
-use crate::backlog::{Backlog, Batch, MAX_RECORDS, Next};
+use crate::backlog::{Backlog, Batch, Next};
 use crate::failure::Failure;
 use crate::health::{self, Health};
 use crate::kinesis::{Client, LazyClient};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxError, Pending, now_ms};
+use crate::packing::{Call, Carried, pack, plain_call};
 
 /// Kinesis's limit for one record.
 const MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -64,7 +65,7 @@ pub struct RelayConfig {
     pub aggregate_max_bytes: usize,
     /// The memory budget for what grows with a backlog (`events.memory`): half for the relay's
     /// working set, the rest for the store's page caches and the writer's hand-off (see
-    /// `outbox::StoreOptions`).
+    /// `Outbox::connect_with`).
     pub memory: usize,
 }
 
@@ -151,34 +152,6 @@ type PutResult = Result<
     aws_sdk_kinesis::operation::put_records::PutRecordsOutput,
     aws_sdk_kinesis::error::SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError>,
 >;
-
-/// The rows one PutRecords call carries, record by record.
-#[derive(Default)]
-struct Carried {
-    stream: String,
-    /// The rows, in record order.
-    seqs: Vec<i64>,
-    /// Rows per record, in order.
-    counts: Vec<usize>,
-    /// The shard each aggregated record was meant for (`None` for a plain record).
-    shard_ids: Vec<Option<String>>,
-}
-
-/// One PutRecords call: its records and the rows they carry.
-#[derive(Default)]
-struct Call {
-    entries: Vec<PutRecordsRequestEntry>,
-    carried: Carried,
-}
-
-impl Call {
-    fn push(&mut self, entry: PutRecordsRequestEntry, seqs: &[i64], shard_id: Option<&str>) {
-        self.entries.push(entry);
-        self.carried.seqs.extend_from_slice(seqs);
-        self.carried.counts.push(seqs.len());
-        self.carried.shard_ids.push(shard_id.map(str::to_string));
-    }
-}
 
 /// A finished PutRecords call: the rows it carried and what Kinesis said.
 struct Sent {
@@ -783,140 +756,6 @@ impl Relay {
     }
 }
 
-fn plain_entry(key: String, payload: Vec<u8>) -> PutRecordsRequestEntry {
-    PutRecordsRequestEntry::builder()
-        .data(Blob::new(payload))
-        .partition_key(key)
-        .build()
-        .expect("data and partition key are set")
-}
-
-/// A batch as plain records, one row each (the payloads move into the records), and the rows
-/// left for a later call: past the call's 500 records, and every row of a key after its first
-/// (PutRecords does not keep the order of records within a call; an aggregated stream's batch
-/// may hold several rows of a key, and goes out plain when its shard map is unknown).
-fn plain_call(batch: Batch) -> (Call, Vec<i64>) {
-    let Batch { stream, records } = batch;
-    let mut call = Call::default();
-    call.carried.stream = stream;
-    let mut left = Vec::new();
-    let mut keys = std::collections::HashSet::new();
-    for (seq, key, payload) in records {
-        if call.entries.len() == MAX_RECORDS || keys.contains(&key) {
-            // Once a key has a row left, its later rows are left too.
-            keys.insert(key);
-            left.push(seq);
-            continue;
-        }
-        keys.insert(key.clone());
-        call.push(plain_entry(key, payload), &[seq], None);
-    }
-    (call, left)
-}
-
-/// Packs a batch into aggregated records per shard, in `seq` order within each, each record up
-/// to `max_bytes` and sent with its first row's hash key as explicit hash key (so it lands on
-/// that shard). A row alone in its record, or too large to share one, goes out plain; so does a
-/// row whose key falls in no known shard. Each key's rows go in one record of the call (stored
-/// whole or not at all, so they cannot be stored out of order): a row of a key whose record is
-/// already closed is left for a later call, and so are the rows past the call's 500 records.
-/// Returns the call and the rows left.
-fn pack(map: &ShardMap, batch: Batch, max_bytes: usize) -> (Call, Vec<i64>) {
-    /// An aggregate being filled for one shard.
-    struct Open {
-        builder: aggregate::Builder,
-        hash: u128,
-        seqs: Vec<i64>,
-        /// Its keys' hashes.
-        keys: Vec<u128>,
-        /// The row itself while it is alone (sent plain if nothing joins it).
-        single: Option<(String, Vec<u8>)>,
-    }
-    let mut call = Call::default();
-    call.carried.stream = batch.stream;
-    let mut left = Vec::new();
-    // Keys whose record in this call is closed (sent, or left whole): their later rows wait.
-    let mut closed = std::collections::HashSet::new();
-    let mut close = |call: &mut Call,
-                     closed: &mut std::collections::HashSet<u128>,
-                     mut o: Open,
-                     shard: Option<usize>| {
-        closed.extend(o.keys.iter().copied());
-        if call.entries.len() == MAX_RECORDS {
-            left.extend(o.seqs);
-        } else if let Some((key, payload)) = o.single {
-            call.push(plain_entry(key, payload), &o.seqs, None);
-        } else {
-            let entry = PutRecordsRequestEntry::builder()
-                .partition_key(o.builder.first_key().unwrap_or_default())
-                .data(Blob::new(o.builder.finish()))
-                .explicit_hash_key(o.hash.to_string())
-                .build()
-                .expect("data and partition key are set");
-            call.push(entry, &o.seqs, shard.and_then(|i| map.shard_id(i)));
-        }
-    };
-    let mut open: HashMap<usize, Open> = HashMap::new();
-    let mut later = Vec::new();
-    for (seq, key, payload) in batch.records {
-        let hash = aggregate::hash_key(&key);
-        if closed.contains(&hash) {
-            later.push(seq);
-            continue;
-        }
-        let alone = aggregate::Builder::default().size_with(&key, &payload) > max_bytes;
-        let shard = map.shard_of(hash);
-        let Some(shard) = shard.filter(|_| !alone) else {
-            // Plain; unless earlier rows of its key wait in an open aggregate.
-            if shard.is_some_and(|s| open.get(&s).is_some_and(|o| o.keys.contains(&hash))) {
-                closed.insert(hash);
-                later.push(seq);
-                continue;
-            }
-            let single = Open {
-                builder: aggregate::Builder::default(),
-                hash,
-                seqs: vec![seq],
-                keys: vec![hash],
-                single: Some((key, payload)),
-            };
-            close(&mut call, &mut closed, single, None);
-            continue;
-        };
-        if open
-            .get(&shard)
-            .is_some_and(|o| o.builder.size_with(&key, &payload) > max_bytes)
-        {
-            let full = open.remove(&shard).expect("just seen");
-            close(&mut call, &mut closed, full, Some(shard));
-            if closed.contains(&hash) {
-                later.push(seq);
-                continue;
-            }
-        }
-        let o = open.entry(shard).or_insert_with(|| Open {
-            builder: aggregate::Builder::default(),
-            hash,
-            seqs: Vec::new(),
-            keys: Vec::new(),
-            single: None,
-        });
-        o.builder.push(&key, &payload);
-        o.single = o.seqs.is_empty().then_some((key, payload));
-        o.seqs.push(seq);
-        if !o.keys.contains(&hash) {
-            o.keys.push(hash);
-        }
-    }
-    let mut rest: Vec<_> = open.into_iter().collect();
-    rest.sort_by_key(|(_, o)| o.seqs[0]);
-    for (shard, o) in rest {
-        close(&mut call, &mut closed, o, Some(shard));
-    }
-    left.extend(later);
-    (call, left)
-}
-
 /// The open shards of a stream: `(starting hash key, ending hash key, shard id)`.
 async fn list_shards(
     client: &Client,
@@ -1000,65 +839,5 @@ mod tests {
         }
         let samples: Vec<_> = (0..20).map(|_| backoff(&cfg, 5)).collect();
         assert!(samples.iter().any(|d| *d != samples[0]), "no jitter");
-    }
-
-    fn batch(rows: &[(i64, &str, usize)]) -> Batch {
-        Batch {
-            stream: "s".into(),
-            records: rows
-                .iter()
-                .map(|&(seq, key, len)| (seq, key.to_string(), vec![b'x'; len]))
-                .collect(),
-        }
-    }
-
-    /// The rows each record of a call carries.
-    fn records(call: &Call) -> Vec<Vec<i64>> {
-        let mut rows = call.carried.seqs.as_slice();
-        call.carried
-            .counts
-            .iter()
-            .map(|&n| {
-                let (r, rest) = rows.split_at(n);
-                rows = rest;
-                r.to_vec()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_keys_rows_share_one_record_per_call() {
-        let max = u128::MAX.to_string();
-        let map = ShardMap::new([("0", max.as_str(), "shardId-0")]);
-        // a's and b's rows fill one aggregate; a's next row would open a second one: left for
-        // later, and so is every later row of a and b, while c starts the next aggregate.
-        let (call, left) = pack(
-            &map,
-            batch(&[
-                (1, "a", 400),
-                (2, "a", 400),
-                (3, "b", 100),
-                (4, "a", 400),
-                (5, "c", 10),
-                (6, "b", 10),
-                (7, "c", 10),
-            ]),
-            1000,
-        );
-        assert_eq!(records(&call), vec![vec![1, 2, 3], vec![5, 7]]);
-        assert_eq!(left, vec![4, 6]);
-        // A row too large to share a record goes plain only when no earlier row of its key is
-        // in an open aggregate.
-        let (call, left) = pack(
-            &map,
-            batch(&[(1, "a", 10), (2, "a", 2000), (3, "c", 2000)]),
-            1000,
-        );
-        assert_eq!(records(&call), vec![vec![3], vec![1]]);
-        assert_eq!(left, vec![2]);
-        // Plain calls: one row per key.
-        let (call, left) = plain_call(batch(&[(1, "a", 1), (2, "a", 1), (3, "b", 1)]));
-        assert_eq!(records(&call), vec![vec![1], vec![3]]);
-        assert_eq!(left, vec![2]);
     }
 }
