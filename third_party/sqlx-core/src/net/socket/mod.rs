@@ -188,9 +188,13 @@ pub async fn connect_tcp<Ws: WithSocket>(
 ) -> crate::Result<Ws::Output> {
     #[cfg(feature = "_rt-tokio")]
     if crate::rt::rt_tokio::available() {
-        return Ok(with_socket
-            .with_socket(tokio::net::TcpStream::connect((host, port)).await?)
-            .await);
+        let socket = tokio::net::TcpStream::connect((host, port)).await?;
+        // strangler patch: TCP_NODELAY, as sqlx 0.8 did (launchbadge/sqlx#3055, dropped in
+        // #4022; regression #4335, fixed upstream by #4336). Without it a message written in
+        // more than one piece waits for the server's delayed ACK: ~40 ms per PostgreSQL round
+        // trip once a group's INSERT outgrows one write.
+        socket.set_nodelay(true)?;
+        return Ok(with_socket.with_socket(socket).await);
     }
 
     cfg_if! {
