@@ -25,7 +25,8 @@ NGINX
 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 "$kinesalite" --port "$kport" --createStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pids+=($!)
 
-# The forwarder: SIGUSR1 stops listening (connections refused), SIGUSR2 listens again.
+# The forwarder: SIGUSR1 stops listening (connections refused) and resets the open connections,
+# SIGUSR2 listens again.
 cat > "$work/forward.py" <<'PY'
 import asyncio, signal, sys
 listen, target = int(sys.argv[1]), int(sys.argv[2])
@@ -37,17 +38,26 @@ async def pipe(r, w):
         pass
     finally:
         w.close()
+open_conns = set()
 async def handle(cr, cw):
     try:
         tr, tw = await asyncio.open_connection("127.0.0.1", target)
     except OSError:
         cw.close(); return
-    await asyncio.gather(pipe(cr, tw), pipe(tr, cw))
+    pair = (cw, tw)
+    open_conns.add(pair)
+    try:
+        await asyncio.gather(pipe(cr, tw), pipe(tr, cw))
+    finally:
+        open_conns.discard(pair)
 async def main():
     loop = asyncio.get_running_loop()
     server = [await asyncio.start_server(handle, "127.0.0.1", listen, reuse_address=True)]
     async def down():
+        # Refuse new connections and reset the open ones (pooled keep-alive connections too).
         server[0].close()
+        for cw, tw in list(open_conns):
+            cw.transport.abort(); tw.transport.abort()
     async def up():
         server[0] = await asyncio.start_server(handle, "127.0.0.1", listen, reuse_address=True)
     loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(down()))
