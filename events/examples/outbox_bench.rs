@@ -11,7 +11,9 @@ use strangler_events::{CloudEvent, NewEvent, Outbox};
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let url = args.get(1).expect("usage: outbox_bench STORE_URL [events] [tasks] [handles]");
+    let url = args
+        .get(1)
+        .expect("usage: outbox_bench STORE_URL [events] [tasks] [handles]");
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let tasks: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
     let handles: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);

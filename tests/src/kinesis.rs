@@ -177,6 +177,8 @@ pub struct Shim {
     pub faults: Arc<Faults>,
     target: SocketAddr,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The connections being served (aborted by `down`).
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Shim {
@@ -186,6 +188,7 @@ impl Shim {
             faults: Arc::new(Faults::default()),
             target,
             task: None,
+            conns: Arc::default(),
         };
         shim.up().await;
         shim
@@ -195,10 +198,14 @@ impl Shim {
         format!("http://{}", self.addr)
     }
 
-    /// Stops listening: connections are refused until `up`.
+    /// Stops listening and resets the open connections (pooled keep-alive ones too): new
+    /// connections are refused until `up`.
     pub fn down(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
         }
     }
 
@@ -211,26 +218,32 @@ impl Shim {
             }
         };
         let (faults, target) = (Arc::clone(&self.faults), self.target);
+        let conns = Arc::clone(&self.conns);
         self.task = Some(tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let faults = Arc::clone(&faults);
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let faults = Arc::clone(&faults);
-                        async move {
-                            // No answer: hyper closes the connection.
-                            handle(req, target, &faults)
-                                .await
-                                .ok_or("connection cut by the shim")
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                let mut conns = conns.lock().unwrap();
+                conns.retain(|c| !c.is_finished());
+                conns.push(
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| {
+                            let faults = Arc::clone(&faults);
+                            async move {
+                                // No answer: hyper closes the connection.
+                                handle(req, target, &faults)
+                                    .await
+                                    .ok_or("connection cut by the shim")
+                            }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    })
+                    .abort_handle(),
+                );
             }
         }));
         // Wait until it accepts.

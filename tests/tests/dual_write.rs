@@ -353,3 +353,77 @@ async fn kill9_under_load_loses_nothing_postgres() {
 async fn sigterm_under_load_stops_the_relay_and_loses_nothing() {
     stopped_under_load_loses_nothing(None, Stop::Term).await;
 }
+
+/// A Kinesis outage seen by an operator: `strangler_stream_up` drops to 0, the log says so once
+/// (however many calls fail), every event waits and goes out when Kinesis is back, and one INFO
+/// says how long it was down, how many events waited and how long the drain took.
+#[tokio::test]
+async fn a_kinesis_outage_logs_one_warn_and_one_info_and_loses_nothing() {
+    let (k, c, legacy) = servers().await;
+    let mut shim = kinesis::Shim::start(k.addr).await;
+    let p = ProxyBuilder::new(legacy.addr)
+        .rules("orders.yaml", RULES)
+        .config(&format!(
+            "kinesis: {{ region: us-east-1, endpoint: \"{}\" }}",
+            shim.endpoint()
+        ))
+        .config("events: { max_attempts: 2, max_backoff: 300ms }")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("STRANGLER_REDACT_SALT", "pepper")
+        .start()
+        .await;
+    assert_eq!(
+        post(&p, "/api/users/u0/orders", "{}", &[]).await.status,
+        200
+    );
+    let up = "strangler_stream_up{stream=\"orders\"}";
+    wait_for("the stream up", Duration::from_secs(30), || async {
+        p.metric(up).await == 1.0
+    })
+    .await;
+    shim.down();
+    for i in 1..=20 {
+        let path = format!("/api/users/u{}/orders", i % 4);
+        assert_eq!(
+            post(&p, &path, &format!("{{\"n\":{i}}}"), &[]).await.status,
+            200
+        );
+    }
+    wait_for("the stream down", Duration::from_secs(30), || async {
+        p.metric(up).await == 0.0
+    })
+    .await;
+    // More failed calls than max_attempts (each failing the 20 events), and none given up.
+    let failed = "strangler_events_failed_total{reason=\"unreachable\",stream=\"orders\"}";
+    wait_for("three failed calls", Duration::from_secs(60), || async {
+        p.metric(failed).await >= 3.0 * 20.0
+    })
+    .await;
+    shim.up().await;
+    wait_for("the drain's INFO line", Duration::from_secs(60), || async {
+        p.logs().contains("Kinesis stream reachable again")
+    })
+    .await;
+    let logs = p.logs();
+    let warns: Vec<_> = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("orders"))
+        .collect();
+    assert_eq!(warns.len(), 1, "{warns:#?}");
+    assert!(
+        warns[0].contains("Kinesis stream unreachable"),
+        "{}",
+        warns[0]
+    );
+    let info = logs
+        .lines()
+        .find(|l| l.contains("Kinesis stream reachable again"))
+        .unwrap();
+    for field in ["down_for=", "waited=20", "drained_in="] {
+        assert!(info.contains(field), "{field} missing: {info}");
+    }
+    assert_eq!(p.metric(up).await, 1.0);
+    assert_eq!(events(&c, 21).await.len(), 21);
+    assert!(!logs.contains("dead-lettered"), "{logs}");
+}
