@@ -86,7 +86,7 @@ log: { level: info }
 ${SOAK_EXTRA:-}
 YAML
 for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
-export AWS_ACCESS_KEY_ID=soak AWS_SECRET_ACCESS_KEY=soak
+export AWS_ACCESS_KEY_ID=soak AWS_SECRET_ACCESS_KEY=soak STRANGLER_REDACT_SALT=soak
 "$bin" stream create --config "$work/strangler.yaml" --stream orders --shards 4 >/dev/null
 "$bin" run --config "$work/strangler.yaml" 2>"$work/proxy.log" & pids+=($!); proxy=$!
 for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$admin/metrics" >/dev/null 2>&1 && break; sleep 0.05; done

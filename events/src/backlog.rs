@@ -56,6 +56,9 @@ pub struct Backlog {
     aggregated: Vec<String>,
     /// The most bytes all queues hold together.
     budget: usize,
+    /// The most payload bytes of one key a call carries on an aggregated stream (one aggregated
+    /// record's worth: a key's rows travel in one record).
+    key_bytes: usize,
     /// What they hold.
     bytes: usize,
 }
@@ -64,8 +67,9 @@ pub struct Backlog {
 struct Queue {
     /// Rows per call at most.
     max_rows: usize,
-    /// A call may carry several rows of a key (aggregated stream).
-    many_per_key: bool,
+    /// A call may carry several rows of a key (aggregated stream), up to this many payload
+    /// bytes of it (0: one row per key).
+    key_bytes: usize,
     /// Nothing is sent before this time (the stream backs off).
     paused_until_ms: i64,
     /// After a pause: one call at a time until one gets through.
@@ -84,8 +88,9 @@ struct Queue {
     /// the whole queue for the same answer (a stream whose Kinesis is down holds a full queue,
     /// mostly rows behind their keys' failed first rows, while every commit wakes the relay).
     last_pick: Option<Pick>,
-    /// `pick`'s keys seen (and whether each still takes rows), kept to reuse its allocation.
-    keys: HashMap<u64, bool, BuildHasherDefault<KeyHash>>,
+    /// `pick`'s keys seen (whether each still takes rows, and its bytes taken), kept to reuse
+    /// its allocation.
+    keys: HashMap<u64, (bool, usize), BuildHasherDefault<KeyHash>>,
 }
 
 struct Row {
@@ -125,10 +130,11 @@ pub enum Next {
     Wait(Option<Duration>),
 }
 
-/// One PutRecords call's worth of rows: `(seq, partition key, payload)`.
+/// One PutRecords call's worth of rows (their `seq`, in order; the rows stay in the backlog,
+/// marked in flight, and the call copies only what it carries).
 pub struct Batch {
     pub stream: String,
-    pub records: Vec<(i64, String, Vec<u8>)>,
+    pub seqs: Vec<i64>,
 }
 
 impl Queue {
@@ -166,16 +172,18 @@ impl Queue {
 impl Backlog {
     /// A backlog holding at most `budget` bytes, whose calls on these streams (`*`: all) carry
     /// rows to be aggregated.
-    pub fn new(budget: usize, aggregated: &[String]) -> Backlog {
+    pub fn new(budget: usize, aggregated: &[String], key_bytes: usize) -> Backlog {
         Backlog {
             aggregated: aggregated.to_vec(),
             budget,
+            key_bytes,
             ..Backlog::default()
         }
     }
 
     /// Rows read with `seq > cursor`, in `seq` order (any streams).
     pub fn add(&mut self, rows: Vec<Pending>) {
+        let key_bytes = self.key_bytes;
         for p in rows {
             self.cursor = self.cursor.max(p.seq);
             let aggregated = &self.aggregated;
@@ -190,7 +198,7 @@ impl Backlog {
                         } else {
                             MAX_RECORDS
                         },
-                        many_per_key: many,
+                        key_bytes: if many { key_bytes } else { 0 },
                         ..Queue::default()
                     }
                 });
@@ -308,20 +316,13 @@ impl Backlog {
             }
             q.last_launch = Some(linger.map_or_else(Instant::now, |(now, _)| now));
             q.calls += 1;
-            let records = p
-                .seqs
-                .iter()
-                .map(|seq| {
-                    let row = q.rows.get_mut(seq).expect("picked from the queue");
-                    row.inflight = true;
-                    let p = &row.pending;
-                    (p.seq, p.partition_key.clone(), p.payload.clone())
-                })
-                .collect();
+            for seq in &p.seqs {
+                q.rows.get_mut(seq).expect("picked from the queue").inflight = true;
+            }
             self.turn = idx + 1;
             return Next::Send(Batch {
                 stream: name.clone(),
-                records,
+                seqs: p.seqs,
             });
         }
         Next::Wait(wait)
@@ -444,8 +445,8 @@ fn pick(q: &mut Queue, now_ms: i64) -> Pick {
     let mut retry_ms: Option<i64> = None;
     for (seq, row) in &q.rows {
         let p = &row.pending;
-        // Whether the key still takes rows in this call.
-        let open = keys.entry(row.key).or_insert(true);
+        // Whether the key still takes rows in this call, and what it has taken.
+        let (open, taken) = keys.entry(row.key).or_insert((true, 0));
         if !*open {
             continue;
         }
@@ -464,7 +465,8 @@ fn pick(q: &mut Queue, now_ms: i64) -> Pick {
         }
         bytes += size;
         picked.push(*seq);
-        *open = q.many_per_key;
+        *taken += size;
+        *open = *taken < q.key_bytes;
     }
     Pick {
         seqs: picked,
@@ -501,12 +503,12 @@ mod tests {
     }
 
     fn seqs(b: &Batch) -> Vec<i64> {
-        b.records.iter().map(|r| r.0).collect()
+        b.seqs.clone()
     }
 
     #[test]
     fn one_row_per_key_per_call_and_held_behind_in_flight() {
-        let mut b = Backlog::new(64 << 20, &[]);
+        let mut b = Backlog::new(64 << 20, &[], 0);
         b.add(vec![row(1, "s", "a"), row(2, "s", "a"), row(3, "s", "b")]);
         let first = send(b.next_batch(0, None));
         assert_eq!(seqs(&first), vec![1, 3]);
@@ -518,7 +520,7 @@ mod tests {
 
     #[test]
     fn a_retry_holds_its_key_until_due() {
-        let mut b = Backlog::new(64 << 20, &[]);
+        let mut b = Backlog::new(64 << 20, &[], 0);
         b.add(vec![row(1, "s", "a"), row(2, "s", "a"), row(3, "s", "b")]);
         send(b.next_batch(0, None));
         b.retry_at("s", 1, 100);
@@ -533,7 +535,7 @@ mod tests {
 
     #[test]
     fn a_queue_waiting_for_retries_rests_until_due_or_changed() {
-        let mut b = Backlog::new(64 << 20, &[]);
+        let mut b = Backlog::new(64 << 20, &[], 0);
         b.add(vec![row(1, "s", "a")]);
         send(b.next_batch(0, None));
         b.retry_at("s", 1, 100);
@@ -552,7 +554,7 @@ mod tests {
 
     #[test]
     fn linger_holds_small_batches_but_not_full_ones() {
-        let mut b = Backlog::new(64 << 20, &[]);
+        let mut b = Backlog::new(64 << 20, &[], 0);
         let now = Instant::now();
         let linger = Some((now, Duration::from_millis(20)));
         b.add(vec![row(1, "s", "a")]);
@@ -569,12 +571,12 @@ mod tests {
                 .map(|i| row(i, "s", &format!("k{i}")))
                 .collect(),
         );
-        assert_eq!(send(b.next_batch(0, later)).records.len(), MAX_RECORDS);
+        assert_eq!(send(b.next_batch(0, later)).seqs.len(), MAX_RECORDS);
     }
 
     #[test]
     fn a_full_queue_lags_and_catches_up_in_order() {
-        let mut b = Backlog::new(64 << 20, &[]);
+        let mut b = Backlog::new(64 << 20, &[], 0);
         let rows: Vec<_> = (1..=QUEUE_ROWS as i64 + 10)
             .map(|i| Pending {
                 created_ms: i,
@@ -625,7 +627,7 @@ mod tests {
 
     #[test]
     fn an_aggregated_stream_sends_a_keys_rows_together_in_order() {
-        let mut b = Backlog::new(64 << 20, &["s".to_string()]);
+        let mut b = Backlog::new(64 << 20, &["s".to_string()], 1 << 20);
         b.add(vec![
             row(1, "s", "a"),
             row(2, "s", "a"),
@@ -646,8 +648,18 @@ mod tests {
     }
 
     #[test]
+    fn a_call_takes_one_aggregates_worth_of_a_key() {
+        // Rows of 11 bytes (payload and key), 25 bytes of a key per call: a key stops taking rows
+        // once it reaches that, and its fourth row waits for the next call.
+        let mut b = Backlog::new(64 << 20, &["s".to_string()], 25);
+        b.add((1..=4).map(|i| row(i, "s", "a")).collect());
+        b.add(vec![row(5, "s", "b")]);
+        assert_eq!(seqs(&send(b.next_batch(0, None))), vec![1, 2, 3, 5]);
+    }
+
+    #[test]
     fn a_paused_stream_waits_then_probes_one_call_at_a_time() {
-        let mut b = Backlog::new(64 << 20, &[]);
+        let mut b = Backlog::new(64 << 20, &[], 0);
         b.add(vec![row(1, "s", "a"), row(2, "s", "b"), row(3, "t", "a")]);
         let first = send(b.next_batch(0, None));
         assert_eq!(first.stream, "s");
@@ -673,7 +685,7 @@ mod tests {
     #[test]
     fn the_budget_bounds_what_all_streams_hold_without_starving_one() {
         let budget = 64 * 1024;
-        let mut b = Backlog::new(budget, &[]);
+        let mut b = Backlog::new(budget, &[], 0);
         let big = |seq, stream: &str| Pending {
             payload: vec![b'x'; 1000],
             ..row(seq, stream, &format!("k{seq}"))
@@ -692,7 +704,7 @@ mod tests {
 
     #[test]
     fn streams_take_turns() {
-        let mut b = Backlog::new(64 << 20, &[]);
+        let mut b = Backlog::new(64 << 20, &[], 0);
         b.add(vec![row(1, "s", "a"), row(2, "t", "a")]);
         let x = send(b.next_batch(0, None)).stream;
         let y = send(b.next_batch(0, None)).stream;

@@ -9,7 +9,8 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
 use crate::aggregate::{self, ShardMap};
-use crate::backlog::{Batch, MAX_RECORDS};
+use crate::backlog::MAX_RECORDS;
+use crate::outbox::Pending;
 
 /// The rows one PutRecords call carries, record by record.
 #[derive(Default)]
@@ -52,59 +53,72 @@ fn plain_entry(key: String, payload: Vec<u8>) -> PutRecordsRequestEntry {
         .expect("data and partition key are set")
 }
 
-/// A batch as plain records, one row each (the payloads move into the records), and the rows
-/// left for a later call: past the call's 500 records, and every row of a key after its first
-/// (PutRecords does not keep the order of records within a call; an aggregated stream's batch
-/// may hold several rows of a key, and goes out plain when its shard map is unknown).
-pub(crate) fn plain_call(batch: Batch) -> (Call, Vec<i64>) {
-    let Batch { stream, records } = batch;
+/// A batch's rows (in `seq` order) as plain records, one row each, and the rows left for a
+/// later call: past the call's 500 records, and every row of a key after its first (PutRecords
+/// does not keep the order of records within a call; an aggregated stream's batch may hold
+/// several rows of a key, and goes out plain when its shard map is unknown). Only the rows
+/// carried are copied.
+pub(crate) fn plain_call(stream: &str, rows: &[&Pending]) -> (Call, Vec<i64>) {
     let mut call = Call::default();
-    call.carried.stream = stream;
+    call.carried.stream = stream.to_string();
     let mut left = Vec::new();
     let mut keys = HashSet::new();
-    for (seq, key, payload) in records {
-        if call.entries.len() == MAX_RECORDS || keys.contains(&key) {
+    for row in rows {
+        let key = row.partition_key.as_str();
+        if call.entries.len() == MAX_RECORDS || !keys.insert(key) {
             // Once a key has a row left, its later rows are left too.
             keys.insert(key);
-            left.push(seq);
+            left.push(row.seq);
             continue;
         }
-        keys.insert(key.clone());
-        call.push(plain_entry(key, payload), &[seq], None);
+        call.push(
+            plain_entry(key.to_string(), row.payload.clone()),
+            &[row.seq],
+            None,
+        );
     }
     (call, left)
 }
 
-/// Packs a batch into aggregated records per shard, in `seq` order within each, each record up
-/// to `max_bytes` and sent with its first row's hash key as explicit hash key (so it lands on
-/// that shard). A row alone in its record, or too large to share one, goes out plain; so does a
-/// row whose key falls in no known shard. Each key's rows go in one record of the call (stored
-/// whole or not at all, so they cannot be stored out of order): a row of a key whose record is
-/// already closed is left for a later call, and so are the rows past the call's 500 records.
-/// Returns the call and the rows left.
-pub(crate) fn pack(map: &ShardMap, batch: Batch, max_bytes: usize) -> (Call, Vec<i64>) {
+/// Packs a batch's rows (in `seq` order) into aggregated records per shard, in `seq` order
+/// within each, each record up to `max_bytes` and sent with its first row's hash key as explicit
+/// hash key (so it lands on that shard). A row alone in its record, or too large to share one,
+/// goes out plain; so does a row whose key falls in no known shard. Each key's rows go in one
+/// record of the call (stored whole or not at all, so they cannot be stored out of order): a
+/// row of a key whose record is already closed is left for a later call, and so are the rows
+/// past the call's 500 records. Returns the call and the rows left.
+pub(crate) fn pack(
+    map: &ShardMap,
+    stream: &str,
+    rows: &[&Pending],
+    max_bytes: usize,
+) -> (Call, Vec<i64>) {
     /// An aggregate being filled for one shard.
-    struct Open {
+    struct Open<'a> {
         builder: aggregate::Builder,
         hash: u128,
         seqs: Vec<i64>,
         /// Its keys' hashes.
         keys: Vec<u128>,
         /// The row itself while it is alone (sent plain if nothing joins it).
-        single: Option<(String, Vec<u8>)>,
+        single: Option<&'a Pending>,
     }
     let mut call = Call::default();
-    call.carried.stream = batch.stream;
+    call.carried.stream = stream.to_string();
     let mut left = Vec::new();
     // Keys whose record in this call is closed (sent, or left whole): their later rows wait.
     let mut closed = HashSet::new();
     let mut close =
-        |call: &mut Call, closed: &mut HashSet<u128>, mut o: Open, shard: Option<usize>| {
+        |call: &mut Call, closed: &mut HashSet<u128>, mut o: Open<'_>, shard: Option<usize>| {
             closed.extend(o.keys.iter().copied());
             if call.entries.len() == MAX_RECORDS {
                 left.extend(o.seqs);
-            } else if let Some((key, payload)) = o.single {
-                call.push(plain_entry(key, payload), &o.seqs, None);
+            } else if let Some(row) = o.single {
+                call.push(
+                    plain_entry(row.partition_key.clone(), row.payload.clone()),
+                    &o.seqs,
+                    None,
+                );
             } else {
                 let entry = PutRecordsRequestEntry::builder()
                     .partition_key(o.builder.first_key().unwrap_or_default())
@@ -115,15 +129,16 @@ pub(crate) fn pack(map: &ShardMap, batch: Batch, max_bytes: usize) -> (Call, Vec
                 call.push(entry, &o.seqs, shard.and_then(|i| map.shard_id(i)));
             }
         };
-    let mut open: HashMap<usize, Open> = HashMap::new();
+    let mut open: HashMap<usize, Open<'_>> = HashMap::new();
     let mut later = Vec::new();
-    for (seq, key, payload) in batch.records {
-        let hash = aggregate::hash_key(&key);
+    for &row in rows {
+        let (seq, key, payload) = (row.seq, row.partition_key.as_str(), row.payload.as_slice());
+        let hash = aggregate::hash_key(key);
         if closed.contains(&hash) {
             later.push(seq);
             continue;
         }
-        let alone = aggregate::Builder::default().size_with(&key, &payload) > max_bytes;
+        let alone = aggregate::Builder::default().size_with(key, payload) > max_bytes;
         let shard = map.shard_of(hash);
         let Some(shard) = shard.filter(|_| !alone) else {
             // Plain; unless earlier rows of its key wait in an open aggregate.
@@ -137,14 +152,14 @@ pub(crate) fn pack(map: &ShardMap, batch: Batch, max_bytes: usize) -> (Call, Vec
                 hash,
                 seqs: vec![seq],
                 keys: vec![hash],
-                single: Some((key, payload)),
+                single: Some(row),
             };
             close(&mut call, &mut closed, single, None);
             continue;
         };
         if open
             .get(&shard)
-            .is_some_and(|o| o.builder.size_with(&key, &payload) > max_bytes)
+            .is_some_and(|o| o.builder.size_with(key, payload) > max_bytes)
         {
             let full = open.remove(&shard).expect("just seen");
             close(&mut call, &mut closed, full, Some(shard));
@@ -160,8 +175,8 @@ pub(crate) fn pack(map: &ShardMap, batch: Batch, max_bytes: usize) -> (Call, Vec
             keys: Vec::new(),
             single: None,
         });
-        o.builder.push(&key, &payload);
-        o.single = o.seqs.is_empty().then_some((key, payload));
+        o.builder.push(key, payload);
+        o.single = o.seqs.is_empty().then_some(row);
         o.seqs.push(seq);
         if !o.keys.contains(&hash) {
             o.keys.push(hash);
@@ -180,14 +195,23 @@ pub(crate) fn pack(map: &ShardMap, batch: Batch, max_bytes: usize) -> (Call, Vec
 mod tests {
     use super::*;
 
-    fn batch(rows: &[(i64, &str, usize)]) -> Batch {
-        Batch {
-            stream: "s".into(),
-            records: rows
-                .iter()
-                .map(|&(seq, key, len)| (seq, key.to_string(), vec![b'x'; len]))
-                .collect(),
-        }
+    fn rows(rows: &[(i64, &str, usize)]) -> Vec<Pending> {
+        rows.iter()
+            .map(|&(seq, key, len)| Pending {
+                seq,
+                id: format!("id-{seq}"),
+                stream: "s".into(),
+                partition_key: key.to_string(),
+                payload: vec![b'x'; len],
+                attempts: 0,
+                created_ms: 0,
+                next_attempt_ms: 0,
+            })
+            .collect()
+    }
+
+    fn refs(rows: &[Pending]) -> Vec<&Pending> {
+        rows.iter().collect()
     }
 
     /// The rows each record of a call carries.
@@ -212,7 +236,8 @@ mod tests {
         // later, and so is every later row of a and b, while c starts the next aggregate.
         let (call, left) = pack(
             &map,
-            batch(&[
+            "s",
+            &refs(&rows(&[
                 (1, "a", 400),
                 (2, "a", 400),
                 (3, "b", 100),
@@ -220,7 +245,7 @@ mod tests {
                 (5, "c", 10),
                 (6, "b", 10),
                 (7, "c", 10),
-            ]),
+            ])),
             1000,
         );
         assert_eq!(records(&call), vec![vec![1, 2, 3], vec![5, 7]]);
@@ -229,13 +254,14 @@ mod tests {
         // in an open aggregate.
         let (call, left) = pack(
             &map,
-            batch(&[(1, "a", 10), (2, "a", 2000), (3, "c", 2000)]),
+            "s",
+            &refs(&rows(&[(1, "a", 10), (2, "a", 2000), (3, "c", 2000)])),
             1000,
         );
         assert_eq!(records(&call), vec![vec![3], vec![1]]);
         assert_eq!(left, vec![2]);
         // Plain calls: one row per key.
-        let (call, left) = plain_call(batch(&[(1, "a", 1), (2, "a", 1), (3, "b", 1)]));
+        let (call, left) = plain_call("s", &refs(&rows(&[(1, "a", 1), (2, "a", 1), (3, "b", 1)])));
         assert_eq!(records(&call), vec![vec![1], vec![3]]);
         assert_eq!(left, vec![2]);
     }

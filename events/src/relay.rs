@@ -170,7 +170,7 @@ impl Relay {
             outbox,
             client: client.into(),
             metrics,
-            backlog: Backlog::new(cfg.working_set(), &cfg.aggregate),
+            backlog: Backlog::new(cfg.working_set(), &cfg.aggregate, cfg.aggregate_max_bytes),
             cfg,
             more: false,
             shards: HashMap::new(),
@@ -391,27 +391,29 @@ impl Relay {
     /// map, one row per record otherwise. Rows past the call's 500 records are released for the
     /// next call.
     fn prepare(&mut self, batch: Batch) -> Call {
+        let Batch { stream, seqs } = batch;
         let map = self
             .shards
-            .get(&batch.stream)
+            .get(&stream)
             .and_then(|s| s.map.clone())
-            .filter(|m| self.cfg.aggregates(&batch.stream) && !m.is_empty());
+            .filter(|m| self.cfg.aggregates(&stream) && !m.is_empty());
+        let rows: Vec<&Pending> = seqs
+            .iter()
+            .filter_map(|&seq| self.backlog.get(&stream, seq))
+            .collect();
         let (call, left) = match map {
             Some(map) => {
-                let (call, left) = pack(&map, batch, self.cfg.aggregate_max_bytes);
-                let per_record = self
-                    .metrics
-                    .events_per_record
-                    .with_label_values(&[&call.carried.stream]);
+                let (call, left) = pack(&map, &stream, &rows, self.cfg.aggregate_max_bytes);
+                let per_record = self.metrics.events_per_record.with_label_values(&[&stream]);
                 for &n in &call.carried.counts {
                     per_record.observe(n as f64);
                 }
                 (call, left)
             }
-            None => plain_call(batch),
+            None => plain_call(&stream, &rows),
         };
         if !left.is_empty() {
-            self.backlog.release(&call.carried.stream, &left);
+            self.backlog.release(&stream, &left);
         }
         call
     }
@@ -473,7 +475,11 @@ impl Relay {
     /// was not recorded are sent again: at least once, deduped by id downstream).
     async fn reset(&mut self, calls: &mut JoinSet<Sent>) {
         while calls.join_next().await.is_some() {}
-        self.backlog = Backlog::new(self.cfg.working_set(), &self.cfg.aggregate);
+        self.backlog = Backlog::new(
+            self.cfg.working_set(),
+            &self.cfg.aggregate,
+            self.cfg.aggregate_max_bytes,
+        );
         self.more = false;
     }
 
