@@ -7,7 +7,7 @@
 //! (PutRecords does not keep the order of records within a call), so a failed record is never
 //! overtaken by a later one of its key. On an aggregated stream a call may carry many rows of a
 //! key, in order: the relay packs them into one aggregated record, which Kinesis stores whole or
-//! not at all (`relay::pack` leaves out any row of a key whose record is already closed), so a
+//! not at all (`packing::pack` leaves out any row of a key whose record is already closed), so a
 //! hot key moves a whole batch per round trip instead of one event.
 //!
 //! A stream that fails for its own sake (Kinesis unreachable, throttling) is paused, then probed

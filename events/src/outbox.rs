@@ -223,8 +223,10 @@ pub(crate) const GATHER: Duration = Duration::from_millis(1);
 const ENQUEUE_LOCK: &str = "SELECT pg_advisory_xact_lock_shared(7405327111)";
 /// Waits for every transaction adding rows to finish (and holds new ones back for an instant),
 /// then reads the highest `seq` stored: every row up to it is committed or will never exist,
-/// since `seq` values drawn later are higher. One round trip.
-const BARRIER: &str = "BEGIN; SELECT pg_advisory_xact_lock(7405327111); \
+/// since `seq` values drawn later are higher. One round trip; a transaction that holds the
+/// lock for longer than 10 s fails the read (retried) instead of stalling the relay.
+const BARRIER: &str = "BEGIN; SET LOCAL lock_timeout = '10s'; \
+    SELECT pg_advisory_xact_lock(7405327111); \
     SELECT COALESCE(MAX(seq), 0) FROM strangler_outbox; COMMIT";
 
 impl Outbox {
@@ -464,11 +466,11 @@ impl Outbox {
         Ok(pending)
     }
 
-    /// Removes published events; with `keep` they are archived for replay. Goes through the
-    /// writer, in the same transactions as enqueues: SQLite has one writer at a time, and a
-    /// second connection deleting would make enqueues wait on its lock.
-    /// On PostgreSQL they go straight to the store, on the relay's connections: it has no
-    /// single writer to spare, and the group writer's round trips stay the enqueues' alone.
+    /// Removes published events; with `keep` they are archived for replay. On SQLite this goes
+    /// through the writer, in the same transactions as enqueues: SQLite has one writer at a
+    /// time, and a second connection deleting would make enqueues wait on its lock. On
+    /// PostgreSQL it goes straight to the store on the relay's connections, so the group
+    /// writer's round trips stay the enqueues' alone.
     pub async fn published(&self, seqs: &[i64], keep: bool) -> Result<(), OutboxError> {
         if seqs.is_empty() {
             return Ok(());
@@ -482,10 +484,9 @@ impl Outbox {
             .await
     }
 
-    /// Records a failed try of these events (kept across restarts: the count decides when an
-    /// event is dead-lettered); they are not tried again before `next_ms`. Goes through the
-    /// writer, like the deletes after publishing, so that throttling does not make enqueues
-    /// wait on a second writer's lock.
+    /// Records a rejected try of these events (kept across restarts: the count decides when an
+    /// event is dead-lettered); they are not tried again before `next_ms`. Goes where the
+    /// deletes after publishing go (SQLite: the writer; PostgreSQL: the relay's connections).
     pub async fn retry(&self, seqs: &[i64], next_ms: i64, error: &str) -> Result<(), OutboxError> {
         if seqs.is_empty() {
             return Ok(());

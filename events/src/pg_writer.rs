@@ -96,11 +96,13 @@ async fn run(
         last_group = group.events.len();
         let result = async {
             if conn.is_none() {
-                conn = Some(
-                    tokio::time::timeout(Duration::from_secs(10), options.connect())
-                        .await
-                        .map_err(|_| sqlx::Error::PoolTimedOut)??,
-                );
+                let connect = tokio::time::timeout(Duration::from_secs(10), options.connect());
+                conn = Some(connect.await.map_err(|_| {
+                    sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connecting to PostgreSQL took over 10 s",
+                    ))
+                })??);
             }
             let c = conn.as_mut().expect("connected above");
             if group.published.is_empty() && group.retries.is_empty() {
