@@ -159,6 +159,8 @@ pub(crate) enum Write {
     Published(Vec<i64>, bool, oneshot::Sender<Result<(), String>>),
     /// Record a failed try of events.
     Retry(Retry, oneshot::Sender<Result<(), String>>),
+    /// Give back the writer connection's page cache (after a backlog has drained).
+    Shrink(oneshot::Sender<Result<(), String>>),
 }
 
 /// A failed try of events: not tried again before `next_ms`.
@@ -173,6 +175,8 @@ pub(crate) struct Group {
     pub events: Vec<NewEvent>,
     pub published: Vec<(Vec<i64>, bool)>,
     pub retries: Vec<Retry>,
+    /// Give back the page cache after the commit.
+    pub shrink: bool,
     replies: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
@@ -182,6 +186,7 @@ impl Group {
             events: Vec::with_capacity(batch.len()),
             published: Vec::new(),
             retries: Vec::new(),
+            shrink: false,
             replies: Vec::with_capacity(batch.len()),
         };
         for w in batch.drain(..) {
@@ -196,6 +201,10 @@ impl Group {
                 }
                 Write::Retry(retry, reply) => {
                     g.retries.push(retry);
+                    reply
+                }
+                Write::Shrink(reply) => {
+                    g.shrink = true;
                     reply
                 }
             };
@@ -503,6 +512,23 @@ impl Outbox {
         }
         self.through_writer(|reply| Write::Retry(retry, reply))
             .await
+    }
+
+    /// Gives back what the store's caches took while a backlog was read and written (SQLite:
+    /// every connection's page cache, `PRAGMA shrink_memory`; PostgreSQL: nothing here). The
+    /// relay calls it once a large backlog has drained.
+    pub async fn shrink(&self) -> Result<(), OutboxError> {
+        let (Pool::Sqlite(pool), Pool::Sqlite(relay_pool)) = (&self.pool, &self.relay_pool) else {
+            return Ok(());
+        };
+        self.through_writer(Write::Shrink).await?;
+        for p in [pool, relay_pool] {
+            let conns: Vec<_> = (0..p.num_idle()).map_while(|_| p.try_acquire()).collect();
+            for mut c in conns {
+                sqlx::query("PRAGMA shrink_memory").execute(&mut *c).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Moves an event to the dead-letter table.
@@ -889,6 +915,20 @@ mod tests {
 
     fn seqs(rows: Option<Vec<Pending>>) -> Option<Vec<i64>> {
         rows.map(|r| r.iter().map(|p| p.seq).collect())
+    }
+
+    #[tokio::test]
+    async fn caches_are_given_back_and_the_store_still_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+        let outbox = Outbox::connect(&url).await.unwrap();
+        for n in 0..50 {
+            outbox.enqueue(event(n)).await.unwrap();
+        }
+        assert_eq!(outbox.read_after(0, 100).await.unwrap().len(), 50);
+        outbox.shrink().await.unwrap();
+        outbox.enqueue(event(50)).await.unwrap();
+        assert_eq!(outbox.read_after(0, 100).await.unwrap().len(), 51);
     }
 
     #[tokio::test]

@@ -38,6 +38,9 @@ const MAX_RECORD_BYTES: usize = 1024 * 1024;
 const READ_LIMIT: i64 = 1_000;
 /// PutRecords calls in flight at once.
 const MAX_CALLS: usize = 4;
+/// Events waiting at some point, all streams, after which the drain gives the store's cache
+/// memory back (`Outbox::shrink`).
+const SHRINK_AFTER: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -200,6 +203,8 @@ impl Relay {
         let mut dirty = true;
         let mut last_read = Instant::now() - self.cfg.poll;
         let mut last_gauges = Instant::now() - Duration::from_secs(10);
+        // The most events waiting since the store's caches were last given back.
+        let mut peak = 0;
         // Archived events are pruned once a minute.
         let mut last_prune = Instant::now() - Duration::from_secs(3600);
         while !*shutdown.borrow() {
@@ -221,8 +226,16 @@ impl Relay {
             self.refresh_shards().await;
             let send_wait = self.launch(&mut calls, Some(self.cfg.linger));
             if last_gauges.elapsed() >= Duration::from_secs(1) {
-                self.update_gauges();
+                let waiting = self.update_gauges();
                 last_gauges = Instant::now();
+                // A large backlog has drained: the store's caches it filled go back.
+                peak = peak.max(waiting);
+                if waiting == 0 && peak >= SHRINK_AFTER {
+                    peak = 0;
+                    if let Err(e) = self.outbox.shrink().await {
+                        warn!(error = %e, "Giving back the store's cache memory failed");
+                    }
+                }
             }
             if let Some(keep) = self.cfg.keep_published
                 && last_prune.elapsed() >= Duration::from_secs(60)
@@ -738,7 +751,8 @@ impl Relay {
 
     /// Outbox depth and oldest age per stream, from the relay's working set: no query, so the
     /// gauges stay cheap while the outbox grows (a `COUNT(*)` every second scanned it whole).
-    fn update_gauges(&mut self) {
+    /// Returns the events waiting, all streams.
+    fn update_gauges(&mut self) -> usize {
         let now = now_ms();
         let depths: Vec<_> = self
             .backlog
@@ -759,6 +773,7 @@ impl Relay {
                 .with_label_values(&[stream])
                 .set(age);
         }
+        depths.iter().map(|(_, d, _)| d).sum()
     }
 }
 

@@ -75,6 +75,10 @@ fn run(
         if let Ok(Some(last)) = result {
             hand_over(handoff, std::mem::take(&mut group.events), last, now);
         }
+        if group.shrink {
+            // After the commit: the page cache a backlog filled goes back.
+            let _ = conn.execute_batch("PRAGMA shrink_memory");
+        }
         group.reply(&result.map(|_| ()));
         if added {
             committed.notify_one();
