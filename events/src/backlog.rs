@@ -381,6 +381,7 @@ impl Backlog {
     }
 
     /// Bytes the queues hold, against the budget.
+    #[cfg(test)]
     pub fn bytes_held(&self) -> usize {
         self.bytes
     }

@@ -8,6 +8,7 @@
 //! records expire while Kinesis is unavailable). A call whose outcome is unknown (cut after it was
 //! sent, timed out, an unreadable answer) is sent again: at least once, consumers dedupe by id.
 
+use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::SdkError;
 use aws_sdk_kinesis::operation::put_records::PutRecordsError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -68,10 +69,7 @@ impl Failure {
     }
 
     /// A whole PutRecords call that failed.
-    pub fn of_call<R>(e: &SdkError<PutRecordsError, R>) -> Failure
-    where
-        R: HttpStatus,
-    {
+    pub fn of_call(e: &SdkError<PutRecordsError, HttpResponse>) -> Failure {
         match e {
             // The client could not build or sign the request (no credentials, say): nothing is
             // wrong with the record.
@@ -79,10 +77,7 @@ impl Failure {
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => Failure::Unreachable,
-            SdkError::ServiceError(se) => {
-                let status = se.raw().status_code();
-                Failure::of_service(se.err(), status)
-            }
+            SdkError::ServiceError(se) => Failure::of_service(se.err(), se.raw().status().as_u16()),
             _ => Failure::Unreachable,
         }
     }
@@ -133,17 +128,6 @@ impl Failure {
     }
 }
 
-/// The HTTP status of a raw response (the SDK's response type, or a test's).
-pub trait HttpStatus {
-    fn status_code(&self) -> u16;
-}
-
-impl HttpStatus for aws_smithy_runtime_api::http::Response {
-    fn status_code(&self) -> u16 {
-        self.status().as_u16()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,23 +136,23 @@ mod tests {
     };
     use aws_smithy_runtime_api::client::result::ConnectorError;
 
-    struct Status(u16);
-    impl HttpStatus for Status {
-        fn status_code(&self) -> u16 {
-            self.0
-        }
+    fn response(status: u16) -> HttpResponse {
+        HttpResponse::new(
+            status.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::empty(),
+        )
     }
 
-    fn service(e: PutRecordsError, status: u16) -> SdkError<PutRecordsError, Status> {
-        SdkError::service_error(e, Status(status))
+    fn service(e: PutRecordsError, status: u16) -> SdkError<PutRecordsError, HttpResponse> {
+        SdkError::service_error(e, response(status))
     }
 
     #[test]
     fn outages_and_throttling_are_about_the_stream() {
-        let refused: SdkError<PutRecordsError, Status> =
+        let refused: SdkError<PutRecordsError, HttpResponse> =
             SdkError::dispatch_failure(ConnectorError::io("connection refused".into()));
         assert_eq!(Failure::of_call(&refused), Failure::Unreachable);
-        let timeout: SdkError<PutRecordsError, Status> = SdkError::timeout_error("slow");
+        let timeout: SdkError<PutRecordsError, HttpResponse> = SdkError::timeout_error("slow");
         assert_eq!(Failure::of_call(&timeout), Failure::Unreachable);
         let throttled = service(
             PutRecordsError::ProvisionedThroughputExceededException(

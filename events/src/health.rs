@@ -14,8 +14,10 @@ use tracing::{debug, info, warn};
 use crate::failure::Failure;
 use crate::metrics::Metrics;
 
-/// The least time between two "unreachable" WARNs for one stream.
-const WARN_EVERY: Duration = Duration::from_secs(60);
+/// The least time between two "unreachable" WARNs for one stream, and between two dead-letter
+/// WARNs.
+const DOWN_WARN_EVERY: Duration = Duration::from_secs(60);
+const DEAD_WARN_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub(crate) struct Health {
@@ -30,12 +32,41 @@ struct StreamHealth {
     down: Option<(Instant, Failure)>,
     /// Back since, after being down this long, with this many events waiting then.
     back: Option<(Instant, Duration, usize)>,
-    last_warn: Option<Instant>,
-    /// Incidents whose WARN was left out since the last one.
-    unwarned: u32,
+    /// What `strangler_stream_up` says (set on change only).
+    up: Option<bool>,
+    down_warns: RateLimit,
+    dead_warns: RateLimit,
+}
+
+/// A log line at most once per period; the next one says how many were left out.
+#[derive(Default)]
+struct RateLimit {
+    last: Option<Instant>,
+    left_out: u64,
+}
+
+impl RateLimit {
+    /// `Some(lines left out since the last one)` when a line may be logged now.
+    fn allow(&mut self, every: Duration) -> Option<u64> {
+        if self.last.is_some_and(|t| t.elapsed() < every) {
+            self.left_out += 1;
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.left_out))
+    }
 }
 
 impl Health {
+    /// The stream's state, created on first sight (the name is copied only then).
+    fn stream(&mut self, stream: &str) -> &mut StreamHealth {
+        if !self.streams.contains_key(stream) {
+            self.streams
+                .insert(stream.to_string(), StreamHealth::default());
+        }
+        self.streams.get_mut(stream).expect("inserted above")
+    }
+
     /// A call failed for the stream's sake (`whole_call`: the call itself, not some of its
     /// records). Returns the streak of such failures, for the stream's back-off.
     pub(crate) fn failed(
@@ -47,7 +78,7 @@ impl Health {
         error: &str,
         waiting: usize,
     ) -> u32 {
-        let h = self.streams.entry(stream.to_string()).or_default();
+        let h = self.stream(stream);
         h.streak = h.streak.saturating_add(1);
         debug!(
             stream,
@@ -59,20 +90,17 @@ impl Health {
         if whole_call && failure.stream_down() && h.down.is_none() {
             h.down = Some((Instant::now(), failure));
             h.back = None;
+            h.up = Some(false);
             metrics.stream_up.with_label_values(&[stream]).set(0);
-            if h.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            if let Some(left_out) = h.down_warns.allow(DOWN_WARN_EVERY) {
                 warn!(
                     stream,
                     reason = failure.label(),
                     error,
                     waiting,
-                    left_out = h.unwarned,
+                    left_out,
                     "Kinesis stream unreachable: events wait in the outbox and are sent when it is back"
                 );
-                h.last_warn = Some(Instant::now());
-                h.unwarned = 0;
-            } else {
-                h.unwarned += 1;
             }
         }
         h.streak
@@ -80,7 +108,7 @@ impl Health {
 
     /// A call reached Kinesis and was answered (some records may still have failed).
     pub(crate) fn reached(&mut self, metrics: &Metrics, stream: &str, waiting: usize) {
-        let h = self.streams.entry(stream.to_string()).or_default();
+        let h = self.stream(stream);
         if let Some((since, failure)) = h.down.take() {
             let down_for = since.elapsed();
             debug!(
@@ -92,7 +120,18 @@ impl Health {
             );
             h.back = Some((Instant::now(), down_for, waiting));
         }
-        metrics.stream_up.with_label_values(&[stream]).set(1);
+        if h.up != Some(true) {
+            h.up = Some(true);
+            metrics.stream_up.with_label_values(&[stream]).set(1);
+        }
+    }
+
+    /// An event was dead-lettered: one WARN per stream every 10 s at most (the next says how
+    /// many were left out; the metric counts each).
+    pub(crate) fn dead_lettered(&mut self, stream: &str, id: &str, reason: &str, why: &str) {
+        if let Some(left_out) = self.stream(stream).dead_warns.allow(DEAD_WARN_EVERY) {
+            warn!(stream, id, reason, why, left_out, "Event dead-lettered");
+        }
     }
 
     /// A call carried records and none failed for the stream's sake: its back-off ends.

@@ -226,17 +226,23 @@ impl Group {
 /// trickle of small groups; a lone enqueue is committed at once.
 pub(crate) const GATHER: Duration = Duration::from_millis(1);
 
-/// PostgreSQL: taken shared by every transaction that adds outbox rows, before it draws `seq`
-/// values (so replicas' enqueues run side by side), and exclusive by the relay for an instant
-/// ([`BARRIER`]) to learn up to which `seq` every row is visible (see `read_after`).
-const ENQUEUE_LOCK: &str = "SELECT pg_advisory_xact_lock_shared(7405327111)";
+/// PostgreSQL advisory lock keys. The enqueue lock is taken shared by every transaction that
+/// adds outbox rows, before it draws `seq` values (so replicas' enqueues run side by side), and
+/// exclusive by the relay for an instant (`BARRIER`) to learn up to which `seq` every row is
+/// visible (see `read_after`). The relay lock is held for its session by the replica that relays.
+pub(crate) const ENQUEUE_LOCK: i64 = 7_405_327_111;
+const RELAY_LOCK: i64 = 7_405_327_110;
+
 /// Waits for every transaction adding rows to finish (and holds new ones back for an instant),
 /// then reads the highest `seq` stored: every row up to it is committed or will never exist,
 /// since `seq` values drawn later are higher. One round trip; a transaction that holds the
 /// lock for longer than 10 s fails the read (retried) instead of stalling the relay.
-const BARRIER: &str = "BEGIN; SET LOCAL lock_timeout = '10s'; \
-    SELECT pg_advisory_xact_lock(7405327111); \
-    SELECT COALESCE(MAX(seq), 0) FROM strangler_outbox; COMMIT";
+static BARRIER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "BEGIN; SET LOCAL lock_timeout = '10s'; SELECT pg_advisory_xact_lock({ENQUEUE_LOCK}); \
+         SELECT COALESCE(MAX(seq), 0) FROM strangler_outbox; COMMIT"
+    )
+});
 
 impl Outbox {
     /// Connects with the default memory budget (see [`Outbox::connect_with`]).
@@ -425,7 +431,9 @@ impl Outbox {
             Pool::Sqlite(_) => i64::MAX,
             Pool::Postgres(p) => {
                 let mut conn = p.acquire().await?;
-                let rows = sqlx::raw_sql(BARRIER).fetch_all(&mut *conn).await?;
+                let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(BARRIER.as_str()))
+                    .fetch_all(&mut *conn)
+                    .await?;
                 match rows.last().map(|r| r.try_get::<i64, _>(0)) {
                     Some(Ok(max)) => max,
                     _ => {
@@ -590,7 +598,10 @@ impl Outbox {
         let moved = on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await?;
             if pg {
-                sqlx::query(ENQUEUE_LOCK).execute(&mut *tx).await?;
+                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                    .bind(ENQUEUE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
             }
             let n = sqlx::query(sqlx::AssertSqlSafe(copy.clone()))
                 .execute(&mut *tx)
@@ -652,7 +663,8 @@ impl Outbox {
         };
         loop {
             let mut conn = p.acquire().await?;
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7405327110)")
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK)
                 .fetch_one(&mut *conn)
                 .await?;
             if got {
@@ -744,7 +756,10 @@ async fn write(
         }
         if matches!(pool, Pool::Postgres(_)) && !events.is_empty() {
             // Before any `seq` is drawn (see `read_after`).
-            sqlx::query(ENQUEUE_LOCK).execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                .bind(ENQUEUE_LOCK)
+                .execute(&mut *tx)
+                .await?;
         }
         for chunk in insert_chunks(events) {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(chunk.len())));

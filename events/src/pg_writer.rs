@@ -8,20 +8,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
 use crate::outbox::{GATHER, Group, MAX_GROUP, NewEvent, Write, now_ms, take_waiting};
 
 /// Adds `events` (created at `now`) in one statement: the shared enqueue lock first
-/// (`outbox::ENQUEUE_LOCK`'s key; every row
+/// (`outbox::ENQUEUE_LOCK`; every row
 /// it produces needs the lock's row, so the lock is held before the first `seq` is drawn), then
 /// the rows, in order (`seq` follows the group's order: `nextval` is evaluated after the sort).
 const INSERT: &str = "INSERT INTO strangler_outbox \
     (id, route, stream, partition_key, payload, created_ms, attempts, next_attempt_ms) \
     SELECT u.id, u.route, u.stream, u.key, u.payload, $6, 0, $6 \
-    FROM (SELECT pg_advisory_xact_lock_shared(7405327111)) AS l, \
+    FROM (SELECT pg_advisory_xact_lock_shared($7)) AS l, \
     unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[]) \
     WITH ORDINALITY AS u(id, route, stream, key, payload, n) ORDER BY u.n";
 
@@ -47,6 +47,7 @@ pub(crate) async fn insert(
                 .collect::<Vec<&[u8]>>(),
         )
         .bind(now)
+        .bind(crate::outbox::ENQUEUE_LOCK)
         .execute(conn)
         .await?;
     Ok(())
@@ -105,15 +106,10 @@ async fn run(
                 })??);
             }
             let c = conn.as_mut().expect("connected above");
-            if group.published.is_empty() && group.retries.is_empty() {
-                return insert(c, now_ms(), &group.events).await;
-            }
-            // Not sent here by the outbox (the relay's writes go straight to the store on
-            // PostgreSQL), but handled all the same, in one transaction.
-            let mut tx = c.begin().await?;
-            crate::outbox::pg_settle(&mut tx, &group.published, &group.retries).await?;
-            insert(&mut tx, now_ms(), &group.events).await?;
-            tx.commit().await
+            // Only enqueues come here: on PostgreSQL the relay's deletes and retries go
+            // straight to the store (`Outbox::published`, `Outbox::retry`).
+            debug_assert!(group.published.is_empty() && group.retries.is_empty());
+            insert(c, now_ms(), &group.events).await
         }
         .await;
         if result.is_err() {

@@ -116,8 +116,6 @@ pub struct Relay {
     shards: HashMap<String, Shards>,
     /// Each stream's failures in a row, up or down, and its incident log lines.
     health: Health,
-    /// Per stream: the last dead-letter WARN and how many were left out since.
-    dead_warned: HashMap<String, (Option<Instant>, u64)>,
 }
 
 /// What the relay knows of an aggregated stream's shards.
@@ -178,7 +176,6 @@ impl Relay {
             more: false,
             shards: HashMap::new(),
             health: Health::default(),
-            dead_warned: HashMap::new(),
         }
     }
 
@@ -718,8 +715,7 @@ impl Relay {
         }
     }
 
-    /// Moves a row to the dead letters (one WARN per stream every 10 s at most, with the count
-    /// left out; the metric counts each).
+    /// Moves a row to the dead letters (counted; logged as `Health::dead_lettered` allows).
     async fn dead_letter(
         &mut self,
         stream: &str,
@@ -738,14 +734,7 @@ impl Relay {
             .dead_lettered
             .with_label_values(&[stream, reason])
             .inc();
-        let (last, left_out) = self.dead_warned.entry(stream.to_string()).or_default();
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            warn!(stream, id = %id, reason, why, left_out = *left_out, "Event dead-lettered");
-            *last = Some(Instant::now());
-            *left_out = 0;
-        } else {
-            *left_out += 1;
-        }
+        self.health.dead_lettered(stream, &id, reason, why);
         Ok(())
     }
 
@@ -754,26 +743,27 @@ impl Relay {
     /// Returns the events waiting, all streams.
     fn update_gauges(&mut self) -> usize {
         let now = now_ms();
-        let depths: Vec<_> = self
-            .backlog
-            .depths()
-            .into_iter()
-            .map(|(s, d, o)| (s.to_string(), d, o))
-            .collect();
-        for (stream, depth, oldest) in &depths {
-            let (stream, depth, oldest) = (stream.as_str(), *depth, *oldest);
-            self.health.waiting(stream, depth);
-            self.metrics
+        let Relay {
+            backlog,
+            health,
+            metrics,
+            ..
+        } = self;
+        let mut total = 0;
+        for (stream, depth, oldest) in backlog.depths() {
+            total += depth;
+            health.waiting(stream, depth);
+            metrics
                 .outbox_depth
                 .with_label_values(&[stream])
                 .set(depth as i64);
             let age = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
-            self.metrics
+            metrics
                 .outbox_oldest_age
                 .with_label_values(&[stream])
                 .set(age);
         }
-        depths.iter().map(|(_, d, _)| d).sum()
+        total
     }
 }
 

@@ -13,7 +13,7 @@ use strangler_rules::{Diagnostics, Loc, Reporter};
 
 mod values;
 
-use values::{opt_duration, positive_duration, whole_seconds};
+use values::{opt_duration, opt_size, positive_duration, whole_seconds};
 pub use values::{parse_duration, parse_size};
 
 #[derive(Debug, Deserialize)]
@@ -406,28 +406,22 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
     );
     relay.keep_published = (!keep.is_zero()).then_some(keep);
     relay.aggregate = ev.aggregate;
-    if let Some(m) = &ev.aggregate_max_bytes {
-        match parse_size(&m.value) {
-            Ok(n) if (1 << 10..=1000 << 10).contains(&n) => relay.aggregate_max_bytes = n,
-            Ok(_) => r.report(
-                m.into(),
-                "events.aggregate_max_bytes",
-                "aggregate_max_bytes must be between 1KiB and 1000KiB (a Kinesis record holds at most 1 MiB)",
-            ),
-            Err(e) => r.report(m.into(), "events.aggregate_max_bytes", e),
-        }
-    }
-    if let Some(m) = &ev.memory {
-        match parse_size(&m.value) {
-            Ok(n) if n >= 8 << 20 => relay.memory = n,
-            Ok(_) => r.report(
-                m.into(),
-                "events.memory",
-                "memory must be at least 8MiB (the relay's working set, the store's caches and the hand-off share it)",
-            ),
-            Err(e) => r.report(m.into(), "events.memory", e),
-        }
-    }
+    relay.aggregate_max_bytes = opt_size(
+        ev.aggregate_max_bytes.as_ref(),
+        "events.aggregate_max_bytes",
+        relay.aggregate_max_bytes,
+        1 << 10..=1000 << 10,
+        "aggregate_max_bytes must be between 1KiB and 1000KiB (a Kinesis record holds at most 1 MiB)",
+        r,
+    );
+    relay.memory = opt_size(
+        ev.memory.as_ref(),
+        "events.memory",
+        relay.memory,
+        8 << 20..=usize::MAX,
+        "memory must be at least 8MiB (the relay's working set, the store's caches and the hand-off share it)",
+        r,
+    );
     relay.max_backoff = opt_duration(
         ev.max_backoff.as_ref(),
         "events.max_backoff",

@@ -21,6 +21,32 @@ pub(super) fn opt_duration(
     }
 }
 
+/// A size setting (`64KiB`, `1MiB`): `default` when absent; a located error, naming `limits`,
+/// when it does not parse or falls outside `range`.
+pub(super) fn opt_size(
+    v: Option<&Spanned<String>>,
+    field: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+    limits: &str,
+    r: &mut Reporter,
+) -> usize {
+    let Some(s) = v else {
+        return default;
+    };
+    match parse_size(&s.value) {
+        Ok(n) if range.contains(&n) => n,
+        Ok(_) => {
+            r.report(s.into(), field, limits);
+            default
+        }
+        Err(e) => {
+            r.report(s.into(), field, e);
+            default
+        }
+    }
+}
+
 /// Like `opt_duration`, and zero is an error (a zero timeout would fail every request).
 pub(super) fn positive_duration(
     v: Option<&Spanned<String>>,
