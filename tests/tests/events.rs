@@ -115,6 +115,43 @@ async fn drain(r: &mut Relay, limit: usize) {
     panic!("outbox not drained: {:?}", r.outbox.depth().await.unwrap());
 }
 
+/// A relay running in the background until `stop`.
+struct Running {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(relay: Relay) -> Running {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        Running {
+            stop,
+            task: tokio::spawn(relay.run(stop_rx)),
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
+/// Waits until the outbox holds no event (`what`: the wait's name).
+async fn drained(what: &str, outbox: &Outbox) {
+    strangler_tests::wait_for(what, Duration::from_secs(60), || async {
+        outbox.depth().await.unwrap().is_empty()
+    })
+    .await;
+}
+
+/// `n` events of the `orders` stream over `keys` keys named `{prefix}{k}`, each key's `n`
+/// ascending.
+fn keyed(prefix: &str, keys: u64, n: u64) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| event("orders", &format!("{prefix}{}", i % keys), i / keys))
+        .collect()
+}
+
 /// Every sent id arrived; per key the `n` values arrive ascending. Returns duplicates seen.
 fn check(sent: &[NewEvent], got: &[(String, Value)]) -> usize {
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -234,9 +271,8 @@ async fn outage_then_recovery(postgres: bool) {
     let outbox = store.outbox().await;
     let sent = enqueue_concurrently(&outbox, "orders", 5, 10).await;
     let (r, m, registry) = relay(&outbox, &shim.endpoint(), fast());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let outbox2 = outbox.clone();
-    let running = tokio::spawn(r.run(stop_rx));
+    let running = Running::start(r);
     // Kinesis unreachable: nothing leaves, the outbox holds everything and says so.
     strangler_tests::wait_for("failed publish attempts", Duration::from_secs(30), || {
         let failed = m.failed.with_label_values(&["orders", "unreachable"]).get();
@@ -256,11 +292,7 @@ async fn outage_then_recovery(postgres: bool) {
     assert_eq!(m.stream_up.with_label_values(&["orders"]).get(), 0);
     // Back: everything arrives.
     shim.up().await;
-    strangler_tests::wait_for("the outbox to drain", Duration::from_secs(60), || {
-        let o = outbox2.clone();
-        async move { o.depth().await.unwrap().is_empty() }
-    })
-    .await;
+    drained("the outbox to drain", &outbox2).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(m.outbox_depth.with_label_values(&["orders"]).get(), 0);
     assert_eq!(
@@ -268,8 +300,7 @@ async fn outage_then_recovery(postgres: bool) {
         0.0
     );
     assert_eq!(m.stream_up.with_label_values(&["orders"]).get(), 1);
-    stop_tx.send(true).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     let got = kinesis::read_all(&c, "orders").await;
     let dups = check(&sent, &got);
     assert!(dups <= 50, "{dups} duplicates");
@@ -300,8 +331,7 @@ async fn an_outage_longer_than_every_try_dead_letters_nothing() {
         ..fast()
     };
     let (r, m, _) = relay(&outbox, &shim.endpoint(), cfg);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(r.run(stop_rx));
+    let running = Running::start(r);
     let mut sent = enqueue_keys(&outbox, "orders", "early", 8, 10).await;
     // Calls keep failing: at least ten times max_attempts of them.
     let calls = m.put_duration.with_label_values(&["orders"]);
@@ -315,13 +345,8 @@ async fn an_outage_longer_than_every_try_dead_letters_nothing() {
     assert_eq!(m.stream_up.with_label_values(&["orders"]).get(), 0);
     assert!(outbox.dead_letters(10).await.unwrap().is_empty());
     shim.up().await;
-    strangler_tests::wait_for("the outbox to drain", Duration::from_secs(60), || {
-        let o = outbox.clone();
-        async move { o.depth().await.unwrap().is_empty() }
-    })
-    .await;
-    stop_tx.send(true).unwrap();
-    running.await.unwrap();
+    drained("the outbox to drain", &outbox).await;
+    running.stop().await;
     assert!(outbox.dead_letters(10).await.unwrap().is_empty());
     let dead: u64 = strangler_events::failure::Failure::ALL
         .iter()
@@ -355,8 +380,7 @@ async fn calls_cut_after_they_were_sent_are_sent_again_never_dead_lettered() {
         ..fast()
     };
     let (r, m, _) = relay(&outbox, &shim.endpoint(), cfg);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(r.run(stop_rx));
+    let running = Running::start(r);
     let failed = m.failed.with_label_values(&["orders", "unreachable"]);
     strangler_tests::wait_for("two failed calls", Duration::from_secs(60), || {
         let n = failed.get();
@@ -364,13 +388,8 @@ async fn calls_cut_after_they_were_sent_are_sent_again_never_dead_lettered() {
     })
     .await;
     shim.faults.cut_every_call.store(0, SeqCst);
-    strangler_tests::wait_for("the outbox to drain", Duration::from_secs(60), || {
-        let o = outbox.clone();
-        async move { o.depth().await.unwrap().is_empty() }
-    })
-    .await;
-    stop_tx.send(true).unwrap();
-    running.await.unwrap();
+    drained("the outbox to drain", &outbox).await;
+    running.stop().await;
     assert!(outbox.dead_letters(10).await.unwrap().is_empty());
     assert!(shim.faults.cut_calls.load(SeqCst) > 0);
     let got = kinesis::read_all(&c, "orders").await;
@@ -388,9 +407,7 @@ async fn hot_keys_on_an_aggregated_stream_keep_up() {
     let (k, c) = orders_stream().await;
     let store = Store::new(false).await;
     let outbox = store.outbox().await;
-    let sent: Vec<NewEvent> = (0..3_000u64)
-        .map(|i| event("orders", &format!("hot-{}", i % 10), i / 10))
-        .collect();
+    let sent = keyed("hot-", 10, 3_000);
     for chunk in sent.chunks(500) {
         outbox.enqueue_batch(chunk).await.unwrap();
     }
@@ -468,34 +485,22 @@ async fn postgres_replicas_relay_one_at_a_time_and_take_over() {
     let b = Outbox::connect(&db.url).await.unwrap();
     let (ra, _, _) = relay(&a, &k.endpoint(), fast());
     let (rb, mb, _) = relay(&b, &k.endpoint(), fast());
-    let (stop_a, rx_a) = tokio::sync::watch::channel(false);
-    let (stop_b, rx_b) = tokio::sync::watch::channel(false);
-    let ta = tokio::spawn(ra.run(rx_a));
+    let ta = Running::start(ra);
     tokio::time::sleep(Duration::from_millis(300)).await; // a takes the lock first
-    let tb = tokio::spawn(rb.run(rx_b));
+    let tb = Running::start(rb);
     let mut sent = enqueue_concurrently(&a, "orders", 6, 10).await;
-    strangler_tests::wait_for("replica a to drain", Duration::from_secs(30), || {
-        let o = a.clone();
-        async move { o.depth().await.unwrap().is_empty() }
-    })
-    .await;
+    drained("replica a to drain", &a).await;
     assert_eq!(
         mb.published.with_label_values(&["orders"]).get(),
         0,
         "the standby relayed too"
     );
     // a stops (its session closes); b takes over and relays what b's clients enqueue.
-    stop_a.send(true).unwrap();
-    ta.await.unwrap();
+    ta.stop().await;
     sent.extend(enqueue_keys(&b, "orders", "later", 6, 10).await);
-    strangler_tests::wait_for("replica b to take over", Duration::from_secs(30), || {
-        let o = b.clone();
-        async move { o.depth().await.unwrap().is_empty() }
-    })
-    .await;
+    drained("replica b to take over", &b).await;
     assert_eq!(mb.published.with_label_values(&["orders"]).get(), 60);
-    stop_b.send(true).unwrap();
-    tb.await.unwrap();
+    tb.stop().await;
     let got = kinesis::read_all(&c, "orders").await;
     assert_eq!(check(&sent, &got), 0);
 }
@@ -548,19 +553,13 @@ async fn postgres_replicas_enqueue_side_by_side_and_lose_nothing() {
     let a = Outbox::connect(&db.url).await.unwrap();
     let b = Outbox::connect(&db.url).await.unwrap();
     let (ra, _, _) = relay(&a, &k.endpoint(), fast());
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(ra.run(stop_rx));
+    let running = Running::start(ra);
     let (sa, sb) = tokio::join!(
         enqueue_keys(&a, "orders", "a", 20, 15),
         enqueue_keys(&b, "orders", "b", 20, 15)
     );
-    strangler_tests::wait_for("the outbox to drain", Duration::from_secs(60), || {
-        let o = a.clone();
-        async move { o.depth().await.unwrap().is_empty() }
-    })
-    .await;
-    stop.send(true).unwrap();
-    running.await.unwrap();
+    drained("the outbox to drain", &a).await;
+    running.stop().await;
     let sent: Vec<NewEvent> = sa.into_iter().chain(sb).collect();
     let got = kinesis::read_all(&c, "orders").await;
     assert_eq!(check(&sent, &got), 0);
@@ -573,9 +572,7 @@ async fn pipelined_batches_send_each_event_once() {
     let store = Store::new(false).await;
     let outbox = store.outbox().await;
     // 2,400 events over 800 keys: several 500-record calls in flight back to back.
-    let sent: Vec<NewEvent> = (0..2_400u64)
-        .map(|i| event("orders", &format!("k{}", i % 800), i / 800))
-        .collect();
+    let sent = keyed("k", 800, 2_400);
     for chunk in sent.chunks(600) {
         outbox.enqueue_batch(chunk).await.unwrap();
     }
@@ -625,9 +622,7 @@ async fn aggregated_records_arrive_whole_on_their_keys_shards_through_faults() {
     let shim = faulty_shim(&k, 3, 2).await;
     let store = Store::new(false).await;
     let outbox = store.outbox().await;
-    let sent: Vec<NewEvent> = (0..600u64)
-        .map(|i| event("orders", &format!("user-{}", i % 60), i / 60))
-        .collect();
+    let sent = keyed("user-", 60, 600);
     outbox.enqueue_batch(&sent).await.unwrap();
     let cfg = RelayConfig {
         aggregate: vec!["orders".into()],
