@@ -1,7 +1,7 @@
 //! The dual-write event pipeline, independent of the proxy: CloudEvents envelopes
-//! ([`envelope`]), the durable outbox in SQLite or PostgreSQL ([`outbox`]), and the relay that
-//! drains it into AWS Kinesis with batching, retries, per-key order and dead letters ([`relay`]),
-//! optionally KPL-aggregated ([`aggregate`]).
+//! ([`envelope`]), and the relay that drains the store's outbox (`strangler-store`) into AWS
+//! Kinesis with batching, retries, per-key order and dead letters ([`relay`]), optionally
+//! KPL-aggregated ([`aggregate`]).
 //!
 //! The proxy enqueues; the relay publishes; nothing accepted into the outbox is dropped: it is
 //! published, or kept as a dead letter with its reason until someone re-drives it.
@@ -13,13 +13,11 @@ pub mod failure;
 mod health;
 pub mod kinesis;
 pub mod metrics;
-pub mod outbox;
-mod packing;
-mod pg_writer;
 pub mod relay;
-mod sqlite_writer;
 
 pub use envelope::{CloudEvent, Data};
 pub use metrics::Metrics;
-pub use outbox::{NewEvent, Outbox, OutboxError, Pending};
-pub use relay::{Relay, RelayConfig};
+pub use relay::{Relay, RelayConfig, RelayError};
+pub use strangler_store::{NewEvent, Outbox, Pending, Store, StoreError};
+
+use strangler_store::now_ms;

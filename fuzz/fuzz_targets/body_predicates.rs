@@ -35,6 +35,6 @@ fuzz_target!(|data: &[u8]| {
     let body = json.as_ref().map_or(Body::Unavailable, Body::Json);
     if let Outcome::Matched { route, params, .. } = rules().find(&req, body) {
         let key = route.sticky_key(&req, &params, body);
-        let _ = route.decide(key.as_deref(), 7);
+        let _ = route.decide(route.weight_bp(), key.as_deref(), 7);
     }
 });

@@ -69,9 +69,7 @@ pub fn run(files: &[PathBuf]) -> i32 {
 
 /// The compiled rules and how many files they came from.
 fn check_rules(path: &Path, ctx: &Context) -> Result<(RuleSet, usize), Diagnostics> {
-    let files = strangler_rules::read_sources(path)?;
-    let set = strangler_rules::compile(&files, ctx)?;
-    Ok((set, files.len()))
+    strangler_rules::load(path, ctx)
 }
 
 /// A rule file has a top-level `routes:` key; anything else is taken for a config.

@@ -3,7 +3,7 @@
 //! location, like rule files. Rules themselves are loaded by `reload`.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +11,10 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use strangler_rules::{Diagnostics, Loc, Reporter};
 
+mod upstream;
 mod values;
+
+use upstream::{RawUpstream, upstream};
 
 use values::{opt_duration, opt_size, positive_duration, whole_seconds};
 pub use values::{parse_duration, parse_size};
@@ -80,26 +83,6 @@ struct RawEvents {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawUpstream {
-    address: Spanned<String>,
-    #[serde(default)]
-    tls: bool,
-    #[serde(default)]
-    sni: Option<String>,
-    #[serde(default)]
-    verify_cert: Option<bool>,
-    #[serde(default)]
-    connect_timeout: Option<Spanned<String>>,
-    #[serde(default)]
-    read_timeout: Option<Spanned<String>>,
-    #[serde(default)]
-    total_timeout: Option<Spanned<String>>,
-    #[serde(default)]
-    idle_timeout: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawLog {
     #[serde(default)]
     format: Option<Spanned<String>>,
@@ -129,7 +112,7 @@ pub struct Config {
     pub workers: usize,
     pub legacy: Upstream,
     pub services: BTreeMap<String, Upstream>,
-    pub store: String,
+    pub store_url: String,
     /// A rule file or a folder of them, resolved against the config file's folder.
     pub rules: PathBuf,
     pub body_buffer_limit: usize,
@@ -259,11 +242,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
             );
             continue;
         }
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
+        if !strangler_rules::is_valid_name(name) {
             r.report(up.into(), field.clone(), "service names use only letters, digits, '-', '_' and '.' (they become metric labels)");
         }
         if let Some(u) = upstream(name, up, &field, r) {
@@ -441,7 +420,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         workers,
         legacy: legacy?,
         services,
-        store,
+        store_url: store,
         rules,
         body_buffer_limit,
         client_header_timeout,
@@ -453,73 +432,6 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         upgrade_sock,
         grace_period,
         shutdown_timeout,
-    })
-}
-
-fn upstream(
-    name: &str,
-    raw: &Spanned<RawUpstream>,
-    field: &str,
-    r: &mut Reporter,
-) -> Option<Upstream> {
-    let u = &raw.value;
-    let address = match u.address.value.to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(a)) => Some(a),
-        _ => {
-            r.report(
-                (&u.address).into(),
-                format!("{field}.address"),
-                format!(
-                    "`{}` is not a reachable host:port (it is resolved once, at start)",
-                    u.address.value
-                ),
-            );
-            None
-        }
-    };
-    let host = u
-        .address
-        .value
-        .rsplit_once(':')
-        .map_or(u.address.value.as_str(), |(h, _)| h);
-    // 3 s outlives one lost SYN (Linux retransmits it after 1 s, and again after 3 s).
-    let connect_timeout = positive_duration(
-        u.connect_timeout.as_ref(),
-        &format!("{field}.connect_timeout"),
-        Duration::from_secs(3),
-        r,
-    );
-    let read_timeout = opt_duration(
-        u.read_timeout.as_ref(),
-        &format!("{field}.read_timeout"),
-        Duration::from_secs(30),
-        r,
-    );
-    let total_timeout = positive_duration(
-        u.total_timeout.as_ref(),
-        &format!("{field}.total_timeout"),
-        Duration::from_secs(10),
-        r,
-    );
-    let idle_timeout = opt_duration(
-        u.idle_timeout.as_ref(),
-        &format!("{field}.idle_timeout"),
-        Duration::from_secs(60),
-        r,
-    );
-    Some(Upstream {
-        name: name.to_string(),
-        address: address?,
-        tls: u.tls,
-        sni: u
-            .sni
-            .clone()
-            .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string()),
-        verify_cert: u.verify_cert.unwrap_or(true),
-        connect_timeout,
-        read_timeout,
-        total_timeout,
-        idle_timeout,
     })
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use prometheus::Registry;
-use strangler_events::{CloudEvent, Data, NewEvent, Outbox, OutboxError, Relay};
+use strangler_events::{CloudEvent, Data, NewEvent, Outbox, Relay, Store, StoreError};
 use strangler_rules::publish::{EventData, Exchange, Publish};
 use strangler_rules::{Diagnostics, Loc, Reporter, RuleSet};
 use tracing::{error, warn};
@@ -42,8 +42,8 @@ impl DualWrite {
         let (tx, rx) = mpsc::channel();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (ended, stopped) = mpsc::channel::<()>();
-        let (store, region, endpoint, relay_cfg, m) = (
-            cfg.store.clone(),
+        let (store_url, region, endpoint, relay_cfg, m) = (
+            cfg.store_url.clone(),
             cfg.kinesis_region.clone(),
             cfg.kinesis_endpoint.clone(),
             cfg.relay.clone(),
@@ -67,8 +67,8 @@ impl DualWrite {
                     }
                 };
                 rt.block_on(async move {
-                    let outbox = match Outbox::connect_with(&store, relay_cfg.memory).await {
-                        Ok(o) => o,
+                    let outbox = match Store::connect_with(&store_url, relay_cfg.memory).await {
+                        Ok(store) => store.outbox(),
                         Err(e) => {
                             let _ = tx.send(Err(anyhow::anyhow!(e)));
                             return;
@@ -131,7 +131,7 @@ impl DualWrite {
     }
 
     /// Commits an event to the outbox (grouped with concurrent ones; the commit wakes the relay).
-    pub async fn store(&self, ev: NewEvent) -> Result<(), OutboxError> {
+    pub async fn enqueue(&self, ev: NewEvent) -> Result<(), StoreError> {
         let (route, stream) = (ev.route.clone(), ev.stream.clone());
         match self.outbox.enqueue(ev).await {
             Ok(()) => {

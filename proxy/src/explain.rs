@@ -45,14 +45,10 @@ pub struct ExplainArgs {
 
 pub fn run(a: &ExplainArgs) -> Result<()> {
     let cfg = Config::load(&a.config).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let files = strangler_rules::read_sources(&cfg.rules).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let rules = strangler_rules::compile(
-        &files,
-        &Context {
-            services: Some(cfg.service_names()),
-        },
-    )
-    .map_err(|d| anyhow::anyhow!("{d}"))?;
+    let ctx = Context {
+        services: Some(cfg.service_names()),
+    };
+    let (rules, _) = strangler_rules::load(&cfg.rules, &ctx).map_err(|d| anyhow::anyhow!("{d}"))?;
 
     let method: Method = a
         .method
@@ -87,10 +83,7 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
             HeaderValue::from_str(host).context("bad --host")?,
         );
     }
-    let host = a
-        .host
-        .as_deref()
-        .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
+    let host = a.host.as_deref().map(strangler_rules::host_without_port);
     let req = Request {
         method: &method,
         host,
@@ -145,7 +138,7 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
                 println!("params:   {}", p.join(", "));
             }
             let key = route.sticky_key(&req, &params, body);
-            let (side, choice) = route.decide(key.as_deref(), 0);
+            let (side, choice) = route.decide(route.weight_bp(), key.as_deref(), 0);
             match &route.target {
                 Target::Legacy => println!("target:   legacy (pinned by the route)"),
                 Target::Service(t) => {

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod decision;
 pub mod dual_write;
 pub mod errors;
 pub mod explain;

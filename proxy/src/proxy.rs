@@ -17,17 +17,18 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use strangler_rules::publish::{BodyValue, Durability, Exchange};
-use strangler_rules::{Body, Choice, Outcome, Params, Request, Side, Target};
+use strangler_rules::{Body, Choice, Outcome, Params, Request, Route, Target};
 use tracing::{info, warn};
 
+use crate::decision::{Decision, PublishCtx, Serving};
 use crate::errors;
 use crate::metrics::Metrics;
-use crate::reload::{Loaded, RulesStore};
+use crate::reload::{LiveRules, Loaded};
 use crate::upstream::{UpstreamPeer, Upstreams};
 
-/// The proxy service: shared, immutable except for the rule set behind `store`.
+/// The proxy service: shared, immutable except for the rule set behind `rules`.
 pub struct Strangler {
-    pub store: Arc<RulesStore>,
+    pub rules: Arc<LiveRules>,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Metrics,
     /// Most bytes of a request body read for body predicates or a body key.
@@ -46,29 +47,13 @@ pub struct ClientTimeouts {
     pub keepalive_secs: u64,
 }
 
-/// What a publishing route keeps of the request until the response is known.
-struct PublishCtx {
-    body: Option<Bytes>,
-    json: Option<serde_json::Value>,
-    params: Vec<(String, String)>,
-    sticky: Option<String>,
-    /// The event uses the response body: strangler forwards this request itself.
-    response_body: bool,
-}
-
 /// Per-request state.
 pub struct Ctx {
     start: Instant,
     /// The rule set this request started with; a reload mid-request does not affect it.
     rules: Option<Arc<Loaded>>,
-    /// Index of the matched route in `rules`, `None` for the default route.
-    route: Option<usize>,
-    /// True when the new service serves this request.
-    to_service: bool,
-    upstream: Option<Arc<UpstreamPeer>>,
-    choice: Choice,
-    /// Rewritten path and query for the upstream.
-    rewritten: Option<String>,
+    /// Where the request goes (`request_filter` decides; `None` before that).
+    decision: Option<Decision>,
     /// Body bytes read for matching that pingora no longer holds: sent ahead of the rest.
     body_prefix: Option<Bytes>,
     /// The W3C trace context sent upstream (passed on or started); the trace id is part of it.
@@ -76,7 +61,6 @@ pub struct Ctx {
     upstream_start: Option<Instant>,
     /// Connects tried for this request (see `may_retry_connect`).
     connect_tries: u8,
-    publish: Option<PublishCtx>,
     /// How the request failed, as `fail_to_proxy` classified it (for `logging`).
     failure: Option<errors::Failure>,
     /// We answered `Expect: 100-continue` ourselves (to read the body for the rules).
@@ -93,7 +77,7 @@ impl Ctx {
     /// The one policy for proxied requests (`fail_to_connect`) and our own (`forward`).
     fn may_retry_connect(&mut self) -> bool {
         self.connect_tries += 1;
-        match (self.upstream_start, &self.upstream) {
+        match (self.upstream_start, self.upstream()) {
             (Some(start), Some(up)) => {
                 self.connect_tries < MAX_CONNECT_TRIES && start.elapsed() < up.cfg.total_timeout
             }
@@ -101,15 +85,27 @@ impl Ctx {
         }
     }
 
+    /// The matched route, `None` for the default route or before the decision.
+    fn route(&self) -> Option<&Route> {
+        let (loaded, d) = (self.rules.as_ref()?, self.decision.as_ref()?);
+        Some(&loaded.rules.routes()[d.route?])
+    }
+
     fn route_name(&self) -> &str {
-        match (&self.rules, self.route) {
-            (Some(l), Some(i)) => &l.rules.routes()[i].name,
-            _ => crate::reload::DEFAULT_ROUTE,
-        }
+        self.route()
+            .map_or(crate::reload::DEFAULT_ROUTE, |r| r.name.as_str())
+    }
+
+    fn upstream(&self) -> Option<&Arc<UpstreamPeer>> {
+        self.decision.as_ref().map(|d| &d.upstream)
     }
 
     fn target_name(&self) -> &str {
-        self.upstream.as_ref().map_or("-", |u| u.cfg.name.as_str())
+        self.upstream().map_or("-", |u| u.cfg.name.as_str())
+    }
+
+    fn publish(&self) -> Option<&PublishCtx> {
+        self.decision.as_ref()?.publish.as_ref()
     }
 
     /// `00-<trace id>-<parent id>-<flags>`: the trace id is characters 3..35.
@@ -129,16 +125,11 @@ impl ProxyHttp for Strangler {
         Ctx {
             start: Instant::now(),
             rules: None,
-            route: None,
-            to_service: false,
-            upstream: None,
-            choice: Choice::Fixed,
-            rewritten: None,
+            decision: None,
             body_prefix: None,
             traceparent: None,
             upstream_start: None,
             connect_tries: 0,
-            publish: None,
             failure: None,
             continue_sent: false,
         }
@@ -158,7 +149,7 @@ impl ProxyHttp for Strangler {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let loaded = self.store.current();
+        let loaded = self.rules.current();
         // Most requests are decided without their body: one match, nothing read.
         let body_route = {
             let req = request_view(session.req_header());
@@ -212,7 +203,7 @@ impl ProxyHttp for Strangler {
                 let outcome = loaded.rules.find(&req, body);
                 self.choose(ctx, &req, outcome, body);
             }
-            if let Some(pc) = &mut ctx.publish {
+            if let Some(pc) = ctx.decision.as_mut().and_then(|d| d.publish.as_mut()) {
                 pc.json = json;
                 pc.body = whole_body.clone();
             }
@@ -221,7 +212,7 @@ impl ProxyHttp for Strangler {
         // A whole body that pingora did not keep (over its 64 KiB retry buffer, or an empty
         // chunked one) cannot be replayed through its pipeline, and an event built from the
         // response body needs that body before the client gets it: send this request ourselves.
-        let needs_response = ctx.publish.as_ref().is_some_and(|p| p.response_body);
+        let needs_response = ctx.publish().is_some_and(|p| p.response_body);
         if let Some(b) = whole_body
             && (session.as_downstream().get_retry_buffer().is_none() || needs_response)
         {
@@ -246,8 +237,7 @@ impl ProxyHttp for Strangler {
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.upstream_start.get_or_insert_with(Instant::now);
         let up = ctx
-            .upstream
-            .as_ref()
+            .upstream()
             .ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
         Ok(Box::new(up.peer.clone()))
     }
@@ -292,7 +282,7 @@ impl ProxyHttp for Strangler {
         if headers::fit_to_client_version(session.req_header(), upstream_response) {
             session.set_keepalive(None);
         }
-        if ctx.publish.as_ref().is_some_and(|p| !p.response_body) {
+        if ctx.publish().is_some_and(|p| !p.response_body) {
             let status = upstream_response.status.as_u16();
             self.emit(
                 session.req_header(),
@@ -317,7 +307,7 @@ impl ProxyHttp for Strangler {
         let failure = errors::classify(e, body_done);
         ctx.failure = Some(failure);
         if failure.status > 0 && session.response_written().is_none() {
-            let body = match (&ctx.upstream, failure.kind) {
+            let body = match (ctx.upstream(), failure.kind) {
                 (Some(up), Some(_)) => {
                     format!(
                         "strangler: upstream {} ({}) {}\n",
@@ -343,9 +333,9 @@ impl ProxyHttp for Strangler {
             (None, Some(f)) => f.logged_status(),
             (None, None) => 0,
         };
-        if let Some(loaded) = &ctx.rules {
-            let stats = match ctx.route {
-                Some(i) => &loaded.route_stats[i][usize::from(ctx.to_service)],
+        if let (Some(loaded), Some(d)) = (&ctx.rules, &ctx.decision) {
+            let stats = match d.route {
+                Some(i) => loaded.route_stats[i].side(d.serving),
                 None => &loaded.default_stats,
             };
             stats.requests.inc();
@@ -366,8 +356,7 @@ impl ProxyHttp for Strangler {
         if tracing::enabled!(target: "access", tracing::Level::INFO) {
             let req = session.req_header();
             let upstream = ctx
-                .upstream
-                .as_ref()
+                .upstream()
                 .map_or_else(|| "-".to_string(), |u| u.cfg.address.to_string());
             info!(
                 target: "access",
@@ -378,7 +367,7 @@ impl ProxyHttp for Strangler {
                 upstream = %upstream,
                 status,
                 duration_ms = (ctx.start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-                choice = %ctx.choice,
+                choice = %ctx.decision.as_ref().map_or(Choice::Fixed, |d| d.choice),
                 trace_id = ctx.trace_id(),
                 error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
                 "request"
@@ -388,44 +377,10 @@ impl ProxyHttp for Strangler {
 }
 
 impl Strangler {
-    /// Records where a matched (or unmatched) request goes: route, side, upstream, rewrite, and
-    /// what a publishing route keeps for its event. The sticky key is extracted once, for both
-    /// the side and the event.
+    /// Records where a matched (or unmatched) request goes (see [`Decision`]).
     fn choose(&self, ctx: &mut Ctx, req: &Request<'_>, outcome: Outcome<'_>, body: Body<'_>) {
-        let mut service = None;
-        if let Outcome::Matched { id, route, params } = outcome {
-            let key = route.sticky_key(req, &params, body);
-            let (side, choice) = route.decide(key.as_deref(), headers::random_u64());
-            ctx.route = Some(id);
-            ctx.choice = choice;
-            if let Some(p) = &route.publish {
-                ctx.publish = Some(PublishCtx {
-                    body: None,
-                    json: None,
-                    params: params
-                        .0
-                        .iter()
-                        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                        .collect(),
-                    sticky: key.map(std::borrow::Cow::into_owned),
-                    response_body: p.needs_response_body(),
-                });
-            }
-            if let (Side::Service(name), Target::Service(t)) = (side, &route.target) {
-                service = Some(name);
-                ctx.to_service = true;
-                if let Some(rw) = &t.rewrite {
-                    let path = rw.apply(req.path);
-                    if path != req.path {
-                        ctx.rewritten = Some(match req.query {
-                            Some(q) => format!("{path}?{q}"),
-                            None => path.into_owned(),
-                        });
-                    }
-                }
-            }
-        }
-        ctx.upstream = Some(Arc::clone(self.upstreams.get(service)));
+        let random = headers::random_u64();
+        ctx.decision = Some(Decision::new(&self.upstreams, req, outcome, body, random));
     }
 
     /// Everything done to the request header on its way upstream (also used by `forward`).
@@ -435,7 +390,7 @@ impl Strangler {
         req: &mut RequestHeader,
         ctx: &Ctx,
     ) -> Result<()> {
-        if let Some(uri) = &ctx.rewritten {
+        if let Some(uri) = ctx.decision.as_ref().and_then(|d| d.rewrite.as_ref()) {
             let uri = uri
                 .parse::<http::Uri>()
                 .or_err(ErrorType::InternalError, "rewritten path is not a URI")?;
@@ -454,9 +409,11 @@ impl Strangler {
         if ctx.continue_sent {
             req.remove_header(&http::header::EXPECT);
         }
-        if ctx.to_service
-            && let (Some(loaded), Some(i)) = (&ctx.rules, ctx.route)
-            && let Target::Service(t) = &loaded.rules.routes()[i].target
+        if ctx
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.serving == Serving::Service)
+            && let Some(Target::Service(t)) = ctx.route().map(|r| &r.target)
         {
             for (name, value) in &t.add_headers {
                 req.insert_header(name.clone(), value.clone())?;
@@ -479,10 +436,9 @@ impl Strangler {
         response_headers: &http::HeaderMap,
         response_body: BodyValue<'_>,
     ) {
-        let (Some(loaded), Some(i), Some(pc)) = (&ctx.rules, ctx.route, &ctx.publish) else {
+        let (Some(route), Some(pc)) = (ctx.route(), ctx.publish()) else {
             return;
         };
-        let route = &loaded.rules.routes()[i];
         let Some(publish) = &route.publish else {
             return;
         };
@@ -516,12 +472,12 @@ impl Strangler {
             .event(&route.name, publish, &ex, ctx.traceparent.as_deref());
         match publish.durability {
             Durability::Sync => {
-                let _ = self.dual_write.store(event).await;
+                let _ = self.dual_write.enqueue(event).await;
             }
             Durability::Async => {
                 let dw = Arc::clone(&self.dual_write);
                 tokio::spawn(async move {
-                    let _ = dw.store(event).await;
+                    let _ = dw.enqueue(event).await;
                 });
             }
         }
@@ -543,7 +499,7 @@ fn request_view(h: &RequestHeader) -> Request<'_> {
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| h.uri.host())
-        .map(strip_port);
+        .map(strangler_rules::host_without_port);
     Request {
         method: &h.method,
         host,
@@ -551,15 +507,6 @@ fn request_view(h: &RequestHeader) -> Request<'_> {
         query: h.uri.query(),
         headers: &h.headers,
     }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map_or(host, |(h, _)| &host[..h.len() + 1]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 async fn write_plain(session: &mut Session, status: u16, body: String) -> Result<()> {

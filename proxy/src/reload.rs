@@ -1,5 +1,5 @@
 //! The live rule set and everything that replaces it: file watching (debounced), SIGHUP and the
-//! admin API all call [`RulesStore::reload`], which builds the new set off the request path and
+//! admin API all call [`LiveRules::reload`], which builds the new set off the request path and
 //! swaps it in with one atomic store. In-flight requests keep the `Arc` they started with; an
 //! invalid edit is logged with its locations, counted, kept as the last error, and the last good
 //! set keeps serving.
@@ -14,6 +14,7 @@ use prometheus::{Histogram, IntCounter};
 use strangler_rules::{Context, Diagnostics, RuleSet, Target};
 use tracing::{error, info, warn};
 
+use crate::decision::Serving;
 use crate::metrics::Metrics;
 
 /// A rule set plus the metric handles of each of its routes, resolved once per reload so the
@@ -21,10 +22,25 @@ use crate::metrics::Metrics;
 pub struct Loaded {
     pub rules: RuleSet,
     pub generation: u64,
-    /// Per route (same order as `rules.routes()`): stats when served by legacy, by the service.
-    pub route_stats: Vec<[SideStats; 2]>,
+    /// Per route (same order as `rules.routes()`).
+    pub route_stats: Vec<RouteStats>,
     /// Requests no route matched.
     pub default_stats: SideStats,
+}
+
+/// One route's statistics, per side that serves it.
+pub struct RouteStats {
+    pub legacy: SideStats,
+    pub service: SideStats,
+}
+
+impl RouteStats {
+    pub fn side(&self, serving: Serving) -> &SideStats {
+        match serving {
+            Serving::Legacy => &self.legacy,
+            Serving::Service => &self.service,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -53,7 +69,7 @@ pub struct ReloadStatus {
     pub errors: Vec<String>,
 }
 
-pub struct RulesStore {
+pub struct LiveRules {
     current: ArcSwap<Loaded>,
     path: PathBuf,
     ctx: Context,
@@ -66,19 +82,19 @@ pub struct RulesStore {
 /// Where the default route's stats are labelled.
 pub const DEFAULT_ROUTE: &str = "default";
 
-impl RulesStore {
+impl LiveRules {
     /// Loads the rules for the first time; fails with every diagnostic if they are invalid.
     pub fn load(
         path: &Path,
         services: Vec<String>,
         metrics: Metrics,
-    ) -> Result<Arc<RulesStore>, Diagnostics> {
+    ) -> Result<Arc<LiveRules>, Diagnostics> {
         let started = Instant::now();
         let ctx = Context {
             services: Some(services),
         };
         let rules = build(path, &ctx)?;
-        let store = RulesStore {
+        let live = LiveRules {
             current: ArcSwap::new(Arc::new(attach_stats(RuleSet::default(), 0, &metrics))),
             path: path.to_path_buf(),
             ctx,
@@ -86,8 +102,8 @@ impl RulesStore {
             last: Mutex::new(ReloadStatus::default()),
             reload_lock: Mutex::new(()),
         };
-        store.install(rules, "start", started);
-        Ok(Arc::new(store))
+        live.install(rules, "start", started);
+        Ok(Arc::new(live))
     }
 
     /// The rule set now serving. Cheap: one atomic load and an `Arc` clone.
@@ -184,7 +200,7 @@ impl RulesStore {
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
         };
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-        let store = Arc::clone(self);
+        let live = Arc::clone(self);
         let only_file = (!self.path.is_dir())
             .then(|| self.path.file_name().map(ToOwned::to_owned))
             .flatten();
@@ -206,7 +222,7 @@ impl RulesStore {
                     }
                     // Debounce: wait until no event has arrived for `debounce`.
                     while rx.recv_timeout(debounce).is_ok() {}
-                    let _ = store.reload("file change");
+                    let _ = live.reload("file change");
                 }
             })?;
         Ok(())
@@ -214,8 +230,7 @@ impl RulesStore {
 }
 
 fn build(path: &Path, ctx: &Context) -> Result<RuleSet, Diagnostics> {
-    let files = strangler_rules::read_sources(path)?;
-    strangler_rules::compile(&files, ctx)
+    strangler_rules::load(path, ctx).map(|(rules, _)| rules)
 }
 
 fn attach_stats(rules: RuleSet, generation: u64, m: &Metrics) -> Loaded {
@@ -227,10 +242,10 @@ fn attach_stats(rules: RuleSet, generation: u64, m: &Metrics) -> Loaded {
                 Target::Service(s) => s.service.as_str(),
                 Target::Legacy => strangler_rules::LEGACY,
             };
-            [
-                SideStats::new(m, &r.name, strangler_rules::LEGACY),
-                SideStats::new(m, &r.name, service),
-            ]
+            RouteStats {
+                legacy: SideStats::new(m, &r.name, strangler_rules::LEGACY),
+                service: SideStats::new(m, &r.name, service),
+            }
         })
         .collect();
     Loaded {

@@ -21,16 +21,16 @@ use crate::admin::Admin;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::Strangler;
-use crate::reload::RulesStore;
+use crate::reload::LiveRules;
 use crate::upstream::Upstreams;
 
 /// Runs the proxy; returns only on a start-up error.
 pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
-    let store = RulesStore::load(&cfg.rules, cfg.service_names(), metrics.clone())
+    let rules = LiveRules::load(&cfg.rules, cfg.service_names(), metrics.clone())
         .map_err(|d| anyhow!("invalid rules, not starting:\n{d}"))?;
-    if let Some(d) = crate::dual_write::missing_region(cfg, &store.current().rules) {
+    if let Some(d) = crate::dual_write::missing_region(cfg, &rules.current().rules) {
         return Err(anyhow!("not starting:\n{d}"));
     }
     let dual_write = crate::dual_write::DualWrite::start(cfg, &registry)?;
@@ -55,7 +55,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     let conf = server.configuration.clone();
 
     let strangler = Strangler {
-        store: Arc::clone(&store),
+        rules: Arc::clone(&rules),
         upstreams: Arc::new(Upstreams::new(cfg)),
         metrics: metrics.clone(),
         body_limit: cfg.body_buffer_limit,
@@ -80,13 +80,13 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     let mut admin = Service::new(
         "strangler admin".to_string(),
         pingora::apps::http_app::HttpServer::new_app(Admin {
-            store: Arc::clone(&store),
+            rules: Arc::clone(&rules),
             registry,
             dual_write: Arc::clone(&dual_write),
         }),
     );
     admin.add_tcp(&cfg.admin.to_string());
-    let reloader = background_service("strangler rules", Reloader { store });
+    let reloader = background_service("strangler rules", Reloader { rules });
     let relay = background_service(
         "strangler relay",
         RelayStopper {
@@ -100,7 +100,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     server.add_service(admin);
     server.add_service(reloader);
     server.add_service(relay);
-    info!(config = %cfg.file.display(), rules = %cfg.rules.display(), listen = ?cfg.listen, admin = %cfg.admin, workers = cfg.workers, store = %cfg.store, "strangler starting");
+    info!(config = %cfg.file.display(), rules = %cfg.rules.display(), listen = ?cfg.listen, admin = %cfg.admin, workers = cfg.workers, store = %cfg.store_url, "strangler starting");
     server.run_forever();
 }
 
@@ -139,14 +139,14 @@ impl BackgroundService for RelayStopper {
 
 /// Reloads rules on SIGHUP and on file changes.
 struct Reloader {
-    store: Arc<RulesStore>,
+    rules: Arc<LiveRules>,
 }
 
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        if let Err(e) = self.store.watch(Duration::from_millis(150)) {
-            warn!(error = %e, path = %self.store.path().display(), "Cannot watch rule files; reload with SIGHUP or POST /api/reload");
+        if let Err(e) = self.rules.watch(Duration::from_millis(150)) {
+            warn!(error = %e, path = %self.rules.path().display(), "Cannot watch rule files; reload with SIGHUP or POST /api/reload");
         }
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => s,
@@ -159,8 +159,8 @@ impl BackgroundService for Reloader {
         loop {
             tokio::select! {
                 _ = hup.recv() => {
-                    let store = Arc::clone(&self.store);
-                    let _ = tokio::task::spawn_blocking(move || store.reload("SIGHUP")).await;
+                    let rules = Arc::clone(&self.rules);
+                    let _ = tokio::task::spawn_blocking(move || rules.reload("SIGHUP")).await;
                 }
                 _ = shutdown.changed() => return,
             }

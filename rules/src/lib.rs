@@ -2,27 +2,26 @@
 //! matcher (method, host, path, headers, query, JSONPath body predicates) and the sticky weighted
 //! choice between the monolith and a new service. A pure library: no sockets, no pingora.
 //!
-//! The flow: [`read_sources`] → [`compile`] (raw YAML → typed, every error at once) →
-//! [`RuleSet::find`] per request → [`Route::decide`] for the side.
+//! The flow: [`load`] ([`read_sources`] → [`compile`]: raw YAML → typed, every error at once)
+//! → [`RuleSet::find`] per request (a [`Request`] view) → [`Route::decide`] for the side, at the
+//! weight the caller gives (the rule's own, or a rollout's).
 
 mod compile;
 pub mod diag;
 pub mod path;
 mod projection;
 pub mod publish;
-mod publish_compile;
 pub mod raw;
+pub mod request;
 mod route;
 mod ruleset;
 pub mod sticky;
 
-pub use compile::{Context, SourceFile, compile, read_sources};
+pub use compile::{Context, SourceFile, compile, is_valid_name, load, read_sources};
 pub use diag::{Diagnostic, Diagnostics, Loc, Reporter};
 pub use projection::Projection;
-pub use route::{
-    Body, Choice, LEGACY, Miss, Params, Request, Rewrite, Route, ServiceTarget, Side, Sticky,
-    Target,
-};
+pub use request::{Body, Params, Request, host_without_port};
+pub use route::{Choice, LEGACY, Miss, Rewrite, Route, ServiceTarget, Side, Sticky, Target};
 pub use ruleset::{Outcome, RuleSet};
 
 #[cfg(test)]

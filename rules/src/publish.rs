@@ -4,88 +4,13 @@
 //! event is stored or sent. Pure: building an event's fields from an exchange happens here; the
 //! envelope, the outbox and Kinesis live in `strangler-events`.
 
-use std::collections::BTreeMap;
-
 use http::{HeaderMap, HeaderName};
 use jsonpath_rust::JsonPath;
 use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::query::queryable::Queryable;
-use serde::Deserialize;
 use serde_json::Value;
-use serde_saphyr::Spanned;
 
-use crate::route::{Params, Request, query_param};
-
-/// Raw `publish:` section.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPublish {
-    /// Stream name or ARN.
-    pub stream: Spanned<String>,
-    #[serde(rename = "type")]
-    pub ty: Spanned<String>,
-    #[serde(default)]
-    pub source: Option<Spanned<String>>,
-    #[serde(default)]
-    pub subject: Option<Spanned<RawRef>>,
-    #[serde(default)]
-    pub partition_key: Option<Spanned<RawRef>>,
-    #[serde(default)]
-    pub data: Option<Spanned<RawRef>>,
-    #[serde(default)]
-    pub when_status: Option<Spanned<Vec<Spanned<RawStatus>>>>,
-    #[serde(default)]
-    pub redact: Vec<Spanned<RawRedact>>,
-    #[serde(default)]
-    pub durability: Option<Spanned<String>>,
-}
-
-/// A reference into the exchange, or a literal: exactly one key.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRef {
-    #[serde(default, rename = "request.body")]
-    pub request_body: Option<Spanned<String>>,
-    #[serde(default, rename = "request.header")]
-    pub request_header: Option<Spanned<String>>,
-    #[serde(default, rename = "request.query")]
-    pub request_query: Option<Spanned<String>>,
-    #[serde(default, rename = "request.path_param")]
-    pub path_param: Option<Spanned<String>>,
-    #[serde(default, rename = "request.path")]
-    pub request_path: Option<Spanned<bool>>,
-    #[serde(default, rename = "request.method")]
-    pub request_method: Option<Spanned<bool>>,
-    #[serde(default, rename = "response.status")]
-    pub response_status: Option<Spanned<bool>>,
-    #[serde(default, rename = "response.header")]
-    pub response_header: Option<Spanned<String>>,
-    #[serde(default, rename = "response.body")]
-    pub response_body: Option<Spanned<String>>,
-    #[serde(default)]
-    pub sticky_key: Option<Spanned<bool>>,
-    #[serde(default)]
-    pub literal: Option<Spanned<Value>>,
-    /// Only in `data`: an object whose fields are references.
-    #[serde(default)]
-    pub object: Option<BTreeMap<String, Spanned<RawRef>>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum RawStatus {
-    Code(u16),
-    Class(String),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRedact {
-    pub jsonpath: Spanned<String>,
-    /// `remove` (default) or `hash` (salted HMAC-SHA256, so equal values stay joinable).
-    #[serde(default)]
-    pub mode: Option<Spanned<String>>,
-}
+use crate::request::{Params, Request, query_param};
 
 /// A compiled `publish` section.
 #[derive(Debug)]

@@ -2,7 +2,10 @@
 //! everywhere, so a typo is an error and never a silent misroute). No validation happens here;
 //! `compile` turns these into the typed rule set.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+use serde_json::Value;
 use serde_saphyr::Spanned;
 
 /// A whole rule file.
@@ -26,7 +29,7 @@ pub struct RawRoute {
     pub target: Spanned<RawTarget>,
     /// Dual-write: the event each matching exchange becomes.
     #[serde(default)]
-    pub publish: Option<Spanned<crate::publish::RawPublish>>,
+    pub publish: Option<Spanned<RawPublish>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,4 +141,75 @@ pub struct RawReplacePrefix {
 pub struct RawHeader {
     pub name: Spanned<String>,
     pub value: Spanned<String>,
+}
+
+/// Raw `publish:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublish {
+    /// Stream name or ARN.
+    pub stream: Spanned<String>,
+    #[serde(rename = "type")]
+    pub ty: Spanned<String>,
+    #[serde(default)]
+    pub source: Option<Spanned<String>>,
+    #[serde(default)]
+    pub subject: Option<Spanned<RawRef>>,
+    #[serde(default)]
+    pub partition_key: Option<Spanned<RawRef>>,
+    #[serde(default)]
+    pub data: Option<Spanned<RawRef>>,
+    #[serde(default)]
+    pub when_status: Option<Spanned<Vec<Spanned<RawStatus>>>>,
+    #[serde(default)]
+    pub redact: Vec<Spanned<RawRedact>>,
+    #[serde(default)]
+    pub durability: Option<Spanned<String>>,
+}
+
+/// A reference into the exchange, or a literal: exactly one key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRef {
+    #[serde(default, rename = "request.body")]
+    pub request_body: Option<Spanned<String>>,
+    #[serde(default, rename = "request.header")]
+    pub request_header: Option<Spanned<String>>,
+    #[serde(default, rename = "request.query")]
+    pub request_query: Option<Spanned<String>>,
+    #[serde(default, rename = "request.path_param")]
+    pub path_param: Option<Spanned<String>>,
+    #[serde(default, rename = "request.path")]
+    pub request_path: Option<Spanned<bool>>,
+    #[serde(default, rename = "request.method")]
+    pub request_method: Option<Spanned<bool>>,
+    #[serde(default, rename = "response.status")]
+    pub response_status: Option<Spanned<bool>>,
+    #[serde(default, rename = "response.header")]
+    pub response_header: Option<Spanned<String>>,
+    #[serde(default, rename = "response.body")]
+    pub response_body: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sticky_key: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub literal: Option<Spanned<Value>>,
+    /// Only in `data`: an object whose fields are references.
+    #[serde(default)]
+    pub object: Option<BTreeMap<String, Spanned<RawRef>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatus {
+    Code(u16),
+    Class(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedact {
+    pub jsonpath: Spanned<String>,
+    /// `remove` (default) or `hash` (salted HMAC-SHA256, so equal values stay joinable).
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
 }

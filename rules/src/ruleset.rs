@@ -3,7 +3,8 @@
 
 use crate::path::PathIndex;
 use crate::projection::Projection;
-use crate::route::{Body, Miss, Params, Request, Route};
+use crate::request::{Body, Params, Request};
+use crate::route::{Miss, Route};
 
 thread_local! {
     /// Candidate route ids of the request being matched, reused so matching does not allocate.

@@ -174,8 +174,8 @@ fn sticky_path_param_is_stable_and_monotonic() {
             panic!()
         };
         let key = route.sticky_key(&view, &params, Body::NotRead);
-        let (a, choice) = route.decide(key.as_deref(), 1);
-        let (b, _) = route.decide(key.as_deref(), 999);
+        let (a, choice) = route.decide(route.weight_bp(), key.as_deref(), 1);
+        let (b, _) = route.decide(route.weight_bp(), key.as_deref(), 999);
         assert_eq!(a, b, "sticky key ignores the random number");
         assert!(matches!(choice, Choice::Sticky { .. }));
     }

@@ -73,6 +73,29 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Repl
         .expect("request")
 }
 
+/// `POST path` of a JSON `body` (`content-type: application/json`, `host: shop.test` unless
+/// `headers` say otherwise).
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    body: impl AsRef<[u8]>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut b = Request::post(path);
+    for (name, default) in [("host", "shop.test"), ("content-type", "application/json")] {
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            b = b.header(name, default);
+        }
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let body = Bytes::copy_from_slice(body.as_ref());
+    request(addr, b.body(Full::new(body)).unwrap())
+        .await
+        .expect("request")
+}
+
 /// Writes `bytes` on a new connection; what comes back until the peer closes or `limit` passes.
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();

@@ -1,14 +1,18 @@
-//! The end-to-end harness: real HTTP upstreams on port 0 and the real `strangler` binary on free
-//! loopback ports, with config and rules in a temp dir. Nothing is mocked: tests talk HTTP to the
-//! proxy and read what the upstreams received.
+//! The end-to-end harness: real HTTP upstreams on port 0 ([`Upstream`]), the real `strangler`
+//! binary ([`ProxyBuilder`]: typed config, rules in a temp dir), Kinesis (kinesis-local and a
+//! fault shim, [`kinesis`]) and the store ([`Store`]: SQLite or a scratch PostgreSQL database),
+//! with one HTTP client ([`client`]). Nothing is mocked: tests talk HTTP to the proxy and read
+//! what the upstreams and Kinesis received.
 
 pub mod client;
 pub mod kinesis;
 pub mod proxy;
+pub mod store;
 pub mod upstream;
 
-pub use client::{Reply, get, raw_exchange, read_until_closed, request};
-pub use proxy::{Proxy, ProxyBuilder, binary};
+pub use client::{Reply, get, post, raw_exchange, read_until_closed, request};
+pub use proxy::{Proxy, ProxyBuilder, UpstreamConfig, binary};
+pub use store::{ScratchDb, Store};
 pub use upstream::{Behaviour, Upstream};
 
 use std::future::Future;

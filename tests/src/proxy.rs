@@ -1,39 +1,53 @@
-//! Starts the real `strangler` binary with a config and rules written to a temp dir, on free
-//! loopback ports, and waits until its admin `/readyz` answers.
+//! Starts the real `strangler` binary with a config (built from typed values) and rules written
+//! to a temp dir, on free loopback ports, and waits until its admin `/readyz` answers.
 
-use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::client::get;
+use serde_json::{Map, Value, json};
 
-/// The `strangler` binary of this workspace, built once per test process so it matches the
-/// sources; `STRANGLER_BIN` names another build instead (to run a suite against an older one,
-/// as `bench/` does).
+use crate::client::get;
+use crate::store::Store;
+
+/// The `strangler` binary of this workspace, built once per test process in the profile the
+/// tests run in (`cargo test --release` gets a release proxy), so it matches the sources;
+/// `STRANGLER_BIN` names another build instead (to run a suite against an older one, as
+/// `bench/` does).
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(bin) = std::env::var_os("STRANGLER_BIN") {
             return PathBuf::from(bin);
         }
+        // test binary: <target>/<profile dir>/deps/e2e-…; the proxy: <target>/<profile dir>/strangler
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().and_then(Path::parent).unwrap();
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--quiet", "-p", "strangler", "--bin", "strangler"])
+            .args(["--profile", profile])
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "cargo build -p strangler failed");
-        // test binary: <target>/debug/deps/e2e-…; the proxy: <target>/debug/strangler
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().and_then(Path::parent).unwrap();
+        assert!(
+            status.success(),
+            "cargo build -p strangler --profile {profile} failed"
+        );
         dir.join("strangler")
     })
     .clone()
 }
 
-/// A free port on 127.0.0.1 (bound and released; the proxy binds it right after).
+/// A free port on 127.0.0.1, bound and released: another process may take it before the one it
+/// is meant for binds it. Whoever uses it for a process of its own retries with new ports when
+/// that process finds it taken ([`ProxyBuilder::start`], `KinesisLocal::start`); listeners of
+/// this process stay bound on port 0 instead ([`crate::Upstream`], the fault shim).
 pub fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -41,35 +55,68 @@ pub fn free_port() -> SocketAddr {
         .unwrap()
 }
 
+/// An upstream in the config: its address and options (`read_timeout`, `connect_timeout`, …).
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    address: SocketAddr,
+    options: Map<String, Value>,
+}
+
+impl UpstreamConfig {
+    pub fn new(address: SocketAddr) -> UpstreamConfig {
+        UpstreamConfig {
+            address,
+            options: Map::new(),
+        }
+    }
+
+    /// One option of the upstream (as the config file names it).
+    pub fn option(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.options.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn read_timeout(self, d: &str) -> Self {
+        self.option("read_timeout", d)
+    }
+
+    fn into_value(self) -> Value {
+        let mut v = self.options;
+        v.insert("address".into(), self.address.to_string().into());
+        Value::Object(v)
+    }
+}
+
+/// Starts the proxy with a config built from typed values. The config file is written as JSON,
+/// which the proxy's YAML reader takes as it is.
 pub struct ProxyBuilder {
-    legacy: SocketAddr,
-    legacy_extra: String,
-    services: Vec<(String, SocketAddr, String)>,
+    legacy: UpstreamConfig,
+    services: Map<String, Value>,
     rules: Vec<(String, String)>,
-    extra: String,
+    settings: Map<String, Value>,
     env: Vec<(String, String)>,
 }
 
 impl ProxyBuilder {
     pub fn new(legacy: SocketAddr) -> ProxyBuilder {
         ProxyBuilder {
-            legacy,
-            legacy_extra: String::new(),
-            services: Vec::new(),
+            legacy: UpstreamConfig::new(legacy),
+            services: Map::new(),
             rules: Vec::new(),
-            extra: String::new(),
+            settings: Map::new(),
             env: Vec::new(),
         }
     }
 
-    /// A new service; `extra` is more YAML flow-mapping entries (e.g. `read_timeout: 300ms`).
-    pub fn service(mut self, name: &str, addr: SocketAddr, extra: &str) -> Self {
-        self.services.push((name.into(), addr, extra.into()));
+    /// The monolith's upstream, with options.
+    pub fn legacy(mut self, legacy: UpstreamConfig) -> Self {
+        self.legacy = legacy;
         self
     }
 
-    pub fn legacy_options(mut self, extra: &str) -> Self {
-        self.legacy_extra = extra.into();
+    /// A new service.
+    pub fn service(mut self, name: &str, upstream: UpstreamConfig) -> Self {
+        self.services.insert(name.into(), upstream.into_value());
         self
     }
 
@@ -79,11 +126,28 @@ impl ProxyBuilder {
         self
     }
 
-    /// More top-level config lines.
-    pub fn config(mut self, yaml: &str) -> Self {
-        self.extra.push_str(yaml);
-        self.extra.push('\n');
+    /// A top-level config setting: `setting("client_body_timeout", "1s")`,
+    /// `setting("events", json!({ "max_attempts": 2 }))`.
+    pub fn setting(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.settings.insert(key.into(), value.into());
         self
+    }
+
+    /// Events go to the Kinesis(-compatible) server at `endpoint`, with test credentials and a
+    /// fixed redaction salt.
+    pub fn kinesis(self, endpoint: &str) -> Self {
+        self.setting(
+            "kinesis",
+            json!({ "region": "us-east-1", "endpoint": endpoint }),
+        )
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("STRANGLER_REDACT_SALT", "pepper")
+    }
+
+    /// The store the proxy keeps its state in (default: SQLite in its temp dir).
+    pub fn store(self, store: &Store) -> Self {
+        self.setting("store", store.url())
     }
 
     /// An environment variable for the proxy process.
@@ -92,6 +156,9 @@ impl ProxyBuilder {
         self
     }
 
+    /// Writes the config and rules to a temp dir and starts the proxy, waiting until it is
+    /// ready. When a port picked for it was taken in between (see [`free_port`]), it starts
+    /// again on new ports.
     pub async fn start(self) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let rules_dir = dir.path().join("rules");
@@ -99,41 +166,73 @@ impl ProxyBuilder {
         for (name, yaml) in &self.rules {
             std::fs::write(rules_dir.join(name), yaml).unwrap();
         }
-        let (addr, admin) = (free_port(), free_port());
-        let sep = |s: &str| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                format!(", {s}")
+        let config = dir.path().join("strangler.yaml");
+        let log = dir.path().join("strangler.log");
+        for _ in 0..5 {
+            let (addr, admin) = (free_port(), free_port());
+            let mut cfg = Map::new();
+            cfg.insert("listen".into(), json!([addr.to_string()]));
+            cfg.insert("admin".into(), admin.to_string().into());
+            cfg.insert("workers".into(), 2.into());
+            cfg.insert("legacy".into(), self.legacy.clone().into_value());
+            cfg.insert("rules".into(), "rules".into());
+            cfg.insert("log".into(), json!({ "level": "info" }));
+            if !self.services.is_empty() {
+                cfg.insert("services".into(), Value::Object(self.services.clone()));
             }
-        };
-        let mut cfg = format!(
-            "listen: [\"{addr}\"]\nadmin: \"{admin}\"\nworkers: 2\nlegacy: {{ address: \"{}\"{} }}\nrules: rules\nlog: {{ level: \"info\" }}\n",
-            self.legacy,
-            sep(&self.legacy_extra)
-        );
-        if !self.services.is_empty() {
-            cfg.push_str("services:\n");
-            for (n, a, extra) in &self.services {
-                writeln!(cfg, "  {n}: {{ address: \"{a}\"{} }}", sep(extra)).unwrap();
+            cfg.extend(self.settings.clone());
+            let text = serde_json::to_string_pretty(&Value::Object(cfg)).unwrap();
+            std::fs::write(&config, text).unwrap();
+            let _ = std::fs::remove_file(&log);
+            let mut child = spawn(&config, &log, &self.env);
+            if ready(&mut child, addr, admin, &log).await.is_ok() {
+                return Proxy {
+                    child,
+                    addr,
+                    admin,
+                    dir,
+                    config,
+                    log,
+                    env: self.env,
+                };
             }
         }
-        cfg.push_str(&self.extra);
-        let config = dir.path().join("strangler.yaml");
-        std::fs::write(&config, cfg).unwrap();
-        let log = dir.path().join("strangler.log");
-        let child = spawn(&config, &log, &self.env);
-        let mut proxy = Proxy {
-            child,
-            addr,
-            admin,
-            dir,
-            config,
-            log,
-            env: self.env,
-        };
-        proxy.wait_ready().await;
-        proxy
+        panic!("strangler found its ports taken five times in a row");
+    }
+}
+
+/// The proxy exited because a port picked for it was taken.
+struct PortTaken;
+
+/// Waits until the proxy's admin `/readyz` answers and its listener accepts. Panics when it
+/// exits for any other reason than a taken port, or is not ready within 20 s.
+async fn ready(
+    child: &mut Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    log: &Path,
+) -> Result<(), PortTaken> {
+    let logs = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let text = logs();
+            if text.contains("Address already in use") {
+                return Err(PortTaken);
+            }
+            panic!("strangler exited with {status}:\n{text}");
+        }
+        let admin_ok = tokio::net::TcpStream::connect(admin).await.is_ok();
+        let proxy_ok = tokio::net::TcpStream::connect(addr).await.is_ok();
+        if admin_ok && proxy_ok && get(admin, "/readyz", &[]).await.status == 200 {
+            return Ok(());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strangler not ready:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -195,22 +294,14 @@ impl Proxy {
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("strangler exited with {status}:\n{}", self.logs());
-            }
-            let admin_ok = tokio::net::TcpStream::connect(self.admin).await.is_ok();
-            let proxy_ok = tokio::net::TcpStream::connect(self.addr).await.is_ok();
-            if admin_ok && proxy_ok && get(self.admin, "/readyz", &[]).await.status == 200 {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "strangler not ready:\n{}",
+        if ready(&mut self.child, self.addr, self.admin, &self.log)
+            .await
+            .is_err()
+        {
+            panic!(
+                "strangler's ports were taken while it was stopped:\n{}",
                 self.logs()
             );
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 

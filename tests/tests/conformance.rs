@@ -9,13 +9,14 @@ use strangler_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn plain_proxy(extra: &str) -> (Upstream, Proxy) {
+/// The proxy with no routes; `setting`: one config setting (key, value), if any.
+async fn plain_proxy(setting: Option<(&str, &str)>) -> (Upstream, Proxy) {
     let legacy = Upstream::start("legacy", Behaviour::Echo).await;
-    let p = ProxyBuilder::new(legacy.addr)
-        .rules("r.yaml", "routes: []\n")
-        .config(extra)
-        .start()
-        .await;
+    let mut b = ProxyBuilder::new(legacy.addr).rules("r.yaml", "routes: []\n");
+    if let Some((key, value)) = setting {
+        b = b.setting(key, value);
+    }
+    let p = b.start().await;
     (legacy, p)
 }
 
@@ -28,7 +29,7 @@ routes:
 
 #[tokio::test]
 async fn short_requests_get_400_at_once() {
-    let (legacy, p) = plain_proxy("").await;
+    let (legacy, p) = plain_proxy(None).await;
     // Shorter than the 24-byte HTTP/2 preface: a direct server answers these at once.
     for bad in [
         &b"GET /\r\n\r\n"[..],
@@ -50,7 +51,7 @@ async fn short_requests_get_400_at_once() {
 
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_header_timeout() {
-    let (_legacy, p) = plain_proxy("client_header_timeout: 2s").await;
+    let (_legacy, p) = plain_proxy(Some(("client_header_timeout", "2s"))).await;
     let mut idle = Vec::new();
     for _ in 0..500 {
         idle.push(TcpStream::connect(p.addr).await.unwrap());
@@ -76,7 +77,7 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn slow_header_is_closed_at_the_header_timeout() {
-    let (legacy, p) = plain_proxy("client_header_timeout: 1s").await;
+    let (legacy, p) = plain_proxy(Some(("client_header_timeout", "1s"))).await;
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     let started = std::time::Instant::now();
     // One byte every 100 ms: each read is quick, the whole header never comes in time.
@@ -104,7 +105,7 @@ async fn slow_header_is_closed_at_the_header_timeout() {
 
 #[tokio::test]
 async fn idle_keepalive_connections_are_closed() {
-    let (_legacy, p) = plain_proxy("keepalive_timeout: 1s").await;
+    let (_legacy, p) = plain_proxy(Some(("keepalive_timeout", "1s"))).await;
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
@@ -117,7 +118,7 @@ async fn idle_keepalive_connections_are_closed() {
 
 #[tokio::test]
 async fn invalid_request_targets_get_400_and_are_not_forwarded() {
-    let (legacy, p) = plain_proxy("").await;
+    let (legacy, p) = plain_proxy(None).await;
     for bad in [
         &b"GET /get me HTTP/1.1\r\nHost: t\r\n\r\n"[..],
         b"GET /get\0me HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -131,7 +132,7 @@ async fn invalid_request_targets_get_400_and_are_not_forwarded() {
 
 #[tokio::test]
 async fn framing_attacks_are_refused_and_nothing_is_smuggled() {
-    let (legacy, p) = plain_proxy("").await;
+    let (legacy, p) = plain_proxy(None).await;
     // Two different Content-Lengths (RFC 9112 §6.3: unrecoverable error).
     let out = raw_exchange(
         p.addr,
@@ -249,9 +250,9 @@ async fn expect_100_continue_is_answered_when_the_proxy_reads_the_body() {
 async fn stalled_and_vanished_clients_are_their_fault_not_the_upstreams() {
     let legacy = Upstream::start("legacy", Behaviour::Echo).await;
     let p = ProxyBuilder::new(legacy.addr)
-        .legacy_options("read_timeout: 500ms")
+        .legacy(UpstreamConfig::new(legacy.addr).read_timeout("500ms"))
         .rules("r.yaml", BODY_ROUTE)
-        .config("client_body_timeout: 1s")
+        .setting("client_body_timeout", "1s")
         .start()
         .await;
     // Stalls mid-body, on a plain route and on a route that reads the body for its rules.

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Request;
 use serde_json::{Value, json};
-use strangler_tests::kinesis::{self, KinesisLocal, ScratchDb};
+use strangler_tests::kinesis::{self, KinesisLocal};
 use strangler_tests::*;
 use tokio::sync::Mutex;
 
@@ -45,35 +45,15 @@ async fn servers() -> (KinesisLocal, aws_sdk_kinesis::Client, Upstream) {
     (k, c, legacy)
 }
 
-/// The proxy with the orders rules, publishing to `k`; `config`: more config lines.
-async fn proxy(legacy: &Upstream, k: &KinesisLocal, config: &str) -> Proxy {
-    ProxyBuilder::new(legacy.addr)
+/// The proxy with the orders rules, publishing to `k`; `settings`: more config settings.
+async fn proxy(legacy: &Upstream, k: &KinesisLocal, settings: &[(&str, Value)]) -> Proxy {
+    let mut b = ProxyBuilder::new(legacy.addr)
         .rules("orders.yaml", RULES)
-        .config(&format!(
-            "kinesis: {{ region: us-east-1, endpoint: \"{}\" }}",
-            k.endpoint()
-        ))
-        .config(config)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("STRANGLER_REDACT_SALT", "pepper")
-        .start()
-        .await
-}
-
-async fn post(p: &Proxy, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut r = Request::post(path)
-        .header("host", "shop.test")
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        r = r.header(*k, *v);
+        .kinesis(&k.endpoint());
+    for (key, value) in settings {
+        b = b.setting(key, value.clone());
     }
-    request(
-        p.addr,
-        r.body(Full::new(Bytes::from(body.to_string()))).unwrap(),
-    )
-    .await
-    .unwrap()
+    b.start().await
 }
 
 async fn events(c: &aws_sdk_kinesis::Client, want: usize) -> Vec<(String, Value)> {
@@ -122,10 +102,10 @@ async fn nothing_publishes_nothing_asks_aws() {
 #[tokio::test]
 async fn a_2xx_write_becomes_exactly_the_expected_event() {
     let (k, c, legacy) = servers().await;
-    let p = proxy(&legacy, &k, "").await;
+    let p = proxy(&legacy, &k, &[]).await;
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let r = post(
-        &p,
+        p.addr,
         "/api/users/u42/orders",
         r#"{"sku":"tea","qty":2,"card":"4111","email":"a@b.c"}"#,
         &[("traceparent", tp)],
@@ -137,7 +117,7 @@ async fn a_2xx_write_becomes_exactly_the_expected_event() {
     // sent before it.
     for (body, status) in [(r#"{"sku":"fail"}"#, 500), (r#"{"sku":"conflict"}"#, 409)] {
         let r = post(
-            &p,
+            p.addr,
             "/api/users/u42/orders",
             body,
             &[("x-reply-status", &status.to_string())],
@@ -146,7 +126,7 @@ async fn a_2xx_write_becomes_exactly_the_expected_event() {
         assert_eq!(r.status, status);
     }
     assert_eq!(
-        post(&p, "/api/users/u7/orders", "not json", &[])
+        post(p.addr, "/api/users/u7/orders", "not json", &[])
             .await
             .status,
         200
@@ -200,7 +180,12 @@ async fn a_2xx_write_becomes_exactly_the_expected_event() {
 #[tokio::test]
 async fn an_aggregated_stream_carries_many_events_per_record() {
     let (k, c, legacy) = servers().await;
-    let p = proxy(&legacy, &k, "events: { aggregate: [orders] }").await;
+    let p = proxy(
+        &legacy,
+        &k,
+        &[("events", json!({ "aggregate": ["orders"] }))],
+    )
+    .await;
     // 40 users' orders at once: the relay's linger gathers them into a few calls.
     let p = Arc::new(p);
     let mut tasks = Vec::new();
@@ -208,7 +193,7 @@ async fn an_aggregated_stream_carries_many_events_per_record() {
         let p = Arc::clone(&p);
         tasks.push(tokio::spawn(async move {
             let body = format!(r#"{{"sku":"tea","qty":{u}}}"#);
-            post(&p, &format!("/api/users/u{u}/orders"), &body, &[])
+            post(p.addr, &format!("/api/users/u{u}/orders"), &body, &[])
                 .await
                 .status
         }));
@@ -249,14 +234,16 @@ enum Stop {
     Term,
 }
 
-async fn stopped_under_load_loses_nothing(store: Option<&str>, how: Stop) {
+async fn stopped_under_load_loses_nothing(store: &Store, how: Stop) {
     let (k, c, legacy) = servers().await;
-    let store = store.map(|url| format!("store: \"{url}\""));
-    let config = format!(
-        "{}\nserver: {{ grace_period: 1s, shutdown_timeout: 5s }}",
-        store.as_deref().unwrap_or_default()
-    );
-    let mut p = proxy(&legacy, &k, &config).await;
+    let settings = [
+        ("store", json!(store.url())),
+        (
+            "server",
+            json!({ "grace_period": "1s", "shutdown_timeout": "5s" }),
+        ),
+    ];
+    let mut p = proxy(&legacy, &k, &settings).await;
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -340,18 +327,17 @@ async fn stopped_under_load_loses_nothing(store: Option<&str>, how: Stop) {
 
 #[tokio::test]
 async fn kill9_under_load_loses_nothing_sqlite() {
-    stopped_under_load_loses_nothing(None, Stop::Kill9).await;
+    stopped_under_load_loses_nothing(&Store::sqlite(), Stop::Kill9).await;
 }
 
 #[tokio::test]
 async fn kill9_under_load_loses_nothing_postgres() {
-    let db = ScratchDb::create().await;
-    stopped_under_load_loses_nothing(Some(&db.url), Stop::Kill9).await;
+    stopped_under_load_loses_nothing(&Store::postgres().await, Stop::Kill9).await;
 }
 
 #[tokio::test]
 async fn sigterm_under_load_stops_the_relay_and_loses_nothing() {
-    stopped_under_load_loses_nothing(None, Stop::Term).await;
+    stopped_under_load_loses_nothing(&Store::sqlite(), Stop::Term).await;
 }
 
 /// A Kinesis outage seen by an operator: `strangler_stream_up` drops to 0, the log says so once
@@ -363,18 +349,15 @@ async fn a_kinesis_outage_logs_one_warn_and_one_info_and_loses_nothing() {
     let mut shim = kinesis::Shim::start(k.addr).await;
     let p = ProxyBuilder::new(legacy.addr)
         .rules("orders.yaml", RULES)
-        .config(&format!(
-            "kinesis: {{ region: us-east-1, endpoint: \"{}\" }}",
-            shim.endpoint()
-        ))
-        .config("events: { max_attempts: 2, max_backoff: 300ms }")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("STRANGLER_REDACT_SALT", "pepper")
+        .kinesis(&shim.endpoint())
+        .setting(
+            "events",
+            json!({ "max_attempts": 2, "max_backoff": "300ms" }),
+        )
         .start()
         .await;
     assert_eq!(
-        post(&p, "/api/users/u0/orders", "{}", &[]).await.status,
+        post(p.addr, "/api/users/u0/orders", "{}", &[]).await.status,
         200
     );
     let up = "strangler_stream_up{stream=\"orders\"}";
@@ -386,7 +369,9 @@ async fn a_kinesis_outage_logs_one_warn_and_one_info_and_loses_nothing() {
     for i in 1..=20 {
         let path = format!("/api/users/u{}/orders", i % 4);
         assert_eq!(
-            post(&p, &path, &format!("{{\"n\":{i}}}"), &[]).await.status,
+            post(p.addr, &path, &format!("{{\"n\":{i}}}"), &[])
+                .await
+                .status,
             200
         );
     }

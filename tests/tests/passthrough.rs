@@ -127,8 +127,8 @@ routes:
   - { name: to-slow, match: { path: { prefix: /slow } }, target: { service: slow } }
 "#;
     let p = ProxyBuilder::new(legacy.addr)
-        .service("down", down, "")
-        .service("slow", slow.addr, "read_timeout: 300ms")
+        .service("down", UpstreamConfig::new(down))
+        .service("slow", UpstreamConfig::new(slow.addr).read_timeout("300ms"))
         .rules("r.yaml", rules)
         .start()
         .await;

@@ -21,7 +21,7 @@ async fn setup() -> (Upstream, Upstream, Proxy) {
     let legacy = Upstream::start("legacy", Behaviour::Echo).await;
     let orders = Upstream::start("orders", Behaviour::Echo).await;
     let p = ProxyBuilder::new(legacy.addr)
-        .service("orders", orders.addr, "")
+        .service("orders", UpstreamConfig::new(orders.addr))
         .rules("orders.yaml", &rules("orders"))
         .start()
         .await;

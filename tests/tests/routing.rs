@@ -3,9 +3,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::Request;
 use strangler_tests::*;
 
 const RULES: &str = r#"
@@ -56,21 +53,12 @@ async fn setup() -> (Upstream, Upstream, Proxy) {
     let legacy = Upstream::start("legacy", Behaviour::Echo).await;
     let orders = Upstream::start("orders", Behaviour::Echo).await;
     let proxy = ProxyBuilder::new(legacy.addr)
-        .service("orders", orders.addr, "")
-        .config("body_buffer_limit: 256KiB")
+        .service("orders", UpstreamConfig::new(orders.addr))
+        .setting("body_buffer_limit", "256KiB")
         .rules("routes.yaml", RULES)
         .start()
         .await;
     (legacy, orders, proxy)
-}
-
-async fn post(addr: std::net::SocketAddr, path: &str, body: impl Into<Bytes>) -> Reply {
-    let req = Request::post(path)
-        .header("host", "shop.test")
-        .header("content-type", "application/json")
-        .body(Full::new(body.into()))
-        .unwrap();
-    request(addr, req).await.unwrap()
 }
 
 #[tokio::test]
@@ -116,18 +104,18 @@ async fn body_predicates_small_large_over_limit_and_not_json() {
     let (_l, _o, p) = setup().await;
     let hit = r#"{"items":[{"qty":1},{"qty":12}]}"#;
     let miss = r#"{"items":[{"qty":1}]}"#;
-    let r = post(p.addr, "/body", hit).await;
+    let r = post(p.addr, "/body", hit, &[]).await;
     assert_eq!(
         (r.upstream(), r.json()["body_len"].as_u64()),
         ("orders", Some(hit.len() as u64))
     );
-    assert_eq!(post(p.addr, "/body", miss).await.upstream(), "legacy");
+    assert_eq!(post(p.addr, "/body", miss, &[]).await.upstream(), "legacy");
 
     // 150 KB: over pingora's 64 KiB retry buffer, under our 256 KiB limit: still matched, and the
     // upstream gets every byte.
     let pad = "x".repeat(150_000);
     let big = format!(r#"{{"pad":"{pad}","items":[{{"qty":50}}]}}"#);
-    let r = post(p.addr, "/body", big.clone()).await;
+    let r = post(p.addr, "/body", big.clone(), &[]).await;
     assert_eq!(r.upstream(), "orders");
     assert_eq!(r.json()["body_len"].as_u64(), Some(big.len() as u64));
     assert_eq!(
@@ -138,7 +126,7 @@ async fn body_predicates_small_large_over_limit_and_not_json() {
     // 400 KB: over the limit: forwarded intact to the monolith, counted.
     let pad = "y".repeat(400_000);
     let huge = format!(r#"{{"pad":"{pad}","items":[{{"qty":50}}]}}"#);
-    let r = post(p.addr, "/body", huge.clone()).await;
+    let r = post(p.addr, "/body", huge.clone(), &[]).await;
     assert_eq!(r.upstream(), "legacy");
     assert_eq!(
         r.json()["body_hash"].as_str().unwrap(),
@@ -151,7 +139,7 @@ async fn body_predicates_small_large_over_limit_and_not_json() {
     );
 
     // Empty bodies, with a length and chunked, reach the monolith (nothing to match).
-    let r = post(p.addr, "/body", "").await;
+    let r = post(p.addr, "/body", "", &[]).await;
     assert_eq!(
         (r.status, r.upstream(), r.json()["body_len"].as_u64()),
         (200, "legacy", Some(0))
@@ -172,7 +160,7 @@ async fn body_predicates_small_large_over_limit_and_not_json() {
     );
 
     // Not JSON: never matches, never fails.
-    let r = post(p.addr, "/body", "not json at all").await;
+    let r = post(p.addr, "/body", "not json at all", &[]).await;
     assert_eq!((r.status, r.upstream()), (200, "legacy"));
     assert_eq!(
         p.metric(r#"strangler_body_buffer_skipped_total{reason="not_json",route="by-body"}"#)
@@ -200,7 +188,7 @@ async fn weights_are_sticky_distributed_and_monotonic() {
         )
     };
     let p = ProxyBuilder::new(legacy.addr)
-        .service("orders", orders.addr, "")
+        .service("orders", UpstreamConfig::new(orders.addr))
         .rules("r.yaml", &rules(30))
         .start()
         .await;

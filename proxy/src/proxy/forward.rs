@@ -20,8 +20,8 @@ pub(super) async fn send(
     body: Bytes,
 ) -> Result<()> {
     let up = ctx
-        .upstream
-        .clone()
+        .upstream()
+        .cloned()
         .ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
     ctx.upstream_start = Some(std::time::Instant::now());
     let mut req = Box::new(session.req_header().clone());
@@ -52,7 +52,7 @@ pub(super) async fn send(
     }
     let mut end = client.response_done();
     let mut held = Vec::new();
-    if let Some(pc) = &ctx.publish {
+    if let Some(pc) = ctx.publish() {
         let status = resp.status.as_u16();
         if pc.response_body && !end {
             // The event needs the whole answer before the client sees it (bounded by the same

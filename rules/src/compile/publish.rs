@@ -2,13 +2,13 @@
 
 use serde_saphyr::Spanned;
 
-use crate::compile::{header_name, jsonpath};
+use super::fields::{header_name, jsonpath};
 use crate::diag::{Loc, Reporter};
 use crate::path::PathPattern;
 use crate::publish::*;
-use crate::raw::RawTarget;
+use crate::raw::{RawPublish, RawRef, RawStatus, RawTarget};
 
-pub(crate) fn compile(
+pub(super) fn compile(
     p: &Spanned<RawPublish>,
     field: &str,
     route: &str,

@@ -10,7 +10,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
 use crate::aggregate::{self, ShardMap};
 use crate::backlog::MAX_RECORDS;
-use crate::outbox::Pending;
+use strangler_store::Pending;
 
 /// The rows one PutRecords call carries, record by record.
 #[derive(Default)]

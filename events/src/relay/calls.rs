@@ -1,0 +1,111 @@
+//! Sending: a due batch becomes a PutRecords call (packed by [`super::packing`]), run as a task
+//! of its own so that several are in flight.
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use super::packing::{Call, Carried, pack, plain_call};
+use super::{MAX_CALLS, Relay};
+use crate::backlog::{Batch, Next};
+use crate::kinesis::Client;
+use crate::metrics::Metrics;
+use crate::now_ms;
+use strangler_store::Pending;
+
+type PutResult = Result<
+    aws_sdk_kinesis::operation::put_records::PutRecordsOutput,
+    aws_sdk_kinesis::error::SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError>,
+>;
+
+/// A finished PutRecords call: the rows it carried and what Kinesis said.
+pub(super) struct Sent {
+    pub(super) carried: Carried,
+    pub(super) result: PutResult,
+}
+
+impl Relay {
+    /// Starts calls while fewer than `MAX_CALLS` are in flight and something is due. Returns
+    /// how long until something may be due when nothing is now.
+    pub(super) fn launch(
+        &mut self,
+        calls: &mut JoinSet<Sent>,
+        linger: Option<Duration>,
+    ) -> Option<Duration> {
+        // No client yet: no row yet either (`ready_client`).
+        let client = self.client.get()?.clone();
+        while calls.len() < MAX_CALLS {
+            let gate = linger.map(|l| (Instant::now(), l));
+            match self.backlog.next_batch(now_ms(), gate) {
+                Next::Send(batch) => {
+                    let call = self.prepare(batch);
+                    calls.spawn(put(client.clone(), self.metrics.clone(), call));
+                }
+                Next::Wait(wait) => return wait,
+            }
+        }
+        None
+    }
+
+    /// A batch as PutRecords records: aggregated by shard on an aggregated stream with a shard
+    /// map, one row per record otherwise. Rows past the call's 500 records are released for the
+    /// next call.
+    fn prepare(&mut self, batch: Batch) -> Call {
+        let Batch { stream, seqs } = batch;
+        let map = self
+            .shards
+            .get(&stream)
+            .and_then(|s| s.map.clone())
+            .filter(|m| self.cfg.aggregates(&stream) && !m.is_empty());
+        let rows: Vec<&Pending> = seqs
+            .iter()
+            .filter_map(|&seq| self.backlog.get(&stream, seq))
+            .collect();
+        let (call, left) = match map {
+            Some(map) => {
+                let (call, left) = pack(&map, &stream, &rows, self.cfg.aggregate_max_bytes);
+                let per_record = self.metrics.events_per_record.with_label_values(&[&stream]);
+                for &n in &call.carried.counts {
+                    per_record.observe(n as f64);
+                }
+                (call, left)
+            }
+            None => plain_call(&stream, &rows),
+        };
+        if !left.is_empty() {
+            self.backlog.release(&stream, &left);
+        }
+        call
+    }
+
+    /// Builds the Kinesis client once there is something to send.
+    pub(super) async fn ready_client(&mut self) {
+        if self.client.get().is_none() && !self.backlog.is_empty() {
+            self.client.init().await;
+        }
+    }
+}
+
+/// One PutRecords call (run as a task of its own, so several are in flight).
+async fn put(client: Client, metrics: Metrics, call: Call) -> Sent {
+    let Call { entries, carried } = call;
+    let stream = carried.stream.as_str();
+    let records = entries.len();
+    let mut call = client.put_records().set_records(Some(entries));
+    call = if stream.starts_with("arn:") {
+        call.stream_arn(stream)
+    } else {
+        call.stream_name(stream)
+    };
+    metrics
+        .records_per_put
+        .with_label_values(&[stream])
+        .observe(records as f64);
+    let started = Instant::now();
+    let result = call.send().await;
+    metrics
+        .put_duration
+        .with_label_values(&[stream])
+        .observe(started.elapsed().as_secs_f64());
+    Sent { carried, result }
+}

@@ -1,0 +1,217 @@
+//! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`, and the JSON API,
+//! one module per area: [`rules`] (routes, reload status, reload) and [`events`] (outbox depth,
+//! dead letters, re-drive). JSON in, JSON out; it never touches the request path's state except
+//! through `LiveRules`.
+//!
+//! Requests are routed by a table ([`ENDPOINTS`]) compiled into a `matchit` router: a path
+//! known for another method answers 405 with `Allow`, an unknown path 404 listing every
+//! endpoint. Every error is the same JSON shape ([`ApiError`]): `{"error": "…"}`.
+
+mod events;
+mod rules;
+
+use std::sync::{Arc, LazyLock};
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde_json::json;
+
+use crate::reload::LiveRules;
+
+pub struct Admin {
+    pub rules: Arc<LiveRules>,
+    pub registry: Registry,
+    pub dual_write: Arc<crate::dual_write::DualWrite>,
+}
+
+/// What an endpoint answers: a response, or an error in the shared shape.
+type Reply = Result<Response<Vec<u8>>, ApiError>;
+
+/// An admin API error: its status and message, sent as `{"error": message, …extra}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// More members of the error object (the known paths of a 404, say).
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    fn with(mut self, key: &str, value: serde_json::Value) -> ApiError {
+        self.extra.insert(key.to_string(), value);
+        self
+    }
+
+    fn into_response(self) -> Response<Vec<u8>> {
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), self.message.into());
+        body.extend(self.extra);
+        json_reply(self.status, &serde_json::Value::Object(body))
+    }
+}
+
+/// The store could not answer: 503, the proxy itself still serves.
+impl From<strangler_events::StoreError> for ApiError {
+    fn from(e: strangler_events::StoreError) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+/// Every endpoint the admin listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Metrics,
+    Healthz,
+    Readyz,
+    Routes,
+    RulesStatus,
+    Reload,
+    Outbox,
+    DeadLetters,
+    Redrive,
+}
+
+/// The routing table: method, path (`matchit` syntax, `{name}` for a parameter), endpoint.
+const ENDPOINTS: &[(Method, &str, Endpoint)] = &[
+    (Method::GET, "/metrics", Endpoint::Metrics),
+    (Method::GET, "/healthz", Endpoint::Healthz),
+    (Method::GET, "/readyz", Endpoint::Readyz),
+    (Method::GET, "/api/routes", Endpoint::Routes),
+    (Method::GET, "/api/rules", Endpoint::RulesStatus),
+    (Method::POST, "/api/reload", Endpoint::Reload),
+    (Method::GET, "/api/outbox", Endpoint::Outbox),
+    (Method::GET, "/api/dead-letters", Endpoint::DeadLetters),
+    (Method::POST, "/api/dead-letters/redrive", Endpoint::Redrive),
+];
+
+/// Path → the methods it answers, with their endpoints.
+static ROUTER: LazyLock<matchit::Router<Vec<(Method, Endpoint)>>> = LazyLock::new(|| {
+    let mut paths: Vec<(&str, Vec<(Method, Endpoint)>)> = Vec::new();
+    for (method, path, endpoint) in ENDPOINTS {
+        match paths.iter_mut().find(|(p, _)| p == path) {
+            Some((_, methods)) => methods.push((method.clone(), *endpoint)),
+            None => paths.push((path, vec![(method.clone(), *endpoint)])),
+        }
+    }
+    let mut router = matchit::Router::new();
+    for (path, methods) in paths {
+        router
+            .insert(path, methods)
+            .expect("the endpoint table has no conflicting paths");
+    }
+    router
+});
+
+/// The endpoint for a request, or the 404 / 405 error.
+fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
+    let Ok(found) = ROUTER.at(path) else {
+        let paths: Vec<String> = ENDPOINTS
+            .iter()
+            .map(|(m, p, _)| format!("{m} {p}"))
+            .collect();
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not found").with("paths", json!(paths)));
+    };
+    match found.value.iter().find(|(m, _)| m == method) {
+        Some((_, endpoint)) => Ok(*endpoint),
+        None => {
+            let allow: Vec<&str> = found.value.iter().map(|(m, _)| m.as_str()).collect();
+            Err(
+                ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+                    .with("allow", json!(allow)),
+            )
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let query = req.uri.query().map(str::to_string);
+        let reply = match route(&req.method, req.uri.path()) {
+            Ok(endpoint) => self.serve(endpoint, query.as_deref()).await,
+            Err(e) => Err(e),
+        };
+        reply.unwrap_or_else(|e| {
+            let allow = e.extra.get("allow").and_then(|a| a.as_array()).map(|a| {
+                a.iter()
+                    .filter_map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+            let mut resp = e.into_response();
+            // RFC 9110 §15.5.6: a 405 says which methods the path has.
+            if let Some(allow) = allow
+                && let Ok(v) = http::HeaderValue::from_str(&allow)
+            {
+                resp.headers_mut().insert(http::header::ALLOW, v);
+            }
+            resp
+        })
+    }
+}
+
+impl Admin {
+    async fn serve(&self, endpoint: Endpoint, query: Option<&str>) -> Reply {
+        match endpoint {
+            Endpoint::Metrics => {
+                let mut buf = Vec::new();
+                let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+                Ok(reply(StatusCode::OK, "text/plain; version=0.0.4", buf))
+            }
+            Endpoint::Healthz => Ok(reply(StatusCode::OK, "text/plain", b"ok\n".to_vec())),
+            // Rules are loaded before the listeners start, so serving means ready.
+            Endpoint::Readyz => Ok(reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())),
+            Endpoint::Routes => self.routes(),
+            Endpoint::RulesStatus => self.rules_status(),
+            Endpoint::Reload => self.reload().await,
+            Endpoint::Outbox => self.outbox().await,
+            Endpoint::DeadLetters => self.dead_letters().await,
+            Endpoint::Redrive => self.redrive(query).await,
+        }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .expect("static response parts are valid")
+}
+
+fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, "application/json", body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_is_routed_and_other_methods_are_refused() {
+        for (method, path, endpoint) in ENDPOINTS {
+            assert_eq!(route(method, path).unwrap(), *endpoint, "{method} {path}");
+        }
+        let e = route(&Method::DELETE, "/api/reload").unwrap_err();
+        assert_eq!(e.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(e.extra["allow"], json!(["POST"]));
+        let e = route(&Method::GET, "/nope").unwrap_err();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.extra["paths"].as_array().unwrap().len(), ENDPOINTS.len());
+    }
+}

@@ -1,0 +1,103 @@
+//! One routing decision per request, made once in `request_filter` from the rules' outcome:
+//! which route matched, which side serves it, the upstream, the rewritten path, and what a
+//! publishing route keeps for its event. Every later phase reads it; nothing else in the
+//! request's state says where it goes. (Shadow copies join it next.)
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use strangler_rules::{Body, Choice, Outcome, Request, Side, Target};
+
+use crate::upstream::{UpstreamPeer, Upstreams};
+
+/// The side that serves a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// The monolith.
+    Legacy,
+    /// The route's new service.
+    Service,
+}
+
+/// Where one request goes.
+pub struct Decision {
+    /// Index of the matched route in the rule set, `None` for the default route.
+    pub route: Option<usize>,
+    pub serving: Serving,
+    /// How the side was chosen (for the access log).
+    pub choice: Choice,
+    pub upstream: Arc<UpstreamPeer>,
+    /// Rewritten path and query for the upstream, when the rewrite changed it.
+    pub rewrite: Option<String>,
+    /// Kept for the event when the route publishes.
+    pub publish: Option<PublishCtx>,
+}
+
+/// What a publishing route keeps of the request until the response is known.
+pub struct PublishCtx {
+    pub body: Option<Bytes>,
+    pub json: Option<serde_json::Value>,
+    pub params: Vec<(String, String)>,
+    pub sticky: Option<String>,
+    /// The event uses the response body: strangler forwards this request itself.
+    pub response_body: bool,
+}
+
+impl Decision {
+    /// The decision for a request the rules matched (or did not: the default route to the
+    /// monolith). The sticky key is extracted once, for both the side and the event; the route's
+    /// own weight decides the side.
+    pub fn new(
+        upstreams: &Upstreams,
+        req: &Request<'_>,
+        outcome: Outcome<'_>,
+        body: Body<'_>,
+        random: u64,
+    ) -> Decision {
+        let Outcome::Matched { id, route, params } = outcome else {
+            return Decision {
+                route: None,
+                serving: Serving::Legacy,
+                choice: Choice::Fixed,
+                upstream: Arc::clone(upstreams.get(None)),
+                rewrite: None,
+                publish: None,
+            };
+        };
+        let key = route.sticky_key(req, &params, body);
+        let (side, choice) = route.decide(route.weight_bp(), key.as_deref(), random);
+        let publish = route.publish.as_ref().map(|p| PublishCtx {
+            body: None,
+            json: None,
+            params: params
+                .0
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            sticky: key.map(Cow::into_owned),
+            response_body: p.needs_response_body(),
+        });
+        let (serving, service, rewrite) = match (side, &route.target) {
+            (Side::Service(name), Target::Service(t)) => {
+                let rewrite = t.rewrite.as_ref().and_then(|rw| {
+                    let path = rw.apply(req.path);
+                    (path != req.path).then(|| match req.query {
+                        Some(q) => format!("{path}?{q}"),
+                        None => path.into_owned(),
+                    })
+                });
+                (Serving::Service, Some(name), rewrite)
+            }
+            _ => (Serving::Legacy, None, None),
+        };
+        Decision {
+            route: Some(id),
+            serving,
+            choice,
+            upstream: Arc::clone(upstreams.get(service)),
+            rewrite,
+            publish,
+        }
+    }
+}

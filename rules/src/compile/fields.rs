@@ -1,0 +1,237 @@
+//! Validation of the values a route's fields share: names, hosts, paths, regexes, JSONPaths,
+//! header names and value tests. Each reports a located error and returns `None` on a bad value.
+
+use std::collections::HashMap;
+
+use http::HeaderName;
+use serde_saphyr::Spanned;
+
+use crate::diag::{Loc, Reporter};
+use crate::path::{PathPattern, Template};
+use crate::raw::*;
+use crate::route::*;
+
+/// Route and service names become metric labels and admin URL segments: non-empty, letters,
+/// digits, `-`, `_` and `.` only. The one check for every name the rules and the config give.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Compiled regexes by source: thousands of routes often share a pattern, and compiling each once
+/// keeps a reload of 10,000 routes fast (a `Regex` clone shares the compiled program).
+#[derive(Default)]
+pub(super) struct RegexCache(HashMap<String, regex::Regex>);
+
+pub(super) fn compile_host(
+    h: &Spanned<String>,
+    field: &str,
+    r: &mut Reporter,
+) -> Option<HostMatch> {
+    let v = h.value.trim();
+    let bad = |r: &mut Reporter, why: &str| r.report(h.into(), field, why.to_string());
+    if v.is_empty() {
+        bad(r, "host is empty");
+        return None;
+    }
+    if v.contains("://") || v.contains('/') {
+        bad(
+            r,
+            "host must be a bare host name such as `shop.example.com` (no scheme, no path)",
+        );
+        return None;
+    }
+    if let Some(rest) = v.strip_prefix("*.") {
+        if rest.is_empty() || rest.contains('*') {
+            bad(r, "a wildcard host must look like `*.example.com`");
+            return None;
+        }
+        return Some(HostMatch::Suffix(format!(".{}", rest.to_ascii_lowercase())));
+    }
+    if v.contains('*') {
+        bad(
+            r,
+            "`*` is only allowed as the first label, as in `*.example.com`",
+        );
+        return None;
+    }
+    if v.contains(':') && !v.starts_with('[') {
+        bad(
+            r,
+            "host must not include a port (the port is ignored when matching)",
+        );
+        return None;
+    }
+    Some(HostMatch::Exact(v.to_ascii_lowercase()))
+}
+
+pub(super) fn compile_path(
+    p: &Spanned<RawPath>,
+    field: &str,
+    regexes: &mut RegexCache,
+    r: &mut Reporter,
+) -> Option<PathPattern> {
+    let raw = &p.value;
+    let options = [
+        ("exact", &raw.exact),
+        ("prefix", &raw.prefix),
+        ("template", &raw.template),
+        ("regex", &raw.regex),
+    ];
+    let (kind, value) = exactly_one(&options, p.into(), field, r)?;
+    let f = format!("{field}.{kind}");
+    let s = value.value.as_str();
+    if kind != "regex" && !s.starts_with('/') {
+        r.report(value.into(), f, format!("path `{s}` must start with '/'"));
+        return None;
+    }
+    match kind {
+        "exact" => Some(PathPattern::Exact(s.to_string())),
+        "prefix" => {
+            let trimmed = if s.len() > 1 {
+                s.trim_end_matches('/')
+            } else {
+                s
+            };
+            Some(PathPattern::Prefix(if trimmed.is_empty() {
+                "/".into()
+            } else {
+                trimmed.into()
+            }))
+        }
+        "template" => match Template::parse(s) {
+            Ok(t) => Some(PathPattern::Template(t)),
+            Err(e) => {
+                r.report(value.into(), f, e);
+                None
+            }
+        },
+        _ => regex(value, &f, regexes, r).map(PathPattern::Regex),
+    }
+}
+
+/// The one alternative given among `options` (`exact`/`prefix`/…), or a located error.
+pub(super) fn exactly_one<'a>(
+    options: &[(&'static str, &'a Option<Spanned<String>>)],
+    at: Loc,
+    field: &str,
+    r: &mut Reporter,
+) -> Option<(&'static str, &'a Spanned<String>)> {
+    let mut given = options
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)));
+    match (given.next(), given.next()) {
+        (Some(one), None) => Some(one),
+        _ => {
+            let names: Vec<&str> = options.iter().map(|(k, _)| *k).collect();
+            let (last, rest) = names.split_last().expect("options are never empty");
+            r.report(
+                at,
+                field,
+                format!("give exactly one of {} or {last}", rest.join(", ")),
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn regex(
+    v: &Spanned<String>,
+    field: &str,
+    regexes: &mut RegexCache,
+    r: &mut Reporter,
+) -> Option<regex::Regex> {
+    if let Some(re) = regexes.0.get(&v.value) {
+        return Some(re.clone());
+    }
+    match regex::Regex::new(&format!("^(?:{})$", v.value)) {
+        Ok(re) => {
+            regexes.0.insert(v.value.clone(), re.clone());
+            Some(re)
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let last = msg.lines().last().unwrap_or("invalid regex").trim();
+            let last = last.strip_prefix("error: ").unwrap_or(last);
+            r.report(
+                v.into(),
+                field,
+                format!("invalid regex `{}`: {last}", v.value),
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn jsonpath(
+    v: &Spanned<String>,
+    field: &str,
+    r: &mut Reporter,
+) -> Option<jsonpath_rust::parser::model::JpQuery> {
+    match jsonpath_rust::parser::parse_json_path(&v.value) {
+        Ok(q) => Some(q),
+        Err(e) => {
+            let text = e.to_string();
+            // pest renders a multi-line picture; its `= expected …` line is the useful part.
+            let msg = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("= "))
+                .unwrap_or_else(|| text.lines().next().unwrap_or("parse error"))
+                .to_string();
+            r.report(
+                v.into(),
+                field,
+                format!("invalid JSONPath `{}`: {msg}", v.value),
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn header_name(
+    v: &Spanned<String>,
+    field: &str,
+    r: &mut Reporter,
+) -> Option<HeaderName> {
+    match HeaderName::from_bytes(v.value.as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            r.report(
+                v.into(),
+                field,
+                format!("`{}` is not a valid header name", v.value),
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn value_test(
+    v: &RawValueMatch,
+    field: &str,
+    regexes: &mut RegexCache,
+    r: &mut Reporter,
+) -> Option<ValueTest> {
+    let count = usize::from(v.present.is_some())
+        + usize::from(v.equals.is_some())
+        + usize::from(v.regex.is_some());
+    if count > 1 {
+        r.report(
+            (&v.name).into(),
+            field,
+            "give at most one of present, equals or regex",
+        );
+        return None;
+    }
+    Some(if let Some(e) = &v.equals {
+        ValueTest::Equals(e.value.clone())
+    } else if let Some(re) = &v.regex {
+        ValueTest::Regex(regex(re, &format!("{field}.regex"), regexes, r)?)
+    } else if v.present.as_ref().is_some_and(|p| !p.value) {
+        ValueTest::Absent
+    } else {
+        ValueTest::Present
+    })
+}

@@ -1,0 +1,261 @@
+//! Validation and compilation: raw rule files → one [`RuleSet`]. Collects every problem in every
+//! file (each located `file:line:col: field: message`) instead of stopping at the first; does the
+//! cross-checks (unknown service, duplicate names, sticky keys that can never be present).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::diag::{Diagnostics, Loc, Reporter};
+use crate::raw::*;
+use crate::route::*;
+use crate::ruleset::RuleSet;
+use fields::{RegexCache, compile_host, compile_path, header_name, jsonpath, value_test};
+use target::compile_target;
+
+mod fields;
+mod publish;
+mod target;
+
+pub use fields::is_valid_name;
+
+/// One rule file's name (as shown in diagnostics) and text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub name: Arc<str>,
+    pub text: String,
+}
+
+/// Reads a rule file, or every `*.yaml` / `*.yml` file of a folder in name order.
+pub fn read_sources(path: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
+    let shown: Arc<str> = path.display().to_string().into();
+    let unreadable = |e: std::io::Error| {
+        let mut r = Reporter::new(shown.clone());
+        r.report(Loc::default(), "", format!("cannot read: {e}"));
+        r.finish()
+    };
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(unreadable)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            })
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::with_capacity(files.len());
+    let mut diags = Diagnostics::default();
+    for f in files {
+        let name: Arc<str> = f.display().to_string().into();
+        match std::fs::read_to_string(&f) {
+            Ok(text) => out.push(SourceFile { name, text }),
+            Err(e) => {
+                let mut r = Reporter::new(name);
+                r.report(Loc::default(), "", format!("cannot read: {e}"));
+                diags.extend(r.finish());
+            }
+        }
+    }
+    diags.into_result(out)
+}
+
+/// What the rules may refer to outside themselves.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// Services named in the config; `None` skips the unknown-service check (a rule file checked
+    /// on its own).
+    pub services: Option<Vec<String>>,
+}
+
+/// Reads the rule file or folder at `path` and compiles it: what the proxy, its reloads,
+/// `check` and `explain` all do.
+pub fn load(path: &Path, ctx: &Context) -> Result<(RuleSet, usize), Diagnostics> {
+    let files = read_sources(path)?;
+    Ok((compile(&files, ctx)?, files.len()))
+}
+
+/// Validates and compiles every file into one rule set, or returns every problem found.
+pub fn compile(files: &[SourceFile], ctx: &Context) -> Result<RuleSet, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let mut routes = Vec::new();
+    let mut names: HashMap<String, (Arc<str>, Loc)> = HashMap::new();
+    let mut regexes = RegexCache::default();
+    for file in files {
+        let mut r = Reporter::new(file.name.clone());
+        match serde_saphyr::from_str_with_options::<Option<RawRuleFile>>(&file.text, yaml_options())
+        {
+            Ok(Some(raw)) => {
+                for (i, route) in raw.routes.unwrap_or_default().into_iter().enumerate() {
+                    let at = Loc::from(&route);
+                    let field = format!("routes[{i}]");
+                    let name = route.value.name.value.clone();
+                    if let Some((f, l)) = names.get(&name) {
+                        r.report(
+                            (&route.value.name).into(),
+                            format!("{field}.name"),
+                            format!(
+                                "duplicate route name `{name}` (first defined at {f}:{}:{})",
+                                l.line, l.column
+                            ),
+                        );
+                    } else {
+                        names.insert(name, (file.name.clone(), (&route.value.name).into()));
+                    }
+                    if let Some(route) =
+                        compile_route(route.value, at, &field, ctx, &mut regexes, &mut r)
+                    {
+                        routes.push(route);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => r.yaml_error(&e),
+        }
+        diags.extend(r.finish());
+    }
+    diags.into_result(()).map(|()| RuleSet::new(routes))
+}
+
+/// serde-saphyr's default budget (250,000 nodes) stops near 8,000 routes in one file; rule files
+/// are the operator's own, so allow far more while keeping its alias/anchor limits (YAML bombs).
+fn yaml_options() -> serde_saphyr::Options {
+    let budget = serde_saphyr::budget! { max_nodes: 20_000_000, max_events: 80_000_000 };
+    serde_saphyr::options! { budget: budget }
+}
+
+fn compile_route(
+    raw: RawRoute,
+    at: Loc,
+    field: &str,
+    ctx: &Context,
+    regexes: &mut RegexCache,
+    r: &mut Reporter,
+) -> Option<Route> {
+    let before = r.count();
+    let name = raw.name.value.clone();
+    if !is_valid_name(&name) {
+        r.report((&raw.name).into(), format!("{field}.name"),
+            "route names must be non-empty and use only letters, digits, '-', '_' and '.' (they become metric labels)");
+    }
+    let m = raw.matches.map(|m| m.value).unwrap_or_default();
+    let methods = m
+        .methods
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let upper = s.value.to_ascii_uppercase();
+            const KNOWN: [&str; 9] = [
+                "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+            ];
+            if KNOWN.contains(&upper.as_str()) {
+                Method::from_bytes(upper.as_bytes()).ok()
+            } else {
+                r.report(
+                    s.into(),
+                    format!("{field}.match.methods[{i}]"),
+                    format!(
+                        "unknown method `{}` (expected one of {})",
+                        s.value,
+                        KNOWN.join(", ")
+                    ),
+                );
+                None
+            }
+        })
+        .collect::<Vec<_>>();
+    let host = m
+        .host
+        .as_ref()
+        .and_then(|h| compile_host(h, &format!("{field}.match.host"), r));
+    let path = m
+        .path
+        .as_ref()
+        .and_then(|p| compile_path(p, &format!("{field}.match.path"), regexes, r));
+    let headers = m
+        .headers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let f = format!("{field}.match.headers[{i}]");
+            let name = header_name(&h.value.name, &format!("{f}.name"), r)?;
+            let test = value_test(&h.value, &f, regexes, r)?;
+            Some(ValueMatch { name, test })
+        })
+        .collect();
+    let query = m
+        .query
+        .iter()
+        .enumerate()
+        .filter_map(|(i, q)| {
+            let f = format!("{field}.match.query[{i}]");
+            if q.value.name.value.is_empty() {
+                r.report(
+                    (&q.value.name).into(),
+                    format!("{f}.name"),
+                    "query parameter name is empty",
+                );
+            }
+            let test = value_test(&q.value, &f, regexes, r)?;
+            Some(ValueMatch {
+                name: q.value.name.value.clone(),
+                test,
+            })
+        })
+        .collect();
+    let body = m
+        .body
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| {
+            let f = format!("{field}.match.body[{i}].jsonpath");
+            let query = jsonpath(&b.value.jsonpath, &f, r)?;
+            Some(BodyMatch {
+                source: b.value.jsonpath.value.clone(),
+                query,
+                equals: b.value.equals.as_ref().map(|e| e.value.clone()),
+            })
+        })
+        .collect::<Vec<_>>();
+    let publish = raw.publish.as_ref().and_then(|p| {
+        publish::compile(
+            p,
+            &format!("{field}.publish"),
+            &name,
+            &path,
+            &raw.target.value,
+            r,
+        )
+    });
+    let target = compile_target(
+        &raw.target,
+        &format!("{field}.target"),
+        &path,
+        &methods,
+        ctx,
+        r,
+    );
+    if r.count() > before {
+        return None;
+    }
+    Some(Route {
+        name,
+        file: r.file().clone(),
+        line: at.line,
+        priority: raw.priority.map_or(0, |p| p.value),
+        methods,
+        host,
+        path,
+        headers,
+        query,
+        body,
+        target: target?,
+        publish,
+    })
+}

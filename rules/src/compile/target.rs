@@ -1,0 +1,221 @@
+//! Validation of a route's `target`: the side (monolith or a named service), weight, sticky
+//! key, path rewrite and added headers.
+
+use http::{HeaderValue, Method};
+use serde_saphyr::Spanned;
+
+use super::Context;
+use super::fields::{exactly_one, header_name, jsonpath};
+use crate::diag::{Loc, Reporter};
+use crate::path::PathPattern;
+use crate::raw::*;
+use crate::route::*;
+
+pub(super) fn compile_target(
+    t: &Spanned<RawTarget>,
+    field: &str,
+    path: &Option<PathPattern>,
+    methods: &[Method],
+    ctx: &Context,
+    r: &mut Reporter,
+) -> Option<Target> {
+    let raw = &t.value;
+    let service = raw.service.value.as_str();
+    if service == LEGACY {
+        for (key, present) in [
+            ("weight", raw.weight.as_ref().map(Loc::from)),
+            ("sticky", raw.sticky.as_ref().map(Loc::from)),
+            ("rewrite", raw.rewrite.as_ref().map(Loc::from)),
+        ] {
+            if let Some(at) = present {
+                r.report(
+                    at,
+                    format!("{field}.{key}"),
+                    format!("`{key}` only applies to a new service, not to `legacy`"),
+                );
+            }
+        }
+        if let Some(h) = raw.headers.first() {
+            r.report(
+                h.into(),
+                format!("{field}.headers"),
+                "`headers` only applies to a new service, not to `legacy`",
+            );
+        }
+        return Some(Target::Legacy);
+    }
+    if let Some(known) = &ctx.services
+        && !known.iter().any(|s| s == service)
+    {
+        let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
+        names.push(LEGACY);
+        r.report(
+            (&raw.service).into(),
+            format!("{field}.service"),
+            format!(
+                "unknown service `{service}` (the config names: {})",
+                names.join(", ")
+            ),
+        );
+    }
+    let weight_bp = match &raw.weight {
+        None => 10_000,
+        Some(w) => {
+            let bp = (w.value * 100.0).round();
+            if !(0.0..=100.0).contains(&w.value) || !w.value.is_finite() {
+                r.report(
+                    w.into(),
+                    format!("{field}.weight"),
+                    format!("weight {} is out of range 0–100", w.value),
+                );
+                0
+            } else if (bp - w.value * 100.0).abs() > 1e-6 {
+                r.report(
+                    w.into(),
+                    format!("{field}.weight"),
+                    format!("weight {} has more than two decimals", w.value),
+                );
+                0
+            } else {
+                bp as u16
+            }
+        }
+    };
+    let sticky = raw
+        .sticky
+        .as_ref()
+        .and_then(|s| compile_sticky(s, &format!("{field}.sticky"), path, methods, r));
+    let rewrite = raw.rewrite.as_ref().and_then(|rw| {
+        let f = format!("{field}.rewrite");
+        match (&rw.value.strip_prefix, &rw.value.replace_prefix) {
+            (Some(p), None) => {
+                prefix_value(p, &format!("{f}.strip_prefix"), r).map(Rewrite::StripPrefix)
+            }
+            (None, Some(rp)) => {
+                let from = prefix_value(&rp.value.from, &format!("{f}.replace_prefix.from"), r)?;
+                let to = prefix_value(&rp.value.to, &format!("{f}.replace_prefix.to"), r)?;
+                Some(Rewrite::ReplacePrefix { from, to })
+            }
+            _ => {
+                r.report(
+                    rw.into(),
+                    f,
+                    "give exactly one of strip_prefix or replace_prefix",
+                );
+                None
+            }
+        }
+    });
+    let add_headers = raw
+        .headers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let f = format!("{field}.headers[{i}]");
+            let name = header_name(&h.value.name, &format!("{f}.name"), r)?;
+            match HeaderValue::from_str(&h.value.value.value) {
+                Ok(v) => Some((name, v)),
+                Err(_) => {
+                    r.report(
+                        (&h.value.value).into(),
+                        format!("{f}.value"),
+                        "not a valid header value",
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    Some(Target::Service(ServiceTarget {
+        service: service.to_string(),
+        weight_bp,
+        sticky,
+        rewrite,
+        add_headers,
+    }))
+}
+
+pub(super) fn compile_sticky(
+    s: &Spanned<RawSticky>,
+    field: &str,
+    path: &Option<PathPattern>,
+    methods: &[Method],
+    r: &mut Reporter,
+) -> Option<Sticky> {
+    let raw = &s.value;
+    let options = [
+        ("header", &raw.header),
+        ("cookie", &raw.cookie),
+        ("query", &raw.query),
+        ("path_param", &raw.path_param),
+        ("body", &raw.body),
+    ];
+    let (kind, value) = exactly_one(&options, s.into(), field, r)?;
+    let f = format!("{field}.{kind}");
+    if value.value.is_empty() {
+        r.report(value.into(), f, "sticky key name is empty");
+        return None;
+    }
+    match kind {
+        "header" => header_name(value, &f, r).map(Sticky::Header),
+        "cookie" => Some(Sticky::Cookie(value.value.clone())),
+        "query" => Some(Sticky::Query(value.value.clone())),
+        "path_param" => {
+            let known: Vec<&str> = match path {
+                Some(PathPattern::Template(t)) => t.params().collect(),
+                _ => Vec::new(),
+            };
+            if known.contains(&value.value.as_str()) {
+                Some(Sticky::PathParam(value.value.clone()))
+            } else if known.is_empty() {
+                r.report(value.into(), f, format!(
+                    "path parameter `{}` can never be present: the route's path is not a template with parameters",
+                    value.value));
+                None
+            } else {
+                r.report(
+                    value.into(),
+                    f,
+                    format!(
+                        "path parameter `{}` can never be present: the template has {}",
+                        value.value,
+                        known
+                            .iter()
+                            .map(|p| format!("{{{p}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                None
+            }
+        }
+        _ => {
+            if !methods.is_empty()
+                && methods
+                    .iter()
+                    .all(|m| matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE"))
+            {
+                r.report(value.into(), f, "a body key can never be present: the route only matches methods without a body");
+                return None;
+            }
+            let query = jsonpath(value, &f, r)?;
+            Some(Sticky::Body {
+                source: value.value.clone(),
+                query,
+            })
+        }
+    }
+}
+
+fn prefix_value(v: &Spanned<String>, field: &str, r: &mut Reporter) -> Option<String> {
+    if v.value.starts_with('/') {
+        Some(v.value.clone())
+    } else {
+        r.report(
+            v.into(),
+            field,
+            format!("`{}` must start with '/'", v.value),
+        );
+        None
+    }
+}

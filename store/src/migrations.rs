@@ -1,0 +1,131 @@
+//! Every table the proxy keeps, created here and nowhere else: an ordered list of migrations,
+//! each applied once and recorded in `strangler_schema`. Replicas starting together on
+//! PostgreSQL apply them one at a time (under the [`Lock::MIGRATE`] lock).
+//!
+//! A migration's statements are written for both databases, with the few column types that
+//! differ filled in per dialect. Add new tables as a new migration at the end; never edit one
+//! that has shipped. (Migration 1 uses `IF NOT EXISTS`: stores made before this list existed
+//! already hold its tables.)
+
+use crate::lease::Lock;
+use crate::{Pool, StoreError, now_ms, on_pool};
+
+/// The column types that differ between the two databases.
+struct Dialect {
+    /// An auto-incrementing 64-bit primary key.
+    serial: &'static str,
+    blob: &'static str,
+}
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    statements: fn(&Dialect) -> Vec<String>,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "outbox, dead letters, published archive",
+    statements: outbox_tables,
+}];
+
+fn outbox_tables(d: &Dialect) -> Vec<String> {
+    let Dialect { serial, blob } = d;
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS strangler_outbox (seq {serial}, id TEXT NOT NULL, route TEXT NOT NULL, \
+             stream TEXT NOT NULL, partition_key TEXT NOT NULL, payload {blob} NOT NULL, created_ms BIGINT NOT NULL, \
+             attempts BIGINT NOT NULL DEFAULT 0, next_attempt_ms BIGINT NOT NULL, last_error TEXT)"
+        ),
+        // Earlier versions indexed keys and due times for the relay's claim query; the relay now
+        // reads by `seq` alone and keeps per-key order in memory, and every index is one more
+        // write per enqueued event.
+        "DROP INDEX IF EXISTS strangler_outbox_key".into(),
+        "DROP INDEX IF EXISTS strangler_outbox_due".into(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS strangler_dead_letters (seq BIGINT PRIMARY KEY, id TEXT NOT NULL, route TEXT NOT NULL, \
+             stream TEXT NOT NULL, partition_key TEXT NOT NULL, payload {blob} NOT NULL, created_ms BIGINT NOT NULL, \
+             attempts BIGINT NOT NULL, reason TEXT NOT NULL, dead_ms BIGINT NOT NULL)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS strangler_published (seq BIGINT PRIMARY KEY, id TEXT NOT NULL, stream TEXT NOT NULL, \
+             partition_key TEXT NOT NULL, payload {blob} NOT NULL, created_ms BIGINT NOT NULL, published_ms BIGINT NOT NULL)"
+        ),
+    ]
+}
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS strangler_schema \
+    (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)";
+
+/// Applies the migrations the store has not had yet, each in a transaction of its own.
+pub(crate) async fn apply(pool: &Pool) -> Result<(), StoreError> {
+    let dialect = match pool {
+        Pool::Sqlite(_) => Dialect {
+            serial: "INTEGER PRIMARY KEY AUTOINCREMENT",
+            blob: "BLOB",
+        },
+        Pool::Postgres(_) => Dialect {
+            serial: "BIGSERIAL PRIMARY KEY",
+            blob: "BYTEA",
+        },
+    };
+    on_pool!(pool, |p| {
+        let mut tx = p.begin().await?;
+        if matches!(pool, Pool::Postgres(_)) {
+            // Held to the end of the transaction: one replica migrates at a time.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(Lock::MIGRATE.key())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(SCHEMA).execute(&mut *tx).await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM strangler_schema")
+            .fetch_all(&mut *tx)
+            .await?;
+        for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            for s in (m.statements)(&dialect) {
+                sqlx::query(sqlx::AssertSqlSafe(s))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO strangler_schema (version, name, applied_ms) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_ascending_and_unique() {
+        let v: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert!(v.windows(2).all(|w| w[0] < w[1]), "{v:?}");
+        assert_eq!(v.first(), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn applying_twice_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = crate::Store::connect(&url).await.unwrap();
+        apply(&store.pool).await.unwrap();
+        let Pool::Sqlite(p) = &store.pool else {
+            unreachable!()
+        };
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM strangler_schema")
+            .fetch_one(p)
+            .await
+            .unwrap();
+        assert_eq!(n, MIGRATIONS.len() as i64);
+    }
+}

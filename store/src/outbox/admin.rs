@@ -1,0 +1,114 @@
+//! Dead letters and depth: events that will not be published, and what is waiting, as the relay
+//! records them and the admin API shows and re-drives them.
+
+use sqlx::Row;
+
+use super::{DeadLetter, Outbox, StreamDepth};
+use crate::lease::Lock;
+use crate::{Pool, StoreError, now_ms, on_pool};
+
+impl Outbox {
+    /// Moves an event to the dead-letter table.
+    pub async fn dead_letter(&self, seq: i64, reason: &str) -> Result<(), StoreError> {
+        const COPY: &str = "INSERT INTO strangler_dead_letters (seq, id, route, stream, partition_key, payload, created_ms, attempts, reason, dead_ms) \
+            SELECT seq, id, route, stream, partition_key, payload, created_ms, attempts + 1, $1, $2 FROM strangler_outbox WHERE seq = $3";
+        let now = now_ms();
+        on_pool!(&self.store.pool, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query(COPY)
+                .bind(reason)
+                .bind(now)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM strangler_outbox WHERE seq = $1")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
+        const SQL: &str = "SELECT seq, id, stream, partition_key, attempts, reason, dead_ms FROM strangler_dead_letters ORDER BY seq LIMIT $1";
+        let dead = on_pool!(&self.store.pool, |p| {
+            let rows = sqlx::query(SQL).bind(limit).fetch_all(p).await?;
+            rows.iter()
+                .map(|r| DeadLetter {
+                    seq: r.get(0),
+                    id: r.get(1),
+                    stream: r.get(2),
+                    partition_key: r.get(3),
+                    attempts: r.get(4),
+                    reason: r.get(5),
+                    dead_ms: r.get(6),
+                })
+                .collect()
+        });
+        Ok(dead)
+    }
+
+    /// Puts dead letters back in the outbox (same id, fresh tries); `None` re-drives them all.
+    /// Returns how many moved.
+    pub async fn redrive(&self, seqs: Option<&[i64]>) -> Result<u64, StoreError> {
+        let filter = match seqs {
+            Some([]) => return Ok(0),
+            Some(s) => {
+                let list: Vec<String> = s.iter().map(i64::to_string).collect();
+                format!("WHERE seq IN ({})", list.join(","))
+            }
+            None => String::new(),
+        };
+        let now = now_ms();
+        let copy = format!(
+            "INSERT INTO strangler_outbox (id, route, stream, partition_key, payload, created_ms, attempts, next_attempt_ms) \
+             SELECT id, route, stream, partition_key, payload, created_ms, 0, {now} FROM strangler_dead_letters {filter} ORDER BY seq"
+        );
+        let delete = format!("DELETE FROM strangler_dead_letters {filter}");
+        let pg = matches!(self.store.pool, Pool::Postgres(_));
+        let moved = on_pool!(&self.store.pool, |p| {
+            let mut tx = p.begin().await?;
+            if pg {
+                // Before any `seq` is drawn (see `Outbox::read_after`).
+                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                    .bind(Lock::ENQUEUE.key())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let n = sqlx::query(sqlx::AssertSqlSafe(copy))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(sqlx::AssertSqlSafe(delete))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            n
+        });
+        self.mark_stale();
+        self.store.committed.notify_one();
+        Ok(moved)
+    }
+
+    /// Waiting events and the age of the oldest, per stream. Scans the table: the admin API
+    /// asks on demand; the relay's gauges come from its working set instead.
+    pub async fn depth(&self) -> Result<Vec<StreamDepth>, StoreError> {
+        const SQL: &str = "SELECT stream, COUNT(*), MIN(created_ms) FROM strangler_outbox GROUP BY stream ORDER BY stream";
+        let now = now_ms();
+        let depths = on_pool!(&self.store.reads, |p| {
+            let rows = sqlx::query(SQL).fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    let oldest: i64 = r.get(2);
+                    StreamDepth {
+                        stream: r.get(0),
+                        depth: r.get(1),
+                        oldest_age_seconds: (now - oldest).max(0) as f64 / 1000.0,
+                    }
+                })
+                .collect()
+        });
+        Ok(depths)
+    }
+}
