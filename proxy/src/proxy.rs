@@ -1,8 +1,10 @@
 //! The request path, in the order pingora calls it: `request_filter` matches the rules (reading
-//! the body first when a body predicate or body key needs it) and chooses the side;
-//! `upstream_peer` hands over that upstream; `upstream_request_filter` rewrites the path and adds
-//! forwarding and trace headers; `fail_to_proxy` turns errors into 502/504 via `errors`;
-//! `logging` counts the request and writes the access-log line.
+//! the body first when a body predicate or body key needs it) and records the request's
+//! [`Decision`] (route, side, upstream, rewrite, publish); `upstream_peer` hands over the
+//! decision's upstream; `upstream_request_filter` rewrites the path and adds forwarding and trace
+//! headers; `response_filter` (or `forward`) emits a publishing route's event; `fail_to_proxy`
+//! turns errors into 502/504 via `errors`; `logging` counts the request per route and side and
+//! writes the access-log line.
 
 mod body;
 mod forward;

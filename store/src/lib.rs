@@ -24,7 +24,8 @@ pub use lease::{Lease, LeaseGuard};
 pub use outbox::{DeadLetter, NewEvent, Outbox, Pending, StreamDepth};
 pub use writer::WriteError;
 
-/// The memory budget for events when the configuration does not set one (`events.memory`).
+/// The memory budget for events when the configuration does not set one (`events.memory`): fits
+/// a small VM next to the proxy's own ~50 MB.
 pub const DEFAULT_MEMORY: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]

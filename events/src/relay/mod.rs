@@ -83,9 +83,6 @@ pub struct RelayConfig {
     pub memory: usize,
 }
 
-/// The default memory budget: fits a small VM next to the proxy's own ~50 MB.
-pub const DEFAULT_MEMORY: usize = strangler_store::DEFAULT_MEMORY;
-
 /// Why the relay started over: the store failed, or a call's task did.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -118,7 +115,7 @@ impl Default for RelayConfig {
             keep_published: None,
             aggregate: Vec::new(),
             aggregate_max_bytes: aggregate::DEFAULT_MAX_BYTES,
-            memory: DEFAULT_MEMORY,
+            memory: strangler_store::DEFAULT_MEMORY,
         }
     }
 }
