@@ -40,6 +40,8 @@ pub struct KinesisLocal {
 }
 
 impl KinesisLocal {
+    /// Starts kinesis-local on free ports and waits for its health check. When a port picked for
+    /// it was taken in between (it exits at once), it starts again on new ports.
     pub async fn start() -> KinesisLocal {
         let dir = package_dir();
         assert!(
@@ -47,31 +49,40 @@ impl KinesisLocal {
             "kinesis-local is not installed at {} (run .ci/run, or npm install --prefix ~/.cache/strangler-npm kinesis-local)",
             dir.display()
         );
-        let (plain, tls) = (free_port(), free_port());
-        let child = Command::new("node")
-            .arg(dir.join("main.js"))
-            .env("KINESIS_MOCK_CERT_PATH", dir.join("server.json"))
-            .env("KINESIS_MOCK_PLAIN_PORT", plain.port().to_string())
-            .env("KINESIS_MOCK_TLS_PORT", tls.port().to_string())
-            .env("CREATE_STREAM_DURATION", "0ms")
-            .env("DELETE_STREAM_DURATION", "0ms")
-            .env("SHARD_LIMIT", "1000")
-            .env("LOG_LEVEL", "WARN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start kinesis-local (node)");
-        let k = KinesisLocal { child, addr: plain };
-        crate::wait_for(
-            "kinesis-local /healthcheck",
-            Duration::from_secs(60),
-            || async move {
-                tokio::net::TcpStream::connect(plain).await.is_ok()
+        for _ in 0..5 {
+            let (plain, tls) = (free_port(), free_port());
+            let child = Command::new("node")
+                .arg(dir.join("main.js"))
+                .env("KINESIS_MOCK_CERT_PATH", dir.join("server.json"))
+                .env("KINESIS_MOCK_PLAIN_PORT", plain.port().to_string())
+                .env("KINESIS_MOCK_TLS_PORT", tls.port().to_string())
+                .env("CREATE_STREAM_DURATION", "0ms")
+                .env("DELETE_STREAM_DURATION", "0ms")
+                .env("SHARD_LIMIT", "1000")
+                .env("LOG_LEVEL", "WARN")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start kinesis-local (node)");
+            let mut k = KinesisLocal { child, addr: plain };
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                if k.child.try_wait().unwrap().is_some() {
+                    break; // exited: a port was taken; try new ones
+                }
+                if tokio::net::TcpStream::connect(plain).await.is_ok()
                     && crate::client::get(plain, "/healthcheck", &[]).await.status == 200
-            },
-        )
-        .await;
-        k
+                {
+                    return k;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "kinesis-local not healthy after 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("kinesis-local exited at start five times in a row");
     }
 
     pub fn endpoint(&self) -> String {
@@ -182,15 +193,17 @@ pub struct Shim {
 }
 
 impl Shim {
+    /// Starts the shim on a port of its own (bound on port 0 and kept).
     pub async fn start(target: SocketAddr) -> Shim {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut shim = Shim {
-            addr: free_port(),
+            addr: listener.local_addr().unwrap(),
             faults: Arc::new(Faults::default()),
             target,
             task: None,
             conns: Arc::default(),
         };
-        shim.up().await;
+        shim.serve(listener);
         shim
     }
 
@@ -209,14 +222,27 @@ impl Shim {
         }
     }
 
-    /// Listens again on the same port.
+    /// Listens again on the same port (waiting up to 10 s for the system to release it).
     pub async fn up(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let listener = loop {
             match TcpListener::bind(self.addr).await {
                 Ok(l) => break l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the shim cannot listen on {} again: {e}",
+                        self.addr
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         };
+        self.serve(listener);
+    }
+
+    /// Serves connections from `listener` until `down`.
+    fn serve(&mut self, listener: TcpListener) {
         let (faults, target) = (Arc::clone(&self.faults), self.target);
         let conns = Arc::clone(&self.conns);
         self.task = Some(tokio::spawn(async move {
@@ -246,10 +272,6 @@ impl Shim {
                 );
             }
         }));
-        // Wait until it accepts.
-        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 }
 
