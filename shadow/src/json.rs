@@ -1,0 +1,201 @@
+//! The structural JSON differ: the monolith's document (`expected`) against the new service's
+//! (`actual`), with ignored places, arrays compared as sets, and a tolerance for numbers. Every
+//! difference has a location and a pattern (see [`crate::path`]).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::path::{Location, Pattern, Seg};
+use crate::{Difference, Kind};
+
+/// How two JSON documents are compared.
+#[derive(Debug, Clone, Default)]
+pub struct JsonRules {
+    /// Places left out of the diff (with everything below them).
+    pub ignore: Vec<Pattern>,
+    /// Arrays compared as sets: elements paired by the value at `key` (relative to the element,
+    /// `$` for the element itself), order ignored.
+    pub unordered: Vec<Unordered>,
+    pub numbers: Tolerance,
+}
+
+#[derive(Debug, Clone)]
+pub struct Unordered {
+    pub path: Pattern,
+    /// A plain path inside each element; `None` pairs equal elements.
+    pub key: Option<Pattern>,
+}
+
+/// When two numbers count as equal.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tolerance {
+    /// `|a - b| <= relative · max(|a|, |b|)`.
+    pub relative: f64,
+    /// `|a - b| <= absolute`.
+    pub absolute: f64,
+}
+
+impl Tolerance {
+    fn equal(&self, a: &serde_json::Number, b: &serde_json::Number) -> bool {
+        if a == b {
+            return true;
+        }
+        match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => {
+                let d = (x - y).abs();
+                d == 0.0 || d <= self.absolute || d <= self.relative * x.abs().max(y.abs())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The JSON type name used in differences.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Every difference between `expected` and `actual`: object members in key order (then the
+/// members only `actual` has), array elements in order.
+pub fn diff(expected: &Value, actual: &Value, rules: &JsonRules) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let mut at = Vec::new();
+    walk(expected, actual, rules, &mut at, &mut out);
+    out
+}
+
+fn ignored(rules: &JsonRules, at: &[Seg]) -> bool {
+    rules.ignore.iter().any(|p| p.covers(at))
+}
+
+fn push(
+    out: &mut Vec<Difference>,
+    at: &[Seg],
+    kind: Kind,
+    expected: Option<&Value>,
+    actual: Option<&Value>,
+) {
+    let loc = Location(at.to_vec());
+    out.push(Difference {
+        kind,
+        location: loc.to_string(),
+        pattern: loc.pattern(),
+        expected: expected.cloned(),
+        actual: actual.cloned(),
+    });
+}
+
+fn walk(e: &Value, a: &Value, rules: &JsonRules, at: &mut Vec<Seg>, out: &mut Vec<Difference>) {
+    if ignored(rules, at) {
+        return;
+    }
+    match (e, a) {
+        (Value::Object(eo), Value::Object(ao)) => {
+            for (k, ev) in eo {
+                at.push(Seg::Key(k.clone()));
+                match ao.get(k) {
+                    Some(av) => walk(ev, av, rules, at, out),
+                    None if !ignored(rules, at) => push(out, at, Kind::Missing, Some(ev), None),
+                    None => {}
+                }
+                at.pop();
+            }
+            for (k, av) in ao {
+                if !eo.contains_key(k) {
+                    at.push(Seg::Key(k.clone()));
+                    if !ignored(rules, at) {
+                        push(out, at, Kind::Extra, None, Some(av));
+                    }
+                    at.pop();
+                }
+            }
+        }
+        (Value::Array(ea), Value::Array(aa)) => {
+            match rules.unordered.iter().find(|u| u.path.selects(at)) {
+                Some(u) => unordered(ea, aa, u, rules, at, out),
+                None => {
+                    if ea.len() != aa.len() {
+                        push(
+                            out,
+                            at,
+                            Kind::Length,
+                            Some(&Value::from(ea.len())),
+                            Some(&Value::from(aa.len())),
+                        );
+                    }
+                    for (i, (ev, av)) in ea.iter().zip(aa).enumerate() {
+                        at.push(Seg::Index(i));
+                        walk(ev, av, rules, at, out);
+                        at.pop();
+                    }
+                }
+            }
+        }
+        (Value::Number(x), Value::Number(y)) if !rules.numbers.equal(x, y) => {
+            push(out, at, Kind::Value, Some(e), Some(a));
+        }
+        (Value::Number(_), Value::Number(_)) => {}
+        _ if type_name(e) != type_name(a) => push(out, at, Kind::Type, Some(e), Some(a)),
+        _ if e != a => push(out, at, Kind::Value, Some(e), Some(a)),
+        _ => {}
+    }
+}
+
+/// Arrays as sets: elements paired by key (or by equality without one). A paired element is
+/// compared at the monolith's index; an unpaired one is `missing` (at the monolith's index) or
+/// `extra` (at the new service's).
+fn unordered(
+    ea: &[Value],
+    aa: &[Value],
+    u: &Unordered,
+    rules: &JsonRules,
+    at: &mut Vec<Seg>,
+    out: &mut Vec<Difference>,
+) {
+    let key_of = |v: &Value| -> String {
+        match &u.key {
+            Some(k) => k
+                .get(v)
+                .map_or_else(|| "\u{0}none".into(), Value::to_string),
+            None => v.to_string(),
+        }
+    };
+    // Key → the new service's elements with it, in order, not yet paired.
+    let mut pool: HashMap<String, Vec<usize>> = HashMap::new();
+    for (j, av) in aa.iter().enumerate().rev() {
+        pool.entry(key_of(av)).or_default().push(j);
+    }
+    let mut paired = vec![false; aa.len()];
+    for (i, ev) in ea.iter().enumerate() {
+        at.push(Seg::Index(i));
+        match pool.get_mut(&key_of(ev)).and_then(Vec::pop) {
+            Some(j) => {
+                paired[j] = true;
+                walk(ev, &aa[j], rules, at, out);
+            }
+            None if !ignored(rules, at) => push(out, at, Kind::Missing, Some(ev), None),
+            None => {}
+        }
+        at.pop();
+    }
+    for (j, av) in aa.iter().enumerate() {
+        if !paired[j] {
+            at.push(Seg::Index(j));
+            if !ignored(rules, at) {
+                push(out, at, Kind::Extra, None, Some(av));
+            }
+            at.pop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

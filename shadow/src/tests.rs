@@ -1,0 +1,119 @@
+use std::io::Write;
+
+use http::HeaderMap;
+use serde_json::json;
+
+use super::*;
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    h
+}
+
+fn answer<'a>(status: u16, headers: &'a HeaderMap, body: &'a [u8]) -> Answer<'a> {
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[test]
+fn equal_answers_match() {
+    let h = headers(&[("content-type", "application/json")]);
+    let body = br#"{"id": 1, "items": [1, 2]}"#;
+    let d = compare(
+        &answer(200, &h, body),
+        &answer(200, &h, body),
+        &Rules::default(),
+    )
+    .unwrap();
+    assert!(d.is_empty(), "{d:?}");
+}
+
+#[test]
+fn status_headers_and_body_differences_are_listed() {
+    let e = headers(&[("content-type", "application/json"), ("x-other", "a")]);
+    let a = headers(&[
+        ("content-type", "application/json; charset=utf-8"),
+        ("x-other", "b"),
+    ]);
+    let d = compare(
+        &answer(200, &e, br#"{"total": 10}"#),
+        &answer(201, &a, br#"{"total": 11}"#),
+        &Rules::default(),
+    )
+    .unwrap();
+    let got: Vec<_> = d.iter().map(|d| (d.kind, d.location.as_str())).collect();
+    // `x-other` is not compared: only the listed headers are.
+    assert_eq!(
+        got,
+        [
+            (Kind::Status, "status"),
+            (Kind::Header, "header:content-type"),
+            (Kind::Value, "$.total")
+        ]
+    );
+}
+
+#[test]
+fn a_compressed_and_a_plain_answer_with_the_same_json_match() {
+    let plain = headers(&[("content-type", "application/json")]);
+    let gz = headers(&[
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ]);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(br#"{"a": [1, 2, {"b": null}]}"#).unwrap();
+    let zipped = enc.finish().unwrap();
+    let d = compare(
+        &answer(200, &plain, br#"{ "a": [1,2,{"b":null}] }"#),
+        &answer(200, &gz, &zipped),
+        &Rules::default(),
+    )
+    .unwrap();
+    assert!(d.is_empty(), "{d:?}");
+}
+
+#[test]
+fn other_bodies_are_compared_byte_for_byte() {
+    let h = headers(&[("content-type", "text/plain")]);
+    let same = compare(
+        &answer(200, &h, b"ok"),
+        &answer(200, &h, b"ok"),
+        &Rules::default(),
+    );
+    assert!(same.unwrap().is_empty());
+    let d = compare(
+        &answer(200, &h, b"ok"),
+        &answer(200, &h, b"OK!"),
+        &Rules::default(),
+    )
+    .unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].kind, Kind::Body);
+    assert_eq!(d[0].actual, Some(json!({"bytes": 3, "start": "OK!"})));
+}
+
+#[test]
+fn an_undecodable_body_is_not_comparable() {
+    let h = headers(&[("content-encoding", "gzip")]);
+    let plain = HeaderMap::new();
+    let err = compare(
+        &answer(200, &plain, b"{}"),
+        &answer(200, &h, b"junk"),
+        &Rules::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("new service: the gzip body is corrupt"),
+        "{err}"
+    );
+}
