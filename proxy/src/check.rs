@@ -1,5 +1,6 @@
 //! `strangler check FILE…`: validates config and rule files without starting anything. Prints
-//! every error as `file:line:col: field: message` (exit 1), or one summary line per file (exit 0).
+//! every error as `file:line:col: field: message` (exit 1), or one summary line per file (exit 0);
+//! warnings (valid but likely mistakes) go to stderr as `warning: file:line:col: …` either way.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ use crate::config::Config;
 /// Returns the process exit code.
 pub fn run(files: &[PathBuf]) -> i32 {
     let mut diags = Diagnostics::default();
+    let mut warnings = Diagnostics::default();
     let mut summaries = Vec::new();
     let mut services: Option<Vec<String>> = None;
     let (configs, rules): (Vec<&PathBuf>, Vec<&PathBuf>) =
@@ -21,7 +23,7 @@ pub fn run(files: &[PathBuf]) -> i32 {
                 services
                     .get_or_insert_with(Vec::new)
                     .extend(names.iter().cloned());
-                match check_rules(&cfg.rules, &Context { services: Some(names.clone()) }) {
+                match check_rules(&cfg.rules, &Context { services: Some(names.clone()) }, &mut warnings) {
                     Ok((set, nfiles)) => match crate::dual_write::missing_region(&cfg, &set) {
                         Some(d) => diags.extend(d),
                         None => summaries.push(format!(
@@ -39,7 +41,7 @@ pub fn run(files: &[PathBuf]) -> i32 {
         let ctx = Context {
             services: services.clone(),
         };
-        match check_rules(path, &ctx) {
+        match check_rules(path, &ctx, &mut warnings) {
             Ok((set, _)) => summaries.push(format!(
                 "ok: {}: {} route(s){}",
                 path.display(),
@@ -52,6 +54,10 @@ pub fn run(files: &[PathBuf]) -> i32 {
             )),
             Err(d) => diags.extend(d),
         }
+    }
+    // Valid but likely mistakes: shown, never fatal.
+    for w in &warnings.0 {
+        eprintln!("warning: {w}");
     }
     if diags.is_empty() {
         for s in summaries {
@@ -67,9 +73,15 @@ pub fn run(files: &[PathBuf]) -> i32 {
     }
 }
 
-/// The compiled rules and how many files they came from.
-fn check_rules(path: &Path, ctx: &Context) -> Result<(RuleSet, usize), Diagnostics> {
-    strangler_rules::load(path, ctx)
+/// The compiled rules and how many files they came from; their warnings go to `warnings`.
+fn check_rules(
+    path: &Path,
+    ctx: &Context,
+    warnings: &mut Diagnostics,
+) -> Result<(RuleSet, usize), Diagnostics> {
+    let (set, files) = strangler_rules::load(path, ctx)?;
+    warnings.extend(set.warnings().clone());
+    Ok((set, files))
 }
 
 /// A rule file has a top-level `routes:` key; anything else is taken for a config.

@@ -180,6 +180,9 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
             {
                 println!("upstream: {name} ({addr})");
             }
+            if let Some(s) = &route.shadow {
+                explain_shadow(s, &method, matches!(side, Side::Service(_)), key.as_deref());
+            }
             if let Some(p) = &route.publish {
                 explain_publish(
                     a,
@@ -199,6 +202,59 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// The `shadow` section: where this request's copy would go (or why none), and what is compared.
+fn explain_shadow(
+    s: &strangler_rules::Shadow,
+    method: &Method,
+    to_service: bool,
+    key: Option<&str>,
+) {
+    use strangler_rules::shadow::{CopyTo, NoCopy};
+    let methods: Vec<&str> = s.methods.iter().map(Method::as_str).collect();
+    println!(
+        "shadow:   service {}, {}% sampled{}, methods {}",
+        s.service,
+        f64::from(s.sample_bp) / 100.0,
+        if key.is_some() {
+            " by the sticky key"
+        } else {
+            " per request"
+        },
+        methods.join(", ")
+    );
+    let copy = match s.copy_to(method, to_service, key, 0) {
+        Ok(CopyTo::Service(name)) => format!("a copy goes to {name} (the monolith serves)"),
+        Ok(CopyTo::Legacy) => "a copy goes to the monolith (the new service serves)".into(),
+        Err(NoCopy::Method) if to_service => {
+            format!("no copy: {method} is not copied to the monolith (only safe methods, listed)")
+        }
+        Err(NoCopy::Method) => format!("no copy: {method} is not listed"),
+        Err(NoCopy::Sample) => "no copy: not in the sample".into(),
+    };
+    println!("copy:     {copy}");
+    let headers: Vec<&str> = s.compare.headers.iter().map(|h| h.as_str()).collect();
+    let ignore: Vec<String> = s
+        .compare
+        .json
+        .ignore
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    println!(
+        "compare:  status, headers [{}], body{}{}",
+        headers.join(", "),
+        if ignore.is_empty() {
+            String::new()
+        } else {
+            format!(" ignoring {}", ignore.join(", "))
+        },
+        match &s.secondary {
+            Some(sec) => format!("; noise learned against {sec}"),
+            None => String::new(),
+        }
+    );
 }
 
 fn explain_publish(

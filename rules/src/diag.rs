@@ -66,11 +66,12 @@ impl Diagnostics {
     }
 }
 
-/// Collects diagnostics for one file.
+/// Collects diagnostics for one file: errors, and warnings (valid but likely wrong).
 #[derive(Debug)]
 pub struct Reporter {
     file: Arc<str>,
     diags: Diagnostics,
+    warnings: Diagnostics,
 }
 
 impl Reporter {
@@ -78,6 +79,7 @@ impl Reporter {
         Self {
             file: file.into(),
             diags: Diagnostics::default(),
+            warnings: Diagnostics::default(),
         }
     }
 
@@ -111,8 +113,24 @@ impl Reporter {
         self.report(at, "", message);
     }
 
+    /// Something valid that is likely a mistake: shown by `check`, never refused.
+    pub fn warn(&mut self, at: Loc, field: impl Into<String>, message: impl Into<String>) {
+        self.warnings.0.push(Diagnostic {
+            file: self.file.clone(),
+            line: at.line,
+            column: at.column,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
     pub fn finish(self) -> Diagnostics {
         self.diags
+    }
+
+    /// The errors and the warnings.
+    pub fn finish_with_warnings(self) -> (Diagnostics, Diagnostics) {
+        (self.diags, self.warnings)
     }
 
     pub fn has_errors(&self) -> bool {

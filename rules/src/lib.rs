@@ -15,7 +15,9 @@ pub mod raw;
 pub mod request;
 mod route;
 mod ruleset;
+pub mod shadow;
 pub mod sticky;
+pub mod units;
 
 pub use compile::{Context, SourceFile, compile, is_valid_name, load, read_sources};
 pub use diag::{Diagnostic, Diagnostics, Loc, Reporter};
@@ -23,6 +25,8 @@ pub use projection::Projection;
 pub use request::{Body, Params, Request, host_without_port};
 pub use route::{Choice, LEGACY, Miss, Rewrite, Route, ServiceTarget, Side, Sticky, Target};
 pub use ruleset::{Outcome, RuleSet};
+pub use shadow::Shadow;
+pub use units::parse_size;
 
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,8 @@ pub struct RawRoute {
     /// Dual-write: the event each matching exchange becomes.
     #[serde(default)]
     pub publish: Option<Spanned<RawPublish>>,
+    #[serde(default)]
+    pub shadow: Option<Spanned<RawShadow>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,4 +214,80 @@ pub struct RawRedact {
     /// `remove` (default) or `hash` (salted HMAC-SHA256, so equal values stay joinable).
     #[serde(default)]
     pub mode: Option<Spanned<String>>,
+}
+
+/// Raw `shadow:` section of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    /// The new service compared with the monolith.
+    pub service: Spanned<String>,
+    /// % of matching requests copied (default 100).
+    #[serde(default)]
+    pub sample: Option<Spanned<f64>>,
+    /// Copied methods (default: the safe ones).
+    #[serde(default)]
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub strip_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub compare: Option<Spanned<RawCompare>>,
+    #[serde(default)]
+    pub noise: Option<Spanned<RawNoise>>,
+    #[serde(default)]
+    pub limits: Option<Spanned<RawShadowLimits>>,
+    /// Redacted before a mismatch is stored (same forms as `publish.redact`).
+    #[serde(default)]
+    pub redact: Vec<Spanned<RawRedact>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompare {
+    #[serde(default)]
+    pub headers: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub ignore: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub unordered: Vec<Spanned<RawUnordered>>,
+    #[serde(default)]
+    pub numbers: Option<Spanned<RawNumbers>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnordered {
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNumbers {
+    #[serde(default)]
+    pub relative: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub absolute: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNoise {
+    /// A second monolith instance (a service of the config).
+    #[serde(default)]
+    pub secondary: Option<Spanned<String>>,
+    /// Leave suspected noise (learned without a secondary) out of mismatches too.
+    #[serde(default)]
+    pub exclude_suspected: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadowLimits {
+    #[serde(default)]
+    pub in_flight: Option<Spanned<u32>>,
+    /// A size such as `1MiB`.
+    #[serde(default)]
+    pub body: Option<Spanned<String>>,
 }

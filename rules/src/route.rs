@@ -32,6 +32,7 @@ pub struct Route {
     pub(crate) body: Vec<BodyMatch>,
     pub target: Target,
     pub publish: Option<crate::publish::Publish>,
+    pub shadow: Option<crate::shadow::Shadow>,
 }
 
 #[derive(Debug)]

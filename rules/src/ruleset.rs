@@ -1,6 +1,7 @@
 //! The compiled rule set: routes in precedence order plus the path index, and the lookup that
 //! answers "which route does this request match" without scanning every route.
 
+use crate::diag::Diagnostics;
 use crate::path::PathIndex;
 use crate::projection::Projection;
 use crate::request::{Body, Params, Request};
@@ -21,6 +22,8 @@ pub struct RuleSet {
     unindexed: Vec<u32>,
     /// What of a JSON request body any route can look at.
     projection: Projection,
+    /// Valid but likely mistakes (`check` prints them).
+    warnings: Diagnostics,
 }
 
 /// The result of matching one request.
@@ -58,6 +61,7 @@ impl RuleSet {
             index,
             unindexed,
             projection,
+            warnings: Diagnostics::default(),
         }
     }
 
@@ -69,6 +73,16 @@ impl RuleSet {
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    pub(crate) fn with_warnings(mut self, warnings: Diagnostics) -> RuleSet {
+        self.warnings = warnings;
+        self
+    }
+
+    /// What `check` warns about: valid, but likely a mistake.
+    pub fn warnings(&self) -> &Diagnostics {
+        &self.warnings
     }
 
     pub fn len(&self) -> usize {

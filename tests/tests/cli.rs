@@ -98,6 +98,28 @@ fn check_accepts_valid_files_with_a_summary() {
 }
 
 #[test]
+fn check_warns_about_shadowed_writes_on_a_publishing_route_and_still_passes() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "strangler.yaml",
+        &format!("{CONFIG}kinesis: {{ region: us-east-1 }}\n"),
+    );
+    write(
+        d.path(),
+        "rules/a.yaml",
+        "routes:\n  - name: create\n    match: { methods: [POST], path: { exact: /o } }\n    target: { service: orders, weight: 0 }\n    publish: { stream: orders, type: ORDER_CREATED }\n    shadow: { service: orders, methods: [POST] }\n",
+    );
+    let (code, out, err) = run(&["check", "strangler.yaml"], d.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: rules/a.yaml:6:41: routes[0].shadow.methods: `POST` is copied to the new service on a route that also publishes"),
+        "{err}"
+    );
+    assert!(out.contains("ok: strangler.yaml"), "{out}");
+}
+
+#[test]
 fn check_reports_config_errors() {
     let d = tempfile::tempdir().unwrap();
     write(
@@ -191,6 +213,52 @@ fn publishing_without_a_region_is_an_error_for_check_and_run() {
     let (code, out, err) = run_without_region(&["check", "strangler.yaml"], d.path());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("1 route(s)"), "{out}");
+}
+
+#[test]
+fn explain_shows_where_a_shadow_copy_goes_and_what_is_compared() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "strangler.yaml", CONFIG);
+    write(
+        d.path(),
+        "rules/a.yaml",
+        "routes:\n  - name: read\n    match: { path: { template: \"/api/orders/{id}\" } }\n    target: { service: orders, weight: 0, sticky: { header: x-user } }\n    shadow: { service: orders, compare: { ignore: [\"$.generated_at\"] } }\n",
+    );
+    let explain = |method: &str| {
+        run(
+            &[
+                "explain",
+                "--config",
+                "strangler.yaml",
+                "--method",
+                method,
+                "--path",
+                "/api/orders/7",
+                "-H",
+                "x-user: alice",
+            ],
+            d.path(),
+        )
+    };
+    let (code, out, err) = explain("GET");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("shadow:   service orders, 100% sampled by the sticky key, methods GET, HEAD, OPTIONS, TRACE"),
+        "{out}"
+    );
+    assert!(
+        out.contains("copy:     a copy goes to orders (the monolith serves)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("compare:  status, headers [content-type], body ignoring $.generated_at"),
+        "{out}"
+    );
+    let (_, out, _) = explain("DELETE");
+    assert!(
+        out.contains("copy:     no copy: DELETE is not listed"),
+        "{out}"
+    );
 }
 
 #[test]

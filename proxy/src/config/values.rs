@@ -84,24 +84,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// `65536`, `64KiB`, `1MiB`, `1MB`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size such as 65536, 64KiB or 1MiB"))?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "KB" => 1000,
-        "MB" => 1_000_000,
-        _ => return Err(format!("`{s}` is not a size such as 65536, 64KiB or 1MiB")),
-    };
-    Ok(n * mult)
-}
+pub use strangler_rules::parse_size;
 
 /// Like `positive_duration`, in whole seconds.
 pub(super) fn whole_seconds(

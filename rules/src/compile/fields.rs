@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use http::HeaderName;
 use serde_saphyr::Spanned;
 
+use super::Context;
 use crate::diag::{Loc, Reporter};
 use crate::path::{PathPattern, Template};
+use crate::publish::Redact;
 use crate::raw::*;
 use crate::route::*;
 
@@ -234,4 +236,82 @@ pub(super) fn value_test(
     } else {
         ValueTest::Present
     })
+}
+
+/// A percentage with at most two decimals (`weight`, `sample`), in basis points; 0 after an error.
+pub(super) fn percent_bp(v: &Spanned<f64>, field: &str, what: &str, r: &mut Reporter) -> u16 {
+    let bp = (v.value * 100.0).round();
+    if !(0.0..=100.0).contains(&v.value) || !v.value.is_finite() {
+        r.report(
+            v.into(),
+            field,
+            format!("{what} {} is out of range 0–100", v.value),
+        );
+        0
+    } else if (bp - v.value * 100.0).abs() > 1e-6 {
+        r.report(
+            v.into(),
+            field,
+            format!("{what} {} has more than two decimals", v.value),
+        );
+        0
+    } else {
+        bp as u16
+    }
+}
+
+/// A `redact` list (`publish.redact`, `shadow.redact`): JSONPaths to remove or hash.
+pub(super) fn redactions(raw: &[Spanned<RawRedact>], field: &str, r: &mut Reporter) -> Vec<Redact> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, x)| {
+            let f = format!("{field}[{i}]");
+            jsonpath(&x.value.jsonpath, &format!("{f}.jsonpath"), r)?;
+            let hash = match x.value.mode.as_ref().map(|m| m.value.as_str()) {
+                None | Some("remove") => false,
+                Some("hash") => true,
+                Some(other) => {
+                    let at = x.value.mode.as_ref().map(Loc::from).unwrap_or_default();
+                    r.report(
+                        at,
+                        format!("{f}.mode"),
+                        format!("unknown redact mode `{other}` (expected remove or hash)"),
+                    );
+                    return None;
+                }
+            };
+            Some(Redact {
+                jsonpath: x.value.jsonpath.value.clone(),
+                hash,
+            })
+        })
+        .collect()
+}
+
+/// Whether `service` is a service of the config (always, when the rules are checked alone);
+/// reports it otherwise.
+pub(super) fn known_service(
+    service: &Spanned<String>,
+    field: &str,
+    ctx: &Context,
+    r: &mut Reporter,
+) -> bool {
+    let Some(known) = &ctx.services else {
+        return true;
+    };
+    if known.contains(&service.value) {
+        return true;
+    }
+    let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
+    names.push(LEGACY);
+    r.report(
+        service.into(),
+        field,
+        format!(
+            "unknown service `{}` (the config names: {})",
+            service.value,
+            names.join(", ")
+        ),
+    );
+    false
 }

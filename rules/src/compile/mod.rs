@@ -17,6 +17,7 @@ use target::compile_target;
 
 mod fields;
 mod publish;
+mod shadow;
 mod target;
 
 pub use fields::is_valid_name;
@@ -84,6 +85,7 @@ pub fn load(path: &Path, ctx: &Context) -> Result<(RuleSet, usize), Diagnostics>
 /// Validates and compiles every file into one rule set, or returns every problem found.
 pub fn compile(files: &[SourceFile], ctx: &Context) -> Result<RuleSet, Diagnostics> {
     let mut diags = Diagnostics::default();
+    let mut warnings = Diagnostics::default();
     let mut routes = Vec::new();
     let mut names: HashMap<String, (Arc<str>, Loc)> = HashMap::new();
     let mut regexes = RegexCache::default();
@@ -118,9 +120,13 @@ pub fn compile(files: &[SourceFile], ctx: &Context) -> Result<RuleSet, Diagnosti
             Ok(None) => {}
             Err(e) => r.yaml_error(&e),
         }
-        diags.extend(r.finish());
+        let (errors, warned) = r.finish_with_warnings();
+        diags.extend(errors);
+        warnings.extend(warned);
     }
-    diags.into_result(()).map(|()| RuleSet::new(routes))
+    diags
+        .into_result(())
+        .map(|()| RuleSet::new(routes).with_warnings(warnings))
 }
 
 /// serde-saphyr's default budget (250,000 nodes) stops near 8,000 routes in one file; rule files
@@ -241,6 +247,17 @@ fn compile_route(
         ctx,
         r,
     );
+    let shadow = raw.shadow.as_ref().and_then(|s| {
+        shadow::compile(
+            s,
+            &format!("{field}.shadow"),
+            &name,
+            target.as_ref(),
+            publish.is_some(),
+            ctx,
+            r,
+        )
+    });
     if r.count() > before {
         return None;
     }
@@ -257,5 +274,6 @@ fn compile_route(
         body,
         target: target?,
         publish,
+        shadow,
     })
 }

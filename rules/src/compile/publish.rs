@@ -2,7 +2,7 @@
 
 use serde_saphyr::Spanned;
 
-use super::fields::{header_name, jsonpath};
+use super::fields::{header_name, jsonpath, redactions};
 use crate::diag::{Loc, Reporter};
 use crate::path::PathPattern;
 use crate::publish::*;
@@ -124,32 +124,7 @@ pub(super) fn compile(
                 .collect()
         }
     };
-    let redact = raw
-        .redact
-        .iter()
-        .enumerate()
-        .filter_map(|(i, x)| {
-            let f = format!("{field}.redact[{i}]");
-            jsonpath(&x.value.jsonpath, &format!("{f}.jsonpath"), r)?;
-            let hash = match x.value.mode.as_ref().map(|m| m.value.as_str()) {
-                None | Some("remove") => false,
-                Some("hash") => true,
-                Some(other) => {
-                    let at = x.value.mode.as_ref().map(Loc::from).unwrap_or_default();
-                    r.report(
-                        at,
-                        format!("{f}.mode"),
-                        format!("unknown redact mode `{other}` (expected remove or hash)"),
-                    );
-                    return None;
-                }
-            };
-            Some(Redact {
-                jsonpath: x.value.jsonpath.value.clone(),
-                hash,
-            })
-        })
-        .collect();
+    let redact = redactions(&raw.redact, &format!("{field}.redact"), r);
     let durability = match raw.durability.as_ref().map(|d| d.value.as_str()) {
         None | Some("sync") => Durability::Sync,
         Some("async") => Durability::Async,

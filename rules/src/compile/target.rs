@@ -5,7 +5,7 @@ use http::{HeaderValue, Method};
 use serde_saphyr::Spanned;
 
 use super::Context;
-use super::fields::{exactly_one, header_name, jsonpath};
+use super::fields::{exactly_one, header_name, jsonpath, known_service, percent_bp};
 use crate::diag::{Loc, Reporter};
 use crate::path::PathPattern;
 use crate::raw::*;
@@ -44,43 +44,10 @@ pub(super) fn compile_target(
         }
         return Some(Target::Legacy);
     }
-    if let Some(known) = &ctx.services
-        && !known.iter().any(|s| s == service)
-    {
-        let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
-        names.push(LEGACY);
-        r.report(
-            (&raw.service).into(),
-            format!("{field}.service"),
-            format!(
-                "unknown service `{service}` (the config names: {})",
-                names.join(", ")
-            ),
-        );
-    }
-    let weight_bp = match &raw.weight {
-        None => 10_000,
-        Some(w) => {
-            let bp = (w.value * 100.0).round();
-            if !(0.0..=100.0).contains(&w.value) || !w.value.is_finite() {
-                r.report(
-                    w.into(),
-                    format!("{field}.weight"),
-                    format!("weight {} is out of range 0–100", w.value),
-                );
-                0
-            } else if (bp - w.value * 100.0).abs() > 1e-6 {
-                r.report(
-                    w.into(),
-                    format!("{field}.weight"),
-                    format!("weight {} has more than two decimals", w.value),
-                );
-                0
-            } else {
-                bp as u16
-            }
-        }
-    };
+    known_service(&raw.service, &format!("{field}.service"), ctx, r);
+    let weight_bp = raw.weight.as_ref().map_or(10_000, |w| {
+        percent_bp(w, &format!("{field}.weight"), "weight", r)
+    });
     let sticky = raw
         .sticky
         .as_ref()
