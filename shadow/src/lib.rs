@@ -7,9 +7,11 @@
 //! missing member, extra member, array length; ignored places, arrays as sets, number
 //! tolerance), anything else byte for byte. Every [`Difference`] has a location
 //! (`$.items[2].price`) and a pattern for counting (`$.items[*].price`, see [`path`]).
+//! [`noise`] learns, per route and pattern, which differences say nothing about the new service.
 
 pub mod decode;
 pub mod json;
+pub mod noise;
 pub mod path;
 
 use http::HeaderMap;
@@ -17,6 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use json::{JsonRules, Tolerance, Unordered};
+pub use noise::{Noise, NoiseEntry, NoiseKind};
 pub use path::Pattern;
 
 /// What kind of difference.
