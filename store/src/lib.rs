@@ -2,13 +2,15 @@
 //! replicas share it. This crate owns the connection and its pragmas ([`Store::connect`]), every
 //! table's migration ([`migrations`]), the named leases that let one replica at a time do a job
 //! ([`lease`]), the group writer that commits concurrent writes together ([`writer`]), and one
-//! typed module per table: the events outbox ([`outbox`]) today.
+//! typed module per table: the events outbox ([`outbox`]) and the shadow mismatches
+//! ([`mismatches`]).
 //!
 //! No network code beyond the database's own: the proxy and the relay call it.
 
 mod connect;
 pub mod lease;
 mod migrations;
+pub mod mismatches;
 pub mod outbox;
 mod pragmas;
 mod writer;
@@ -21,6 +23,7 @@ use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Notify, mpsc};
 
 pub use lease::{Lease, LeaseGuard};
+pub use mismatches::{Mismatch, MismatchSummary, Mismatches, NewMismatch};
 pub use outbox::{DeadLetter, NewEvent, Outbox, Pending, StreamDepth};
 pub use writer::WriteError;
 

@@ -23,11 +23,37 @@ struct Migration {
     statements: fn(&Dialect) -> Vec<String>,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "outbox, dead letters, published archive",
-    statements: outbox_tables,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "outbox, dead letters, published archive",
+        statements: outbox_tables,
+    },
+    Migration {
+        version: 2,
+        name: "shadow mismatches",
+        statements: mismatch_tables,
+    },
+];
+
+fn mismatch_tables(d: &Dialect) -> Vec<String> {
+    let Dialect { serial, blob } = d;
+    vec![
+        format!(
+            "CREATE TABLE strangler_mismatches (id {serial}, route TEXT NOT NULL, at_ms BIGINT NOT NULL, \
+             trace_id TEXT, method TEXT NOT NULL, path TEXT NOT NULL, \
+             request_headers TEXT NOT NULL, request_body {blob} NOT NULL, request_truncated BOOLEAN NOT NULL, \
+             expected_status BIGINT NOT NULL, expected_headers TEXT NOT NULL, expected_body {blob} NOT NULL, \
+             expected_truncated BOOLEAN NOT NULL, actual_status BIGINT NOT NULL, actual_headers TEXT NOT NULL, \
+             actual_body {blob} NOT NULL, actual_truncated BOOLEAN NOT NULL, differences TEXT NOT NULL)"
+        ),
+        "CREATE INDEX strangler_mismatches_route ON strangler_mismatches (route, id)".into(),
+        "CREATE INDEX strangler_mismatches_at ON strangler_mismatches (at_ms)".into(),
+        "CREATE TABLE strangler_mismatch_patterns (id BIGINT NOT NULL, route TEXT NOT NULL, pattern TEXT NOT NULL)".into(),
+        "CREATE INDEX strangler_mismatch_patterns_id ON strangler_mismatch_patterns (id)".into(),
+        "CREATE INDEX strangler_mismatch_patterns_pattern ON strangler_mismatch_patterns (pattern, id)".into(),
+    ]
+}
 
 fn outbox_tables(d: &Dialect) -> Vec<String> {
     let Dialect { serial, blob } = d;
