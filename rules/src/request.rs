@@ -50,7 +50,7 @@ pub fn host_without_port(host: &str) -> &str {
 }
 
 /// The first value of query parameter `name` in `qs`, percent- and `+`-decoded.
-pub(crate) fn query_param<'a>(qs: &'a str, name: &str) -> Option<Cow<'a, str>> {
+pub fn query_param<'a>(qs: &'a str, name: &str) -> Option<Cow<'a, str>> {
     qs.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (decode(k) == name).then(|| decode(v))

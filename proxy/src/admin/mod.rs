@@ -1,6 +1,6 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`, and the JSON API,
-//! one module per area: [`rules`] (routes, reload status, reload) and [`events`] (outbox depth,
-//! dead letters, re-drive). JSON in, JSON out; it never touches the request path's state except
+//! one module per area: [`rules`] (routes, reload status, reload), [`events`] (outbox depth,
+//! dead letters, re-drive) and [`shadow`] (stored mismatches). JSON in, JSON out; it never touches the request path's state except
 //! through `LiveRules`.
 //!
 //! Requests are routed by a table ([`ENDPOINTS`]) compiled into a `matchit` router: a path
@@ -9,6 +9,7 @@
 
 mod events;
 mod rules;
+mod shadow;
 
 use std::sync::{Arc, LazyLock};
 
@@ -80,6 +81,8 @@ enum Endpoint {
     Outbox,
     DeadLetters,
     Redrive,
+    Mismatches,
+    Mismatch,
 }
 
 /// The routing table: method, path (`matchit` syntax, `{name}` for a parameter), endpoint.
@@ -93,6 +96,12 @@ const ENDPOINTS: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/api/outbox", Endpoint::Outbox),
     (Method::GET, "/api/dead-letters", Endpoint::DeadLetters),
     (Method::POST, "/api/dead-letters/redrive", Endpoint::Redrive),
+    (Method::GET, "/api/shadow/mismatches", Endpoint::Mismatches),
+    (
+        Method::GET,
+        "/api/shadow/mismatches/{id}",
+        Endpoint::Mismatch,
+    ),
 ];
 
 /// Path → the methods it answers, with their endpoints.
@@ -113,8 +122,8 @@ static ROUTER: LazyLock<matchit::Router<Vec<(Method, Endpoint)>>> = LazyLock::ne
     router
 });
 
-/// The endpoint for a request, or the 404 / 405 error.
-fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
+/// The endpoint for a request and its path parameter (`{id}`), or the 404 / 405 error.
+fn route(method: &Method, path: &str) -> Result<(Endpoint, Option<String>), ApiError> {
     let Ok(found) = ROUTER.at(path) else {
         let paths: Vec<String> = ENDPOINTS
             .iter()
@@ -122,8 +131,9 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
             .collect();
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not found").with("paths", json!(paths)));
     };
+    let param = found.params.iter().next().map(|(_, v)| v.to_string());
     match found.value.iter().find(|(m, _)| m == method) {
-        Some((_, endpoint)) => Ok(*endpoint),
+        Some((_, endpoint)) => Ok((*endpoint, param)),
         None => {
             let allow: Vec<&str> = found.value.iter().map(|(m, _)| m.as_str()).collect();
             Err(
@@ -140,7 +150,7 @@ impl ServeHttp for Admin {
         let req = session.req_header();
         let query = req.uri.query().map(str::to_string);
         let reply = match route(&req.method, req.uri.path()) {
-            Ok(endpoint) => self.serve(endpoint, query.as_deref()).await,
+            Ok((endpoint, param)) => self.serve(endpoint, param, query.as_deref()).await,
             Err(e) => Err(e),
         };
         reply.unwrap_or_else(|e| {
@@ -163,7 +173,7 @@ impl ServeHttp for Admin {
 }
 
 impl Admin {
-    async fn serve(&self, endpoint: Endpoint, query: Option<&str>) -> Reply {
+    async fn serve(&self, endpoint: Endpoint, param: Option<String>, query: Option<&str>) -> Reply {
         match endpoint {
             Endpoint::Metrics => {
                 let mut buf = Vec::new();
@@ -179,6 +189,8 @@ impl Admin {
             Endpoint::Outbox => self.outbox().await,
             Endpoint::DeadLetters => self.dead_letters().await,
             Endpoint::Redrive => self.redrive(query).await,
+            Endpoint::Mismatches => self.mismatches(query).await,
+            Endpoint::Mismatch => self.mismatch(param.as_deref().unwrap_or_default()).await,
         }
     }
 }
@@ -205,8 +217,17 @@ mod tests {
     #[test]
     fn every_endpoint_is_routed_and_other_methods_are_refused() {
         for (method, path, endpoint) in ENDPOINTS {
-            assert_eq!(route(method, path).unwrap(), *endpoint, "{method} {path}");
+            let path = path.replace("{id}", "7");
+            assert_eq!(
+                route(method, &path).unwrap().0,
+                *endpoint,
+                "{method} {path}"
+            );
         }
+        assert_eq!(
+            route(&Method::GET, "/api/shadow/mismatches/42").unwrap(),
+            (Endpoint::Mismatch, Some("42".into()))
+        );
         let e = route(&Method::DELETE, "/api/reload").unwrap_err();
         assert_eq!(e.status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(e.extra["allow"], json!(["POST"]));

@@ -1,0 +1,63 @@
+//! The shadow area: stored mismatches, newest first, and one whole.
+
+use http::StatusCode;
+use serde_json::json;
+use strangler_rules::request::query_param;
+use strangler_store::mismatches::Query;
+
+use super::{Admin, ApiError, Reply, json_reply};
+
+impl Admin {
+    /// `GET /api/shadow/mismatches?route=&pattern=&limit=&before=`: newest first; `before` is
+    /// the last id of the previous page (`next_before` in the answer).
+    pub(super) async fn mismatches(&self, query: Option<&str>) -> Reply {
+        let param = |name: &str| -> Option<String> {
+            query
+                .and_then(|q| query_param(q, name))
+                .map(|v| v.into_owned())
+        };
+        let number = |name: &str| -> Result<Option<i64>, ApiError> {
+            param(name)
+                .map(|v| {
+                    v.parse().map_err(|_| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            format!("`{name}` must be a whole number, got `{v}`"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let q = Query {
+            route: param("route"),
+            pattern: param("pattern"),
+            before: number("before")?,
+            limit: number("limit")?.unwrap_or(50),
+        };
+        let found = self.dual_write.outbox.store().mismatches().list(&q).await?;
+        let next = (found.len() as i64 == q.limit.clamp(1, 1000))
+            .then(|| found.last().map(|m| m.id))
+            .flatten();
+        Ok(json_reply(
+            StatusCode::OK,
+            &json!({ "mismatches": found, "next_before": next }),
+        ))
+    }
+
+    /// `GET /api/shadow/mismatches/{id}`: one mismatch, whole.
+    pub(super) async fn mismatch(&self, id: &str) -> Reply {
+        let id: i64 = id.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("`{id}` is not a mismatch id"),
+            )
+        })?;
+        match self.dual_write.outbox.store().mismatches().get(id).await? {
+            Some(m) => Ok(json_reply(StatusCode::OK, &json!(m))),
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no mismatch {id}"),
+            )),
+        }
+    }
+}
