@@ -1,12 +1,12 @@
 //! One routing decision per request, made once in `request_filter` from the rules' outcome:
 //! which route matched, which side serves it, the upstream, the rewritten path, and what a
-//! publishing route keeps for its event. Every later phase reads it; nothing else in the
-//! request's state says where it goes. (Shadow copies join it next.)
+//! publishing route keeps for its event, and whether a shadow copy goes to the other side.
+//! Every later phase reads it; nothing else in the request's state says where it goes.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use strangler_rules::shadow::{CopyTo, NoCopy};
 use strangler_rules::{Body, Choice, Outcome, Request, Side, Target};
 
 use crate::upstream::{UpstreamPeer, Upstreams};
@@ -32,6 +32,9 @@ pub struct Decision {
     pub rewrite: Option<String>,
     /// Kept for the event when the route publishes.
     pub publish: Option<PublishCtx>,
+    /// When the route shadows: whether this request is copied, and to the new service
+    /// (`Ok(true)`) or to the monolith (`Ok(false)`).
+    pub shadow: Option<Result<bool, NoCopy>>,
 }
 
 /// What a publishing route keeps of the request until the response is known.
@@ -63,6 +66,7 @@ impl Decision {
                 upstream: Arc::clone(upstreams.get(None)),
                 rewrite: None,
                 publish: None,
+                shadow: None,
             };
         };
         let key = route.sticky_key(req, &params, body);
@@ -75,7 +79,7 @@ impl Decision {
                 .iter()
                 .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
                 .collect(),
-            sticky: key.map(Cow::into_owned),
+            sticky: key.as_deref().map(str::to_string),
             response_body: p.needs_response_body(),
         });
         let (serving, service, rewrite) = match (side, &route.target) {
@@ -91,6 +95,15 @@ impl Decision {
             }
             _ => (Serving::Legacy, None, None),
         };
+        let shadow = route.shadow.as_ref().map(|s| {
+            s.copy_to(
+                req.method,
+                serving == Serving::Service,
+                key.as_deref(),
+                random,
+            )
+            .map(|to| matches!(to, CopyTo::Service(_)))
+        });
         Decision {
             route: Some(id),
             serving,
@@ -98,6 +111,7 @@ impl Decision {
             upstream: Arc::clone(upstreams.get(service)),
             rewrite,
             publish,
+            shadow,
         }
     }
 }

@@ -104,6 +104,12 @@ impl DualWrite {
         stopped.recv_timeout(timeout) != Err(mpsc::RecvTimeoutError::Timeout)
     }
 
+    /// The salted hash of redacted values (`mode: hash`), the same for events and shadow
+    /// mismatches.
+    pub fn hash(&self, b: &[u8]) -> String {
+        hex(ring::hmac::sign(&self.salt, b).as_ref())
+    }
+
     /// The event for one exchange, redacted, ready to store.
     pub fn event(
         &self,
@@ -112,7 +118,7 @@ impl DualWrite {
         ex: &Exchange<'_>,
         traceparent: Option<&str>,
     ) -> NewEvent {
-        let hash = |b: &[u8]| hex(ring::hmac::sign(&self.salt, b).as_ref());
+        let hash = |b: &[u8]| self.hash(b);
         let fields = publish.fields(ex, &hash);
         let mut ev = CloudEvent::new(
             publish.source.clone(),

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod serve;
+pub mod shadow;
 pub mod stream_cmd;
 pub mod telemetry;
 pub mod upstream;

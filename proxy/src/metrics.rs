@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use pingora::protocols::http::v1::server::header_errors;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -20,7 +22,26 @@ pub struct Metrics {
     pub reload_duration: Histogram,
     pub rules_generation: IntGauge,
     pub downstream_errors: DownstreamErrors,
+    pub shadow: ShadowMetrics,
 }
+
+/// Shadow comparison: outcomes, skips, durations, and the differences by pattern.
+#[derive(Clone)]
+pub struct ShadowMetrics {
+    /// `{route,result}`: match, mismatch, error, timeout.
+    pub compared: IntCounterVec,
+    /// `{route,reason}`: method, overloaded, too_large, not_comparable.
+    pub skipped: IntCounterVec,
+    /// `{route,side}`: the served answer and the copy's.
+    pub duration: HistogramVec,
+    /// `{route,pattern}`: at most 50 patterns per route, the rest as `other`.
+    pub differences: IntCounterVec,
+    /// Mismatches that could not be stored (store down, or the writer's queue full).
+    pub store_failures: IntCounter,
+}
+
+/// Every `reason` of `strangler_shadow_skipped_total`.
+pub const SHADOW_SKIP_REASONS: [&str; 4] = ["method", "overloaded", "too_large", "not_comparable"];
 
 impl Metrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
@@ -40,7 +61,7 @@ impl Metrics {
                     "strangler_upstream_duration_seconds",
                     "Time from choosing the upstream to the end of its response",
                 )
-                .buckets(latency_buckets),
+                .buckets(latency_buckets.clone()),
                 &["route", "target"],
             )?,
             upstream_errors: IntCounterVec::new(
@@ -89,6 +110,41 @@ impl Metrics {
             downstream_errors: DownstreamErrors {
                 counted: IntCounterVec::new(DownstreamErrors::opts(), &["kind"])?,
             },
+            shadow: ShadowMetrics {
+                compared: IntCounterVec::new(
+                    Opts::new(
+                        "strangler_shadow_total",
+                        "Shadow copies compared, by result (match, mismatch, error, timeout)",
+                    ),
+                    &["route", "result"],
+                )?,
+                skipped: IntCounterVec::new(
+                    Opts::new(
+                        "strangler_shadow_skipped_total",
+                        "Requests not copied or not compared (method, overloaded, too_large, not_comparable)",
+                    ),
+                    &["route", "reason"],
+                )?,
+                duration: HistogramVec::new(
+                    HistogramOpts::new(
+                        "strangler_shadow_duration_seconds",
+                        "Time to each side's whole answer (served: the client's; shadow: the copy's)",
+                    )
+                    .buckets(latency_buckets.clone()),
+                    &["route", "side"],
+                )?,
+                differences: IntCounterVec::new(
+                    Opts::new(
+                        "strangler_shadow_differences_total",
+                        "Differences found, by pattern (50 per route at most, the rest as `other`)",
+                    ),
+                    &["route", "pattern"],
+                )?,
+                store_failures: IntCounter::new(
+                    "strangler_shadow_store_failures_total",
+                    "Mismatches that could not be stored",
+                )?,
+            },
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.upstream_duration.clone()))?;
@@ -100,6 +156,11 @@ impl Metrics {
         registry.register(Box::new(m.reload_duration.clone()))?;
         registry.register(Box::new(m.rules_generation.clone()))?;
         registry.register(Box::new(m.downstream_errors.clone()))?;
+        registry.register(Box::new(m.shadow.compared.clone()))?;
+        registry.register(Box::new(m.shadow.skipped.clone()))?;
+        registry.register(Box::new(m.shadow.duration.clone()))?;
+        registry.register(Box::new(m.shadow.differences.clone()))?;
+        registry.register(Box::new(m.shadow.store_failures.clone()))?;
         Ok(m)
     }
 }

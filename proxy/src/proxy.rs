@@ -9,6 +9,7 @@
 mod body;
 mod forward;
 mod headers;
+mod shadow;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use crate::decision::{Decision, PublishCtx, Serving};
 use crate::errors;
 use crate::metrics::Metrics;
 use crate::reload::{LiveRules, Loaded};
+use crate::shadow::{ShadowCtx, Shadowing};
 use crate::upstream::{UpstreamPeer, Upstreams};
 
 /// The proxy service: shared, immutable except for the rule set behind `rules`.
@@ -38,6 +40,7 @@ pub struct Strangler {
     pub connector: pingora::connectors::http::Connector,
     pub dual_write: Arc<crate::dual_write::DualWrite>,
     pub clients: ClientTimeouts,
+    pub shadowing: Arc<Shadowing>,
 }
 
 /// How long the proxy waits for clients (the header timeout is pingora's, set in `serve`).
@@ -67,6 +70,8 @@ pub struct Ctx {
     failure: Option<errors::Failure>,
     /// We answered `Expect: 100-continue` ourselves (to read the body for the rules).
     continue_sent: bool,
+    /// The shadow copy of this request, when one goes out.
+    shadow: Option<ShadowCtx>,
 }
 
 /// Most connects tried for one request (each bounded by `connect_timeout`).
@@ -134,6 +139,7 @@ impl ProxyHttp for Strangler {
             connect_tries: 0,
             failure: None,
             continue_sent: false,
+            shadow: None,
         }
     }
 
@@ -211,6 +217,7 @@ impl ProxyHttp for Strangler {
             }
         }
         ctx.rules = Some(loaded);
+        self.start_shadow(session, ctx, whole_body.as_ref());
         // A whole body that pingora did not keep (over its 64 KiB retry buffer, or an empty
         // chunked one) cannot be replayed through its pipeline, and an event built from the
         // response body needs that body before the client gets it: send this request ourselves.
@@ -248,9 +255,21 @@ impl ProxyHttp for Strangler {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(s) = &mut ctx.shadow
+            && s.waits_for_body()
+        {
+            match s.request_chunk(body.as_ref(), end_of_stream) {
+                Ok(Some(whole)) => self.shadowing.send(s, whole),
+                Ok(None) => {}
+                Err(crate::shadow::TooLarge) => {
+                    self.shadowing.skipped(ctx.route_name(), "too_large");
+                    ctx.shadow = None;
+                }
+            }
+        }
         if let Some(prefix) = ctx.body_prefix.take() {
             *body = Some(match body.take() {
                 Some(rest) if !rest.is_empty() => {
@@ -281,6 +300,12 @@ impl ProxyHttp for Strangler {
         ctx: &mut Ctx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
+        if let Some(s) = &mut ctx.shadow {
+            s.served_header(
+                upstream_response.status.as_u16(),
+                &upstream_response.headers,
+            );
+        }
         if headers::fit_to_client_version(session.req_header(), upstream_response) {
             session.set_keepalive(None);
         }
@@ -296,6 +321,20 @@ impl ProxyHttp for Strangler {
             .await;
         }
         Ok(())
+    }
+
+    /// The served answer's body, teed for a shadow comparison as it streams to the client.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let (Some(s), Some(b)) = (&mut ctx.shadow, body.as_ref()) {
+            s.served_chunk(b);
+        }
+        Ok(None)
     }
 
     /// Client faults are not errors of ours: counted and in the access log, not logged at ERROR
@@ -344,6 +383,9 @@ impl ProxyHttp for Strangler {
             if let Some(t) = ctx.upstream_start {
                 stats.duration.observe(t.elapsed().as_secs_f64());
             }
+        }
+        if let Some(s) = ctx.shadow.take() {
+            self.settle_shadow(session, ctx, s, status, failure.is_some() || e.is_some());
         }
         if let Some(kind) = failure.and_then(|f| f.kind) {
             self.metrics

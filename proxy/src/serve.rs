@@ -54,6 +54,12 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     server.bootstrap();
     let conf = server.configuration.clone();
 
+    let hash_with = Arc::clone(&dual_write);
+    let shadowing = Arc::new(crate::shadow::Shadowing::start(
+        dual_write.outbox.store().clone(),
+        metrics.shadow.clone(),
+        Arc::new(move |b: &[u8]| hash_with.hash(b)),
+    )?);
     let strangler = Strangler {
         rules: Arc::clone(&rules),
         upstreams: Arc::new(Upstreams::new(cfg)),
@@ -65,6 +71,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
             body: cfg.client_body_timeout,
             keepalive_secs: cfg.keepalive_timeout.as_secs(),
         },
+        shadowing,
     };
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;

@@ -260,7 +260,8 @@ fn is_multi(source: &str) -> bool {
         || source.contains(',')
 }
 
-fn redact(data: &mut Value, r: &Redact, hash: &dyn Fn(&[u8]) -> String) {
+/// Removes (or, with `hash`, replaces by `hash(value)`) what `r` selects in `data`.
+pub fn redact(data: &mut Value, r: &Redact, hash: &dyn Fn(&[u8]) -> String) {
     if r.hash {
         let Ok(paths) = data.query_only_path(&r.jsonpath) else {
             return;

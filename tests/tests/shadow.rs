@@ -1,5 +1,8 @@
-//! Shadow comparison through the real proxy. So far: stored mismatches read through the admin
-//! API (the proxy does not send copies yet).
+//! Shadow comparison through the real proxy, real upstreams and the store: copies go to the side
+//! that did not serve, answers are compared off the request path, mismatches are stored and read
+//! through the admin API, and the client never feels the copy.
+
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use strangler_store::mismatches::Message;
@@ -74,4 +77,202 @@ async fn mismatches_are_listed_filtered_paged_and_read_whole_through_the_admin_a
     assert_eq!(missing.json()["error"], "no mismatch 999999");
     let bad = get(p.admin, "/api/shadow/mismatches?limit=ten", &[]).await;
     assert_eq!(bad.status, 400);
+}
+
+/// The legacy and `orders` echo upstreams and the proxy with `rules`, its store in `store`.
+async fn shadowed(rules: &str, orders: Behaviour, store: &Store) -> (Upstream, Upstream, Proxy) {
+    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
+    let new = Upstream::start("orders", orders).await;
+    let p = ProxyBuilder::new(legacy.addr)
+        .service("orders", UpstreamConfig::new(new.addr).read_timeout("5s"))
+        // Nothing listens there.
+        .service("gone", UpstreamConfig::new(proxy::free_port()))
+        .rules("r.yaml", rules)
+        .store(store)
+        .start()
+        .await;
+    (legacy, new, p)
+}
+
+/// Waits until `strangler_shadow_total{route, result}` reaches `n`.
+async fn compared(p: &Proxy, route: &str, result: &str, n: f64) {
+    let sample = format!("strangler_shadow_total{{result=\"{result}\",route=\"{route}\"}}");
+    wait_for(
+        &format!("{n} × {result} on {route}"),
+        Duration::from_secs(10),
+        || {
+            let sample = sample.clone();
+            async move { p.metric(&sample).await >= n }
+        },
+    )
+    .await;
+}
+
+const ROUTES: &str = r#"
+routes:
+  - name: same
+    match: { methods: [GET], path: { prefix: /same } }
+    target: { service: orders, weight: 0 }
+    shadow:
+      service: orders
+      strip_headers: [authorization]
+      compare: { ignore: ["$.upstream", "$.headers"] }
+  - name: differs
+    match: { methods: [GET, POST], path: { prefix: /differs } }
+    target: { service: orders, weight: 0 }
+    shadow: { service: orders, strip_headers: [authorization] }
+  - name: served-by-new
+    match: { path: { prefix: /new } }
+    target: { service: orders, weight: 100 }
+    shadow: { service: orders, methods: [GET, POST], compare: { ignore: ["$.upstream", "$.headers"] } }
+  - name: capped
+    match: { path: { prefix: /capped } }
+    target: { service: orders, weight: 0 }
+    shadow: { service: orders, limits: { in_flight: 1 }, compare: { ignore: ["$.upstream", "$.headers"] } }
+  - name: small
+    match: { path: { prefix: /small } }
+    target: { service: orders, weight: 0 }
+    shadow: { service: orders, limits: { body: 100 } }
+  - name: to-gone
+    match: { path: { prefix: /gone } }
+    target: { service: gone, weight: 0 }
+    shadow: { service: gone }
+"#;
+
+#[tokio::test]
+async fn copies_are_compared_and_mismatches_stored_with_their_differences() {
+    let store = Store::sqlite();
+    let (legacy, new, p) = shadowed(ROUTES, Behaviour::Echo, &store).await;
+    let r = get(p.addr, "/same/1", &[("authorization", "Bearer secret")]).await;
+    assert_eq!((r.status, r.upstream()), (200, "legacy"));
+    compared(&p, "same", "match", 1.0).await;
+    let r = get(p.addr, "/differs/1", &[("authorization", "Bearer secret")]).await;
+    assert_eq!((r.status, r.upstream()), (200, "legacy"));
+    compared(&p, "differs", "mismatch", 1.0).await;
+    // The new service got both copies, marked, without the stripped header.
+    assert_eq!(new.paths(), ["/same/1", "/differs/1"]);
+    let listed = async {
+        let v = p.admin_json("/api/shadow/mismatches?route=differs").await;
+        v["mismatches"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .cloned()
+    };
+    let mut found = None;
+    wait_for(
+        "the mismatch in the store",
+        Duration::from_secs(10),
+        || async {
+            let v = p.admin_json("/api/shadow/mismatches?route=differs").await;
+            !v["mismatches"].as_array().unwrap().is_empty()
+        },
+    )
+    .await;
+    if let Some(list) = listed.await {
+        found = Some(list[0]["id"].as_i64().unwrap());
+    }
+    let one = p
+        .admin_json(&format!("/api/shadow/mismatches/{}", found.unwrap()))
+        .await;
+    assert_eq!(one["method"], "GET");
+    assert_eq!(one["path"], "/differs/1");
+    let locations: Vec<&str> = one["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["location"].as_str())
+        .collect();
+    assert!(locations.contains(&"$.upstream"), "{locations:?}");
+    assert!(
+        locations.contains(&"$.headers.x-strangler-shadow"),
+        "{locations:?}"
+    );
+    let got: serde_json::Value =
+        serde_json::from_str(one["actual"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(got["headers"]["x-strangler-shadow"], json!(["1"]));
+    assert!(got["headers"].get("authorization").is_none(), "{got}");
+    assert!(
+        one["request"]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h[0] != "authorization")
+    );
+    // Same trace, another span.
+    let sent = got["headers"]["traceparent"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let served: serde_json::Value =
+        serde_json::from_str(one["expected"]["body"].as_str().unwrap()).unwrap();
+    let original = served["headers"]["traceparent"][0].as_str().unwrap();
+    assert_eq!(sent[..36], original[..36]);
+    assert_ne!(sent[36..52], original[36..52]);
+    drop(legacy);
+}
+
+#[tokio::test]
+async fn writes_are_not_copied_unless_listed_and_never_to_the_monolith() {
+    let store = Store::sqlite();
+    let (legacy, new, p) = shadowed(ROUTES, Behaviour::Echo, &store).await;
+    // Served by the monolith, not listed: no copy.
+    assert_eq!(post(p.addr, "/differs/1", "{}", &[]).await.status, 200);
+    // Served by the new service, listed: still never copied to the monolith.
+    assert_eq!(post(p.addr, "/new/1", "{}", &[]).await.upstream(), "orders");
+    // A read served by the new service is copied to the monolith.
+    assert_eq!(get(p.addr, "/new/2", &[]).await.upstream(), "orders");
+    compared(&p, "served-by-new", "match", 1.0).await;
+    assert_eq!(legacy.paths(), ["/differs/1", "/new/2"]);
+    assert_eq!(new.paths(), ["/new/1", "/new/2"]);
+    let skipped = |route: &str| {
+        format!("strangler_shadow_skipped_total{{reason=\"method\",route=\"{route}\"}}")
+    };
+    assert_eq!(p.metric(&skipped("differs")).await, 1.0);
+    assert_eq!(p.metric(&skipped("served-by-new")).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_down_or_slow_shadow_never_touches_the_client() {
+    let store = Store::sqlite();
+    let (_legacy, new, p) = shadowed(ROUTES, Behaviour::Slow(Duration::from_secs(2)), &store).await;
+    let started = Instant::now();
+    let r = get(p.addr, "/same/1", &[]).await;
+    assert_eq!((r.status, r.upstream()), (200, "legacy"));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the client waited {:?} for a 2 s shadow",
+        started.elapsed()
+    );
+    compared(&p, "same", "match", 1.0).await;
+    assert_eq!(new.paths(), ["/same/1"]);
+    // A shadow that is down: the client gets its answer, the copy counts as an error.
+    let r = get(p.addr, "/gone/1", &[]).await;
+    assert_eq!((r.status, r.upstream()), (200, "legacy"));
+    compared(&p, "to-gone", "error", 1.0).await;
+}
+
+#[tokio::test]
+async fn copies_stay_under_the_in_flight_cap_and_the_body_limit() {
+    let store = Store::sqlite();
+    let (_legacy, new, p) = shadowed(ROUTES, Behaviour::Slow(Duration::from_secs(1)), &store).await;
+    // The first copy holds the one slot for a second; the next two find it taken.
+    for i in 0..3 {
+        assert_eq!(get(p.addr, &format!("/capped/{i}"), &[]).await.status, 200);
+    }
+    compared(&p, "capped", "match", 1.0).await;
+    let overloaded = "strangler_shadow_skipped_total{reason=\"overloaded\",route=\"capped\"}";
+    assert_eq!(p.metric(overloaded).await, 2.0);
+    assert_eq!(new.paths(), ["/capped/0"]);
+    // The answers (echo documents of a few hundred bytes) are over the 100-byte limit.
+    assert_eq!(get(p.addr, "/small/1", &[]).await.status, 200);
+    let too_large = "strangler_shadow_skipped_total{reason=\"too_large\",route=\"small\"}";
+    wait_for("the too_large skip", Duration::from_secs(10), || async {
+        p.metric(too_large).await == 1.0
+    })
+    .await;
+    assert_eq!(
+        p.metric("strangler_shadow_total{result=\"match\",route=\"small\"}")
+            .await,
+        0.0
+    );
 }

@@ -47,6 +47,9 @@ pub(super) async fn send(
             .clone(),
     );
     headers::strip_response_hop_by_hop(&mut resp);
+    if let Some(s) = &mut ctx.shadow {
+        s.served_header(resp.status.as_u16(), &resp.headers);
+    }
     if headers::fit_to_client_version(session.req_header(), &mut resp) {
         session.set_keepalive(None);
     }
@@ -97,10 +100,16 @@ pub(super) async fn send(
         .await?;
     let held_any = !held.is_empty();
     for chunk in held {
+        if let Some(s) = &mut ctx.shadow {
+            s.served_chunk(&chunk);
+        }
         session.write_response_body(Some(chunk), false).await?;
     }
     if !end {
         while let Some(chunk) = client.read_response_body().await? {
+            if let Some(s) = &mut ctx.shadow {
+                s.served_chunk(&chunk);
+            }
             session.write_response_body(Some(chunk), false).await?;
         }
     }

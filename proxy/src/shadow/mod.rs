@@ -1,0 +1,236 @@
+//! Shadow traffic on the request path: a copy of a matching request goes to the side that did
+//! not serve the client ([`copy`]), the served answer is teed as it streams to the client, and
+//! once both are complete the two are compared off the request path ([`settle`]). The client
+//! never waits for the copy: a shadow that is down, slow or failing only shows in the metrics.
+//!
+//! Bounded everywhere: at most the route's `in_flight` copies at once (past it: skipped,
+//! `overloaded`), bodies up to its `body` limit (past it: `too_large`), and mismatches go to the
+//! store through a bounded queue written in batches (`writer`).
+
+mod copy;
+mod settle;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use strangler_shadow::Noise;
+use strangler_store::Store;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::ShadowMetrics;
+use crate::upstream::UpstreamPeer;
+
+pub use copy::Copied;
+pub use settle::Request;
+
+/// Hashes a redacted value (`mode: hash`).
+pub type Hasher = Arc<dyn Fn(&[u8]) -> String + Send + Sync>;
+
+/// A copy's request body went past the route's limit.
+#[derive(Debug)]
+pub struct TooLarge;
+
+/// The shadow machinery shared by every request.
+pub struct Shadowing {
+    /// Copies have a connection pool of their own: they never take the served side's.
+    connector: Arc<Connector>,
+    metrics: ShadowMetrics,
+    /// Copies in flight per route.
+    in_flight: Mutex<HashMap<String, Arc<AtomicU32>>>,
+    /// Learned noise per route.
+    noise: Mutex<HashMap<String, Noise>>,
+    /// The patterns labelled so far per route (the metric's label cap).
+    labelled: Mutex<HashMap<String, Vec<String>>>,
+    /// Mismatches on their way to the store.
+    writer: mpsc::Sender<strangler_store::NewMismatch>,
+    /// Hashes redacted values (`mode: hash`): the same salted HMAC as events.
+    hash: Hasher,
+}
+
+/// Holds one of a route's in-flight slots; frees it when dropped.
+pub struct Permit(Arc<AtomicU32>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One side's answer as captured: status, headers, body (still content-encoded).
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// One request's shadow copy, from the decision to the comparison.
+pub struct ShadowCtx {
+    /// Where the copy goes, and whether that is the new service.
+    to: Arc<UpstreamPeer>,
+    to_service: bool,
+    /// The copy's request header, ready to send.
+    req: Option<RequestHeader>,
+    /// The request body read so far, while it is still coming.
+    body: Option<Vec<u8>>,
+    /// What the copy carried, for a mismatch record.
+    pub(crate) sent_headers: HeaderMap,
+    pub(crate) sent_body: Bytes,
+    limit: usize,
+    permit: Option<Permit>,
+    /// The copy's answer, once it was sent.
+    answer: Option<oneshot::Receiver<Copied>>,
+    /// The served answer, teed.
+    served: Captured,
+    /// The served body went past the limit: nothing to compare.
+    served_too_large: bool,
+}
+
+impl Shadowing {
+    /// Starts the mismatch writer (a thread of its own) on `store`.
+    pub fn start(store: Store, metrics: ShadowMetrics, hash: Hasher) -> std::io::Result<Shadowing> {
+        let writer = writer::start(store, metrics.store_failures.clone())?;
+        Ok(Shadowing {
+            connector: Arc::new(Connector::new(None)),
+            metrics,
+            in_flight: Mutex::default(),
+            noise: Mutex::default(),
+            labelled: Mutex::default(),
+            writer,
+            hash,
+        })
+    }
+
+    pub(crate) fn skipped(&self, route: &str, reason: &str) {
+        debug_assert!(crate::metrics::SHADOW_SKIP_REASONS.contains(&reason));
+        self.metrics
+            .skipped
+            .with_label_values(&[route, reason])
+            .inc();
+    }
+
+    /// A slot for one more copy of `route`, unless `max` are in flight.
+    fn permit(&self, route: &str, max: u32) -> Option<Permit> {
+        let counter = {
+            let mut map = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(map.entry(route.to_string()).or_default())
+        };
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Permit(counter))
+    }
+
+    /// Prepares the copy of a request (`copy` is its header as the target should get it) when
+    /// a slot is free and its body (`content_length`, when known) fits; counts the skip
+    /// otherwise. `to_service`: the copy goes to the new service.
+    #[allow(clippy::too_many_arguments)]
+    pub fn plan(
+        &self,
+        route: &str,
+        to: Arc<UpstreamPeer>,
+        to_service: bool,
+        copy: RequestHeader,
+        has_body: bool,
+        content_length: Option<usize>,
+        limit: usize,
+        in_flight: u32,
+    ) -> Option<ShadowCtx> {
+        if content_length.is_some_and(|n| n > limit) {
+            self.skipped(route, "too_large");
+            return None;
+        }
+        let Some(permit) = self.permit(route, in_flight) else {
+            self.skipped(route, "overloaded");
+            return None;
+        };
+        Some(ShadowCtx {
+            to,
+            to_service,
+            sent_headers: copy.headers.clone(),
+            sent_body: Bytes::new(),
+            req: Some(copy),
+            body: has_body.then(Vec::new),
+            limit,
+            permit: Some(permit),
+            answer: None,
+            served: Captured::default(),
+            served_too_large: false,
+        })
+    }
+
+    /// Sends the copy now, with `body`.
+    pub fn send(&self, ctx: &mut ShadowCtx, body: Bytes) {
+        let (Some(req), Some(permit)) = (ctx.req.take(), ctx.permit.take()) else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        ctx.answer = Some(rx);
+        ctx.sent_body = body.clone();
+        let (connector, to, limit) = (Arc::clone(&self.connector), Arc::clone(&ctx.to), ctx.limit);
+        tokio::spawn(async move {
+            let copied = copy::send(&connector, &to, req, body, limit).await;
+            drop(permit);
+            let _ = tx.send(copied);
+        });
+    }
+}
+
+impl ShadowCtx {
+    /// Whether the copy still waits for the request body.
+    pub fn waits_for_body(&self) -> bool {
+        self.req.is_some() && self.body.is_some()
+    }
+
+    /// A piece of the request body: kept for the copy. Returns the whole body once it is
+    /// complete, `None` while more is to come or when it went past the limit (then the copy is
+    /// dropped: `too_large`).
+    pub fn request_chunk(
+        &mut self,
+        chunk: Option<&Bytes>,
+        end: bool,
+    ) -> Result<Option<Bytes>, TooLarge> {
+        let Some(body) = &mut self.body else {
+            return Ok(None);
+        };
+        if let Some(c) = chunk {
+            if body.len() + c.len() > self.limit {
+                self.req = None;
+                self.permit = None;
+                return Err(TooLarge);
+            }
+            body.extend_from_slice(c);
+        }
+        Ok(end.then(|| Bytes::from(std::mem::take(body))))
+    }
+
+    /// The served answer's status and headers.
+    pub fn served_header(&mut self, status: u16, headers: &HeaderMap) {
+        self.served.status = status;
+        self.served.headers = headers.clone();
+    }
+
+    /// A piece of the served answer's body.
+    pub fn served_chunk(&mut self, chunk: &[u8]) {
+        if self.served_too_large {
+            return;
+        }
+        if self.served.body.len() + chunk.len() > self.limit {
+            self.served_too_large = true;
+            self.served.body = Vec::new();
+            return;
+        }
+        self.served.body.extend_from_slice(chunk);
+    }
+}

@@ -1,0 +1,266 @@
+//! The comparison, off the request path: once the served answer is complete and the copy's is
+//! in, the two are compared (`strangler-shadow`), noise is learned and left out, the result is
+//! counted, and a mismatch goes to the store, redacted first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use strangler_rules::Shadow;
+use strangler_shadow::{Answer, Difference, Kind};
+use strangler_store::NewMismatch;
+use strangler_store::mismatches::Message;
+
+use super::{Captured, Copied, ShadowCtx, Shadowing};
+
+/// Patterns labelled per route in `strangler_shadow_differences_total`; the rest are `other`.
+const PATTERN_LABELS: usize = 50;
+
+/// What the comparison needs of the request.
+pub struct Request {
+    pub route: String,
+    pub method: String,
+    pub path: String,
+    pub trace_id: Option<String>,
+    /// As the copy carried them (stripped headers left out).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// How long the served answer took.
+    pub served_in: Duration,
+}
+
+impl Shadowing {
+    /// Compares the served answer in `ctx` with its copy's, in a task of its own.
+    pub fn settle(self: &Arc<Self>, ctx: ShadowCtx, shadow: Shadow, req: Request) {
+        let Some(answer) = ctx.answer else {
+            return; // never sent: its skip is counted already
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let copied = answer
+                .await
+                .unwrap_or_else(|_| Copied::Error("the copy's task ended".into()));
+            this.compare(
+                copied,
+                ctx.served,
+                ctx.served_too_large,
+                ctx.to_service,
+                &shadow,
+                req,
+            );
+        });
+    }
+
+    fn compare(
+        &self,
+        copied: Copied,
+        served: Captured,
+        served_too_large: bool,
+        copy_to_service: bool,
+        shadow: &Shadow,
+        req: Request,
+    ) {
+        let m = &self.metrics;
+        let route = req.route.as_str();
+        m.duration
+            .with_label_values(&[route, "served"])
+            .observe(req.served_in.as_secs_f64());
+        let copy = match copied {
+            Copied::Answer(copy, took) => {
+                m.duration
+                    .with_label_values(&[route, "shadow"])
+                    .observe(took.as_secs_f64());
+                copy
+            }
+            Copied::Timeout => return self.result(route, "timeout"),
+            Copied::Error(e) => {
+                tracing::debug!(route, error = %e, "Shadow copy failed");
+                return self.result(route, "error");
+            }
+            Copied::TooLarge => return self.skipped(route, "too_large"),
+        };
+        if served_too_large {
+            return self.skipped(route, "too_large");
+        }
+        // The monolith's answer is the expected one, whichever side served.
+        let (expected, actual) = if copy_to_service {
+            (served, copy)
+        } else {
+            (copy, served)
+        };
+        fn answer(c: &Captured) -> Answer<'_> {
+            Answer {
+                status: c.status,
+                headers: &c.headers,
+                body: &c.body,
+            }
+        }
+        let diffs = match strangler_shadow::compare(
+            &answer(&expected),
+            &answer(&actual),
+            &shadow.compare,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(route, error = %e, "Shadow answers not comparable");
+                return self.skipped(route, "not_comparable");
+            }
+        };
+        let kept = {
+            let mut noise = self
+                .noise
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = noise.entry(route.to_string()).or_default();
+            n.observe(&diffs);
+            n.split(diffs, shadow.exclude_suspected).0
+        };
+        if kept.is_empty() {
+            return self.result(route, "match");
+        }
+        self.result(route, "mismatch");
+        self.count_patterns(route, &kept);
+        self.store(shadow, req, &expected, &actual, &kept);
+    }
+
+    fn result(&self, route: &str, result: &str) {
+        self.metrics
+            .compared
+            .with_label_values(&[route, result])
+            .inc();
+    }
+
+    fn count_patterns(&self, route: &str, diffs: &[Difference]) {
+        let mut labelled = self
+            .labelled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = labelled.entry(route.to_string()).or_default();
+        for d in diffs {
+            let label = if known.contains(&d.pattern) {
+                d.pattern.as_str()
+            } else if known.len() < PATTERN_LABELS {
+                known.push(d.pattern.clone());
+                d.pattern.as_str()
+            } else {
+                "other"
+            };
+            self.metrics
+                .differences
+                .with_label_values(&[route, label])
+                .inc();
+        }
+    }
+
+    /// Queues the mismatch for the store, bodies redacted (and the differences' values with
+    /// them: they are taken from the redacted documents).
+    fn store(
+        &self,
+        shadow: &Shadow,
+        req: Request,
+        expected: &Captured,
+        actual: &Captured,
+        kept: &[Difference],
+    ) {
+        let redact = |body: &[u8], headers: &HeaderMap| -> Vec<u8> {
+            if shadow.redact.is_empty() {
+                return body.to_vec();
+            }
+            let decoded = strangler_shadow::decode::decode(headers, body, shadow.body_limit)
+                .map(std::borrow::Cow::into_owned)
+                .unwrap_or_default();
+            match serde_json::from_slice::<serde_json::Value>(&decoded) {
+                Ok(mut v) => {
+                    for r in &shadow.redact {
+                        strangler_rules::publish::redact(&mut v, r, &*self.hash);
+                    }
+                    v.to_string().into_bytes()
+                }
+                // Not JSON: nothing can be redacted in it, so it is not kept.
+                Err(_) => Vec::new(),
+            }
+        };
+        // Redacted bodies are stored decoded: their content coding goes with them.
+        let headers_of = |h: &HeaderMap| -> Vec<(String, String)> {
+            h.iter()
+                .filter(|(k, _)| shadow.redact.is_empty() || *k != http::header::CONTENT_ENCODING)
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect()
+        };
+        let message = |status: u16, h: &HeaderMap, body: Vec<u8>| Message {
+            status,
+            headers: headers_of(h),
+            body,
+            truncated: false,
+        };
+        let (eb, ab) = (
+            redact(&expected.body, &expected.headers),
+            redact(&actual.body, &actual.headers),
+        );
+        let differences = if shadow.redact.is_empty() {
+            kept.to_vec()
+        } else {
+            redacted_differences(kept, &eb, &ab, shadow)
+        };
+        let mut patterns: Vec<String> = kept.iter().map(|d| d.pattern.clone()).collect();
+        patterns.sort();
+        patterns.dedup();
+        let mismatch = NewMismatch {
+            route: req.route,
+            at_ms: strangler_store::now_ms(),
+            trace_id: req.trace_id,
+            method: req.method,
+            path: req.path,
+            request: message(0, &req.headers, redact(&req.body, &req.headers)),
+            expected: message(expected.status, &expected.headers, eb),
+            actual: message(actual.status, &actual.headers, ab),
+            differences: serde_json::to_value(differences).unwrap_or_default(),
+            patterns,
+        };
+        if self.writer.try_send(mismatch).is_err() {
+            self.metrics.store_failures.inc();
+        }
+    }
+}
+
+/// The kept differences with their values taken from the redacted bodies: a redacted place has
+/// no value to show.
+fn redacted_differences(
+    kept: &[Difference],
+    expected: &[u8],
+    actual: &[u8],
+    shadow: &Shadow,
+) -> Vec<Difference> {
+    let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
+    let (Some(e), Some(a)) = (parse(expected), parse(actual)) else {
+        return kept
+            .iter()
+            .map(|d| Difference {
+                expected: None,
+                actual: None,
+                ..d.clone()
+            })
+            .collect();
+    };
+    let visible = strangler_shadow::json::diff(&e, &a, &shadow.compare.json);
+    kept.iter()
+        .map(
+            |d| match visible.iter().find(|v| v.location == d.location) {
+                // The status and headers are not redacted.
+                _ if matches!(d.kind, Kind::Status | Kind::Header) => d.clone(),
+                Some(v) => v.clone(),
+                None => Difference {
+                    expected: None,
+                    actual: None,
+                    ..d.clone()
+                },
+            },
+        )
+        .collect()
+}
