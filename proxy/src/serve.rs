@@ -71,7 +71,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
             body: cfg.client_body_timeout,
             keepalive_secs: cfg.keepalive_timeout.as_secs(),
         },
-        shadowing,
+        shadowing: Arc::clone(&shadowing),
     };
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
@@ -90,6 +90,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
             rules: Arc::clone(&rules),
             registry,
             dual_write: Arc::clone(&dual_write),
+            shadowing: Arc::clone(&shadowing),
         }),
     );
     admin.add_tcp(&cfg.admin.to_string());

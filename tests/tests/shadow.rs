@@ -208,6 +208,22 @@ async fn copies_are_compared_and_mismatches_stored_with_their_differences() {
     let original = served["headers"]["traceparent"][0].as_str().unwrap();
     assert_eq!(sent[..36], original[..36]);
     assert_ne!(sent[36..52], original[36..52]);
+    // The per-route figures.
+    let summary = p.admin_json("/api/shadow").await;
+    let routes = summary["routes"].as_array().unwrap();
+    let of = |name: &str| routes.iter().find(|r| r["route"] == name).unwrap().clone();
+    assert_eq!(of("same")["matched"], 1);
+    assert_eq!(of("same")["match_rate"], 1.0);
+    assert_eq!(of("differs")["mismatched"], 1);
+    assert_eq!(of("differs")["match_rate"], 0.0);
+    let differs = of("differs");
+    let top: Vec<&str> = differs["top_patterns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p[0].as_str())
+        .collect();
+    assert!(top.contains(&"$.upstream"), "{top:?}");
     drop(legacy);
 }
 

@@ -1,6 +1,6 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`, and the JSON API,
 //! one module per area: [`rules`] (routes, reload status, reload), [`events`] (outbox depth,
-//! dead letters, re-drive) and [`shadow`] (stored mismatches). JSON in, JSON out; it never touches the request path's state except
+//! dead letters, re-drive) and [`shadow`] (figures per route, stored mismatches). JSON in, JSON out; it never touches the request path's state except
 //! through `LiveRules`.
 //!
 //! Requests are routed by a table ([`ENDPOINTS`]) compiled into a `matchit` router: a path
@@ -26,6 +26,7 @@ pub struct Admin {
     pub rules: Arc<LiveRules>,
     pub registry: Registry,
     pub dual_write: Arc<crate::dual_write::DualWrite>,
+    pub shadowing: Arc<crate::shadow::Shadowing>,
 }
 
 /// What an endpoint answers: a response, or an error in the shared shape.
@@ -81,6 +82,7 @@ enum Endpoint {
     Outbox,
     DeadLetters,
     Redrive,
+    Shadow,
     Mismatches,
     Mismatch,
 }
@@ -96,6 +98,7 @@ const ENDPOINTS: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/api/outbox", Endpoint::Outbox),
     (Method::GET, "/api/dead-letters", Endpoint::DeadLetters),
     (Method::POST, "/api/dead-letters/redrive", Endpoint::Redrive),
+    (Method::GET, "/api/shadow", Endpoint::Shadow),
     (Method::GET, "/api/shadow/mismatches", Endpoint::Mismatches),
     (
         Method::GET,
@@ -189,6 +192,7 @@ impl Admin {
             Endpoint::Outbox => self.outbox().await,
             Endpoint::DeadLetters => self.dead_letters().await,
             Endpoint::Redrive => self.redrive(query).await,
+            Endpoint::Shadow => self.shadow(),
             Endpoint::Mismatches => self.mismatches(query).await,
             Endpoint::Mismatch => self.mismatch(param.as_deref().unwrap_or_default()).await,
         }

@@ -1,4 +1,5 @@
-//! The shadow area: stored mismatches, newest first, and one whole.
+//! The shadow area: each shadowed route's figures, stored mismatches newest first, and one
+//! whole.
 
 use http::StatusCode;
 use serde_json::json;
@@ -8,6 +9,23 @@ use strangler_store::mismatches::Query;
 use super::{Admin, ApiError, Reply, json_reply};
 
 impl Admin {
+    /// `GET /api/shadow`: per shadowed route, comparisons by result, skips by reason, the match
+    /// rate since start, the 10 most frequent difference patterns, and the noise learned.
+    pub(super) fn shadow(&self) -> Reply {
+        let loaded = self.rules.current();
+        let routes: Vec<String> = loaded
+            .rules
+            .routes()
+            .iter()
+            .filter(|r| r.shadow.is_some())
+            .map(|r| r.name.clone())
+            .collect();
+        Ok(json_reply(
+            StatusCode::OK,
+            &json!({ "routes": self.shadowing.summary(&routes) }),
+        ))
+    }
+
     /// `GET /api/shadow/mismatches?route=&pattern=&limit=&before=`: newest first; `before` is
     /// the last id of the previous page (`next_before` in the answer).
     pub(super) async fn mismatches(&self, query: Option<&str>) -> Reply {

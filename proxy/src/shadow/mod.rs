@@ -234,3 +234,88 @@ impl ShadowCtx {
         self.served.body.extend_from_slice(chunk);
     }
 }
+
+/// One route's shadow figures for the admin API.
+#[derive(Debug, serde::Serialize)]
+pub struct RouteSummary {
+    pub route: String,
+    pub compared: u64,
+    pub matched: u64,
+    pub mismatched: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    /// Skips by reason.
+    pub skipped: std::collections::BTreeMap<&'static str, u64>,
+    /// matched / (matched + mismatched) since start; `None` before the first comparison.
+    pub match_rate: Option<f64>,
+    /// The 10 most frequent difference patterns, with their counts.
+    pub top_patterns: Vec<(String, u64)>,
+    pub noise: Vec<strangler_shadow::NoiseEntry>,
+}
+
+impl Shadowing {
+    /// The figures of each of `routes` since start.
+    pub fn summary(&self, routes: &[String]) -> Vec<RouteSummary> {
+        let m = &self.metrics;
+        let count = |route: &str, result: &str| {
+            m.compared
+                .get_metric_with_label_values(&[route, result])
+                .map_or(0, |c| c.get())
+        };
+        routes
+            .iter()
+            .map(|route| {
+                let (matched, mismatched) = (count(route, "match"), count(route, "mismatch"));
+                let (errors, timeouts) = (count(route, "error"), count(route, "timeout"));
+                let skipped = crate::metrics::SHADOW_SKIP_REASONS
+                    .iter()
+                    .map(|r| {
+                        let n = m
+                            .skipped
+                            .get_metric_with_label_values(&[route.as_str(), r])
+                            .map_or(0, |c| c.get());
+                        (*r, n)
+                    })
+                    .collect();
+                let mut top_patterns: Vec<(String, u64)> = self
+                    .labelled
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(route)
+                    .into_iter()
+                    .flatten()
+                    .chain(std::iter::once(&"other".to_string()))
+                    .filter_map(|p| {
+                        let n = m
+                            .differences
+                            .get_metric_with_label_values(&[route, p])
+                            .map_or(0, |c| c.get());
+                        (n > 0).then(|| (p.clone(), n))
+                    })
+                    .collect();
+                top_patterns.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                top_patterns.truncate(10);
+                let noise = self
+                    .noise
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(route)
+                    .map(Noise::report)
+                    .unwrap_or_default();
+                RouteSummary {
+                    route: route.clone(),
+                    compared: matched + mismatched,
+                    matched,
+                    mismatched,
+                    errors,
+                    timeouts,
+                    skipped,
+                    match_rate: (matched + mismatched > 0)
+                        .then(|| matched as f64 / (matched + mismatched) as f64),
+                    top_patterns,
+                    noise,
+                }
+            })
+            .collect()
+    }
+}
