@@ -70,8 +70,9 @@ pub struct Ctx {
     failure: Option<errors::Failure>,
     /// We answered `Expect: 100-continue` ourselves (to read the body for the rules).
     continue_sent: bool,
-    /// The shadow copy of this request, when one goes out.
-    shadow: Option<ShadowCtx>,
+    /// The shadow copy of this request, when one goes out (boxed: most requests have none, and
+    /// the context is moved with every request).
+    shadow: Option<Box<ShadowCtx>>,
 }
 
 /// Most connects tried for one request (each bounded by `connect_timeout`).

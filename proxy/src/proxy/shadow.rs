@@ -134,7 +134,7 @@ impl Strangler {
         &self,
         session: &Session,
         ctx: &Ctx,
-        s: ShadowCtx,
+        s: Box<ShadowCtx>,
         status: u16,
         failed: bool,
     ) {

@@ -146,7 +146,7 @@ impl Shadowing {
         content_length: Option<usize>,
         limit: usize,
         in_flight: u32,
-    ) -> Option<ShadowCtx> {
+    ) -> Option<Box<ShadowCtx>> {
         if content_length.is_some_and(|n| n > limit) {
             self.skipped(route, "too_large");
             return None;
@@ -155,7 +155,7 @@ impl Shadowing {
             self.skipped(route, "overloaded");
             return None;
         };
-        Some(ShadowCtx {
+        Some(Box::new(ShadowCtx {
             to,
             to_service,
             sent_headers: copy.headers.clone(),
@@ -167,7 +167,7 @@ impl Shadowing {
             answer: None,
             served: Captured::default(),
             served_too_large: false,
-        })
+        }))
     }
 
     /// Sends the copy now, with `body`.

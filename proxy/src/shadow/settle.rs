@@ -32,7 +32,8 @@ pub struct Request {
 
 impl Shadowing {
     /// Compares the served answer in `ctx` with its copy's, in a task of its own.
-    pub fn settle(self: &Arc<Self>, ctx: ShadowCtx, shadow: Shadow, req: Request) {
+    pub fn settle(self: &Arc<Self>, ctx: Box<ShadowCtx>, shadow: Shadow, req: Request) {
+        let ctx = *ctx;
         let Some(answer) = ctx.answer else {
             return; // never sent: its skip is counted already
         };
