@@ -125,6 +125,10 @@ routes:
     match: { path: { prefix: /new } }
     target: { service: orders, weight: 100 }
     shadow: { service: orders, methods: [GET, POST], compare: { ignore: ["$.upstream", "$.headers"] } }
+  - name: writes
+    match: { methods: [POST], path: { prefix: /writes } }
+    target: { service: orders, weight: 0 }
+    shadow: { service: orders, methods: [POST], compare: { ignore: ["$.upstream", "$.headers"] } }
   - name: capped
     match: { path: { prefix: /capped } }
     target: { service: orders, weight: 0 }
@@ -238,8 +242,13 @@ async fn writes_are_not_copied_unless_listed_and_never_to_the_monolith() {
     // A read served by the new service is copied to the monolith.
     assert_eq!(get(p.addr, "/new/2", &[]).await.upstream(), "orders");
     compared(&p, "served-by-new", "match", 1.0).await;
-    assert_eq!(legacy.paths(), ["/differs/1", "/new/2"]);
-    assert_eq!(new.paths(), ["/new/1", "/new/2"]);
+    // A listed write served by the monolith is copied, body and all (the echoes' body length
+    // and hash match).
+    let order = format!("{{\"items\": \"{}\"}}", "x".repeat(20_000));
+    assert_eq!(post(p.addr, "/writes/1", &order, &[]).await.status, 200);
+    compared(&p, "writes", "match", 1.0).await;
+    assert_eq!(legacy.paths(), ["/differs/1", "/new/2", "/writes/1"]);
+    assert_eq!(new.paths(), ["/new/1", "/new/2", "/writes/1"]);
     let skipped = |route: &str| {
         format!("strangler_shadow_skipped_total{{reason=\"method\",route=\"{route}\"}}")
     };

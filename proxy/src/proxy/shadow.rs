@@ -58,9 +58,8 @@ impl Strangler {
         let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
         let has_body = whole_body.is_none() && (chunked || content_length.is_some_and(|n| n > 0));
         let known = whole_body.map(Bytes::len).or(content_length);
-        let name = route.name.clone();
         let Some(mut s) = self.shadowing.plan(
-            &name,
+            &route.name,
             to,
             to_service,
             header,

@@ -27,11 +27,20 @@ pub enum Copied {
 pub(super) async fn send(
     connector: &Connector,
     to: &UpstreamPeer,
-    req: RequestHeader,
+    mut req: RequestHeader,
     body: Bytes,
     limit: usize,
 ) -> Copied {
     let started = Instant::now();
+    // The whole body is in hand: it goes with a length, whatever framing the client used.
+    let framed = req.headers.contains_key(http::header::CONTENT_LENGTH)
+        || req.headers.contains_key(http::header::TRANSFER_ENCODING);
+    req.remove_header(&http::header::TRANSFER_ENCODING);
+    if (framed || !body.is_empty())
+        && let Err(e) = req.insert_header(http::header::CONTENT_LENGTH, body.len())
+    {
+        return Copied::Error(e.to_string());
+    }
     let exchange = async {
         let (mut client, _reused) = connector.get_http_session(&to.peer).await?;
         client.write_request_header(Box::new(req)).await?;
