@@ -95,12 +95,13 @@ impl Decision {
             }
             _ => (Serving::Legacy, None, None),
         };
+        let sample_random = sample_random(random);
         let shadow = route.shadow.as_ref().map(|s| {
             s.copy_to(
                 req.method,
                 serving == Serving::Service,
                 key.as_deref(),
-                random,
+                sample_random,
             )
             .map(|to| matches!(to, CopyTo::Service(_)))
         });
@@ -113,5 +114,48 @@ impl Decision {
             publish,
             shadow,
         }
+    }
+}
+
+/// The random value the shadow sample uses when a request has no sticky key: drawn apart from
+/// the side's, since reusing it would copy requests of one side only (at weight 30 and sample
+/// 20, every sampled request would be one the new service serves).
+fn sample_random(random: u64) -> u64 {
+    random.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(31)
+}
+
+#[cfg(test)]
+mod tests {
+    use strangler_rules::sticky::{random_bucket, to_new};
+
+    use super::sample_random;
+
+    #[test]
+    fn the_sample_does_not_follow_the_side() {
+        // Weight 30, sample 20: about 20 % of each side's requests are sampled.
+        let (mut legacy, mut legacy_sampled, mut new, mut new_sampled) = (0, 0, 0, 0);
+        let mut x = 0x1234_5678_9abc_def0_u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let sampled = to_new(random_bucket(sample_random(x)), 2_000);
+            if to_new(random_bucket(x), 3_000) {
+                new += 1;
+                new_sampled += usize::from(sampled);
+            } else {
+                legacy += 1;
+                legacy_sampled += usize::from(sampled);
+            }
+        }
+        let share = |s: usize, n: usize| s as f64 / n as f64;
+        assert!(
+            (0.17..0.23).contains(&share(legacy_sampled, legacy)),
+            "{legacy_sampled}/{legacy}"
+        );
+        assert!(
+            (0.17..0.23).contains(&share(new_sampled, new)),
+            "{new_sampled}/{new}"
+        );
     }
 }
