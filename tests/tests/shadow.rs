@@ -145,7 +145,15 @@ routes:
 
 #[tokio::test]
 async fn copies_are_compared_and_mismatches_stored_with_their_differences() {
-    let store = Store::sqlite();
+    copies_are_compared_and_stored(Store::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_copies_are_compared_and_mismatches_stored() {
+    copies_are_compared_and_stored(Store::postgres().await).await;
+}
+
+async fn copies_are_compared_and_stored(store: Store) {
     let (legacy, new, p) = shadowed(ROUTES, Behaviour::Echo, &store).await;
     let r = get(p.addr, "/same/1", &[("authorization", "Bearer secret")]).await;
     assert_eq!((r.status, r.upstream()), (200, "legacy"));
