@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod reload;
 pub mod serve;
 pub mod shadow;
+pub mod shadow_cmd;
 pub mod stream_cmd;
 pub mod telemetry;
 pub mod upstream;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use strangler::{check, config, explain, serve, stream_cmd, telemetry};
+use strangler::{check, config, explain, serve, shadow_cmd, stream_cmd, telemetry};
 
 /// pingora allocates per request (headers, buffers, futures); glibc's malloc was ~12 % of the
 /// proxy's CPU in `perf` on the pass-through benchmark. mimalloc's thread-local free lists cut that.
@@ -44,6 +44,9 @@ enum Command {
     /// Read or create a Kinesis stream (to see what was published).
     #[command(subcommand)]
     Stream(stream_cmd::StreamCommand),
+    /// The running proxy's shadow comparison: figures per route, or one stored mismatch.
+    #[command(subcommand)]
+    Shadow(shadow_cmd::ShadowCommand),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,13 @@ fn main() -> ExitCode {
         }
         Command::Check { files } => ExitCode::from(check::run(&files) as u8),
         Command::Stream(cmd) => match stream_cmd::run(&cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strangler: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Shadow(cmd) => match shadow_cmd::run(&cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("strangler: {e:#}");

@@ -236,6 +236,33 @@ async fn copies_are_compared_and_stored(store: Store) {
         .filter_map(|p| p[0].as_str())
         .collect();
     assert!(top.contains(&"$.upstream"), "{top:?}");
+    // The same for a terminal.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .arg("shadow")
+            .args(args)
+            .arg("--config")
+            .arg(&p.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = cli(&["summary"]);
+    assert!(
+        table.contains("differs") && table.contains("$.upstream"),
+        "{table}"
+    );
+    let shown = cli(&["show", &found.unwrap().to_string()]);
+    assert!(shown.contains("GET /differs/1"), "{shown}");
+    assert!(
+        shown.contains("$.upstream: \"legacy\" → \"orders\""),
+        "{shown}"
+    );
     drop(legacy);
 }
 
