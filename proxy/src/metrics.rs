@@ -38,6 +38,8 @@ pub struct ShadowMetrics {
     pub differences: IntCounterVec,
     /// Mismatches that could not be stored (store down, or the writer's queue full).
     pub store_failures: IntCounter,
+    /// `{route}`: matches / comparisons over the last 5 minutes (set at each comparison).
+    pub match_ratio: prometheus::GaugeVec,
 }
 
 /// Every `reason` of `strangler_shadow_skipped_total`.
@@ -144,6 +146,13 @@ impl Metrics {
                     "strangler_shadow_store_failures_total",
                     "Mismatches that could not be stored",
                 )?,
+                match_ratio: prometheus::GaugeVec::new(
+                    Opts::new(
+                        "strangler_shadow_match_ratio",
+                        "Shadow comparisons that matched over the last 5 minutes (0 to 1)",
+                    ),
+                    &["route"],
+                )?,
             },
         };
         registry.register(Box::new(m.requests.clone()))?;
@@ -161,6 +170,7 @@ impl Metrics {
         registry.register(Box::new(m.shadow.duration.clone()))?;
         registry.register(Box::new(m.shadow.differences.clone()))?;
         registry.register(Box::new(m.shadow.store_failures.clone()))?;
+        registry.register(Box::new(m.shadow.match_ratio.clone()))?;
         Ok(m)
     }
 }

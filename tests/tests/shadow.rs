@@ -228,6 +228,17 @@ async fn copies_are_compared_and_stored(store: Store) {
     assert_eq!(of("same")["match_rate"], 1.0);
     assert_eq!(of("differs")["mismatched"], 1);
     assert_eq!(of("differs")["match_rate"], 0.0);
+    assert_eq!(of("same")["match_rate_5m"], 1.0);
+    assert_eq!(
+        p.metric("strangler_shadow_match_ratio{route=\"same\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        p.metric("strangler_shadow_match_ratio{route=\"differs\"}")
+            .await,
+        0.0
+    );
     let differs = of("differs");
     let top: Vec<&str> = differs["top_patterns"]
         .as_array()

@@ -9,6 +9,7 @@
 
 mod copy;
 mod settle;
+mod window;
 mod writer;
 
 use std::collections::HashMap;
@@ -45,6 +46,8 @@ pub struct Shadowing {
     in_flight: Mutex<HashMap<String, Arc<AtomicU32>>>,
     /// Learned noise per route.
     noise: Mutex<HashMap<String, Noise>>,
+    /// The match rate over the last 5 minutes, per route.
+    windows: Mutex<HashMap<String, window::Window>>,
     /// The patterns labelled so far per route (the metric's label cap).
     labelled: Mutex<HashMap<String, Vec<String>>>,
     /// Mismatches on their way to the store.
@@ -101,6 +104,7 @@ impl Shadowing {
             metrics,
             in_flight: Mutex::default(),
             noise: Mutex::default(),
+            windows: Mutex::default(),
             labelled: Mutex::default(),
             writer,
             hash,
@@ -248,6 +252,8 @@ pub struct RouteSummary {
     pub skipped: std::collections::BTreeMap<&'static str, u64>,
     /// matched / (matched + mismatched) since start; `None` before the first comparison.
     pub match_rate: Option<f64>,
+    /// The same over the last 5 minutes.
+    pub match_rate_5m: Option<f64>,
     /// The 10 most frequent difference patterns, with their counts.
     pub top_patterns: Vec<(String, u64)>,
     pub noise: Vec<strangler_shadow::NoiseEntry>,
@@ -302,8 +308,15 @@ impl Shadowing {
                     .get(route)
                     .map(Noise::report)
                     .unwrap_or_default();
+                let match_rate_5m = self
+                    .windows
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(route)
+                    .and_then(|w| w.ratio(now_secs()));
                 RouteSummary {
                     route: route.clone(),
+                    match_rate_5m,
                     compared: matched + mismatched,
                     matched,
                     mismatched,
@@ -318,4 +331,11 @@ impl Shadowing {
             })
             .collect()
     }
+}
+
+/// Seconds since the Unix epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

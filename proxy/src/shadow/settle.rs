@@ -130,6 +130,21 @@ impl Shadowing {
             .compared
             .with_label_values(&[route, result])
             .inc();
+        if result == "match" || result == "mismatch" {
+            let now = super::now_secs();
+            let ratio = {
+                let mut windows = self
+                    .windows
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let w = windows.entry(route.to_string()).or_default();
+                w.record(now, result == "match");
+                w.ratio(now)
+            };
+            if let Some(r) = ratio {
+                self.metrics.match_ratio.with_label_values(&[route]).set(r);
+            }
+        }
     }
 
     fn count_patterns(&self, route: &str, diffs: &[Difference]) {
