@@ -70,6 +70,10 @@ echo "  # (kinesis-local accepts any credentials, but the AWS SDK wants some set
 echo "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local $bin stream read --config $here/strangler.yaml --stream shop-orders"
 echo "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local $bin stream read --config $here/strangler.yaml --stream shop-users"
 echo "  curl -s localhost:9090/api/outbox   # events waiting, per stream"
+echo "  # read an order back: a copy goes to the other side and the answers are compared"
+echo "  curl -s localhost:8080/api/orders/1 -H 'x-user-id: alice'; echo"
+echo "  $bin shadow summary --config $here/strangler.yaml      # matches, mismatches, top differences"
+echo "  curl -s 'localhost:9090/api/shadow/mismatches?route=orders-read'"
 echo "  # why did a request go where it went?"
 echo "  $bin explain --config $here/strangler.yaml --method POST --path /api/orders -H 'x-user-id: bob' --verbose"
 echo
