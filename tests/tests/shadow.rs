@@ -137,6 +137,10 @@ routes:
     match: { path: { prefix: /small } }
     target: { service: orders, weight: 0 }
     shadow: { service: orders, limits: { body: 100 } }
+  - name: sampled
+    match: { path: { prefix: /sampled } }
+    target: { service: orders, weight: 0, sticky: { header: x-user } }
+    shadow: { service: orders, sample: 50, compare: { ignore: ["$.upstream", "$.headers"] } }
   - name: to-gone
     match: { path: { prefix: /gone } }
     target: { service: gone, weight: 0 }
@@ -345,5 +349,35 @@ async fn copies_stay_under_the_in_flight_cap_and_the_body_limit() {
         p.metric("strangler_shadow_total{result=\"match\",route=\"small\"}")
             .await,
         0.0
+    );
+}
+
+#[tokio::test]
+async fn the_sample_follows_the_sticky_key() {
+    let store = Store::sqlite();
+    let (_legacy, new, p) = shadowed(ROUTES, Behaviour::Echo, &store).await;
+    // Three requests from each of 20 users at a 50 % sample: a user's requests are all copied
+    // or none are.
+    for round in 0..3 {
+        for u in 0..20 {
+            let path = format!("/sampled/{u}/{round}");
+            let user = format!("user-{u}");
+            assert_eq!(get(p.addr, &path, &[("x-user", &user)]).await.status, 200);
+        }
+    }
+    let copied: Vec<String> = new.paths();
+    let n = copied.len() as f64;
+    compared(&p, "sampled", "match", n).await;
+    for u in 0..20 {
+        let rounds = copied
+            .iter()
+            .filter(|path| path.starts_with(&format!("/sampled/{u}/")))
+            .count();
+        assert!(rounds == 0 || rounds == 3, "user {u}: {rounds} of 3 copied");
+    }
+    let users = copied.len() / 3;
+    assert!(
+        (4..=16).contains(&users),
+        "{users} of 20 users sampled at 50 %"
     );
 }
