@@ -3,6 +3,7 @@
 //! publishing route keeps for its event, and whether a shadow copy goes to the other side.
 //! Every later phase reads it; nothing else in the request's state says where it goes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -71,17 +72,6 @@ impl Decision {
         };
         let key = route.sticky_key(req, &params, body);
         let (side, choice) = route.decide(route.weight_bp(), key.as_deref(), random);
-        let publish = route.publish.as_ref().map(|p| PublishCtx {
-            body: None,
-            json: None,
-            params: params
-                .0
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                .collect(),
-            sticky: key.as_deref().map(str::to_string),
-            response_body: p.needs_response_body(),
-        });
         let (serving, service, rewrite) = match (side, &route.target) {
             (Side::Service(name), Target::Service(t)) => {
                 let rewrite = t.rewrite.as_ref().and_then(|rw| {
@@ -95,15 +85,26 @@ impl Decision {
             }
             _ => (Serving::Legacy, None, None),
         };
-        let sample_random = sample_random(random);
         let shadow = route.shadow.as_ref().map(|s| {
             s.copy_to(
                 req.method,
                 serving == Serving::Service,
                 key.as_deref(),
-                sample_random,
+                sample_random(random),
             )
             .map(|to| matches!(to, CopyTo::Service(_)))
+        });
+        // Last: the event keeps the sticky key itself.
+        let publish = route.publish.as_ref().map(|p| PublishCtx {
+            body: None,
+            json: None,
+            params: params
+                .0
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            sticky: key.map(Cow::into_owned),
+            response_body: p.needs_response_body(),
         });
         Decision {
             route: Some(id),

@@ -32,7 +32,8 @@ pub struct Route {
     pub(crate) body: Vec<BodyMatch>,
     pub target: Target,
     pub publish: Option<crate::publish::Publish>,
-    pub shadow: Option<crate::shadow::Shadow>,
+    /// Shared: the comparison of each copy holds it after the request is done.
+    pub shadow: Option<std::sync::Arc<crate::shadow::Shadow>>,
 }
 
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use strangler_rules::shadow::{NoCopy, SHADOW_HEADER};
 use strangler_rules::{LEGACY, Target};
 
 use super::{Ctx, Strangler, headers};
-use crate::shadow::ShadowCtx;
+use crate::shadow::{CopyBody, ShadowCtx};
 
 impl Strangler {
     /// Prepares this request's copy when the decision says one goes out: the copy's header is
@@ -41,7 +41,6 @@ impl Strangler {
         let Some(shadow) = &route.shadow else {
             return;
         };
-        let req = session.req_header();
         let Ok(header) = self.copy_header(session, ctx, to_service) else {
             return;
         };
@@ -50,30 +49,16 @@ impl Strangler {
         } else {
             Arc::clone(self.upstreams.get(None))
         };
-        let content_length = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<usize>().ok());
-        let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
-        let has_body = whole_body.is_none() && (chunked || content_length.is_some_and(|n| n > 0));
-        let known = whole_body.map(Bytes::len).or(content_length);
-        let Some(mut s) = self.shadowing.plan(
-            &route.name,
-            to,
-            to_service,
-            header,
-            has_body,
-            known,
-            shadow.body_limit,
-            shadow.in_flight,
-        ) else {
+        let body = match whole_body {
+            Some(b) => CopyBody::Known(b.clone()),
+            None => request_body(session.req_header()),
+        };
+        let Some(s) = self
+            .shadowing
+            .copy(&route.name, shadow, to, to_service, header, body)
+        else {
             return;
         };
-        if !has_body {
-            self.shadowing
-                .send(&mut s, whole_body.cloned().unwrap_or_default());
-        }
         ctx.shadow = Some(s);
     }
 
@@ -165,5 +150,21 @@ impl Strangler {
         };
         debug_assert!(shadow.service != LEGACY);
         self.shadowing.settle(s, shadow, request);
+    }
+}
+
+/// What the request says of its body: none, or one still to come (of a known length or
+/// chunked).
+fn request_body(req: &RequestHeader) -> CopyBody {
+    let length = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if chunked || length.is_some_and(|n| n > 0) {
+        CopyBody::Coming(length)
+    } else {
+        CopyBody::Known(Bytes::new())
     }
 }

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
+use strangler_rules::Shadow;
 use strangler_shadow::Noise;
 use strangler_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -42,18 +43,33 @@ pub struct Shadowing {
     /// Copies have a connection pool of their own: they never take the served side's.
     connector: Arc<Connector>,
     metrics: ShadowMetrics,
-    /// Copies in flight per route.
-    in_flight: Mutex<HashMap<String, Arc<AtomicU32>>>,
-    /// Learned noise per route.
-    noise: Mutex<HashMap<String, Noise>>,
-    /// The match rate over the last 5 minutes, per route.
-    windows: Mutex<HashMap<String, window::Window>>,
-    /// The patterns labelled so far per route (the metric's label cap).
-    labelled: Mutex<HashMap<String, Vec<String>>>,
+    /// What is kept per route, across reloads.
+    routes: Mutex<HashMap<String, RouteState>>,
     /// Mismatches on their way to the store.
     writer: mpsc::Sender<strangler_store::NewMismatch>,
     /// Hashes redacted values (`mode: hash`): the same salted HMAC as events.
     hash: Hasher,
+}
+
+/// One route's shadow state.
+#[derive(Default)]
+struct RouteState {
+    /// Copies in flight (shared with their permits, used outside the lock).
+    in_flight: Arc<AtomicU32>,
+    /// Learned noise.
+    noise: Noise,
+    /// The match rate over the last 5 minutes.
+    window: window::Window,
+    /// The patterns labelled so far (the metric's label cap).
+    labelled: Vec<String>,
+}
+
+/// The request body a copy carries.
+pub enum CopyBody {
+    /// Already read (or none): the copy goes at once.
+    Known(Bytes),
+    /// Still coming, of this length when the request says: the copy waits for it.
+    Coming(Option<usize>),
 }
 
 /// Holds one of a route's in-flight slots; frees it when dropped.
@@ -102,10 +118,7 @@ impl Shadowing {
         Ok(Shadowing {
             connector: Arc::new(Connector::new(None)),
             metrics,
-            in_flight: Mutex::default(),
-            noise: Mutex::default(),
-            windows: Mutex::default(),
-            labelled: Mutex::default(),
+            routes: Mutex::default(),
             writer,
             hash,
         })
@@ -119,15 +132,21 @@ impl Shadowing {
             .inc();
     }
 
+    /// Runs `f` on `route`'s state (created on first use: only then is its name copied).
+    fn with_route<T>(&self, route: &str, f: impl FnOnce(&mut RouteState) -> T) -> T {
+        let mut routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(state) = routes.get_mut(route) {
+            return f(state);
+        }
+        f(routes.entry(route.to_string()).or_default())
+    }
+
     /// A slot for one more copy of `route`, unless `max` are in flight.
     fn permit(&self, route: &str, max: u32) -> Option<Permit> {
-        let counter = {
-            let mut map = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(map.entry(route.to_string()).or_default())
-        };
+        let counter = self.with_route(route, |s| Arc::clone(&s.in_flight));
         counter
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
@@ -136,42 +155,48 @@ impl Shadowing {
             .map(|_| Permit(counter))
     }
 
-    /// Prepares the copy of a request (`copy` is its header as the target should get it) when
-    /// a slot is free and its body (`content_length`, when known) fits; counts the skip
-    /// otherwise. `to_service`: the copy goes to the new service.
-    #[allow(clippy::too_many_arguments)]
-    pub fn plan(
+    /// Starts the copy of a request (`header` is its header as the target should get it) when a
+    /// slot is free and its body fits the route's limit; counts the skip otherwise. A known body
+    /// goes at once; a coming one is kept as it arrives ([`ShadowCtx::request_chunk`]).
+    /// `to_service`: the copy goes to the new service.
+    pub fn copy(
         &self,
         route: &str,
+        shadow: &Shadow,
         to: Arc<UpstreamPeer>,
         to_service: bool,
-        copy: RequestHeader,
-        has_body: bool,
-        content_length: Option<usize>,
-        limit: usize,
-        in_flight: u32,
+        header: RequestHeader,
+        body: CopyBody,
     ) -> Option<Box<ShadowCtx>> {
-        if content_length.is_some_and(|n| n > limit) {
+        let length = match &body {
+            CopyBody::Known(b) => Some(b.len()),
+            CopyBody::Coming(n) => *n,
+        };
+        if length.is_some_and(|n| n > shadow.body_limit) {
             self.skipped(route, "too_large");
             return None;
         }
-        let Some(permit) = self.permit(route, in_flight) else {
+        let Some(permit) = self.permit(route, shadow.in_flight) else {
             self.skipped(route, "overloaded");
             return None;
         };
-        Some(Box::new(ShadowCtx {
+        let mut ctx = Box::new(ShadowCtx {
             to,
             to_service,
-            sent_headers: copy.headers.clone(),
+            sent_headers: header.headers.clone(),
             sent_body: Bytes::new(),
-            req: Some(copy),
-            body: has_body.then(Vec::new),
-            limit,
+            req: Some(header),
+            body: matches!(body, CopyBody::Coming(_)).then(Vec::new),
+            limit: shadow.body_limit,
             permit: Some(permit),
             answer: None,
             served: Captured::default(),
             served_too_large: false,
-        }))
+        });
+        if let CopyBody::Known(b) = body {
+            self.send(&mut ctx, b);
+        }
+        Some(ctx)
     }
 
     /// Sends the copy now, with `body`.
@@ -268,11 +293,15 @@ impl Shadowing {
                 .get_metric_with_label_values(&[route, result])
                 .map_or(0, |c| c.get())
         };
+        let now = now_secs();
+        let states = self
+            .routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         routes
             .iter()
             .map(|route| {
                 let (matched, mismatched) = (count(route, "match"), count(route, "mismatch"));
-                let (errors, timeouts) = (count(route, "error"), count(route, "timeout"));
                 let skipped = crate::metrics::SHADOW_SKIP_REASONS
                     .iter()
                     .map(|r| {
@@ -283,59 +312,43 @@ impl Shadowing {
                         (*r, n)
                     })
                     .collect();
-                let mut top_patterns: Vec<(String, u64)> = self
-                    .labelled
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(route)
-                    .into_iter()
-                    .flatten()
-                    .chain(std::iter::once(&"other".to_string()))
+                let state = states.get(route);
+                let mut top_patterns: Vec<(String, u64)> = state
+                    .map(|s| s.labelled.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(String::as_str)
+                    .chain(["other"])
                     .filter_map(|p| {
                         let n = m
                             .differences
-                            .get_metric_with_label_values(&[route, p])
+                            .get_metric_with_label_values(&[route.as_str(), p])
                             .map_or(0, |c| c.get());
-                        (n > 0).then(|| (p.clone(), n))
+                        (n > 0).then(|| (p.to_string(), n))
                     })
                     .collect();
                 top_patterns.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                 top_patterns.truncate(10);
-                let noise = self
-                    .noise
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(route)
-                    .map(Noise::report)
-                    .unwrap_or_default();
-                let match_rate_5m = self
-                    .windows
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(route)
-                    .and_then(|w| w.ratio(now_secs()));
                 RouteSummary {
                     route: route.clone(),
-                    match_rate_5m,
                     compared: matched + mismatched,
                     matched,
                     mismatched,
-                    errors,
-                    timeouts,
+                    errors: count(route, "error"),
+                    timeouts: count(route, "timeout"),
                     skipped,
                     match_rate: (matched + mismatched > 0)
                         .then(|| matched as f64 / (matched + mismatched) as f64),
+                    match_rate_5m: state.and_then(|s| s.window.ratio(now)),
                     top_patterns,
-                    noise,
+                    noise: state.map(|s| s.noise.report()).unwrap_or_default(),
                 }
             })
             .collect()
     }
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch (the store's clock).
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    u64::try_from(strangler_store::now_ms() / 1000).unwrap_or(0)
 }

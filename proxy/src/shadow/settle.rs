@@ -32,7 +32,7 @@ pub struct Request {
 
 impl Shadowing {
     /// Compares the served answer in `ctx` with its copy's, in a task of its own.
-    pub fn settle(self: &Arc<Self>, ctx: Box<ShadowCtx>, shadow: Shadow, req: Request) {
+    pub fn settle(self: &Arc<Self>, ctx: Box<ShadowCtx>, shadow: Arc<Shadow>, req: Request) {
         let ctx = *ctx;
         let Some(answer) = ctx.answer else {
             return; // never sent: its skip is counted already
@@ -108,15 +108,10 @@ impl Shadowing {
                 return self.skipped(route, "not_comparable");
             }
         };
-        let kept = {
-            let mut noise = self
-                .noise
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = noise.entry(route.to_string()).or_default();
-            n.observe(&diffs);
-            n.split(diffs, shadow.exclude_suspected).0
-        };
+        let kept = self.with_route(route, |s| {
+            s.noise.observe(&diffs);
+            s.noise.split(diffs, shadow.exclude_suspected).0
+        });
         if kept.is_empty() {
             return self.result(route, "match");
         }
@@ -132,15 +127,10 @@ impl Shadowing {
             .inc();
         if result == "match" || result == "mismatch" {
             let now = super::now_secs();
-            let ratio = {
-                let mut windows = self
-                    .windows
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let w = windows.entry(route.to_string()).or_default();
-                w.record(now, result == "match");
-                w.ratio(now)
-            };
+            let ratio = self.with_route(route, |s| {
+                s.window.record(now, result == "match");
+                s.window.ratio(now)
+            });
             if let Some(r) = ratio {
                 self.metrics.match_ratio.with_label_values(&[route]).set(r);
             }
@@ -148,20 +138,24 @@ impl Shadowing {
     }
 
     fn count_patterns(&self, route: &str, diffs: &[Difference]) {
-        let mut labelled = self
-            .labelled
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let known = labelled.entry(route.to_string()).or_default();
-        for d in diffs {
-            let label = if known.contains(&d.pattern) {
-                d.pattern.as_str()
-            } else if known.len() < PATTERN_LABELS {
-                known.push(d.pattern.clone());
-                d.pattern.as_str()
-            } else {
-                "other"
-            };
+        // The label of each difference: its pattern while the route has fewer than
+        // `PATTERN_LABELS`, `other` past that.
+        let labels: Vec<&str> = self.with_route(route, |s| {
+            diffs
+                .iter()
+                .map(|d| {
+                    if s.labelled.contains(&d.pattern) {
+                        d.pattern.as_str()
+                    } else if s.labelled.len() < PATTERN_LABELS {
+                        s.labelled.push(d.pattern.clone());
+                        d.pattern.as_str()
+                    } else {
+                        "other"
+                    }
+                })
+                .collect()
+        });
+        for label in labels {
             self.metrics
                 .differences
                 .with_label_values(&[route, label])

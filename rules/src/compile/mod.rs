@@ -257,6 +257,7 @@ fn compile_route(
             ctx,
             r,
         )
+        .map(Arc::new)
     });
     if r.count() > before {
         return None;
