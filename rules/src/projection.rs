@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 /// The parts of a body a rule set can reach.
@@ -97,6 +97,52 @@ impl Projection {
     }
 }
 
+/// A skipped value, checked as a whole parse checks it. serde's `IgnoredAny` skips numbers
+/// without converting them, so `1e400` passed it while `serde_json::from_slice` refuses it as out
+/// of range; this reads every value (strings borrowed, nothing kept) and drops it.
+struct Skip;
+
+impl<'de> serde::Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        d.deserialize_any(Skip)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
 /// A member name as the path parser keeps it: quoted forms (`['a b']`) are left whole-subtree.
 fn plain(name: &str) -> bool {
     !name.starts_with(['\'', '"'])
@@ -142,7 +188,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
                     kept.insert(key.into_owned(), v);
                 }
                 None => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Skip>()?;
                 }
             }
         }
@@ -151,7 +197,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
 
     // No member name selects inside an array: checked, not kept.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(Value::Array(Vec::new()))
     }
 
@@ -271,6 +317,9 @@ mod tests {
             b"{} {}",
             b"",
             b"{\"a\": \"\\ud800\"}",
+            // Numbers out of f64's range (the body_projection fuzz target found these).
+            b"[1e400]",
+            b"{\"a\": {\"b\": -6e66666}}",
         ] {
             assert!(serde_json::from_slice::<Value>(bad).is_err());
             assert!(p.parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
