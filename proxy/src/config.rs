@@ -11,8 +11,11 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use strangler_rules::{Diagnostics, Loc, Reporter};
 
+mod shadow;
 mod upstream;
 mod values;
+
+pub use shadow::Retention;
 
 use upstream::{RawUpstream, upstream};
 
@@ -49,6 +52,8 @@ struct RawConfig {
     kinesis: Option<RawKinesis>,
     #[serde(default)]
     events: Option<RawEvents>,
+    #[serde(default)]
+    shadow: Option<shadow::RawShadow>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +140,8 @@ pub struct Config {
     pub relay: strangler_events::RelayConfig,
     /// Environment variable holding the salt for `mode: hash` redaction.
     pub redact_salt_env: String,
+    /// How many stored mismatches are kept, and for how long.
+    pub mismatch_retention: Retention,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,7 +414,9 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         relay.max_backoff,
         r,
     );
+    let mismatch_retention = shadow::retention(raw.shadow, r);
     Some(Config {
+        mismatch_retention,
         kinesis_region: kinesis.region,
         kinesis_endpoint: kinesis.endpoint.map(|e| e.value),
         relay,

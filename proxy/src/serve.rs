@@ -57,6 +57,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     let hash_with = Arc::clone(&dual_write);
     let shadowing = Arc::new(crate::shadow::Shadowing::start(
         dual_write.outbox.store().clone(),
+        cfg.mismatch_retention,
         metrics.shadow.clone(),
         Arc::new(move |b: &[u8]| hash_with.hash(b)),
     )?);

@@ -1,4 +1,4 @@
-//! Durations (`250ms`, `5s`, `2m`, `1h`) and sizes (`64KiB`, `1MiB`) in config files, read with
+//! Durations (`250ms`, `5s`, `2m`, `1h`, `7d`) and sizes (`64KiB`, `1MiB`) in config files, read with
 //! located errors. What each setting means is `config`'s business, not this module's.
 
 use std::time::Duration;
@@ -64,7 +64,7 @@ pub(super) fn positive_duration(
     d
 }
 
-/// `250ms`, `5s`, `2m`, `1h`.
+/// `250ms`, `5s`, `2m`, `1h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -79,9 +79,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86_400.0,
         _ => return Err(format!("`{s}` is not a duration such as 250ms, 5s or 2m")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too long a duration"))
 }
 
 pub use strangler_rules::parse_size;
@@ -116,6 +117,11 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("5").is_err());
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert!(parse_duration("99999999999999999999999d").is_err());
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
         assert_eq!(parse_size("100").unwrap(), 100);
         assert!(parse_size("1GB").is_err());

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
-use strangler_rules::shadow::{NoCopy, SHADOW_HEADER};
+use strangler_rules::shadow::{NoCopy, SAFE_METHODS, SHADOW_HEADER};
 use strangler_rules::{LEGACY, Target};
 
 use super::{Ctx, Strangler, headers};
-use crate::shadow::{CopyBody, ShadowCtx};
+use crate::shadow::{CopyBody, Outgoing, ShadowCtx};
 
 impl Strangler {
     /// Prepares this request's copy when the decision says one goes out: the copy's header is
@@ -49,14 +49,27 @@ impl Strangler {
         } else {
             Arc::clone(self.upstreams.get(None))
         };
+        // The secondary monolith instance gets what the monolith gets, safe methods only (a
+        // write must never reach a monolith twice).
+        let secondary = shadow
+            .secondary
+            .as_ref()
+            .filter(|_| SAFE_METHODS.contains(&session.req_header().method))
+            .and_then(|name| {
+                let header = self.copy_header(session, ctx, false).ok()?;
+                Some((Arc::clone(self.upstreams.get(Some(name))), header))
+            });
         let body = match whole_body {
             Some(b) => CopyBody::Known(b.clone()),
             None => request_body(session.req_header()),
         };
-        let Some(s) = self
-            .shadowing
-            .copy(&route.name, shadow, to, to_service, header, body)
-        else {
+        let out = Outgoing {
+            to,
+            to_service,
+            header,
+            secondary,
+        };
+        let Some(s) = self.shadowing.copy(&route.name, shadow, out, body) else {
             return;
         };
         ctx.shadow = Some(s);

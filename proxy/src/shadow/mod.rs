@@ -89,6 +89,24 @@ pub struct Captured {
     pub body: Vec<u8>,
 }
 
+/// Where a request's copy goes, and as what.
+pub struct Outgoing {
+    pub to: Arc<UpstreamPeer>,
+    /// The copy goes to the new service (else to the monolith).
+    pub to_service: bool,
+    /// The copy's header as the target should get it.
+    pub header: RequestHeader,
+    /// The request as the monolith's secondary instance gets it (`noise.secondary`), sent
+    /// alongside under the same in-flight slot.
+    pub secondary: Option<(Arc<UpstreamPeer>, RequestHeader)>,
+}
+
+/// What came back for one request's copies.
+pub struct Answers {
+    pub copy: Copied,
+    pub secondary: Option<Copied>,
+}
+
 /// One request's shadow copy, from the decision to the comparison.
 pub struct ShadowCtx {
     /// Where the copy goes, and whether that is the new service.
@@ -103,8 +121,11 @@ pub struct ShadowCtx {
     pub(crate) sent_body: Bytes,
     limit: usize,
     permit: Option<Permit>,
-    /// The copy's answer, once it was sent.
-    answer: Option<oneshot::Receiver<Copied>>,
+    /// The same request for the monolith's secondary instance (`noise.secondary`), sent with
+    /// the copy: its answer against the monolith's is what noise is learned from.
+    secondary: Option<(Arc<UpstreamPeer>, RequestHeader)>,
+    /// The copy's answer (and the secondary's), once it was sent.
+    answer: Option<oneshot::Receiver<Answers>>,
     /// The served answer, teed.
     served: Captured,
     /// The served body went past the limit: nothing to compare.
@@ -113,8 +134,13 @@ pub struct ShadowCtx {
 
 impl Shadowing {
     /// Starts the mismatch writer (a thread of its own) on `store`.
-    pub fn start(store: Store, metrics: ShadowMetrics, hash: Hasher) -> std::io::Result<Shadowing> {
-        let writer = writer::start(store, metrics.store_failures.clone())?;
+    pub fn start(
+        store: Store,
+        retention: crate::config::Retention,
+        metrics: ShadowMetrics,
+        hash: Hasher,
+    ) -> std::io::Result<Shadowing> {
+        let writer = writer::start(store, retention, metrics.store_failures.clone())?;
         Ok(Shadowing {
             connector: Arc::new(Connector::new(None)),
             metrics,
@@ -158,16 +184,19 @@ impl Shadowing {
     /// Starts the copy of a request (`header` is its header as the target should get it) when a
     /// slot is free and its body fits the route's limit; counts the skip otherwise. A known body
     /// goes at once; a coming one is kept as it arrives ([`ShadowCtx::request_chunk`]).
-    /// `to_service`: the copy goes to the new service.
     pub fn copy(
         &self,
         route: &str,
         shadow: &Shadow,
-        to: Arc<UpstreamPeer>,
-        to_service: bool,
-        header: RequestHeader,
+        out: Outgoing,
         body: CopyBody,
     ) -> Option<Box<ShadowCtx>> {
+        let Outgoing {
+            to,
+            to_service,
+            header,
+            secondary,
+        } = out;
         let length = match &body {
             CopyBody::Known(b) => Some(b.len()),
             CopyBody::Coming(n) => *n,
@@ -186,6 +215,7 @@ impl Shadowing {
             sent_headers: header.headers.clone(),
             sent_body: Bytes::new(),
             req: Some(header),
+            secondary,
             body: matches!(body, CopyBody::Coming(_)).then(Vec::new),
             limit: shadow.body_limit,
             permit: Some(permit),
@@ -208,10 +238,25 @@ impl Shadowing {
         ctx.answer = Some(rx);
         ctx.sent_body = body.clone();
         let (connector, to, limit) = (Arc::clone(&self.connector), Arc::clone(&ctx.to), ctx.limit);
+        let secondary = ctx.secondary.take();
         tokio::spawn(async move {
-            let copied = copy::send(&connector, &to, req, body, limit).await;
+            let copy = copy::send(&connector, &to, req, body.clone(), limit);
+            let answers = match secondary {
+                Some((peer, req)) => {
+                    let second = copy::send(&connector, &peer, req, body, limit);
+                    let (copy, second) = tokio::join!(copy, second);
+                    Answers {
+                        copy,
+                        secondary: Some(second),
+                    }
+                }
+                None => Answers {
+                    copy: copy.await,
+                    secondary: None,
+                },
+            };
             drop(permit);
-            let _ = tx.send(copied);
+            let _ = tx.send(answers);
         });
     }
 }

@@ -12,7 +12,7 @@ use strangler_shadow::{Answer, Difference, Kind};
 use strangler_store::NewMismatch;
 use strangler_store::mismatches::Message;
 
-use super::{Captured, Copied, ShadowCtx, Shadowing};
+use super::{Answers, Captured, Copied, ShadowCtx, Shadowing};
 
 /// Patterns labelled per route in `strangler_shadow_differences_total`; the rest are `other`.
 const PATTERN_LABELS: usize = 50;
@@ -39,11 +39,12 @@ impl Shadowing {
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let copied = answer
-                .await
-                .unwrap_or_else(|_| Copied::Error("the copy's task ended".into()));
+            let answers = answer.await.unwrap_or_else(|_| Answers {
+                copy: Copied::Error("the copy's task ended".into()),
+                secondary: None,
+            });
             this.compare(
-                copied,
+                answers,
                 ctx.served,
                 ctx.served_too_large,
                 ctx.to_service,
@@ -55,7 +56,7 @@ impl Shadowing {
 
     fn compare(
         &self,
-        copied: Copied,
+        answers: Answers,
         served: Captured,
         served_too_large: bool,
         copy_to_service: bool,
@@ -67,7 +68,7 @@ impl Shadowing {
         m.duration
             .with_label_values(&[route, "served"])
             .observe(req.served_in.as_secs_f64());
-        let copy = match copied {
+        let copy = match answers.copy {
             Copied::Answer(copy, took) => {
                 m.duration
                     .with_label_values(&[route, "shadow"])
@@ -97,6 +98,18 @@ impl Shadowing {
                 body: &c.body,
             }
         }
+        let secondary = answers.secondary.and_then(|c| match c {
+            Copied::Answer(answer, _) => Some(answer),
+            other => {
+                tracing::debug!(route, answer = ?other, "No answer from the secondary");
+                None
+            }
+        });
+        // Whatever differs between the two monolith answers is noise (Diffy's primary and
+        // secondary, kept per field).
+        let monolith_noise = secondary.and_then(|sec| {
+            strangler_shadow::compare(&answer(&expected), &answer(&sec), &shadow.compare).ok()
+        });
         let diffs = match strangler_shadow::compare(
             &answer(&expected),
             &answer(&actual),
@@ -109,6 +122,9 @@ impl Shadowing {
             }
         };
         let kept = self.with_route(route, |s| {
+            if let Some(n) = &monolith_noise {
+                s.noise.learn(n);
+            }
             s.noise.observe(&diffs);
             s.noise.split(diffs, shadow.exclude_suspected).0
         });

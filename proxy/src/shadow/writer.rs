@@ -1,27 +1,28 @@
 //! Mismatches on their way to the store: a bounded queue and a thread of its own that writes
-//! them in batches and prunes the table (10,000 per route, 7 days) every minute. A full queue or
+//! them in batches and prunes the table by the config's retention (default: 10,000 per route,
+//! 7 days, every minute). A full queue or
 //! a failed write is counted (`strangler_shadow_store_failures_total`) and logged, never felt by
 //! a client.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prometheus::IntCounter;
 use strangler_store::{NewMismatch, Store};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::config::Retention;
+
 /// Mismatches waiting at most; past it new ones are dropped (counted).
 const QUEUE: usize = 1024;
 /// The most mismatches in one write.
 const BATCH: usize = 64;
-/// Kept per route, and for how long.
-const PER_ROUTE: i64 = 10_000;
-const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-
 pub(super) fn start(
     store: Store,
+    retention: Retention,
     failures: IntCounter,
 ) -> std::io::Result<mpsc::Sender<NewMismatch>> {
+    let per_route = i64::try_from(retention.per_route).unwrap_or(i64::MAX);
     let (tx, mut rx) = mpsc::channel::<NewMismatch>(QUEUE);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -34,11 +35,9 @@ pub(super) fn start(
                 let mut batch = Vec::with_capacity(BATCH);
                 let mut last_prune = Instant::now();
                 loop {
-                    let got = tokio::time::timeout(
-                        Duration::from_secs(60),
-                        rx.recv_many(&mut batch, BATCH),
-                    )
-                    .await;
+                    let got =
+                        tokio::time::timeout(retention.every, rx.recv_many(&mut batch, BATCH))
+                            .await;
                     if matches!(got, Ok(0)) {
                         return; // every sender is gone
                     }
@@ -49,9 +48,9 @@ pub(super) fn start(
                         }
                         batch.clear();
                     }
-                    if last_prune.elapsed() >= Duration::from_secs(60) {
+                    if last_prune.elapsed() >= retention.every {
                         last_prune = Instant::now();
-                        if let Err(e) = m.prune(PER_ROUTE, MAX_AGE).await {
+                        if let Err(e) = m.prune(per_route, retention.max_age).await {
                             warn!(error = %e, "Pruning shadow mismatches failed; will retry");
                         }
                     }
