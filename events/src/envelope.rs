@@ -73,7 +73,8 @@ pub fn rfc3339_now() -> String {
     rfc3339(now.as_secs() as i64, now.subsec_millis())
 }
 
-fn rfc3339(secs: i64, millis: u32) -> String {
+/// A time since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+pub fn rfc3339(secs: i64, millis: u32) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Howard Hinnant's civil_from_days.

@@ -1,19 +1,41 @@
 #!/usr/bin/env python3
 """The new "orders" microservice of the example: the orders part of the shop, carved out, with its
-own SQLite database. Standard library only. Usage: orders_service.py PORT DB_PATH"""
+own SQLite database. Standard library only. Usage: orders_service.py PORT DB_PATH
+
+The monolith's order history (history.json) was imported into it before the switch. It answers
+like the monolith except in the ways a shadow comparison is there to find: times in ISO 8601
+("2026-11-02T09:07:00Z", the monolith says "2026-11-02 09:07:00"), an extra `currency` field, and
+a pricing bug: a teapot line counts one teapot whatever its quantity, so some totals are wrong."""
+import datetime
 import json
+import os
 import re
 import sqlite3
 import sys
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, DB = int(sys.argv[1]), sys.argv[2]
+HISTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "history.json")
 PRICES = {"tea": 450, "mug": 1200, "pot": 3900}
 lock = threading.Lock()
 db = sqlite3.connect(DB, check_same_thread=False)
 db.execute("""CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL,
-              items TEXT NOT NULL, total_cents INTEGER NOT NULL, status TEXT NOT NULL)""")
+              items TEXT NOT NULL, total_cents INTEGER NOT NULL, status TEXT NOT NULL,
+              created_at TEXT NOT NULL)""")
+
+
+def total(items):
+    # The bug: `pot` lines ignore their quantity.
+    return sum(PRICES.get(i.get("sku"), 0) * (1 if i.get("sku") == "pot" else int(i.get("qty", 1)))
+               for i in items)
+
+
+with open(HISTORY) as f:
+    for o in json.load(f):
+        db.execute("INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, ?, ?)",
+                   (o["id"], o["user_id"], json.dumps(o["items"]), total(o["items"]), o["status"], o["created_at"]))
 db.commit()
 
 
@@ -24,6 +46,7 @@ class Orders(BaseHTTPRequestHandler):
 
     def send_json(self, status, doc):
         doc["served_by"] = "orders-service"
+        doc["request_id"] = uuid.uuid4().hex
         body = json.dumps(doc).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
@@ -40,11 +63,12 @@ class Orders(BaseHTTPRequestHandler):
         if not m:
             return self.send_json(404, {"error": "not found"})
         with lock:
-            row = db.execute("SELECT id, user_id, items, total_cents, status FROM orders WHERE id = ?", (m[1],)).fetchone()
+            row = db.execute("SELECT id, user_id, items, total_cents, status, created_at FROM orders WHERE id = ?",
+                             (m[1],)).fetchone()
         if not row:
             return self.send_json(404, {"error": "no such order"})
         self.send_json(200, {"id": row[0], "user_id": row[1], "items": json.loads(row[2]),
-                             "total_cents": row[3], "status": row[4]})
+                             "total_cents": row[3], "currency": "EUR", "status": row[4], "created_at": row[5]})
 
     def do_POST(self):
         if self.path.split("?")[0] != "/api/orders":
@@ -55,15 +79,16 @@ class Orders(BaseHTTPRequestHandler):
         except ValueError:
             return self.send_json(400, {"error": "body is not JSON"})
         items = doc.get("items", [])
-        total = sum(PRICES.get(i.get("sku"), 0) * int(i.get("qty", 1)) for i in items)
+        cents = total(items)
         user = self.headers.get("x-user-id") or str(doc.get("user_id", "anonymous"))
         with lock:
             # Ids from 1,000,000 up so they never collide with the monolith's while both take writes.
-            cur = db.execute("INSERT INTO orders (id, user_id, items, total_cents, status) VALUES "
-                             "((SELECT COALESCE(MAX(id), 999999) + 1 FROM orders), ?, ?, ?, 'placed')",
-                             (user, json.dumps(items), total))
+            at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            cur = db.execute("INSERT INTO orders (id, user_id, items, total_cents, status, created_at) VALUES "
+                             "((SELECT MAX(COALESCE(MAX(id), 0) + 1, 1000000) FROM orders), ?, ?, ?, 'placed', ?)",
+                             (user, json.dumps(items), cents, at))
             db.commit()
-        self.send_json(201, {"id": cur.lastrowid, "user_id": user, "total_cents": total, "status": "placed"})
+        self.send_json(201, {"id": cur.lastrowid, "user_id": user, "total_cents": cents, "status": "placed"})
 
 
 ThreadingHTTPServer(("127.0.0.1", PORT), Orders).serve_forever()

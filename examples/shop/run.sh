@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs the example migration: the legacy shop (:8081), the new orders service (:8082), a local
-# Kinesis (kinesis-local from npm, :4567) and strangler (:8080, admin :9090). Ctrl-C stops all.
+# Runs the example migration: the legacy shop (:8081, a second instance on :8083 for the shadow's
+# noise learning), the new orders service (:8082), a local Kinesis (kinesis-local from npm, :4567)
+# and strangler (:8080, admin :9090). Each run starts from fresh data. Ctrl-C stops all.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$here"
-mkdir -p run
+rm -rf run && mkdir -p run
 
 echo "building strangler…"
 cargo build --quiet -p strangler --manifest-path "$root/Cargo.toml"
@@ -35,6 +36,7 @@ for _ in $(seq 1 200); do curl -fs http://127.0.0.1:4567/healthcheck >/dev/null 
 "$bin" stream create --config strangler.yaml --stream shop-users >/dev/null
 
 python3 legacy_shop.py 8081 run/legacy.db & pids+=($!)
+python3 legacy_shop.py 8083 run/legacy.db & pids+=($!)
 python3 orders_service.py 8082 run/orders.db & pids+=($!)
 "$bin" run --config strangler.yaml 2> >(tee run/strangler.log >&2) & pids+=($!)
 
@@ -70,10 +72,12 @@ echo "  # (kinesis-local accepts any credentials, but the AWS SDK wants some set
 echo "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local $bin stream read --config $here/strangler.yaml --stream shop-orders"
 echo "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local $bin stream read --config $here/strangler.yaml --stream shop-users"
 echo "  curl -s localhost:9090/api/outbox   # events waiting, per stream"
-echo "  # read an order back: a copy goes to the other side and the answers are compared"
-echo "  curl -s localhost:8080/api/orders/1 -H 'x-user-id: alice'; echo"
-echo "  $bin shadow summary --config $here/strangler.yaml      # matches, mismatches, top differences"
-echo "  curl -s 'localhost:9090/api/shadow/mismatches?route=orders-read'"
+echo "  # read the order history (orders 1-12, imported into the new service): each read is copied to"
+echo "  # the other side and to a second monolith instance, and the answers compared"
+echo "  for id in \$(seq 1 12); do curl -s localhost:8080/api/orders/\$id -H \"x-user-id: user-\$id\"; echo; done"
+echo "  $bin shadow summary --config $here/strangler.yaml      # matches, mismatches, top differences, noise"
+echo "  curl -s 'localhost:9090/api/shadow/mismatches?route=orders-read&pattern=\$.total_cents'"
+echo "  $bin shadow show 1 --config $here/strangler.yaml       # one mismatch whole"
 echo "  # why did a request go where it went?"
 echo "  $bin explain --config $here/strangler.yaml --method POST --path /api/orders -H 'x-user-id: bob' --verbose"
 echo

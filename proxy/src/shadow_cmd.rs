@@ -131,10 +131,16 @@ fn summary(v: &Value) -> String {
 
 fn mismatch(m: &Value) -> String {
     let mut out = format!(
-        "mismatch {} on route {} at {} ms (trace {})\n{} {}\n",
+        "mismatch {} on route {} at {} (trace {})\n{} {}\n",
         m["id"],
         m["route"].as_str().unwrap_or("?"),
-        m["at_ms"],
+        m["at_ms"].as_i64().map_or_else(
+            || "?".to_string(),
+            |ms| strangler_events::envelope::rfc3339(
+                ms.div_euclid(1000),
+                u32::try_from(ms.rem_euclid(1000)).unwrap_or(0)
+            )
+        ),
         m["trace_id"].as_str().unwrap_or("-"),
         m["method"].as_str().unwrap_or("?"),
         m["path"].as_str().unwrap_or("?"),
@@ -199,7 +205,7 @@ mod tests {
     #[test]
     fn a_mismatch_shows_both_answers_and_each_difference() {
         let m = json!({
-            "id": 7, "route": "r", "at_ms": 1, "trace_id": null, "method": "GET", "path": "/o/1",
+            "id": 7, "route": "r", "at_ms": 1_796_041_672_437_i64, "trace_id": null, "method": "GET", "path": "/o/1",
             "expected": {"status": 200, "body": "{\"total\":10}", "truncated": false},
             "actual": {"status": 200, "body": "{\"total\":11}", "truncated": true},
             "differences": [{"kind": "value", "location": "$.total", "expected": 10, "actual": 11},
@@ -207,6 +213,10 @@ mod tests {
         });
         let text = mismatch(&m);
         assert!(text.contains("GET /o/1"), "{text}");
+        assert!(
+            text.starts_with("mismatch 7 on route r at 2026-11-30T12:27:52.437Z (trace -)"),
+            "{text}"
+        );
         assert!(
             text.contains("new service: 200 (body cut at 64 KiB)"),
             "{text}"
