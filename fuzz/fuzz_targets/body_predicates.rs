@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use strangler_rules::{Body, Context, Outcome, Request, RuleSet, SourceFile, compile};
+use strangler_rules::{Body, Environment, Outcome, Request, RuleSet, SourceFile, compile};
 
 const RULES: &str = r#"
 routes:
@@ -24,7 +24,7 @@ fn rules() -> &'static RuleSet {
     static SET: OnceLock<RuleSet> = OnceLock::new();
     SET.get_or_init(|| {
         let files = [SourceFile { name: "r.yaml".into(), text: RULES.into() }];
-        compile(&files, &Context { services: Some(vec!["orders".into()]) }).unwrap()
+        compile(&files, &Environment { services: Some(vec!["orders".into()]) }).unwrap()
     })
 }
 

@@ -3,12 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strangler_rules::{Body, Context, Request, SourceFile, compile};
+use strangler_rules::{Body, Environment, Request, SourceFile, compile};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let files = [SourceFile { name: "fuzz.yaml".into(), text: text.to_string() }];
-    let ctx = Context { services: Some(vec!["orders".into()]) };
+    let ctx = Environment { services: Some(vec!["orders".into()]) };
     match compile(&files, &ctx) {
         Ok(set) => {
             let headers = http::HeaderMap::new();

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use strangler_rules::{Context, Diagnostics, RuleSet};
+use strangler_rules::{Diagnostics, Environment, RuleSet};
 
 use crate::config::Config;
 
@@ -23,7 +23,7 @@ pub fn run(files: &[PathBuf]) -> i32 {
                 services
                     .get_or_insert_with(Vec::new)
                     .extend(names.iter().cloned());
-                match check_rules(&cfg.rules, &Context { services: Some(names.clone()) }, &mut warnings) {
+                match check_rules(&cfg.rules, &Environment { services: Some(names.clone()) }, &mut warnings) {
                     Ok((set, nfiles)) => match crate::dual_write::missing_region(&cfg, &set) {
                         Some(d) => diags.extend(d),
                         None => summaries.push(format!(
@@ -38,7 +38,7 @@ pub fn run(files: &[PathBuf]) -> i32 {
         }
     }
     for path in rules {
-        let ctx = Context {
+        let ctx = Environment {
             services: services.clone(),
         };
         match check_rules(path, &ctx, &mut warnings) {
@@ -76,7 +76,7 @@ pub fn run(files: &[PathBuf]) -> i32 {
 /// The compiled rules and how many files they came from; their warnings go to `warnings`.
 fn check_rules(
     path: &Path,
-    ctx: &Context,
+    ctx: &Environment,
     warnings: &mut Diagnostics,
 ) -> Result<(RuleSet, usize), Diagnostics> {
     let (set, files) = strangler_rules::load(path, ctx)?;

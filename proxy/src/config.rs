@@ -28,6 +28,9 @@ struct RawConfig {
     listen: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     admin: Option<Spanned<String>>,
+    /// The environment variable holding the admin API's bearer token.
+    #[serde(default)]
+    admin_token_env: Option<Spanned<String>>,
     #[serde(default)]
     workers: Option<Spanned<usize>>,
     legacy: Spanned<RawUpstream>,
@@ -114,6 +117,9 @@ pub struct Config {
     pub file: PathBuf,
     pub listen: Vec<SocketAddr>,
     pub admin: SocketAddr,
+    /// The environment variable holding the admin API's bearer token (mutating endpoints want
+    /// it); without one the admin listener must be on loopback.
+    pub admin_token_env: Option<String>,
     pub workers: usize,
     pub legacy: Upstream,
     pub services: BTreeMap<String, Upstream>,
@@ -426,6 +432,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         file: path.to_path_buf(),
         listen,
         admin: admin?,
+        admin_token_env: raw.admin_token_env.map(|e| e.value),
         workers,
         legacy: legacy?,
         services,

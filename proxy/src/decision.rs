@@ -10,6 +10,7 @@ use bytes::Bytes;
 use strangler_rules::shadow::{CopyTo, NoCopy};
 use strangler_rules::{Body, Choice, Outcome, Request, Side, Target};
 
+use crate::rollout::Rollouts;
 use crate::upstream::{UpstreamPeer, Upstreams};
 
 /// The side that serves a request.
@@ -50,10 +51,11 @@ pub struct PublishCtx {
 
 impl Decision {
     /// The decision for a request the rules matched (or did not: the default route to the
-    /// monolith). The sticky key is extracted once, for both the side and the event; the route's
-    /// own weight decides the side.
+    /// monolith). The sticky key is extracted once, for both the side and the event; the weight
+    /// in force (`rollouts`: a rollout's, the kill switch's, else the rule's) decides the side.
     pub fn new(
         upstreams: &Upstreams,
+        rollouts: &Rollouts,
         req: &Request<'_>,
         outcome: Outcome<'_>,
         body: Body<'_>,
@@ -71,7 +73,7 @@ impl Decision {
             };
         };
         let key = route.sticky_key(req, &params, body);
-        let (side, choice) = route.decide(route.weight_bp(), key.as_deref(), random);
+        let (side, choice) = route.decide(rollouts.weight(route), key.as_deref(), random);
         let (serving, service, rewrite) = match (side, &route.target) {
             (Side::Service(name), Target::Service(t)) => {
                 let rewrite = t.rewrite.as_ref().and_then(|rw| {

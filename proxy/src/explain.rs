@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use strangler_rules::publish::Durability;
-use strangler_rules::{Body, Choice, Context, Outcome, Request, Side, Target};
+use strangler_rules::{Body, Choice, Environment, Outcome, Request, Side, Target};
 
 use crate::config::Config;
 
@@ -45,7 +45,7 @@ pub struct ExplainArgs {
 
 pub fn run(a: &ExplainArgs) -> Result<()> {
     let cfg = Config::load(&a.config).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let ctx = Context {
+    let ctx = Environment {
         services: Some(cfg.service_names()),
     };
     let (rules, _) = strangler_rules::load(&cfg.rules, &ctx).map_err(|d| anyhow::anyhow!("{d}"))?;

@@ -5,6 +5,7 @@
 //! access log; `reload` owns the live rule set, `admin` exposes it, `serve` wires it all up.
 
 pub mod admin;
+pub mod admin_client;
 pub mod check;
 pub mod config;
 pub mod decision;
@@ -14,6 +15,8 @@ pub mod explain;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod rollout;
+pub mod rollout_cmd;
 pub mod serve;
 pub mod shadow;
 pub mod shadow_cmd;

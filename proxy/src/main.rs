@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use strangler::{check, config, explain, serve, shadow_cmd, stream_cmd, telemetry};
+use strangler::{check, config, explain, rollout_cmd, serve, shadow_cmd, stream_cmd, telemetry};
 
 /// pingora allocates per request (headers, buffers, futures); glibc's malloc was ~12 % of the
 /// proxy's CPU in `perf` on the pass-through benchmark. mimalloc's thread-local free lists cut that.
@@ -47,6 +47,12 @@ enum Command {
     /// The running proxy's shadow comparison: figures per route, or one stored mismatch.
     #[command(subcommand)]
     Shadow(shadow_cmd::ShadowCommand),
+    /// The running proxy's rollouts: status, pause, resume, promote, rollback, set-weight, audit.
+    #[command(subcommand)]
+    Rollout(rollout_cmd::RolloutCommand),
+    /// Every context to the monolith at once, on every replica (or back).
+    #[command(subcommand, name = "kill-switch")]
+    KillSwitch(rollout_cmd::KillSwitchCommand),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +83,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Shadow(cmd) => match shadow_cmd::run(&cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strangler: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Rollout(cmd) => match rollout_cmd::run(&cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strangler: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::KillSwitch(cmd) => match rollout_cmd::run_kill_switch(&cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("strangler: {e:#}");

@@ -13,6 +13,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     pub requests: IntCounterVec,
+    /// `{route,target,class}`: answers by status class (the error gate in Prometheus terms).
+    pub responses: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub reloads: IntCounterVec,
@@ -23,6 +25,54 @@ pub struct Metrics {
     pub rules_generation: IntGauge,
     pub downstream_errors: DownstreamErrors,
     pub shadow: ShadowMetrics,
+    pub rollout: RolloutMetrics,
+}
+
+/// Gated rollouts: the weight in force, the phase, transitions, the gates' last figures, and the
+/// kill switch.
+#[derive(Clone)]
+pub struct RolloutMetrics {
+    /// `{context}`: percent of the context's traffic to the new service now.
+    pub weight: prometheus::GaugeVec,
+    /// `{context,phase}`: 1 for the current phase.
+    pub phase: prometheus::IntGaugeVec,
+    /// `{context,reason}`: started, step, rollback, plan_edited, and each command.
+    pub transitions: IntCounterVec,
+    /// `{context,gate}`: the last measured value (match rate, 5xx increase, p99 ratio).
+    pub gate: prometheus::GaugeVec,
+    pub kill_switch: IntGauge,
+}
+
+impl RolloutMetrics {
+    /// Shows what a sync applied.
+    pub fn show(&self, o: &crate::rollout::Overlay, rules: &strangler_rules::RuleSet) {
+        self.kill_switch.set(i64::from(o.kill_switch));
+        for c in rules.contexts() {
+            let (bp, phase) = match o.states.get(&c.name) {
+                Some(s) => (s.weight_bp, Some(s.phase)),
+                None => (c.weight_bp, None),
+            };
+            let bp = if o.kill_switch { 0 } else { bp };
+            self.weight
+                .with_label_values(&[c.name.as_str()])
+                .set(f64::from(bp) / 100.0);
+            if let Some(phase) = phase {
+                for p in strangler_rollout::Phase::ALL {
+                    self.phase
+                        .with_label_values(&[c.name.as_str(), p.as_str()])
+                        .set(i64::from(p == phase));
+                }
+            }
+        }
+    }
+
+    pub fn gates(&self, context: &str, gates: &[strangler_rollout::GateResult]) {
+        for g in gates {
+            if let Some(v) = g.value {
+                self.gate.with_label_values(&[context, g.gate]).set(v);
+            }
+        }
+    }
 }
 
 /// Shadow comparison: outcomes, skips, durations, and the differences by pattern.
@@ -57,6 +107,13 @@ impl Metrics {
                     "Requests proxied, by matched route and the side that served them",
                 ),
                 &["route", "target"],
+            )?,
+            responses: IntCounterVec::new(
+                Opts::new(
+                    "strangler_responses_total",
+                    "Answers by matched route, the side that served them and status class (1xx-5xx, none)",
+                ),
+                &["route", "target", "class"],
             )?,
             upstream_duration: HistogramVec::new(
                 HistogramOpts::new(
@@ -154,8 +211,43 @@ impl Metrics {
                     &["route"],
                 )?,
             },
+            rollout: RolloutMetrics {
+                weight: prometheus::GaugeVec::new(
+                    Opts::new(
+                        "strangler_rollout_weight",
+                        "Percent of a context's traffic the new service gets now",
+                    ),
+                    &["context"],
+                )?,
+                phase: prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "strangler_rollout_phase",
+                        "1 for a rolled-out context's current phase",
+                    ),
+                    &["context", "phase"],
+                )?,
+                transitions: IntCounterVec::new(
+                    Opts::new(
+                        "strangler_rollout_transitions_total",
+                        "Rollout state changes, by reason",
+                    ),
+                    &["context", "reason"],
+                )?,
+                gate: prometheus::GaugeVec::new(
+                    Opts::new(
+                        "strangler_rollout_gate",
+                        "The last value a rollout gate measured (match rate 0-1, 5xx increase as a fraction, p99 ratio)",
+                    ),
+                    &["context", "gate"],
+                )?,
+                kill_switch: IntGauge::new(
+                    "strangler_kill_switch",
+                    "1 while the kill switch sends every context to the monolith",
+                )?,
+            },
         };
         registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.responses.clone()))?;
         registry.register(Box::new(m.upstream_duration.clone()))?;
         registry.register(Box::new(m.upstream_errors.clone()))?;
         registry.register(Box::new(m.reloads.clone()))?;
@@ -171,6 +263,11 @@ impl Metrics {
         registry.register(Box::new(m.shadow.differences.clone()))?;
         registry.register(Box::new(m.shadow.store_failures.clone()))?;
         registry.register(Box::new(m.shadow.match_ratio.clone()))?;
+        registry.register(Box::new(m.rollout.weight.clone()))?;
+        registry.register(Box::new(m.rollout.phase.clone()))?;
+        registry.register(Box::new(m.rollout.transitions.clone()))?;
+        registry.register(Box::new(m.rollout.gate.clone()))?;
+        registry.register(Box::new(m.rollout.kill_switch.clone()))?;
         Ok(m)
     }
 }
@@ -184,6 +281,9 @@ impl Metrics {
     pub fn drop_route_series(&self, route: &str, target: &str, whole_route: bool) {
         // Absent series are fine: removing them is a no-op error.
         let _ = self.requests.remove_label_values(&[route, target]);
+        for class in crate::reload::CLASSES {
+            let _ = self.responses.remove_label_values(&[route, target, class]);
+        }
         let _ = self.upstream_duration.remove_label_values(&[route, target]);
         for kind in crate::errors::UPSTREAM_KINDS {
             let _ = self

@@ -41,6 +41,7 @@ pub struct Strangler {
     pub dual_write: Arc<crate::dual_write::DualWrite>,
     pub clients: ClientTimeouts,
     pub shadowing: Arc<Shadowing>,
+    pub rollouts: Arc<crate::rollout::Rollouts>,
 }
 
 /// How long the proxy waits for clients (the header timeout is pingora's, set in `serve`).
@@ -381,8 +382,17 @@ impl ProxyHttp for Strangler {
                 None => &loaded.default_stats,
             };
             stats.requests.inc();
+            stats.answered(status);
             if let Some(t) = ctx.upstream_start {
                 stats.duration.observe(t.elapsed().as_secs_f64());
+            }
+            // A rolled-out context's figures, for its gates.
+            if let Some(c) = d.route.and_then(|i| loaded.rules.routes()[i].context())
+                && self.rollouts.tracks(c)
+            {
+                let took = ctx.upstream_start.unwrap_or(ctx.start).elapsed();
+                self.rollouts
+                    .record(c, d.serving == Serving::Service, status, took);
             }
         }
         if let Some(s) = ctx.shadow.take() {
@@ -425,7 +435,14 @@ impl Strangler {
     /// Records where a matched (or unmatched) request goes (see [`Decision`]).
     fn choose(&self, ctx: &mut Ctx, req: &Request<'_>, outcome: Outcome<'_>, body: Body<'_>) {
         let random = headers::random_u64();
-        ctx.decision = Some(Decision::new(&self.upstreams, req, outcome, body, random));
+        ctx.decision = Some(Decision::new(
+            &self.upstreams,
+            &self.rollouts,
+            req,
+            outcome,
+            body,
+            random,
+        ));
     }
 
     /// Everything done to the request header on its way upstream (also used by `forward`).

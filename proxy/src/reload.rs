@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use prometheus::{Histogram, IntCounter};
-use strangler_rules::{Context, Diagnostics, RuleSet, Target};
+use strangler_rules::{Diagnostics, Environment, RuleSet, Target};
 use tracing::{error, info, warn};
 
 use crate::decision::Serving;
@@ -43,18 +43,41 @@ impl RouteStats {
     }
 }
 
-#[derive(Clone)]
 pub struct SideStats {
     pub requests: IntCounter,
     pub duration: Histogram,
+    /// `strangler_responses_total{route,target,class}`, resolved on first use per class.
+    responses: prometheus::IntCounterVec,
+    labels: [String; 2],
+    classes: [std::sync::OnceLock<IntCounter>; 6],
 }
+
+/// Status classes of `strangler_responses_total` (`none`: no response was sent).
+pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
 impl SideStats {
     fn new(m: &Metrics, route: &str, target: &str) -> SideStats {
         SideStats {
             requests: m.requests.with_label_values(&[route, target]),
             duration: m.upstream_duration.with_label_values(&[route, target]),
+            responses: m.responses.clone(),
+            labels: [route.to_string(), target.to_string()],
+            classes: Default::default(),
         }
+    }
+
+    /// Counts one answer by its status class (0: none was sent).
+    pub fn answered(&self, status: u16) {
+        let i = match status {
+            100..=599 => usize::from(status / 100 - 1),
+            _ => 5,
+        };
+        self.classes[i]
+            .get_or_init(|| {
+                self.responses
+                    .with_label_values(&[&self.labels[0], &self.labels[1], CLASSES[i]])
+            })
+            .inc();
     }
 }
 
@@ -72,7 +95,7 @@ pub struct ReloadStatus {
 pub struct LiveRules {
     current: ArcSwap<Loaded>,
     path: PathBuf,
-    ctx: Context,
+    ctx: Environment,
     metrics: Metrics,
     last: Mutex<ReloadStatus>,
     /// Serialises reloads so two triggers never race to store older rules last.
@@ -90,7 +113,7 @@ impl LiveRules {
         metrics: Metrics,
     ) -> Result<Arc<LiveRules>, Diagnostics> {
         let started = Instant::now();
-        let ctx = Context {
+        let ctx = Environment {
             services: Some(services),
         };
         let rules = build(path, &ctx)?;
@@ -229,7 +252,7 @@ impl LiveRules {
     }
 }
 
-fn build(path: &Path, ctx: &Context) -> Result<RuleSet, Diagnostics> {
+fn build(path: &Path, ctx: &Environment) -> Result<RuleSet, Diagnostics> {
     strangler_rules::load(path, ctx).map(|(rules, _)| rules)
 }
 

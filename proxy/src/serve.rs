@@ -26,6 +26,7 @@ use crate::upstream::Upstreams;
 
 /// Runs the proxy; returns only on a start-up error.
 pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
+    let admin_token = admin_token(cfg)?;
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
     let rules = LiveRules::load(&cfg.rules, cfg.service_names(), metrics.clone())
@@ -54,12 +55,15 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     server.bootstrap();
     let conf = server.configuration.clone();
 
+    let rollouts =
+        crate::rollout::Rollouts::new(dual_write.outbox.store().clone(), metrics.rollout.clone());
     let hash_with = Arc::clone(&dual_write);
     let shadowing = Arc::new(crate::shadow::Shadowing::start(
         dual_write.outbox.store().clone(),
         cfg.mismatch_retention,
         metrics.shadow.clone(),
         Arc::new(move |b: &[u8]| hash_with.hash(b)),
+        Arc::clone(&rollouts),
     )?);
     let strangler = Strangler {
         rules: Arc::clone(&rules),
@@ -73,6 +77,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
             keepalive_secs: cfg.keepalive_timeout.as_secs(),
         },
         shadowing: Arc::clone(&shadowing),
+        rollouts: Arc::clone(&rollouts),
     };
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
@@ -92,9 +97,18 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
             registry,
             dual_write: Arc::clone(&dual_write),
             shadowing: Arc::clone(&shadowing),
+            rollouts: Arc::clone(&rollouts),
+            token: admin_token,
         }),
     );
     admin.add_tcp(&cfg.admin.to_string());
+    let rollout = background_service(
+        "strangler rollouts",
+        RolloutTasks {
+            rollouts,
+            rules: Arc::clone(&rules),
+        },
+    );
     let reloader = background_service("strangler rules", Reloader { rules });
     let relay = background_service(
         "strangler relay",
@@ -109,6 +123,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     server.add_service(admin);
     server.add_service(reloader);
     server.add_service(relay);
+    server.add_service(rollout);
     info!(config = %cfg.file.display(), rules = %cfg.rules.display(), listen = ?cfg.listen, admin = %cfg.admin, workers = cfg.workers, store = %cfg.store_url, "strangler starting");
     server.run_forever();
 }
@@ -146,6 +161,26 @@ impl BackgroundService for RelayStopper {
     }
 }
 
+/// Every replica's rollout sync, and the controller (which waits for the store's lease).
+struct RolloutTasks {
+    rollouts: Arc<crate::rollout::Rollouts>,
+    rules: Arc<LiveRules>,
+}
+
+#[async_trait]
+impl BackgroundService for RolloutTasks {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let sync = crate::rollout::sync::run(Arc::clone(&self.rollouts), Arc::clone(&self.rules));
+        let control =
+            crate::rollout::controller::run(Arc::clone(&self.rollouts), Arc::clone(&self.rules));
+        tokio::select! {
+            () = sync => {}
+            () = control => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
 /// Reloads rules on SIGHUP and on file changes.
 struct Reloader {
     rules: Arc<LiveRules>,
@@ -175,4 +210,26 @@ impl BackgroundService for Reloader {
             }
         }
     }
+}
+
+/// The admin API's token from the environment variable the config names. Commands move
+/// production traffic: without a token the admin listener must be on loopback.
+fn admin_token(cfg: &Config) -> Result<Option<String>> {
+    let token = match &cfg.admin_token_env {
+        Some(var) => match std::env::var(var) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            _ => anyhow::bail!(
+                "admin_token_env names {var}, which is not set (or empty): refusing to start without the admin token"
+            ),
+        },
+        None => None,
+    };
+    if token.is_none() && !cfg.admin.ip().is_loopback() {
+        anyhow::bail!(
+            "the admin listener {} is not on loopback and no admin token is set (admin_token_env): \
+             anyone reaching it could move traffic; set a token or listen on 127.0.0.1",
+            cfg.admin
+        );
+    }
+    Ok(token)
 }

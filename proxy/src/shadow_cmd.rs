@@ -2,14 +2,12 @@
 //! as readable text for a terminal. Both ask the admin API named by the config (the same JSON as
 //! `GET /api/shadow` and `GET /api/shadow/mismatches/{id}`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use serde_json::Value;
 
+use crate::admin_client::call;
 use crate::config::Config;
 
 #[derive(Debug, clap::Subcommand)]
@@ -33,44 +31,14 @@ pub fn run(cmd: &ShadowCommand) -> Result<()> {
     let cfg = Config::load(config).map_err(|d| anyhow::anyhow!("{d}"))?;
     match cmd {
         ShadowCommand::Summary { .. } => {
-            print!("{}", summary(&admin_get(cfg.admin, "/api/shadow")?));
+            print!("{}", summary(&call(&cfg, "GET", "/api/shadow", None)?));
         }
         ShadowCommand::Show { id, .. } => {
-            let m = admin_get(cfg.admin, &format!("/api/shadow/mismatches/{id}"))?;
+            let m = call(&cfg, "GET", &format!("/api/shadow/mismatches/{id}"), None)?;
             print!("{}", mismatch(&m));
         }
     }
     Ok(())
-}
-
-/// `GET path` on the admin listener, as JSON (the admin API answers with a Content-Length and
-/// closes when asked).
-fn admin_get(admin: SocketAddr, path: &str) -> Result<Value> {
-    let limit = Duration::from_secs(10);
-    let mut s = TcpStream::connect_timeout(&admin, limit)
-        .with_context(|| format!("cannot reach the admin API at {admin}: is the proxy running?"))?;
-    s.set_read_timeout(Some(limit))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nAccept: application/json\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .with_context(|| format!("reading the answer of {admin}{path}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("{admin}{path}: not an HTTP answer");
-    };
-    let status = head.split_whitespace().nth(1).unwrap_or("?");
-    let v: Value =
-        serde_json::from_str(body).with_context(|| format!("{admin}{path}: not JSON"))?;
-    if status != "200" {
-        bail!(
-            "{admin}{path}: {status} {}",
-            v["error"].as_str().unwrap_or("error")
-        );
-    }
-    Ok(v)
 }
 
 fn summary(v: &Value) -> String {

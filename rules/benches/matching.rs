@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
-use strangler_rules::{Body, Context, Outcome, Request, SourceFile, compile};
+use strangler_rules::{Body, Environment, Outcome, Request, SourceFile, compile};
 
 fn rules(n: usize) -> String {
     let mut y = String::from("routes:\n");
@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
         name: "routes.yaml".into(),
         text,
     }];
-    let ctx = Context {
+    let ctx = Environment {
         services: Some(vec!["new".into()]),
     };
     let set = compile(&files, &ctx).unwrap();

@@ -128,6 +128,12 @@ impl Reporter {
         self.diags
     }
 
+    /// Takes in what `other` (another file's reporter) found, each keeping its own file.
+    pub fn absorb(&mut self, other: Reporter) {
+        self.diags.extend(other.diags);
+        self.warnings.extend(other.warnings);
+    }
+
     /// The errors and the warnings.
     pub fn finish_with_warnings(self) -> (Diagnostics, Diagnostics) {
         (self.diags, self.warnings)

@@ -7,6 +7,7 @@
 //! weight the caller gives (the rule's own, or a rollout's).
 
 mod compile;
+mod context;
 pub mod diag;
 pub mod path;
 mod projection;
@@ -19,14 +20,15 @@ pub mod shadow;
 pub mod sticky;
 pub mod units;
 
-pub use compile::{Context, SourceFile, compile, is_valid_name, load, read_sources};
+pub use compile::{Environment, SourceFile, compile, is_valid_name, load, read_sources};
+pub use context::Context;
 pub use diag::{Diagnostic, Diagnostics, Loc, Reporter};
 pub use projection::Projection;
 pub use request::{Body, Params, Request, host_without_port};
 pub use route::{Choice, LEGACY, Miss, Rewrite, Route, ServiceTarget, Side, Sticky, Target};
 pub use ruleset::{Outcome, RuleSet};
 pub use shadow::Shadow;
-pub use units::parse_size;
+pub use units::{parse_duration, parse_size};
 
 #[cfg(test)]
 mod tests;

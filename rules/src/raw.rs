@@ -12,9 +12,77 @@ use serde_saphyr::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuleFile {
+    /// Bounded contexts: routes that move to one new service together.
+    #[serde(default)]
+    pub contexts: Option<Vec<Spanned<RawContext>>>,
     /// `routes:` with nothing after it means no routes.
     #[serde(default)]
     pub routes: Option<Vec<Spanned<RawRoute>>>,
+}
+
+/// A bounded context: its routes share the service, the sticky key (and its salt, the context's
+/// name), and the weight or the rollout plan.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContext {
+    pub name: Spanned<String>,
+    pub service: Spanned<String>,
+    #[serde(default)]
+    pub sticky: Option<Spanned<RawSticky>>,
+    /// Percent of the context's traffic to the service (or a `rollout`, not both).
+    #[serde(default)]
+    pub weight: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub rollout: Option<Spanned<RawRollout>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    /// Percentages, or `pause`.
+    pub steps: Spanned<Vec<Spanned<Value>>>,
+    pub interval: Spanned<String>,
+    #[serde(default)]
+    pub min_requests: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub gates: Option<Spanned<RawGates>>,
+    #[serde(default)]
+    pub failure_limit: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGates {
+    /// `99.5%` (or a number, in percent).
+    #[serde(default)]
+    pub match_rate: Option<Spanned<Value>>,
+    #[serde(default)]
+    pub error_rate: Option<Spanned<RawErrorGate>>,
+    #[serde(default)]
+    pub p99_latency: Option<Spanned<RawLatencyGate>>,
+    #[serde(default)]
+    pub webhook: Option<Spanned<RawWebhook>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawErrorGate {
+    /// `0.5pp` (or a number, in percentage points).
+    pub max_increase: Spanned<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatencyGate {
+    pub max_ratio: Spanned<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,8 +160,12 @@ pub struct RawBodyMatch {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
-    /// A service named in the config, or `legacy` for the monolith.
-    pub service: Spanned<String>,
+    /// A service named in the config, or `legacy` for the monolith (or a `context`).
+    #[serde(default)]
+    pub service: Option<Spanned<String>>,
+    /// The bounded context the route belongs to: its service, sticky key and weight.
+    #[serde(default)]
+    pub context: Option<Spanned<String>>,
     /// Percent of the route's traffic sent to the service; the rest goes to the monolith.
     #[serde(default)]
     pub weight: Option<Spanned<f64>>,

@@ -80,6 +80,9 @@ pub struct ServiceTarget {
     pub sticky: Option<Sticky>,
     pub rewrite: Option<Rewrite>,
     pub add_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The bounded context the route belongs to: service, sticky key and weight are its, and
+    /// its name salts the sticky hash (a user is on one side for every route of it).
+    pub context: Option<Arc<str>>,
 }
 
 /// Where the sticky key comes from.
@@ -230,16 +233,26 @@ impl Route {
         }
     }
 
+    /// The context the route belongs to, if any.
+    pub fn context(&self) -> Option<&str> {
+        match &self.target {
+            Target::Service(s) => s.context.as_deref(),
+            Target::Legacy => None,
+        }
+    }
+
     /// Chooses the side for a matched request at `weight_bp` basis points to the new service
     /// (the rule's own is [`Route::weight_bp`]), from its sticky key (see
-    /// [`Route::sticky_key`]); `random` is used only when there is no key.
+    /// [`Route::sticky_key`]); `random` is used only when there is no key. The key is hashed
+    /// with the context's name (the route's own when it has none).
     pub fn decide(&self, weight_bp: u16, key: Option<&str>, random: u64) -> (Side<'_>, Choice) {
         let Target::Service(svc) = &self.target else {
             return (Side::Legacy, Choice::Fixed);
         };
         let (bucket, choice) = match key {
             Some(key) => {
-                let bucket = sticky::bucket(&self.name, key.as_bytes());
+                let salt = svc.context.as_deref().unwrap_or(&self.name);
+                let bucket = sticky::bucket(salt, key.as_bytes());
                 (bucket, Choice::Sticky { bucket })
             }
             None => {

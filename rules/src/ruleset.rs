@@ -24,6 +24,8 @@ pub struct RuleSet {
     projection: Projection,
     /// Valid but likely mistakes (`check` prints them).
     warnings: Diagnostics,
+    /// Bounded contexts, by name.
+    contexts: Vec<crate::Context>,
 }
 
 /// The result of matching one request.
@@ -62,6 +64,7 @@ impl RuleSet {
             unindexed,
             projection,
             warnings: Diagnostics::default(),
+            contexts: Vec::new(),
         }
     }
 
@@ -73,6 +76,23 @@ impl RuleSet {
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// The bounded contexts, by name.
+    pub fn contexts(&self) -> &[crate::Context] {
+        &self.contexts
+    }
+
+    pub fn context(&self, name: &str) -> Option<&crate::Context> {
+        self.contexts
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.contexts[i])
+    }
+
+    pub(crate) fn with_contexts(mut self, contexts: Vec<crate::Context>) -> RuleSet {
+        self.contexts = contexts;
+        self
     }
 
     pub(crate) fn with_warnings(mut self, warnings: Diagnostics) -> RuleSet {

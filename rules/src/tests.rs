@@ -11,7 +11,7 @@ fn set(yaml: &str) -> RuleSet {
         name: "rules.yaml".into(),
         text: yaml.into(),
     }];
-    let ctx = Context {
+    let ctx = Environment {
         services: Some(vec!["orders".into(), "users".into()]),
     };
     compile(&files, &ctx).unwrap_or_else(|e| panic!("{e}"))
@@ -22,7 +22,7 @@ fn errors(yaml: &str) -> Vec<String> {
         name: "rules.yaml".into(),
         text: yaml.into(),
     }];
-    let ctx = Context {
+    let ctx = Environment {
         services: Some(vec!["orders".into()]),
     };
     compile(&files, &ctx)

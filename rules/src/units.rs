@@ -1,4 +1,7 @@
-//! Units shared by rule files and the config: sizes such as `64KiB` or `1MiB`.
+//! Units shared by rule files and the config: sizes such as `64KiB` or `1MiB`, durations such
+//! as `250ms` or `10m`.
+
+use std::time::Duration;
 
 /// A size in bytes: a number with an optional unit (`B`, `KiB`, `MiB`, `KB`, `MB`).
 pub fn parse_size(s: &str) -> Result<usize, String> {
@@ -18,4 +21,25 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// `250ms`, `5s`, `2m`, `1h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 250ms, 5s or 2m"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        _ => return Err(format!("`{s}` is not a duration such as 250ms, 5s or 2m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too long a duration"))
 }

@@ -1,5 +1,5 @@
 //! Named leases and locks. A [`Lease`] lets one replica at a time do a job (relay the outbox,
-//! and next drive rollouts): on PostgreSQL it is a session advisory lock held by a connection of
+//! drive rollouts): on PostgreSQL it is a session advisory lock held by a connection of
 //! its own, so a replica that dies frees it with its connection; on SQLite the store belongs to
 //! one process and every lease is granted at once.
 //!
@@ -61,6 +61,8 @@ pub struct Lease(Lock);
 impl Lease {
     /// The relay: one replica sends the shared outbox to Kinesis.
     pub const RELAY: Lease = Lease(Lock::named("strangler.lease.relay"));
+    /// The rollout controller: one replica decides every context's steps.
+    pub const ROLLOUT: Lease = Lease(Lock::named("strangler.lease.rollout"));
 
     pub const fn named(name: &'static str) -> Lease {
         Lease(Lock::named(name))

@@ -2,8 +2,8 @@
 //! replicas share it. This crate owns the connection and its pragmas ([`Store::connect`]), every
 //! table's migration ([`migrations`]), the named leases that let one replica at a time do a job
 //! ([`lease`]), the group writer that commits concurrent writes together ([`writer`]), and one
-//! typed module per table: the events outbox ([`outbox`]) and the shadow mismatches
-//! ([`mismatches`]).
+//! typed module per table: the events outbox ([`outbox`]), the shadow mismatches
+//! ([`mismatches`]) and the rollouts' state, audit log, evidence and kill switch ([`rollouts`]).
 //!
 //! No network code beyond the database's own: the proxy and the relay call it.
 
@@ -13,6 +13,7 @@ mod migrations;
 pub mod mismatches;
 pub mod outbox;
 mod pragmas;
+pub mod rollouts;
 mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use tokio::sync::{Notify, mpsc};
 pub use lease::{Lease, LeaseGuard};
 pub use mismatches::{Mismatch, MismatchSummary, Mismatches, NewMismatch};
 pub use outbox::{DeadLetter, NewEvent, Outbox, Pending, StreamDepth};
+pub use rollouts::{AuditEntry, KillSwitch, NewAudit, Rollouts, Stored};
 pub use writer::WriteError;
 
 /// The memory budget for events when the configuration does not set one (`events.memory`): fits

@@ -34,7 +34,34 @@ const MIGRATIONS: &[Migration] = &[
         name: "shadow mismatches",
         statements: mismatch_tables,
     },
+    Migration {
+        version: 3,
+        name: "rollout state, audit log, evidence windows, kill switch",
+        statements: rollout_tables,
+    },
 ];
+
+fn rollout_tables(d: &Dialect) -> Vec<String> {
+    let Dialect { serial, .. } = d;
+    vec![
+        "CREATE TABLE strangler_rollouts (context TEXT PRIMARY KEY, state TEXT NOT NULL, plan TEXT NOT NULL, \
+         generation BIGINT NOT NULL, updated_ms BIGINT NOT NULL)"
+            .into(),
+        format!(
+            "CREATE TABLE strangler_rollout_audit (id {serial}, at_ms BIGINT NOT NULL, context TEXT NOT NULL, \
+             actor TEXT NOT NULL, from_weight_bp BIGINT NOT NULL, to_weight_bp BIGINT NOT NULL, phase TEXT NOT NULL, \
+             reason TEXT NOT NULL, gates TEXT NOT NULL)"
+        ),
+        "CREATE INDEX strangler_rollout_audit_context ON strangler_rollout_audit (context, id)".into(),
+        "CREATE TABLE strangler_rollout_evidence (replica TEXT NOT NULL, context TEXT NOT NULL, \
+         window_ms BIGINT NOT NULL, figures TEXT NOT NULL, PRIMARY KEY (replica, context, window_ms))"
+            .into(),
+        "CREATE INDEX strangler_rollout_evidence_window ON strangler_rollout_evidence (context, window_ms)".into(),
+        "CREATE TABLE strangler_kill_switch (id BIGINT PRIMARY KEY, on_ BOOLEAN NOT NULL, actor TEXT NOT NULL, \
+         at_ms BIGINT NOT NULL)"
+            .into(),
+    ]
+}
 
 fn mismatch_tables(d: &Dialect) -> Vec<String> {
     let Dialect { serial, blob } = d;

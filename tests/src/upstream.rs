@@ -24,6 +24,8 @@ pub enum Behaviour {
     EchoBody,
     /// Like `Echo`, after waiting.
     Slow(Duration),
+    /// Like `Echo`, with this status (a service answering 500s, say).
+    Status(u16),
 }
 
 pub struct Upstream {
@@ -32,6 +34,8 @@ pub struct Upstream {
     /// The request targets received, in order.
     seen: Arc<Mutex<Vec<String>>>,
     connections: Arc<AtomicUsize>,
+    /// What it does now ([`Upstream::switch`] changes it while it runs).
+    behaviour: Arc<Mutex<Behaviour>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -55,10 +59,12 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (n, h, c) = (
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let (n, h, c, b) = (
             name.to_string(),
             Arc::clone(&seen),
             Arc::clone(&connections),
+            Arc::clone(&behaviour),
         );
         let task = tokio::spawn(async move {
             loop {
@@ -66,10 +72,11 @@ impl Upstream {
                     continue;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (n, h) = (n.clone(), Arc::clone(&h));
+                let (n, h, b) = (n.clone(), Arc::clone(&h), Arc::clone(&b));
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let (n, h) = (n.clone(), Arc::clone(&h));
+                        let behaviour = *b.lock().unwrap();
                         async move { Ok::<_, Infallible>(answer(&n, behaviour, req, &h).await) }
                     });
                     let _ = http1::Builder::new()
@@ -83,8 +90,14 @@ impl Upstream {
             addr,
             seen,
             connections,
+            behaviour,
             task,
         }
+    }
+
+    /// Changes what it does from the next request on.
+    pub fn switch(&self, b: Behaviour) {
+        *self.behaviour.lock().unwrap() = b;
     }
 
     /// Requests received so far.
@@ -127,7 +140,7 @@ async fn answer(
             .header("x-upstream", name)
             .body(Full::new(body))
             .unwrap(),
-        Behaviour::Echo | Behaviour::Slow(_) => {
+        Behaviour::Echo | Behaviour::Slow(_) | Behaviour::Status(_) => {
             if let Behaviour::Slow(d) = b {
                 tokio::time::sleep(d).await;
             }
@@ -155,7 +168,10 @@ async fn answer(
                 .get("x-reply-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u16>().ok())
-                .unwrap_or(200);
+                .unwrap_or(match b {
+                    Behaviour::Status(s) => s,
+                    _ => 200,
+                });
             Response::builder()
                 .status(status)
                 .header("x-upstream", name)

@@ -1,13 +1,18 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`, and the JSON API,
 //! one module per area: [`rules`] (routes, reload status, reload), [`events`] (outbox depth,
-//! dead letters, re-drive) and [`shadow`] (figures per route, stored mismatches). JSON in, JSON out; it never touches the request path's state except
-//! through `LiveRules`.
+//! dead letters, re-drive), [`shadow`] (figures per route, stored mismatches) and [`rollouts`]
+//! (rollout status and commands, the audit log, the kill switch). JSON in, JSON out.
+//!
+//! Endpoints that change anything (every method but GET) want `Authorization: Bearer <token>`
+//! when the config names a token (`admin_token_env`); `/metrics`, `/healthz` and `/readyz`, like
+//! every GET, stay open.
 //!
 //! Requests are routed by a table ([`ENDPOINTS`]) compiled into a `matchit` router: a path
 //! known for another method answers 405 with `Allow`, an unknown path 404 listing every
 //! endpoint. Every error is the same JSON shape ([`ApiError`]): `{"error": "…"}`.
 
 mod events;
+mod rollouts;
 mod rules;
 mod shadow;
 
@@ -27,6 +32,9 @@ pub struct Admin {
     pub registry: Registry,
     pub dual_write: Arc<crate::dual_write::DualWrite>,
     pub shadowing: Arc<crate::shadow::Shadowing>,
+    pub rollouts: Arc<crate::rollout::Rollouts>,
+    /// Mutating endpoints want `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
 }
 
 /// What an endpoint answers: a response, or an error in the shared shape.
@@ -85,6 +93,12 @@ enum Endpoint {
     Shadow,
     Mismatches,
     Mismatch,
+    Rollouts,
+    RolloutCommand,
+    Audit,
+    KillSwitch,
+    KillSwitchOn,
+    KillSwitchOff,
 }
 
 /// The routing table: method, path (`matchit` syntax, `{name}` for a parameter), endpoint.
@@ -105,6 +119,16 @@ const ENDPOINTS: &[(Method, &str, Endpoint)] = &[
         "/api/shadow/mismatches/{id}",
         Endpoint::Mismatch,
     ),
+    (Method::GET, "/api/rollouts", Endpoint::Rollouts),
+    (
+        Method::POST,
+        "/api/rollouts/{context}/{action}",
+        Endpoint::RolloutCommand,
+    ),
+    (Method::GET, "/api/audit", Endpoint::Audit),
+    (Method::GET, "/api/kill-switch", Endpoint::KillSwitch),
+    (Method::POST, "/api/kill-switch", Endpoint::KillSwitchOn),
+    (Method::DELETE, "/api/kill-switch", Endpoint::KillSwitchOff),
 ];
 
 /// Path → the methods it answers, with their endpoints.
@@ -125,8 +149,9 @@ static ROUTER: LazyLock<matchit::Router<Vec<(Method, Endpoint)>>> = LazyLock::ne
     router
 });
 
-/// The endpoint for a request and its path parameter (`{id}`), or the 404 / 405 error.
-fn route(method: &Method, path: &str) -> Result<(Endpoint, Option<String>), ApiError> {
+/// The endpoint for a request and its path parameters (`{id}`, `{context}/{action}`), or the
+/// 404 / 405 error.
+fn route(method: &Method, path: &str) -> Result<(Endpoint, Vec<String>), ApiError> {
     let Ok(found) = ROUTER.at(path) else {
         let paths: Vec<String> = ENDPOINTS
             .iter()
@@ -134,9 +159,9 @@ fn route(method: &Method, path: &str) -> Result<(Endpoint, Option<String>), ApiE
             .collect();
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not found").with("paths", json!(paths)));
     };
-    let param = found.params.iter().next().map(|(_, v)| v.to_string());
+    let params = found.params.iter().map(|(_, v)| v.to_string()).collect();
     match found.value.iter().find(|(m, _)| m == method) {
-        Some((_, endpoint)) => Ok((*endpoint, param)),
+        Some((_, endpoint)) => Ok((*endpoint, params)),
         None => {
             let allow: Vec<&str> = found.value.iter().map(|(m, _)| m.as_str()).collect();
             Err(
@@ -152,8 +177,27 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let query = req.uri.query().map(str::to_string);
-        let reply = match route(&req.method, req.uri.path()) {
-            Ok((endpoint, param)) => self.serve(endpoint, param, query.as_deref()).await,
+        let method = req.method.clone();
+        let caller = Caller::of(req);
+        let reply = match route(&method, req.uri.path()) {
+            Ok(_) if method != Method::GET && !self.authorised(&caller) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint changes the proxy: send Authorization: Bearer <the admin token>",
+            )),
+            Ok((endpoint, params)) => {
+                let body = if method == Method::GET {
+                    Vec::new()
+                } else {
+                    read_body(session).await
+                };
+                let call = Call {
+                    params,
+                    query: query.as_deref(),
+                    body: &body,
+                    actor: &caller.actor,
+                };
+                self.serve(endpoint, call).await
+            }
             Err(e) => Err(e),
         };
         reply.unwrap_or_else(|e| {
@@ -163,7 +207,14 @@ impl ServeHttp for Admin {
                     .collect::<Vec<_>>()
                     .join(", ")
             });
+            let unauthorised = e.status == StatusCode::UNAUTHORIZED;
             let mut resp = e.into_response();
+            if unauthorised {
+                resp.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer realm=\"strangler admin\""),
+                );
+            }
             // RFC 9110 §15.5.6: a 405 says which methods the path has.
             if let Some(allow) = allow
                 && let Ok(v) = http::HeaderValue::from_str(&allow)
@@ -175,8 +226,71 @@ impl ServeHttp for Admin {
     }
 }
 
+/// Who called, from the request: the bearer token they sent, and the name the audit log gets
+/// (`x-strangler-actor`, which the CLI fills with the user's name; else `admin-api`).
+struct Caller {
+    token: Option<String>,
+    actor: String,
+}
+
+impl Caller {
+    fn of(req: &pingora::http::RequestHeader) -> Caller {
+        let header = |name: &str| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        let token = header("authorization")
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(|t| t.trim().to_string());
+        let actor = header("x-strangler-actor")
+            .filter(|a| !a.is_empty() && a.len() <= 100)
+            .map_or_else(|| "admin-api".to_string(), |a| format!("{a} (admin API)"));
+        Caller { token, actor }
+    }
+}
+
+/// One call's inputs.
+struct Call<'a> {
+    params: Vec<String>,
+    query: Option<&'a str>,
+    body: &'a [u8],
+    actor: &'a str,
+}
+
+/// The most request-body bytes an admin call reads (its JSON is small).
+const BODY_LIMIT: usize = 64 << 10;
+
+async fn read_body(session: &mut ServerSession) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = session.read_request_body().await {
+        if body.len() + chunk.len() > BODY_LIMIT {
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    body
+}
+
 impl Admin {
-    async fn serve(&self, endpoint: Endpoint, param: Option<String>, query: Option<&str>) -> Reply {
+    /// Whether the caller may change things: always when no token is configured (the listener
+    /// is then on loopback: `serve` refuses to start otherwise), else with the token.
+    fn authorised(&self, caller: &Caller) -> bool {
+        match &self.token {
+            None => true,
+            Some(t) => caller
+                .token
+                .as_deref()
+                .is_some_and(|given| constant_time_eq(given.as_bytes(), t.as_bytes())),
+        }
+    }
+
+    async fn serve(&self, endpoint: Endpoint, call: Call<'_>) -> Reply {
+        let (param, query) = (call.params.first().cloned(), call.query);
         match endpoint {
             Endpoint::Metrics => {
                 let mut buf = Vec::new();
@@ -195,6 +309,12 @@ impl Admin {
             Endpoint::Shadow => self.shadow(),
             Endpoint::Mismatches => self.mismatches(query).await,
             Endpoint::Mismatch => self.mismatch(param.as_deref().unwrap_or_default()).await,
+            Endpoint::Rollouts => self.rollouts().await,
+            Endpoint::RolloutCommand => self.rollout_command(&call).await,
+            Endpoint::Audit => self.audit(query).await,
+            Endpoint::KillSwitch => self.kill_switch().await,
+            Endpoint::KillSwitchOn => self.set_kill_switch(true, call.actor).await,
+            Endpoint::KillSwitchOff => self.set_kill_switch(false, call.actor).await,
         }
     }
 }
@@ -214,6 +334,11 @@ fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>> {
     reply(status, "application/json", body)
 }
 
+/// Compares without stopping at the first differing byte (the token's length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,7 +346,10 @@ mod tests {
     #[test]
     fn every_endpoint_is_routed_and_other_methods_are_refused() {
         for (method, path, endpoint) in ENDPOINTS {
-            let path = path.replace("{id}", "7");
+            let path = path
+                .replace("{id}", "7")
+                .replace("{context}", "orders")
+                .replace("{action}", "pause");
             assert_eq!(
                 route(method, &path).unwrap().0,
                 *endpoint,
@@ -230,7 +358,14 @@ mod tests {
         }
         assert_eq!(
             route(&Method::GET, "/api/shadow/mismatches/42").unwrap(),
-            (Endpoint::Mismatch, Some("42".into()))
+            (Endpoint::Mismatch, vec!["42".to_string()])
+        );
+        assert_eq!(
+            route(&Method::POST, "/api/rollouts/orders/pause").unwrap(),
+            (
+                Endpoint::RolloutCommand,
+                vec!["orders".to_string(), "pause".to_string()]
+            )
         );
         let e = route(&Method::DELETE, "/api/reload").unwrap_err();
         assert_eq!(e.status, StatusCode::METHOD_NOT_ALLOWED);

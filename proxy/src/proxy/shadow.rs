@@ -149,6 +149,10 @@ impl Strangler {
         let trace_id = ctx.trace_id();
         let request = crate::shadow::Request {
             route: route.name.clone(),
+            context: match &route.target {
+                Target::Service(t) => t.context.clone(),
+                Target::Legacy => None,
+            },
             method: req.method.to_string(),
             path: req
                 .uri

@@ -40,6 +40,9 @@ pub struct TooLarge;
 
 /// The shadow machinery shared by every request.
 pub struct Shadowing {
+    /// Copies are sent and compared on a thread of their own: the request path only hands
+    /// them over, so their I/O and the comparisons never wait in a worker's event loop.
+    rt: tokio::runtime::Handle,
     /// Copies have a connection pool of their own: they never take the served side's.
     connector: Arc<Connector>,
     metrics: ShadowMetrics,
@@ -49,6 +52,8 @@ pub struct Shadowing {
     writer: mpsc::Sender<strangler_store::NewMismatch>,
     /// Hashes redacted values (`mode: hash`): the same salted HMAC as events.
     hash: Hasher,
+    /// Rolled-out contexts count their routes' comparisons.
+    rollouts: Arc<crate::rollout::Rollouts>,
 }
 
 /// One route's shadow state.
@@ -139,14 +144,18 @@ impl Shadowing {
         retention: crate::config::Retention,
         metrics: ShadowMetrics,
         hash: Hasher,
+        rollouts: Arc<crate::rollout::Rollouts>,
     ) -> std::io::Result<Shadowing> {
         let writer = writer::start(store, retention, metrics.store_failures.clone())?;
+        let rt = runtime()?;
         Ok(Shadowing {
+            rt,
             connector: Arc::new(Connector::new(None)),
             metrics,
             routes: Mutex::default(),
             writer,
             hash,
+            rollouts,
         })
     }
 
@@ -239,7 +248,7 @@ impl Shadowing {
         ctx.sent_body = body.clone();
         let (connector, to, limit) = (Arc::clone(&self.connector), Arc::clone(&ctx.to), ctx.limit);
         let secondary = ctx.secondary.take();
-        tokio::spawn(async move {
+        self.rt.spawn(async move {
             let copy = copy::send(&connector, &to, req, body.clone(), limit);
             let answers = match secondary {
                 Some((peer, req)) => {
@@ -391,6 +400,19 @@ impl Shadowing {
             })
             .collect()
     }
+}
+
+/// A current-thread runtime on a thread of its own (`strangler-shadow`), kept running for the
+/// process's life; its handle spawns copies and comparisons.
+fn runtime() -> std::io::Result<tokio::runtime::Handle> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("strangler-shadow".into())
+        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
 }
 
 /// Seconds since the Unix epoch (the store's clock).

@@ -20,6 +20,8 @@ const PATTERN_LABELS: usize = 50;
 /// What the comparison needs of the request.
 pub struct Request {
     pub route: String,
+    /// The route's context, when it has one (a rollout's match-rate gate counts its results).
+    pub context: Option<std::sync::Arc<str>>,
     pub method: String,
     pub path: String,
     pub trace_id: Option<String>,
@@ -38,7 +40,7 @@ impl Shadowing {
             return; // never sent: its skip is counted already
         };
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        self.rt.spawn(async move {
             let answers = answer.await.unwrap_or_else(|_| Answers {
                 copy: Copied::Error("the copy's task ended".into()),
                 secondary: None,
@@ -128,6 +130,11 @@ impl Shadowing {
             s.noise.observe(&diffs);
             s.noise.split(diffs, shadow.exclude_suspected).0
         });
+        if let Some(c) = req.context.as_deref()
+            && self.rollouts.tracks(c)
+        {
+            self.rollouts.record_shadow(c, kept.is_empty());
+        }
         if kept.is_empty() {
             return self.result(route, "match");
         }

@@ -28,7 +28,7 @@ pub(super) fn start(
         .enable_all()
         .build()?;
     std::thread::Builder::new()
-        .name("strangler-shadow".into())
+        .name("strangler-mismatches".into())
         .spawn(move || {
             rt.block_on(async move {
                 let m = store.mismatches();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use http::HeaderName;
 use serde_saphyr::Spanned;
 
-use super::Context;
+use super::Environment;
 use crate::diag::{Loc, Reporter};
 use crate::path::{PathPattern, Template};
 use crate::publish::Redact;
@@ -293,7 +293,7 @@ pub(super) fn redactions(raw: &[Spanned<RawRedact>], field: &str, r: &mut Report
 pub(super) fn known_service(
     service: &Spanned<String>,
     field: &str,
-    ctx: &Context,
+    ctx: &Environment,
     r: &mut Reporter,
 ) -> bool {
     let Some(known) = &ctx.services else {

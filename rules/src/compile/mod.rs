@@ -15,8 +15,10 @@ use crate::ruleset::RuleSet;
 use fields::{RegexCache, compile_host, compile_path, header_name, jsonpath, value_test};
 use target::compile_target;
 
+mod context;
 mod fields;
 mod publish;
+mod rollout;
 mod shadow;
 mod target;
 
@@ -69,7 +71,7 @@ pub fn read_sources(path: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
 
 /// What the rules may refer to outside themselves.
 #[derive(Debug, Clone, Default)]
-pub struct Context {
+pub struct Environment {
     /// Services named in the config; `None` skips the unknown-service check (a rule file checked
     /// on its own).
     pub services: Option<Vec<String>>,
@@ -77,56 +79,86 @@ pub struct Context {
 
 /// Reads the rule file or folder at `path` and compiles it: what the proxy, its reloads,
 /// `check` and `explain` all do.
-pub fn load(path: &Path, ctx: &Context) -> Result<(RuleSet, usize), Diagnostics> {
+pub fn load(path: &Path, ctx: &Environment) -> Result<(RuleSet, usize), Diagnostics> {
     let files = read_sources(path)?;
     Ok((compile(&files, ctx)?, files.len()))
 }
 
-/// Validates and compiles every file into one rule set, or returns every problem found.
-pub fn compile(files: &[SourceFile], ctx: &Context) -> Result<RuleSet, Diagnostics> {
-    let mut diags = Diagnostics::default();
-    let mut warnings = Diagnostics::default();
-    let mut routes = Vec::new();
-    let mut names: HashMap<String, (Arc<str>, Loc)> = HashMap::new();
-    let mut regexes = RegexCache::default();
+/// Validates and compiles every file into one rule set, or returns every problem found. Every
+/// file's contexts are read before any route (a route may name a context of another file).
+pub fn compile(files: &[SourceFile], env: &Environment) -> Result<RuleSet, Diagnostics> {
+    let mut reporters = Vec::with_capacity(files.len());
+    let mut raws = Vec::with_capacity(files.len());
     for file in files {
         let mut r = Reporter::new(file.name.clone());
         match serde_saphyr::from_str_with_options::<Option<RawRuleFile>>(&file.text, yaml_options())
         {
-            Ok(Some(raw)) => {
-                for (i, route) in raw.routes.unwrap_or_default().into_iter().enumerate() {
-                    let at = Loc::from(&route);
-                    let field = format!("routes[{i}]");
-                    let name = route.value.name.value.clone();
-                    if let Some((f, l)) = names.get(&name) {
-                        r.report(
-                            (&route.value.name).into(),
-                            format!("{field}.name"),
-                            format!(
-                                "duplicate route name `{name}` (first defined at {f}:{}:{})",
-                                l.line, l.column
-                            ),
-                        );
-                    } else {
-                        names.insert(name, (file.name.clone(), (&route.value.name).into()));
-                    }
-                    if let Some(route) =
-                        compile_route(route.value, at, &field, ctx, &mut regexes, &mut r)
-                    {
-                        routes.push(route);
-                    }
-                }
+            Ok(raw) => raws.push(raw),
+            Err(e) => {
+                r.yaml_error(&e);
+                raws.push(None);
             }
-            Ok(None) => {}
-            Err(e) => r.yaml_error(&e),
         }
+        reporters.push(r);
+    }
+    let mut declared = HashMap::new();
+    for (raw, r) in raws.iter().zip(&mut reporters) {
+        if let Some(contexts) = raw.as_ref().and_then(|f| f.contexts.as_deref()) {
+            context::declare(contexts, &mut declared, env, r);
+        }
+    }
+    let mut routes = Vec::new();
+    let mut names: HashMap<String, (Arc<str>, Loc)> = HashMap::new();
+    let mut regexes = RegexCache::default();
+    let mut scope = Scope {
+        env,
+        contexts: &mut declared,
+        regexes: &mut regexes,
+    };
+    for (raw, r) in raws.iter().zip(&mut reporters) {
+        let Some(raw) = raw else { continue };
+        for (i, route) in raw.routes.iter().flatten().enumerate() {
+            let at = Loc::from(route);
+            let field = format!("routes[{i}]");
+            let name = route.value.name.value.clone();
+            if let Some((f, l)) = names.get(&name) {
+                r.report(
+                    (&route.value.name).into(),
+                    format!("{field}.name"),
+                    format!(
+                        "duplicate route name `{name}` (first defined at {f}:{}:{})",
+                        l.line, l.column
+                    ),
+                );
+            } else {
+                names.insert(name, (r.file().clone(), (&route.value.name).into()));
+            }
+            if let Some(route) = compile_route(&route.value, at, &field, &mut scope, r) {
+                routes.push(route);
+            }
+        }
+    }
+    let mut contexts = context::finish(declared, &routes, &mut reporters);
+    contexts.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut diags = Diagnostics::default();
+    let mut warnings = Diagnostics::default();
+    for r in reporters {
         let (errors, warned) = r.finish_with_warnings();
         diags.extend(errors);
         warnings.extend(warned);
     }
-    diags
-        .into_result(())
-        .map(|()| RuleSet::new(routes).with_warnings(warnings))
+    diags.into_result(()).map(|()| {
+        RuleSet::new(routes)
+            .with_contexts(contexts)
+            .with_warnings(warnings)
+    })
+}
+
+/// What compiling a route may refer to besides its own text.
+struct Scope<'s, 'a> {
+    env: &'s Environment,
+    contexts: &'s mut HashMap<String, context::Declared<'a>>,
+    regexes: &'s mut RegexCache,
 }
 
 /// serde-saphyr's default budget (250,000 nodes) stops near 8,000 routes in one file; rule files
@@ -137,20 +169,21 @@ fn yaml_options() -> serde_saphyr::Options {
 }
 
 fn compile_route(
-    raw: RawRoute,
+    raw: &RawRoute,
     at: Loc,
     field: &str,
-    ctx: &Context,
-    regexes: &mut RegexCache,
+    scope: &mut Scope<'_, '_>,
     r: &mut Reporter,
 ) -> Option<Route> {
+    let (ctx, regexes) = (scope.env, &mut *scope.regexes);
     let before = r.count();
     let name = raw.name.value.clone();
     if !is_valid_name(&name) {
         r.report((&raw.name).into(), format!("{field}.name"),
             "route names must be non-empty and use only letters, digits, '-', '_' and '.' (they become metric labels)");
     }
-    let m = raw.matches.map(|m| m.value).unwrap_or_default();
+    let no_match = RawMatch::default();
+    let m = raw.matches.as_ref().map_or(&no_match, |m| &m.value);
     let methods = m
         .methods
         .iter()
@@ -229,24 +262,30 @@ fn compile_route(
             })
         })
         .collect::<Vec<_>>();
-    let publish = raw.publish.as_ref().and_then(|p| {
-        publish::compile(
-            p,
-            &format!("{field}.publish"),
-            &name,
-            &path,
-            &raw.target.value,
-            r,
-        )
-    });
     let target = compile_target(
         &raw.target,
         &format!("{field}.target"),
+        &name,
         &path,
         &methods,
         ctx,
+        scope.contexts,
         r,
     );
+    let context = raw
+        .target
+        .value
+        .context
+        .as_ref()
+        .and_then(|c| scope.contexts.get_mut(&c.value));
+    let has_sticky = raw.target.value.sticky.is_some()
+        || context.as_ref().is_some_and(|c| c.raw.sticky.is_some());
+    if let Some(c) = context {
+        c.shadowed |= raw.shadow.is_some();
+    }
+    let publish = raw.publish.as_ref().and_then(|p| {
+        publish::compile(p, &format!("{field}.publish"), &name, &path, has_sticky, r)
+    });
     let shadow = raw.shadow.as_ref().and_then(|s| {
         shadow::compile(
             s,
@@ -266,7 +305,7 @@ fn compile_route(
         name,
         file: r.file().clone(),
         line: at.line,
-        priority: raw.priority.map_or(0, |p| p.value),
+        priority: raw.priority.as_ref().map_or(0, |p| p.value),
         methods,
         host,
         path,

@@ -6,14 +6,14 @@ use super::fields::{header_name, jsonpath, redactions};
 use crate::diag::{Loc, Reporter};
 use crate::path::PathPattern;
 use crate::publish::*;
-use crate::raw::{RawPublish, RawRef, RawStatus, RawTarget};
+use crate::raw::{RawPublish, RawRef, RawStatus};
 
 pub(super) fn compile(
     p: &Spanned<RawPublish>,
     field: &str,
     route: &str,
     path: &Option<PathPattern>,
-    target: &RawTarget,
+    has_sticky: bool,
     r: &mut Reporter,
 ) -> Option<Publish> {
     let raw = &p.value;
@@ -43,7 +43,6 @@ pub(super) fn compile(
             "event type is empty",
         );
     }
-    let has_sticky = target.sticky.is_some();
     let ctx = RefCtx { path, has_sticky };
     let subject = raw
         .subject

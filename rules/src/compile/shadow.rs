@@ -4,7 +4,7 @@ use http::Method;
 use serde_saphyr::Spanned;
 use strangler_shadow::{JsonRules, Pattern, Tolerance, Unordered};
 
-use super::Context;
+use super::Environment;
 use super::fields::{header_name, known_service, percent_bp, redactions};
 use crate::diag::{Loc, Reporter};
 use crate::raw::{RawCompare, RawNoise, RawShadow, RawShadowLimits};
@@ -23,7 +23,7 @@ pub(super) fn compile(
     route: &str,
     target: Option<&Target>,
     publishes: bool,
-    ctx: &Context,
+    ctx: &Environment,
     r: &mut Reporter,
 ) -> Option<Shadow> {
     let raw = &s.value;

@@ -2,7 +2,7 @@
 
 use http::Method;
 
-use crate::{Context, RuleSet, SourceFile, compile};
+use crate::{Environment, RuleSet, SourceFile, compile};
 
 fn files(yaml: &str) -> [SourceFile; 1] {
     [SourceFile {
@@ -11,8 +11,8 @@ fn files(yaml: &str) -> [SourceFile; 1] {
     }]
 }
 
-fn ctx() -> Context {
-    Context {
+fn ctx() -> Environment {
+    Environment {
         services: Some(vec!["orders".into(), "legacy-2".into()]),
     }
 }

@@ -1,0 +1,148 @@
+//! Gated rollouts in the proxy. The request path reads the weight in force for each context
+//! ([`Rollouts::weight`]: the stored rollout state, or the monolith for everything while the
+//! kill switch is on) and records what each context's requests did ([`Rollouts::record`]).
+//! In the background every replica writes its figures to the store and picks up the states
+//! there ([`sync`]); one replica at a time (a store lease) runs the decisions ([`controller`]).
+//! Commands from people go through [`commands`]. The decisions themselves are
+//! `strangler-rollout`'s, pure.
+
+pub mod commands;
+pub mod controller;
+pub mod sync;
+mod webhook;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use strangler_rollout::{Evidence, State};
+use strangler_rules::Route;
+use strangler_store::Store;
+
+use crate::metrics::RolloutMetrics;
+
+/// What every replica applies: each rolled-out context's weight, and the kill switch.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    /// Contexts with a rollout plan, by name: their stored state.
+    pub states: HashMap<String, State>,
+    pub kill_switch: bool,
+}
+
+/// `host-pid-startms`: tells replicas (and restarts) apart in the evidence table.
+fn replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        strangler_store::now_ms()
+    )
+}
+
+/// The rollout side of the proxy, shared by the request path, the admin API and the background
+/// tasks.
+pub struct Rollouts {
+    pub(crate) store: Store,
+    overlay: ArcSwap<Overlay>,
+    /// This replica's figures per context since they were last written.
+    window: Mutex<HashMap<String, Evidence>>,
+    /// Names this replica in the evidence table.
+    pub(crate) replica: String,
+    pub(crate) metrics: RolloutMetrics,
+}
+
+/// How often replicas write their figures and read the states (a new weight is in force on
+/// every replica within twice this).
+pub const SYNC_EVERY: Duration = Duration::from_millis(500);
+
+impl Rollouts {
+    pub fn new(store: Store, metrics: RolloutMetrics) -> Arc<Rollouts> {
+        Arc::new(Rollouts {
+            store,
+            overlay: ArcSwap::default(),
+            window: Mutex::default(),
+            replica: replica_name(),
+            metrics,
+        })
+    }
+
+    /// The share of `route`'s traffic to its new service now, in basis points: 0 while the kill
+    /// switch is on; a rolled-out context's stored weight (0 until it has one); else the rule's.
+    pub fn weight(&self, route: &Route) -> u16 {
+        let overlay = self.overlay.load();
+        if overlay.kill_switch {
+            return 0;
+        }
+        match route.context().and_then(|c| overlay.states.get(c)) {
+            Some(s) => s.weight_bp,
+            None => route.weight_bp(),
+        }
+    }
+
+    /// Whether the kill switch is on.
+    pub fn killed(&self) -> bool {
+        self.overlay.load().kill_switch
+    }
+
+    pub(crate) fn overlay(&self) -> arc_swap::Guard<Arc<Overlay>> {
+        self.overlay.load()
+    }
+
+    pub(crate) fn set_overlay(&self, o: Overlay) {
+        self.overlay.store(Arc::new(o));
+    }
+
+    /// Records one request of a rolled-out context: the side that served it, its status (0 when
+    /// none was sent) and how long the upstream took.
+    pub fn record(&self, context: &str, service: bool, status: u16, took: Duration) {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let e = match w.get_mut(context) {
+            Some(e) => e,
+            None => w.entry(context.to_string()).or_default(),
+        };
+        let side = if service {
+            e.step_requests += 1;
+            &mut e.service
+        } else {
+            &mut e.legacy
+        };
+        side.requests += 1;
+        if status >= 500 || status == 0 {
+            side.errors += 1;
+        }
+        side.latency
+            .record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Records one shadow comparison of a rolled-out context's route.
+    pub fn record_shadow(&self, context: &str, matched: bool) {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let e = match w.get_mut(context) {
+            Some(e) => e,
+            None => w.entry(context.to_string()).or_default(),
+        };
+        e.shadow_compared += 1;
+        e.shadow_matched += u64::from(matched);
+    }
+
+    /// Whether `context` is rolled out (its figures are worth recording).
+    pub fn tracks(&self, context: &str) -> bool {
+        self.overlay.load().states.contains_key(context)
+    }
+
+    /// Takes the figures gathered since the last call.
+    pub(crate) fn take_window(&self) -> HashMap<String, Evidence> {
+        std::mem::take(&mut *self.window.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts figures back (their write failed): the next write carries them.
+    pub(crate) fn restore_window(&self, figures: HashMap<String, Evidence>) {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        for (c, e) in figures {
+            w.entry(c).or_default().merge(&e);
+        }
+    }
+}

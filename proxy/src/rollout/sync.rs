@@ -1,0 +1,90 @@
+//! Every replica, every [`super::SYNC_EVERY`]: writes the figures its requests gathered to the
+//! store (the controller, wherever it runs, decides on every replica's), and applies the stored
+//! states and the kill switch to its own requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tracing::warn;
+
+use super::{Overlay, Rollouts};
+use crate::reload::LiveRules;
+
+impl Rollouts {
+    /// One round: figures out, states in. Errors are logged; the previous states stay in force.
+    pub async fn sync(&self, rules: &LiveRules) {
+        let figures = self.take_window();
+        if !figures.is_empty() {
+            let rows: Vec<_> = figures
+                .iter()
+                .map(|(c, e)| (c.clone(), e.clone()))
+                .collect();
+            if let Err(e) = self
+                .store
+                .rollouts()
+                .record_evidence(&self.replica, strangler_store::now_ms(), &rows)
+                .await
+            {
+                warn!(error = %e, "Rollout figures not written; kept for the next try");
+                self.restore_window(figures);
+            }
+        }
+        match self.read_overlay(rules).await {
+            Ok(o) => {
+                self.metrics.show(&o, &rules.current().rules);
+                self.set_overlay(o);
+            }
+            Err(e) => warn!(error = %e, "Rollout states not read; the last ones stay in force"),
+        }
+    }
+
+    /// The stored states of the contexts the rules give a plan, and the kill switch.
+    async fn read_overlay(
+        &self,
+        rules: &LiveRules,
+    ) -> Result<Overlay, strangler_store::StoreError> {
+        let r = self.store.rollouts();
+        let kill = r.kill_switch().await?;
+        let current = rules.current();
+        let planned: Vec<&str> = current
+            .rules
+            .contexts()
+            .iter()
+            .filter(|c| c.rollout.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
+        let mut states = HashMap::new();
+        for s in r.all().await? {
+            if planned.contains(&s.context.as_str()) {
+                states.insert(s.context, s.state);
+            }
+        }
+        // A planned context without a stored state yet is at 0 % (never the rules' weight).
+        for c in planned {
+            states
+                .entry(c.to_string())
+                .or_insert_with(|| strangler_rollout::State {
+                    step: 0,
+                    weight_bp: 0,
+                    phase: strangler_rollout::Phase::Paused,
+                    since_ms: 0,
+                    checked_ms: 0,
+                    failures: 0,
+                    reason: "waiting for the controller".into(),
+                    generation: 0,
+                });
+        }
+        Ok(Overlay {
+            states,
+            kill_switch: kill.on,
+        })
+    }
+}
+
+/// Runs [`Rollouts::sync`] until the process stops.
+pub async fn run(rollouts: Arc<Rollouts>, rules: Arc<LiveRules>) {
+    loop {
+        rollouts.sync(&rules).await;
+        tokio::time::sleep(super::SYNC_EVERY).await;
+    }
+}

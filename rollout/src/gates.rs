@@ -1,0 +1,138 @@
+//! The gates of a check, each with the figure it measured, so the audit log and the metrics can
+//! say what decided.
+
+use serde::Serialize;
+
+use crate::{Evidence, Gates};
+
+/// One gate at one check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateResult {
+    /// `match_rate`, `error_rate`, `p99_latency` or `webhook`.
+    pub gate: &'static str,
+    /// What was measured (the match rate, the 5xx increase, the p99 ratio), when it could be.
+    pub value: Option<f64>,
+    /// What it had to stay within.
+    pub threshold: Option<f64>,
+    /// `None`: no data to judge by yet (the check neither passes nor fails).
+    pub passed: Option<bool>,
+    pub detail: String,
+}
+
+/// Every configured gate against `e`.
+pub fn check_gates(g: &Gates, e: &Evidence) -> Vec<GateResult> {
+    let mut out = Vec::new();
+    if let Some(min) = g.match_rate {
+        out.push(if e.shadow_compared == 0 {
+            open(
+                "match_rate",
+                Some(min),
+                "no shadow comparison since the last check",
+            )
+        } else {
+            let rate = e.shadow_matched as f64 / e.shadow_compared as f64;
+            judged(
+                "match_rate",
+                rate,
+                min,
+                rate >= min,
+                format!(
+                    "{:.2} % of {} comparisons matched, at least {:.2} % needed",
+                    rate * 100.0,
+                    e.shadow_compared,
+                    min * 100.0
+                ),
+            )
+        });
+    }
+    if let Some(max) = g.error_rate_max_increase {
+        out.push(match e.service.error_rate() {
+            None => open("error_rate", Some(max), "the new service served no request"),
+            Some(new) => {
+                // Without monolith traffic (at 100 %), the baseline is no errors at all.
+                let base = e.legacy.error_rate().unwrap_or(0.0);
+                let increase = new - base;
+                judged(
+                    "error_rate",
+                    increase,
+                    max,
+                    increase <= max + 1e-12,
+                    format!(
+                        "5xx {:.2} % on the new service against {:.2} % on the monolith, at most +{:.2}pp",
+                        new * 100.0,
+                        base * 100.0,
+                        max * 100.0
+                    ),
+                )
+            }
+        });
+    }
+    if let Some(max) = g.p99_max_ratio {
+        let new = e.service.latency.quantile_ms(0.99);
+        let base = e.legacy.latency.quantile_ms(0.99);
+        out.push(match (new, base) {
+            (None, _) => open(
+                "p99_latency",
+                Some(max),
+                "the new service served no request",
+            ),
+            (Some(new), None) => GateResult {
+                gate: "p99_latency",
+                value: None,
+                threshold: Some(max),
+                passed: Some(true),
+                detail: format!("p99 {new:.1} ms; no monolith traffic to compare with"),
+            },
+            (Some(new), Some(base)) => {
+                let ratio = new / base;
+                judged(
+                    "p99_latency",
+                    ratio,
+                    max,
+                    ratio <= max,
+                    format!("p99 {new:.1} ms against the monolith's {base:.1} ms, at most ×{max}"),
+                )
+            }
+        });
+    }
+    if let Some(w) = &g.webhook {
+        out.push(match &e.webhook {
+            None => open("webhook", None, "not called yet"),
+            Some(Ok(())) => GateResult {
+                gate: "webhook",
+                value: None,
+                threshold: None,
+                passed: Some(true),
+                detail: format!("{} answered 2xx", w.url),
+            },
+            Some(Err(why)) => GateResult {
+                gate: "webhook",
+                value: None,
+                threshold: None,
+                passed: Some(false),
+                detail: format!("{}: {why}", w.url),
+            },
+        });
+    }
+    out
+}
+
+fn open(gate: &'static str, threshold: Option<f64>, detail: &str) -> GateResult {
+    GateResult {
+        gate,
+        value: None,
+        threshold,
+        passed: None,
+        detail: detail.into(),
+    }
+}
+
+fn judged(gate: &'static str, value: f64, threshold: f64, ok: bool, detail: String) -> GateResult {
+    GateResult {
+        gate,
+        value: Some(value),
+        threshold: Some(threshold),
+        passed: Some(ok),
+        detail,
+    }
+}

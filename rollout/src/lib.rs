@@ -1,0 +1,316 @@
+//! Gated rollouts, decided without side effects: given a context's [`Plan`], its stored
+//! [`State`], the [`Evidence`] gathered since the last check and the time, [`decide`] says
+//! whether to hold, step up, roll back or finish. Manual commands ([`command`]) and rule edits
+//! ([`rebase`]) are the only other ways a state changes. No sockets, no clock, no store: the
+//! proxy's controller runs these and keeps the state.
+//!
+//! The semantics, as Flagger and Argo Rollouts users expect:
+//! - A check happens once per `interval` at a step. It passes when every gate holds; a step is
+//!   left (to the next one) at a passing check once the new service served `min_requests` at it.
+//! - A failing check counts; `failure_limit` failing checks in a row roll the context back to
+//!   0 % at once, and it stays there until someone resumes it. A passing check resets the count.
+//! - A `pause` step holds the weight reached until someone promotes.
+//! - Weights only rise along the plan; a rule edit never raises one ([`rebase`]).
+
+mod evidence;
+mod gates;
+mod plan;
+
+#[cfg(test)]
+mod tests;
+
+pub use evidence::{Evidence, LatencyHistogram, SideFigures};
+pub use gates::{GateResult, check_gates};
+pub use plan::{Gates, Plan, Step, Webhook};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Checked every interval, stepping up on passing checks.
+    Progressing,
+    /// Held at its weight (a `pause` step, a manual pause or a weight set by hand).
+    Paused,
+    /// At 0 % after failing checks or a manual rollback, until resumed.
+    RolledBack,
+    /// At the last step (100 %), done.
+    Completed,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 4] = [
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::RolledBack,
+        Phase::Completed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Progressing => "progressing",
+            Phase::Paused => "paused",
+            Phase::RolledBack => "rolled_back",
+            Phase::Completed => "completed",
+        }
+    }
+}
+
+/// A context's rollout state, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Index of the current step in the plan.
+    pub step: usize,
+    /// The weight in force, basis points to the new service (0–10,000).
+    pub weight_bp: u16,
+    pub phase: Phase,
+    /// When the current step (or phase) began, and when it was last checked (ms since epoch).
+    pub since_ms: i64,
+    pub checked_ms: i64,
+    /// Failing checks in a row.
+    pub failures: u32,
+    /// Why the state is what it is.
+    pub reason: String,
+    /// Bumped at every change: replicas apply a weight once per generation.
+    pub generation: u64,
+}
+
+impl State {
+    /// A new rollout at the plan's first step.
+    pub fn start(plan: &Plan, now_ms: i64) -> State {
+        let mut s = State {
+            step: 0,
+            weight_bp: 0,
+            phase: Phase::Progressing,
+            since_ms: now_ms,
+            checked_ms: now_ms,
+            failures: 0,
+            reason: "started".into(),
+            generation: 1,
+        };
+        s.enter(plan, 0, now_ms);
+        s
+    }
+
+    /// Moves to step `i` (its weight, or a pause at the weight reached).
+    fn enter(&mut self, plan: &Plan, i: usize, now_ms: i64) {
+        self.step = i;
+        match plan.steps[i] {
+            Step::Weight(bp) => {
+                self.weight_bp = bp;
+                self.phase = if i + 1 == plan.steps.len() && bp == 10_000 {
+                    Phase::Completed
+                } else {
+                    Phase::Progressing
+                };
+            }
+            Step::Pause => self.phase = Phase::Paused,
+        }
+        self.since_ms = now_ms;
+        self.checked_ms = now_ms;
+        self.failures = 0;
+    }
+}
+
+/// What a check decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Nothing changes (not due, not enough requests, a gate without data, a failing check
+    /// under the limit, or not progressing).
+    Hold { reason: String },
+    /// To the next step.
+    Step { to: usize, weight_bp: u16 },
+    /// To 0 %, rolled back.
+    Rollback { reason: String },
+}
+
+/// One check of a progressing rollout. Returns the decision, the gate figures behind it and the
+/// new state (the same as `state` when nothing changed but the check's bookkeeping).
+pub fn decide(
+    plan: &Plan,
+    state: &State,
+    evidence: &Evidence,
+    now_ms: i64,
+) -> (Decision, Vec<GateResult>, State) {
+    let mut next = state.clone();
+    let hold = |reason: &str| Decision::Hold {
+        reason: reason.into(),
+    };
+    if state.phase != Phase::Progressing {
+        return (hold(state.phase.as_str()), Vec::new(), next);
+    }
+    let interval = i64::try_from(plan.interval_ms).unwrap_or(i64::MAX);
+    if now_ms.saturating_sub(state.checked_ms) < interval {
+        return (hold("the check is not due"), Vec::new(), next);
+    }
+    next.checked_ms = now_ms;
+    let gates = check_gates(&plan.gates, evidence);
+    if let Some(failed) = gates.iter().find(|g| g.passed == Some(false)) {
+        next.failures += 1;
+        if next.failures >= plan.failure_limit {
+            let reason = format!(
+                "{} failed {} checks in a row ({})",
+                failed.gate, next.failures, failed.detail
+            );
+            next.weight_bp = 0;
+            next.phase = Phase::RolledBack;
+            next.since_ms = now_ms;
+            next.reason = reason.clone();
+            next.generation += 1;
+            return (Decision::Rollback { reason }, gates, next);
+        }
+        let reason = format!(
+            "{} failed ({}), {} of {} failures",
+            failed.gate, failed.detail, next.failures, plan.failure_limit
+        );
+        next.reason = reason.clone();
+        return (Decision::Hold { reason }, gates, next);
+    }
+    next.failures = 0;
+    if let Some(open) = gates.iter().find(|g| g.passed.is_none()) {
+        let reason = format!("{} has no data yet ({})", open.gate, open.detail);
+        next.reason = reason.clone();
+        return (Decision::Hold { reason }, gates, next);
+    }
+    if evidence.step_requests < plan.min_requests {
+        let reason = format!(
+            "{} of {} requests served by the new service at this step",
+            evidence.step_requests, plan.min_requests
+        );
+        next.reason = reason.clone();
+        return (Decision::Hold { reason }, gates, next);
+    }
+    if state.step + 1 >= plan.steps.len() {
+        // The last step is not 100 % (else the state would be completed): it holds.
+        return (hold("at the plan's last step"), gates, next);
+    }
+    next.enter(plan, state.step + 1, now_ms);
+    next.reason = "every gate held".into();
+    next.generation += 1;
+    (
+        Decision::Step {
+            to: next.step,
+            weight_bp: next.weight_bp,
+        },
+        gates,
+        next,
+    )
+}
+
+/// A person's command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Hold at the current weight.
+    Pause,
+    /// Continue: a paused rollout where it is, a rolled-back one from the first step.
+    Resume,
+    /// Past the current step now (out of a `pause` step, or skipping the wait).
+    Promote,
+    /// To 0 %, rolled back.
+    Rollback,
+    /// To this weight (basis points), paused there.
+    SetWeight(u16),
+}
+
+/// Applies a command; `Err` says why it does not apply (the state is unchanged).
+pub fn command(plan: &Plan, state: &State, cmd: Command, now_ms: i64) -> Result<State, String> {
+    let mut next = state.clone();
+    match cmd {
+        Command::Pause => {
+            if state.phase != Phase::Progressing {
+                return Err(format!(
+                    "the rollout is {}, not progressing",
+                    state.phase.as_str()
+                ));
+            }
+            next.phase = Phase::Paused;
+            next.reason = "paused by hand".into();
+        }
+        Command::Resume => match state.phase {
+            Phase::Paused => {
+                next.phase = Phase::Progressing;
+                next.since_ms = now_ms;
+                next.checked_ms = now_ms;
+                next.failures = 0;
+                next.reason = "resumed".into();
+                // A weight set by hand may sit between steps: continue from the highest step
+                // at or below it (never above what is in force).
+                if plan.steps[state.step].weight_bp() != Some(state.weight_bp) {
+                    next.step = plan.step_at_or_below(state.weight_bp);
+                }
+            }
+            Phase::RolledBack => {
+                next.enter(plan, 0, now_ms);
+                next.reason = "resumed from the first step".into();
+            }
+            p => return Err(format!("the rollout is {}: nothing to resume", p.as_str())),
+        },
+        Command::Promote => {
+            if matches!(state.phase, Phase::Completed | Phase::RolledBack) {
+                return Err(format!(
+                    "the rollout is {}: resume it first",
+                    state.phase.as_str()
+                ));
+            }
+            let Some(i) = plan.next_weight_step(state.step, state.weight_bp) else {
+                return Err("already at the plan's last step".into());
+            };
+            next.enter(plan, i, now_ms);
+            next.reason = "promoted by hand".into();
+        }
+        Command::Rollback => {
+            next.weight_bp = 0;
+            next.phase = Phase::RolledBack;
+            next.since_ms = now_ms;
+            next.failures = 0;
+            next.reason = "rolled back by hand".into();
+        }
+        Command::SetWeight(bp) => {
+            if bp > 10_000 {
+                return Err("a weight is at most 100 %".into());
+            }
+            next.weight_bp = bp;
+            next.phase = Phase::Paused;
+            next.step = plan.step_at_or_below(bp);
+            next.since_ms = now_ms;
+            next.failures = 0;
+            next.reason = format!("weight set by hand to {}", percent(bp));
+        }
+    }
+    next.generation += 1;
+    Ok(next)
+}
+
+/// The state under an edited plan: the current step when its weight is still in the plan,
+/// otherwise the nearest lower one; a rule edit never raises the weight.
+pub fn rebase(new: &Plan, state: &State) -> State {
+    let mut next = state.clone();
+    let i = new.step_at_or_below(state.weight_bp);
+    next.step = i;
+    if matches!(state.phase, Phase::Progressing | Phase::Completed) {
+        let bp = new.steps[i].weight_bp().unwrap_or(0).min(state.weight_bp);
+        if bp != state.weight_bp || state.phase == Phase::Completed {
+            next.weight_bp = bp;
+            next.phase = if bp == 10_000 && i + 1 == new.steps.len() {
+                Phase::Completed
+            } else {
+                Phase::Progressing
+            };
+        }
+    }
+    if next != *state {
+        next.reason = "the plan was edited".into();
+        next.generation += 1;
+    }
+    next
+}
+
+/// `12.5 %`, `30 %`.
+pub fn percent(bp: u16) -> String {
+    if bp.is_multiple_of(100) {
+        format!("{} %", bp / 100)
+    } else {
+        format!("{} %", f64::from(bp) / 100.0)
+    }
+}

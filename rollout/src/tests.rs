@@ -1,0 +1,302 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn plan(steps: &[Step]) -> Plan {
+    Plan {
+        steps: steps.to_vec(),
+        interval_ms: 1_000,
+        min_requests: 10,
+        gates: Gates {
+            match_rate: None,
+            error_rate_max_increase: Some(0.005),
+            p99_max_ratio: None,
+            webhook: None,
+        },
+        failure_limit: 2,
+    }
+}
+
+fn w(pct: u16) -> Step {
+    Step::Weight(pct * 100)
+}
+
+/// `requests` served by each side, `errors` of them 5xx on the new one.
+fn evidence(requests: u64, errors: u64) -> Evidence {
+    Evidence {
+        legacy: SideFigures {
+            requests,
+            ..Default::default()
+        },
+        service: SideFigures {
+            requests,
+            errors,
+            ..Default::default()
+        },
+        step_requests: requests,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_healthy_rollout_steps_to_completion() {
+    let p = plan(&[w(1), w(25), w(100)]);
+    let mut s = State::start(&p, 0);
+    assert_eq!((s.weight_bp, s.phase), (100, Phase::Progressing));
+    // Not due before the interval.
+    let (d, _, same) = decide(&p, &s, &evidence(50, 0), 999);
+    assert!(matches!(d, Decision::Hold { .. }));
+    assert_eq!(same, s);
+    for (t, want) in [(1_000, 2_500), (2_000, 10_000)] {
+        let (d, gates, next) = decide(&p, &s, &evidence(50, 0), t);
+        assert_eq!(gates[0].passed, Some(true));
+        assert!(matches!(d, Decision::Step { weight_bp, .. } if weight_bp == want));
+        s = next;
+    }
+    assert_eq!(s.phase, Phase::Completed);
+    assert!(matches!(
+        decide(&p, &s, &evidence(50, 0), 9_000).0,
+        Decision::Hold { .. }
+    ));
+}
+
+#[test]
+fn failing_checks_roll_back_at_the_limit_and_a_pass_resets_the_count() {
+    let p = plan(&[w(10), w(50), w(100)]);
+    let s = State::start(&p, 0);
+    let (d, _, s) = decide(&p, &s, &evidence(100, 5), 1_000);
+    assert!(matches!(d, Decision::Hold { .. }), "{d:?}");
+    assert_eq!((s.failures, s.weight_bp), (1, 1_000));
+    // A passing check in between resets the count (and, with enough requests, steps).
+    let (_, _, s2) = decide(&p, &s, &evidence(100, 0), 2_000);
+    assert_eq!((s2.failures, s2.weight_bp), (0, 5_000));
+    let (d, gates, s) = decide(&p, &s, &evidence(100, 5), 2_000);
+    assert!(matches!(d, Decision::Rollback { .. }), "{d:?}");
+    assert_eq!(gates[0].passed, Some(false));
+    assert_eq!((s.weight_bp, s.phase), (0, Phase::RolledBack));
+    // It stays there until resumed, from the first step.
+    assert!(matches!(
+        decide(&p, &s, &evidence(100, 0), 10_000).0,
+        Decision::Hold { .. }
+    ));
+    let s = command(&p, &s, Command::Resume, 11_000).unwrap();
+    assert_eq!(
+        (s.weight_bp, s.phase, s.step),
+        (1_000, Phase::Progressing, 0)
+    );
+}
+
+#[test]
+fn too_few_requests_or_no_data_hold_without_failing() {
+    let p = plan(&[w(10), w(100)]);
+    let s = State::start(&p, 0);
+    let (d, _, s) = decide(&p, &s, &evidence(5, 0), 1_000);
+    assert!(
+        matches!(&d, Decision::Hold { reason } if reason.contains("5 of 10")),
+        "{d:?}"
+    );
+    let (d, gates, s) = decide(&p, &s, &evidence(0, 0), 2_000);
+    assert!(
+        matches!(&d, Decision::Hold { reason } if reason.contains("no data")),
+        "{d:?}"
+    );
+    assert_eq!((gates[0].passed, s.failures), (None, 0));
+}
+
+#[test]
+fn a_pause_step_holds_until_promoted() {
+    let p = plan(&[w(10), Step::Pause, w(50), w(100)]);
+    let s = State::start(&p, 0);
+    let (_, _, s) = decide(&p, &s, &evidence(50, 0), 1_000);
+    assert_eq!((s.phase, s.weight_bp, s.step), (Phase::Paused, 1_000, 1));
+    assert!(matches!(
+        decide(&p, &s, &evidence(50, 0), 5_000).0,
+        Decision::Hold { .. }
+    ));
+    let s = command(&p, &s, Command::Promote, 6_000).unwrap();
+    assert_eq!(
+        (s.phase, s.weight_bp, s.step),
+        (Phase::Progressing, 5_000, 2)
+    );
+}
+
+#[test]
+fn commands() {
+    let p = plan(&[w(10), w(50), w(100)]);
+    let s = State::start(&p, 0);
+    let paused = command(&p, &s, Command::Pause, 1).unwrap();
+    assert_eq!(paused.phase, Phase::Paused);
+    assert!(command(&p, &paused, Command::Pause, 2).is_err());
+    let set = command(&p, &s, Command::SetWeight(3_000), 3).unwrap();
+    assert_eq!(
+        (set.phase, set.weight_bp, set.step),
+        (Phase::Paused, 3_000, 0)
+    );
+    // Resuming from a weight set between steps goes on from the step below it; the next
+    // passing check moves to the step above.
+    let resumed = command(&p, &set, Command::Resume, 4).unwrap();
+    assert_eq!(
+        (resumed.phase, resumed.weight_bp, resumed.step),
+        (Phase::Progressing, 3_000, 0)
+    );
+    let (_, _, stepped) = decide(&p, &resumed, &evidence(50, 0), 2_000);
+    assert_eq!(stepped.weight_bp, 5_000);
+    let promoted = command(&p, &set, Command::Promote, 5).unwrap();
+    assert_eq!(promoted.weight_bp, 5_000);
+    // A pause holding 10 % is behind a weight of 30 % set by hand: promoting skips it.
+    let paused = plan(&[w(10), Step::Pause, w(50), w(100)]);
+    let set = command(
+        &paused,
+        &State::start(&paused, 0),
+        Command::SetWeight(3_000),
+        1,
+    )
+    .unwrap();
+    let promoted = command(&paused, &set, Command::Promote, 2).unwrap();
+    assert_eq!((promoted.weight_bp, promoted.step), (5_000, 2));
+    let back = command(&p, &s, Command::Rollback, 6).unwrap();
+    assert_eq!((back.phase, back.weight_bp), (Phase::RolledBack, 0));
+    assert!(command(&p, &back, Command::Promote, 7).is_err());
+    assert!(command(&p, &s, Command::SetWeight(10_001), 8).is_err());
+    assert!(back.generation > s.generation);
+}
+
+#[test]
+fn an_edited_plan_never_raises_the_weight() {
+    let old = plan(&[w(10), w(30), w(100)]);
+    let mut s = State::start(&old, 0);
+    s = command(&old, &s, Command::Promote, 1).unwrap();
+    assert_eq!(s.weight_bp, 3_000);
+    // 30 is still a step: kept.
+    let kept = rebase(&plan(&[w(5), w(30), w(60), w(100)]), &s);
+    assert_eq!((kept.weight_bp, kept.step), (3_000, 1));
+    // 30 is gone: the nearest lower step.
+    let lower = rebase(&plan(&[w(5), w(20), w(60), w(100)]), &s);
+    assert_eq!(
+        (lower.weight_bp, lower.step, lower.phase),
+        (2_000, 1, Phase::Progressing)
+    );
+    assert!(lower.generation > s.generation);
+}
+
+#[test]
+fn latency_quantiles_are_within_a_bucket() {
+    let mut h = LatencyHistogram::default();
+    for us in 1..=1_000u64 {
+        h.record(us * 10); // 10 µs … 10 ms
+    }
+    let p99 = h.quantile_ms(0.99).unwrap();
+    assert!((9.9..=9.9 * 1.08 + 1e-9).contains(&p99), "{p99}");
+    let mut other = LatencyHistogram::default();
+    other.record(5_000_000);
+    h.merge(&other);
+    assert_eq!(h.total(), 1_001);
+    assert!(LatencyHistogram::default().quantile_ms(0.5).is_none());
+}
+
+fn any_plan() -> impl Strategy<Value = Plan> {
+    (
+        prop::collection::btree_set(1u16..=10_000, 1..6),
+        prop::collection::vec(any::<bool>(), 6),
+        1u32..4,
+        0u64..50,
+    )
+        .prop_map(|(weights, pauses, failure_limit, min_requests)| {
+            let mut steps = Vec::new();
+            for (i, bp) in weights.into_iter().enumerate() {
+                steps.push(Step::Weight(bp));
+                if pauses[i] {
+                    steps.push(Step::Pause);
+                }
+            }
+            Plan {
+                steps,
+                interval_ms: 1_000,
+                min_requests,
+                gates: Gates {
+                    match_rate: Some(0.99),
+                    error_rate_max_increase: Some(0.01),
+                    p99_max_ratio: None,
+                    webhook: None,
+                },
+                failure_limit,
+            }
+        })
+}
+
+/// One check's evidence: requests served, errors, comparisons and matches; healthy figures
+/// half of the time (else steps would be rare).
+fn any_evidence() -> impl Strategy<Value = Evidence> {
+    let healthy = (1u64..100).prop_map(|requests| {
+        let mut e = evidence(requests, 0);
+        e.shadow_compared = requests;
+        e.shadow_matched = requests;
+        e
+    });
+    let any = (0u64..100, 0u64..100, 0u64..100, 0u64..=100).prop_map(
+        |(requests, errors, compared, matched)| {
+            let mut e = evidence(requests, errors.min(requests));
+            e.shadow_compared = compared;
+            e.shadow_matched = matched.min(compared);
+            e
+        },
+    );
+    prop_oneof![healthy, any]
+}
+
+proptest! {
+    #[test]
+    fn decisions_keep_the_plans_promises(
+        p in any_plan(),
+        checks in prop::collection::vec((any_evidence(), 0i64..3_000), 1..40),
+    ) {
+        let mut s = State::start(&p, 0);
+        let mut now = 0;
+        let mut failing_in_a_row = 0;
+        for (e, dt) in checks {
+            now += dt;
+            let due = now - s.checked_ms >= 1_000 && s.phase == Phase::Progressing;
+            let (d, gates, next) = decide(&p, &s, &e, now);
+            let failed = gates.iter().any(|g| g.passed == Some(false));
+            // Never above the plan, and a weight is a step's or 0.
+            prop_assert!(next.weight_bp <= p.max_weight_bp());
+            prop_assert!(next.weight_bp == 0 || p.steps.contains(&Step::Weight(next.weight_bp)));
+            match d {
+                Decision::Step { weight_bp, .. } => {
+                    // Only up, only when due, never with a failing gate or too few requests.
+                    prop_assert!(due && !failed);
+                    prop_assert!(e.step_requests >= p.min_requests);
+                    prop_assert!(weight_bp > s.weight_bp || p.steps[next.step] == Step::Pause);
+                }
+                Decision::Rollback { .. } => {
+                    prop_assert!(due && failed);
+                    prop_assert_eq!(next.weight_bp, 0);
+                }
+                Decision::Hold { .. } => prop_assert!(next.weight_bp == s.weight_bp),
+            }
+            if due {
+                failing_in_a_row = if failed { failing_in_a_row + 1 } else { 0 };
+            }
+            // `failure_limit` failing checks in a row always end at 0 %.
+            if failing_in_a_row >= p.failure_limit {
+                prop_assert_eq!(next.weight_bp, 0);
+                prop_assert_eq!(next.phase, Phase::RolledBack);
+                failing_in_a_row = 0;
+            }
+            s = next;
+        }
+    }
+
+    #[test]
+    fn a_plan_edit_never_raises_the_weight(old in any_plan(), new in any_plan(), promotions in 0usize..8) {
+        let mut s = State::start(&old, 0);
+        for i in 0..promotions {
+            if let Ok(n) = command(&old, &s, Command::Promote, i as i64) {
+                s = n;
+            }
+        }
+        let r = rebase(&new, &s);
+        prop_assert!(r.weight_bp <= s.weight_bp);
+        prop_assert!(r.weight_bp == s.weight_bp || new.steps.contains(&Step::Weight(r.weight_bp)));
+    }
+}
