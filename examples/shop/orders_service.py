@@ -5,7 +5,10 @@ own SQLite database. Standard library only. Usage: orders_service.py PORT DB_PAT
 The monolith's order history (history.json) was imported into it before the switch. It answers
 like the monolith except in the ways a shadow comparison is there to find: times in ISO 8601
 ("2026-11-02T09:07:00Z", the monolith says "2026-11-02 09:07:00"), an extra `currency` field, and
-a pricing bug: a teapot line counts one teapot whatever its quantity, so some totals are wrong."""
+a pricing bug: a teapot line counts one teapot whatever its quantity, so some totals are wrong.
+
+A "bad deploy" can be switched on while it runs: `curl -X POST localhost:8082/_control/bad-deploy`
+makes every /api answer a 500 (DELETE switches it off); the rollout rolls back on its own."""
 import datetime
 import json
 import os
@@ -20,6 +23,7 @@ PORT, DB = int(sys.argv[1]), sys.argv[2]
 HISTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "history.json")
 PRICES = {"tea": 450, "mug": 1200, "pot": 3900}
 lock = threading.Lock()
+bad_deploy = threading.Event()
 db = sqlite3.connect(DB, check_same_thread=False)
 db.execute("""CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL,
               items TEXT NOT NULL, total_cents INTEGER NOT NULL, status TEXT NOT NULL,
@@ -58,7 +62,27 @@ class Orders(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    def control(self):
+        """`/_control/bad-deploy`: POST turns every /api answer into a 500, DELETE undoes it."""
+        if self.path.split("?")[0] != "/_control/bad-deploy":
+            return False
+        (bad_deploy.set if self.command == "POST" else bad_deploy.clear)()
+        self.send_json(200, {"bad_deploy": bad_deploy.is_set()})
+        return True
+
+    def failing(self):
+        if bad_deploy.is_set():
+            self.send_json(500, {"error": "internal error (bad deploy)"})
+            return True
+        return False
+
+    def do_DELETE(self):
+        if not self.control():
+            self.send_json(404, {"error": "not found"})
+
     def do_GET(self):
+        if self.failing():
+            return
         m = re.fullmatch(r"/api/orders/(\d+)", self.path.split("?")[0])
         if not m:
             return self.send_json(404, {"error": "not found"})
@@ -71,9 +95,19 @@ class Orders(BaseHTTPRequestHandler):
                              "total_cents": row[3], "currency": "EUR", "status": row[4], "created_at": row[5]})
 
     def do_POST(self):
+        n = int(self.headers.get("content-length") or 0)
+        if self.control() or self.failing():
+            return
+        if m := re.fullmatch(r"/api/orders/(\d+)/cancel", self.path.split("?")[0]):
+            self.rfile.read(n)
+            with lock:
+                cur = db.execute("UPDATE orders SET status = 'cancelled' WHERE id = ?", (m[1],))
+                db.commit()
+            if cur.rowcount == 0:
+                return self.send_json(404, {"error": "no such order"})
+            return self.send_json(200, {"id": int(m[1]), "status": "cancelled"})
         if self.path.split("?")[0] != "/api/orders":
             return self.send_json(404, {"error": "not found"})
-        n = int(self.headers.get("content-length") or 0)
         try:
             doc = json.loads(self.rfile.read(n) or b"{}")
         except ValueError:

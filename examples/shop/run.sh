@@ -50,7 +50,8 @@ cat <<'TRY'
 strangler is up: proxy http://127.0.0.1:8080, admin http://127.0.0.1:9090
 
 Try:
-  # place orders as ten users: about 30 % are served by the new orders service, each user always by the same side
+  # place orders as ten users: the orders context's share of users is served by the new orders
+  # service, each user always by the same side (placing, reading and cancelling alike)
   for u in alice bob carol dave erin frank grace heidi ivan judy; do
     curl -s -X POST localhost:8080/api/orders -H "x-user-id: $u" -H 'content-type: application/json' \
       -d '{"items":[{"sku":"tea","qty":2}]}'; echo
@@ -64,7 +65,7 @@ Try:
   # routes, weights and request counts; Prometheus metrics
   curl -s localhost:9090/api/routes
   curl -s localhost:9090/metrics | grep strangler_requests_total
-  # edit examples/shop/rules/orders.yaml (say weight: 60) and save: the proxy reloads at once
+  # edit examples/shop/rules/orders.yaml and save: the proxy reloads at once
 
 TRY
 echo "  # the events published to Kinesis (ORDER_CREATED, USER_REGISTERED), one JSON line each"
@@ -78,6 +79,13 @@ echo "  for id in \$(seq 1 12); do curl -s localhost:8080/api/orders/\$id -H \"x
 echo "  $bin shadow summary --config $here/strangler.yaml      # matches, mismatches, top differences, noise"
 echo "  curl -s 'localhost:9090/api/shadow/mismatches?route=orders-read&pattern=\$.total_cents'"
 echo "  $bin shadow show 1 --config $here/strangler.yaml       # one mismatch whole"
+echo "  # the orders context moves 0 % (shadow only) → 10 → 50 → 100 on its own while traffic flows:"
+echo "  while sleep 0.1; do for u in alice bob carol dave erin; do curl -s -o /dev/null localhost:8080/api/orders/1 -H \"x-user-id: \$u\"; done; done &"
+echo "  $bin rollout status --config $here/strangler.yaml      # weight, phase, step, why"
+echo "  curl -s -X POST localhost:8082/_control/bad-deploy       # the new service now answers 500s: rolled back within ~40 s"
+echo "  $bin rollout audit --config $here/strangler.yaml       # every transition and the figures behind it"
+echo "  curl -s -X DELETE localhost:8082/_control/bad-deploy; $bin rollout resume orders --config $here/strangler.yaml"
+echo "  $bin kill-switch on --config $here/strangler.yaml      # everything to the monolith at once (off: kill-switch off)"
 echo "  # why did a request go where it went?"
 echo "  $bin explain --config $here/strangler.yaml --method POST --path /api/orders -H 'x-user-id: bob' --verbose"
 echo

@@ -183,7 +183,9 @@ impl ProxyHttp for Strangler {
                     .await?;
                 ctx.continue_sent = true;
             }
-            match body::read(session, self.body_limit).await {
+            // Boxed, like `forward::send` below: paths most requests never take, kept out of
+            // this future (pingora boxes it per request and copies it whole).
+            match Box::pin(body::read(session, self.body_limit)).await {
                 body::Read::Complete(b) => {
                     // Parsed down to what the routes read. An empty body is not an anomaly
                     // worth counting: it just matches nothing.
@@ -227,7 +229,9 @@ impl ProxyHttp for Strangler {
         if let Some(b) = whole_body
             && (session.as_downstream().get_retry_buffer().is_none() || needs_response)
         {
-            return forward::send(self, session, ctx, b).await.map(|()| true);
+            return Box::pin(forward::send(self, session, ctx, b))
+                .await
+                .map(|()| true);
         }
         Ok(false)
     }

@@ -19,9 +19,17 @@ pub struct GateResult {
     pub detail: String,
 }
 
-/// Every configured gate against `e`.
-pub fn check_gates(g: &Gates, e: &Evidence) -> Vec<GateResult> {
+/// Every configured gate against `e`, at `weight_bp`. At 0 % (a shadow-only step) the new
+/// service serves nothing: its error and latency gates do not apply and pass.
+pub fn check_gates(g: &Gates, e: &Evidence, weight_bp: u16) -> Vec<GateResult> {
     let mut out = Vec::new();
+    let shadow_only = |gate: &'static str, threshold: f64| GateResult {
+        gate,
+        value: None,
+        threshold: Some(threshold),
+        passed: Some(true),
+        detail: "does not apply at 0 % (shadow only)".into(),
+    };
     if let Some(min) = g.match_rate {
         out.push(if e.shadow_compared == 0 {
             open(
@@ -47,6 +55,7 @@ pub fn check_gates(g: &Gates, e: &Evidence) -> Vec<GateResult> {
     }
     if let Some(max) = g.error_rate_max_increase {
         out.push(match e.service.error_rate() {
+            _ if weight_bp == 0 => shadow_only("error_rate", max),
             None => open("error_rate", Some(max), "the new service served no request"),
             Some(new) => {
                 // Without monolith traffic (at 100 %), the baseline is no errors at all.
@@ -71,6 +80,7 @@ pub fn check_gates(g: &Gates, e: &Evidence) -> Vec<GateResult> {
         let new = e.service.latency.quantile_ms(0.99);
         let base = e.legacy.latency.quantile_ms(0.99);
         out.push(match (new, base) {
+            _ if weight_bp == 0 => shadow_only("p99_latency", max),
             (None, _) => open(
                 "p99_latency",
                 Some(max),

@@ -145,7 +145,7 @@ pub fn decide(
         return (hold("the check is not due"), Vec::new(), next);
     }
     next.checked_ms = now_ms;
-    let gates = check_gates(&plan.gates, evidence);
+    let gates = check_gates(&plan.gates, evidence, state.weight_bp);
     if let Some(failed) = gates.iter().find(|g| g.passed == Some(false)) {
         next.failures += 1;
         if next.failures >= plan.failure_limit {
@@ -173,7 +173,8 @@ pub fn decide(
         next.reason = reason.clone();
         return (Decision::Hold { reason }, gates, next);
     }
-    if evidence.step_requests < plan.min_requests {
+    // At 0 % nothing is served by the new service: only time and the shadow count.
+    if state.weight_bp > 0 && evidence.step_requests < plan.min_requests {
         let reason = format!(
             "{} of {} requests served by the new service at this step",
             evidence.step_requests, plan.min_requests

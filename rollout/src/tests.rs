@@ -104,6 +104,35 @@ fn too_few_requests_or_no_data_hold_without_failing() {
 }
 
 #[test]
+fn a_shadow_only_step_needs_only_its_interval_and_the_shadow() {
+    let mut p = plan(&[w(0), w(10), w(100)]);
+    p.gates.p99_max_ratio = Some(1.2);
+    let s = State::start(&p, 0);
+    assert_eq!(s.weight_bp, 0);
+    // No request served by the new service, none needed at 0 %.
+    let (d, gates, s) = decide(&p, &s, &Evidence::default(), 1_000);
+    assert!(
+        matches!(
+            d,
+            Decision::Step {
+                weight_bp: 1_000,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert!(gates.iter().all(|g| g.passed == Some(true)), "{gates:?}");
+    // With a match-rate gate the shadow decides.
+    p.gates.match_rate = Some(0.99);
+    let s0 = State::start(&p, 0);
+    let mut e = Evidence::default();
+    (e.shadow_compared, e.shadow_matched) = (100, 50);
+    let (d, _, _) = decide(&p, &s0, &e, 1_000);
+    assert!(matches!(d, Decision::Hold { .. }), "{d:?}");
+    assert_eq!(s.weight_bp, 1_000);
+}
+
+#[test]
 fn a_pause_step_holds_until_promoted() {
     let p = plan(&[w(10), Step::Pause, w(50), w(100)]);
     let s = State::start(&p, 0);

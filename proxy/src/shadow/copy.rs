@@ -41,7 +41,8 @@ pub(super) async fn send(
     {
         return Copied::Error(e.to_string());
     }
-    let exchange = async {
+    // Boxed: pingora's session futures are kilobytes, and the timeout would move them.
+    let exchange = Box::pin(async {
         let (mut client, _reused) = connector.get_http_session(&to.peer).await?;
         client.write_request_header(Box::new(req)).await?;
         if !body.is_empty() {
@@ -68,7 +69,7 @@ pub(super) async fn send(
             headers: header.1,
             body: answer,
         }))
-    };
+    });
     let bound = to.cfg.total_timeout + to.cfg.read_timeout;
     match tokio::time::timeout(bound, exchange).await {
         Ok(Ok(Some(answer))) => Copied::Answer(answer, started.elapsed()),

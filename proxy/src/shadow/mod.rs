@@ -31,6 +31,9 @@ use crate::upstream::UpstreamPeer;
 pub use copy::Copied;
 pub use settle::Request;
 
+/// Idle connections the copies' pool keeps.
+const POOL: usize = 1024;
+
 /// Hashes a redacted value (`mode: hash`).
 pub type Hasher = Arc<dyn Fn(&[u8]) -> String + Send + Sync>;
 
@@ -150,7 +153,11 @@ impl Shadowing {
         let rt = runtime()?;
         Ok(Shadowing {
             rt,
-            connector: Arc::new(Connector::new(None)),
+            // Room to keep a connection per copy in flight to a slow target (the default pool
+            // keeps 128, and a copy past it would open and close a connection each time).
+            connector: Arc::new(Connector::new(Some(
+                pingora::connectors::ConnectorOptions::new(POOL),
+            ))),
             metrics,
             routes: Mutex::default(),
             writer,
@@ -249,10 +256,11 @@ impl Shadowing {
         let (connector, to, limit) = (Arc::clone(&self.connector), Arc::clone(&ctx.to), ctx.limit);
         let secondary = ctx.secondary.take();
         self.rt.spawn(async move {
-            let copy = copy::send(&connector, &to, req, body.clone(), limit);
+            // Boxed: an exchange's future is kilobytes, and would be copied at each move.
+            let copy = Box::pin(copy::send(&connector, &to, req, body.clone(), limit));
             let answers = match secondary {
                 Some((peer, req)) => {
-                    let second = copy::send(&connector, &peer, req, body, limit);
+                    let second = Box::pin(copy::send(&connector, &peer, req, body, limit));
                     let (copy, second) = tokio::join!(copy, second);
                     Answers {
                         copy,
@@ -402,8 +410,8 @@ impl Shadowing {
     }
 }
 
-/// A current-thread runtime on a thread of its own (`strangler-shadow`), kept running for the
-/// process's life; its handle spawns copies and comparisons.
+/// A current-thread runtime on a thread of its own (`strangler-shadow`, at the lowest CPU
+/// priority), kept running for the process's life; its handle spawns copies and comparisons.
 fn runtime() -> std::io::Result<tokio::runtime::Handle> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -411,8 +419,29 @@ fn runtime() -> std::io::Result<tokio::runtime::Handle> {
     let handle = rt.handle().clone();
     std::thread::Builder::new()
         .name("strangler-shadow".into())
-        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+        .spawn(move || {
+            lowest_priority();
+            rt.block_on(std::future::pending::<()>());
+        })?;
     Ok(handle)
+}
+
+/// Puts the calling thread last for the CPU (SCHED_BATCH, nice 19): when the proxy is busy, its
+/// workers (the clients' requests) go first and copies wait; past the in-flight cap they are
+/// skipped, never queued without bound. With idle CPU they run at once.
+fn lowest_priority() {
+    use thread_priority::ThreadPriority;
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id,
+    };
+    if let Err(e) = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+    ) {
+        tracing::warn!(error = ?e, "Cannot lower the shadow thread's CPU priority; copies compete with requests");
+    }
 }
 
 /// Seconds since the Unix epoch (the store's clock).
