@@ -269,8 +269,10 @@ async fn postgres_replicas_share_the_kill_switch_and_the_decisions() {
         ["every gate held", "every gate held", "rollout started"],
         "started once, stepped twice"
     );
-    wait_for("everyone on the new side through B", Duration::from_secs(2), || async {
-        on_new(&b).await == 40
-    })
+    wait_for(
+        "everyone on the new side through B",
+        Duration::from_secs(2),
+        || async { on_new(&b).await == 40 },
+    )
     .await;
 }
