@@ -182,11 +182,17 @@ pub fn decide(
         next.reason = reason.clone();
         return (Decision::Hold { reason }, gates, next);
     }
-    if state.step + 1 >= plan.steps.len() {
+    // Below its own step (an edited plan whose lowest step is above the weight reached): that
+    // step comes next; else the one after it.
+    let below = plan.steps[state.step]
+        .weight_bp()
+        .is_some_and(|w| w > state.weight_bp);
+    let to = if below { state.step } else { state.step + 1 };
+    if to >= plan.steps.len() {
         // The last step is not 100 % (else the state would be completed): it holds.
         return (hold("at the plan's last step"), gates, next);
     }
-    next.enter(plan, state.step + 1, now_ms);
+    next.enter(plan, to, now_ms);
     next.reason = "every gate held".into();
     next.generation += 1;
     (

@@ -206,6 +206,12 @@ fn an_edited_plan_never_raises_the_weight() {
         (2_000, 1, Phase::Progressing)
     );
     assert!(lower.generation > s.generation);
+    // Every step is above it: the weight stays, and the plan's first step comes next.
+    let above = plan(&[w(60), w(100)]);
+    let kept = rebase(&above, &s);
+    assert_eq!((kept.weight_bp, kept.step), (3_000, 0));
+    let (_, _, next) = decide(&above, &kept, &evidence(50, 0), 10_000);
+    assert_eq!(next.weight_bp, 6_000);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::client::get;
+use crate::client::{Reply, get};
 use crate::store::Store;
 
 /// The `strangler` binary of this workspace, built once per test process in the profile the
@@ -314,6 +314,20 @@ impl Proxy {
         let tmp = self.dir.path().join(format!(".{file}.tmp"));
         std::fs::write(&tmp, yaml).unwrap();
         std::fs::rename(&tmp, self.rules_dir().join(file)).unwrap();
+    }
+
+    /// `method path` on the admin API with an empty body (a command: `POST /api/kill-switch`).
+    pub async fn admin_call(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = http::Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("a valid request");
+        crate::client::request(self.admin, req)
+            .await
+            .expect("the admin API answers")
     }
 
     /// The admin API's JSON at `path`.

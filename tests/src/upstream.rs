@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 #[derive(Debug, Clone, Copy)]
 pub enum Behaviour {
     /// Answers JSON describing the request: upstream, method, uri, headers, body length and hash
-    /// (status 200, or the request's `x-reply-status`).
+    /// (status 200, or the request's `x-reply-status`); or the request's `x-reply-body-<name>`
+    /// header as its JSON body, when there is one for this upstream.
     Echo,
     /// Sends the request body back as the response body.
     EchoBody,
@@ -140,6 +141,21 @@ async fn answer(
             .header("x-upstream", name)
             .body(Full::new(body))
             .unwrap(),
+        // `x-reply-body-<name>`: this upstream answers that JSON instead of describing the
+        // request (two sides answering differently to the same request).
+        _ if parts
+            .headers
+            .contains_key(format!("x-reply-body-{name}").as_str()) =>
+        {
+            let body = parts.headers[format!("x-reply-body-{name}").as_str()]
+                .as_bytes()
+                .to_vec();
+            Response::builder()
+                .header("x-upstream", name)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        }
         Behaviour::Echo | Behaviour::Slow(_) | Behaviour::Status(_) => {
             if let Behaviour::Slow(d) = b {
                 tokio::time::sleep(d).await;

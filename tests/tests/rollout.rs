@@ -320,34 +320,23 @@ async fn mutating_admin_calls_want_the_token() {
         .store(&store)
         .start()
         .await;
-    let bare = client::request(
-        p.admin,
-        http::Request::post("/api/kill-switch")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let bare = p.admin_call("POST", "/api/kill-switch", &[]).await;
     assert_eq!(bare.status, 401);
-    let wrong = client::request(
-        p.admin,
-        http::Request::post("/api/kill-switch")
-            .header("authorization", "Bearer nope")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let wrong = p
+        .admin_call(
+            "POST",
+            "/api/kill-switch",
+            &[("authorization", "Bearer nope")],
+        )
+        .await;
     assert_eq!(wrong.status, 401);
-    let right = client::request(
-        p.admin,
-        http::Request::post("/api/kill-switch")
-            .header("authorization", "Bearer s3cret")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let right = p
+        .admin_call(
+            "POST",
+            "/api/kill-switch",
+            &[("authorization", "Bearer s3cret")],
+        )
+        .await;
     assert_eq!(right.status, 200);
     // Reading stays open.
     assert_eq!(get(p.admin, "/api/rollouts", &[]).await.status, 200);
@@ -373,4 +362,53 @@ async fn mutating_admin_calls_want_the_token() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("not on loopback and no admin token"), "{err}");
+}
+
+#[tokio::test]
+async fn a_plan_edit_never_raises_the_weight() {
+    let store = Store::sqlite();
+    let (_legacy, _new, p) = start(&rules("[10, 50, 100]", "1h"), &store).await;
+    wait_state(&p, "the first step", Duration::from_secs(10), |s| {
+        s["weight_bp"] == 1_000
+    })
+    .await;
+    let promoted = p
+        .admin_call("POST", "/api/rollouts/orders/promote", &[])
+        .await;
+    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    // 50 is no longer a step: the nearest lower one, 30.
+    let before = p.generation().await;
+    p.write_rules("r.yaml", &rules("[10, 30, 100]", "1h"));
+    wait_for("the reload", Duration::from_secs(10), || async {
+        p.generation().await > before
+    })
+    .await;
+    let s = wait_state(&p, "the rebased state", Duration::from_secs(5), |s| {
+        s["weight_bp"] == 3_000
+    })
+    .await;
+    assert_eq!(
+        (s["step"].as_u64(), s["phase"].as_str()),
+        (Some(1), Some("progressing"))
+    );
+    // A plan with higher steps only: the weight does not jump up to them.
+    let before = p.generation().await;
+    p.write_rules("r.yaml", &rules("[60, 100]", "1h"));
+    wait_for("the reload", Duration::from_secs(10), || async {
+        p.generation().await > before
+    })
+    .await;
+    wait_state(&p, "the rebased state", Duration::from_secs(5), |s| {
+        s["reason"] == "the plan was edited" && s["weight_bp"].as_u64() <= Some(3_000)
+    })
+    .await;
+    let audit = p.admin_json("/api/audit?context=orders&limit=5").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "the plan was edited" && e["to_weight_bp"] == 3_000),
+        "{audit}"
+    );
 }

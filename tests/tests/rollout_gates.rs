@@ -193,14 +193,7 @@ async fn postgres_replicas_share_the_kill_switch_and_the_decisions() {
     )
     .await;
     // The kill switch, turned on through A, reaches B within 2 s.
-    let on = client::request(
-        a.admin,
-        http::Request::post("/api/kill-switch")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let on = a.admin_call("POST", "/api/kill-switch", &[]).await;
     assert_eq!(on.status, 200);
     let started = Instant::now();
     wait_for(
@@ -210,14 +203,7 @@ async fn postgres_replicas_share_the_kill_switch_and_the_decisions() {
     )
     .await;
     assert!(started.elapsed() < Duration::from_secs(2));
-    let off = client::request(
-        b.admin,
-        http::Request::delete("/api/kill-switch")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let off = b.admin_call("DELETE", "/api/kill-switch", &[]).await;
     assert_eq!(off.status, 200);
     wait_for(
         "A serves the new side again",
@@ -231,14 +217,9 @@ async fn postgres_replicas_share_the_kill_switch_and_the_decisions() {
         state(&b, "orders").await["phase"] == "paused"
     })
     .await;
-    let promoted = client::request(
-        a.admin,
-        http::Request::post("/api/rollouts/orders/promote")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let promoted = a
+        .admin_call("POST", "/api/rollouts/orders/promote", &[])
+        .await;
     assert_eq!(promoted.status, 200, "{}", promoted.text());
     a.kill9();
     let deadline = Instant::now() + Duration::from_secs(20);

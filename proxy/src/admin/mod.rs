@@ -262,6 +262,31 @@ struct Call<'a> {
     actor: &'a str,
 }
 
+/// A query string's parameters, read the same way by every endpoint.
+struct Params<'a>(Option<&'a str>);
+
+impl Params<'_> {
+    fn text(&self, name: &str) -> Option<String> {
+        self.0
+            .and_then(|q| strangler_rules::request::query_param(q, name))
+            .map(|v| v.into_owned())
+    }
+
+    /// A whole number, or a 400 naming the parameter.
+    fn number(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.text(name)
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("`{name}` must be a whole number, got `{v}`"),
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
 /// The most request-body bytes an admin call reads (its JSON is small).
 const BODY_LIMIT: usize = 64 << 10;
 

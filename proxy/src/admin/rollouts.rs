@@ -4,7 +4,6 @@
 use http::StatusCode;
 use serde_json::json;
 use strangler_rollout::Command;
-use strangler_rules::request::query_param;
 
 use super::{Admin, ApiError, Call, Reply, json_reply};
 use crate::rollout::commands::CommandError;
@@ -68,26 +67,17 @@ impl Admin {
 
     /// `GET /api/audit?context=&limit=&before=`: transitions newest first.
     pub(super) async fn audit(&self, query: Option<&str>) -> Reply {
-        let param = |name: &str| {
-            query
-                .and_then(|q| query_param(q, name))
-                .map(|v| v.into_owned())
-        };
-        let number = |name: &str| -> Result<Option<i64>, ApiError> {
-            param(name)
-                .map(|v| {
-                    v.parse().map_err(|_| {
-                        ApiError::new(StatusCode::BAD_REQUEST, format!("{name} must be a number"))
-                    })
-                })
-                .transpose()
-        };
-        let limit = number("limit")?.unwrap_or(50);
+        let params = super::Params(query);
+        let limit = params.number("limit")?.unwrap_or(50);
         let entries = self
             .rollouts
             .store
             .rollouts()
-            .audit(param("context").as_deref(), number("before")?, limit)
+            .audit(
+                params.text("context").as_deref(),
+                params.number("before")?,
+                limit,
+            )
             .await?;
         let next = (entries.len() as i64 == limit.clamp(1, 1000))
             .then(|| entries.last().map(|e| e.id))

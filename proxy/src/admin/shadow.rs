@@ -3,7 +3,6 @@
 
 use http::StatusCode;
 use serde_json::json;
-use strangler_rules::request::query_param;
 use strangler_store::mismatches::Query;
 
 use super::{Admin, ApiError, Reply, json_reply};
@@ -29,28 +28,12 @@ impl Admin {
     /// `GET /api/shadow/mismatches?route=&pattern=&limit=&before=`: newest first; `before` is
     /// the last id of the previous page (`next_before` in the answer).
     pub(super) async fn mismatches(&self, query: Option<&str>) -> Reply {
-        let param = |name: &str| -> Option<String> {
-            query
-                .and_then(|q| query_param(q, name))
-                .map(|v| v.into_owned())
-        };
-        let number = |name: &str| -> Result<Option<i64>, ApiError> {
-            param(name)
-                .map(|v| {
-                    v.parse().map_err(|_| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            format!("`{name}` must be a whole number, got `{v}`"),
-                        )
-                    })
-                })
-                .transpose()
-        };
+        let params = super::Params(query);
         let q = Query {
-            route: param("route"),
-            pattern: param("pattern"),
-            before: number("before")?,
-            limit: number("limit")?.unwrap_or(50),
+            route: params.text("route"),
+            pattern: params.text("pattern"),
+            before: params.number("before")?,
+            limit: params.number("limit")?.unwrap_or(50),
         };
         let found = self.dual_write.outbox.store().mismatches().list(&q).await?;
         let next = (found.len() as i64 == q.limit.clamp(1, 1000))
