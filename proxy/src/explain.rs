@@ -147,6 +147,29 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
                         t.service,
                         f64::from(t.weight_bp) / 100.0
                     );
+                    if let Some(c) = t.context.as_deref().and_then(|c| rules.context(c)) {
+                        match &c.rollout {
+                            Some(plan) => {
+                                let steps: Vec<String> = plan
+                                    .steps
+                                    .iter()
+                                    .map(|s| match s.weight_bp() {
+                                        Some(bp) => strangler_rollout::percent(bp),
+                                        None => "pause".into(),
+                                    })
+                                    .collect();
+                                println!(
+                                    "context:  {} (rollout {}; the weight in force is the controller's: `strangler rollout status`; shown here at 0 %)",
+                                    c.name,
+                                    steps.join(" → ")
+                                );
+                            }
+                            None => println!(
+                                "context:  {} (its routes share the weight and the sticky key)",
+                                c.name
+                            ),
+                        }
+                    }
                     let sticky = t
                         .sticky
                         .as_ref()

@@ -262,6 +262,34 @@ fn explain_shows_where_a_shadow_copy_goes_and_what_is_compared() {
 }
 
 #[test]
+fn explain_names_a_routes_context_and_its_rollout() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "strangler.yaml", CONFIG);
+    write(
+        d.path(),
+        "rules/a.yaml",
+        "contexts:\n  - name: orders\n    service: orders\n    sticky: { header: x-user }\n    rollout: { steps: [0, 10, pause, 100], interval: 1m }\nroutes:\n  - name: read\n    match: { path: { prefix: /api/orders } }\n    target: { context: orders }\n",
+    );
+    let (code, out, err) = run(
+        &[
+            "explain",
+            "--config",
+            "strangler.yaml",
+            "--path",
+            "/api/orders/7",
+            "-H",
+            "x-user: alice",
+        ],
+        d.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("context:  orders (rollout 0 % → 10 % → pause → 100 %;"),
+        "{out}"
+    );
+}
+
+#[test]
 fn explain_shows_the_event_a_write_would_publish() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "strangler.yaml", CONFIG);

@@ -20,10 +20,11 @@ impl Admin {
             .zip(&loaded.route_stats)
             .map(|(r, stats)| {
                 // A route pinned to the monolith has no weight to show: `null`, and `pinned`.
+                // The weight in force: a rollout's or the kill switch's when they apply.
                 let (service, weight, sticky) = match &r.target {
                     Target::Service(s) => (
                         s.service.as_str(),
-                        Some(f64::from(s.weight_bp) / 100.0),
+                        Some(f64::from(self.rollouts.weight(r)) / 100.0),
                         s.sticky.as_ref().map(|k| k.describe()),
                     ),
                     Target::Legacy => (strangler_rules::LEGACY, None, None),
@@ -34,6 +35,7 @@ impl Admin {
                 };
                 json!({
                     "name": r.name,
+                    "context": r.context(),
                     "file": format!("{}:{}", r.file, r.line),
                     "priority": r.priority,
                     "target": service,
