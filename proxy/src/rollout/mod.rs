@@ -52,6 +52,8 @@ pub struct Rollouts {
     /// Names this replica in the evidence table.
     pub(crate) replica: String,
     pub(crate) metrics: RolloutMetrics,
+    /// The store failed at the last sync (its warning was logged once).
+    store_failing: std::sync::atomic::AtomicBool,
 }
 
 /// How often replicas write their figures and read the states (a new weight is in force on
@@ -66,6 +68,7 @@ impl Rollouts {
             window: Mutex::default(),
             replica: replica_name(),
             metrics,
+            store_failing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

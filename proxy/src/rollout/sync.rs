@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tracing::warn;
+use std::sync::atomic::Ordering;
+
+use tracing::{debug, info, warn};
 
 use super::{Overlay, Rollouts};
 use crate::reload::LiveRules;
@@ -25,16 +27,32 @@ impl Rollouts {
                 .record_evidence(&self.replica, strangler_store::now_ms(), &rows)
                 .await
             {
-                warn!(error = %e, "Rollout figures not written; kept for the next try");
+                self.store_trouble(&e, "Rollout figures not written; kept for the next try");
                 self.restore_window(figures);
+                return;
             }
         }
         match self.read_overlay(rules).await {
             Ok(o) => {
+                if self.store_failing.swap(false, Ordering::Relaxed) {
+                    info!("Rollout states read again");
+                }
                 self.metrics.show(&o, &rules.current().rules);
                 self.set_overlay(o);
             }
-            Err(e) => warn!(error = %e, "Rollout states not read; the last ones stay in force"),
+            Err(e) => {
+                self.store_trouble(&e, "Rollout states not read; the last ones stay in force");
+            }
+        }
+    }
+
+    /// Logs a store failure once when it starts (every 500 ms would flood the log), then at
+    /// debug level until the store answers again.
+    fn store_trouble(&self, e: &strangler_store::StoreError, what: &str) {
+        if self.store_failing.swap(true, Ordering::Relaxed) {
+            debug!(error = %e, "{what}");
+        } else {
+            warn!(error = %e, "{what}");
         }
     }
 
