@@ -12,6 +12,7 @@ pub mod decision;
 pub mod dual_write;
 pub mod errors;
 pub mod explain;
+pub mod iam_cmd;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use strangler::{check, config, explain, rollout_cmd, serve, shadow_cmd, stream_cmd, telemetry};
+use strangler::{
+    check, config, explain, iam_cmd, rollout_cmd, serve, shadow_cmd, stream_cmd, telemetry,
+};
 
 /// pingora allocates per request (headers, buffers, futures); glibc's malloc was ~12 % of the
 /// proxy's CPU in `perf` on the pass-through benchmark. mimalloc's thread-local free lists cut that.
@@ -50,6 +52,9 @@ enum Command {
     /// The running proxy's rollouts: status, pause, resume, promote, rollback, set-weight, audit.
     #[command(subcommand)]
     Rollout(rollout_cmd::RolloutCommand),
+    /// Print the least-privilege IAM policy for the streams the rules publish to.
+    #[command(name = "iam-policy")]
+    IamPolicy(iam_cmd::IamPolicyArgs),
     /// Every context to the monolith at once, on every replica (or back).
     #[command(subcommand, name = "kill-switch")]
     KillSwitch(rollout_cmd::KillSwitchCommand),
@@ -83,6 +88,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Shadow(cmd) => match shadow_cmd::run(&cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strangler: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::IamPolicy(args) => match iam_cmd::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("strangler: {e:#}");
