@@ -12,6 +12,8 @@ pub struct Metrics {
     pub outbox_oldest_age: prometheus::GaugeVec,
     /// 1 while Kinesis takes the stream's calls, 0 while whole calls fail (throttling aside).
     pub stream_up: prometheus::IntGaugeVec,
+    /// 1 when the stream has server-side encryption on, 0 when off (checked at start and reload).
+    pub stream_encrypted: prometheus::IntGaugeVec,
     pub put_duration: HistogramVec,
     pub throttled: IntCounterVec,
     pub records_per_put: HistogramVec,
@@ -68,6 +70,13 @@ impl Metrics {
                 ),
                 &["stream"],
             )?,
+            stream_encrypted: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "strangler_stream_encrypted",
+                    "1 when the stream has server-side encryption on, 0 when off (DescribeStreamSummary at start and after reloads)",
+                ),
+                &["stream"],
+            )?,
             put_duration: HistogramVec::new(
                 HistogramOpts::new(
                     "strangler_kinesis_put_duration_seconds",
@@ -109,6 +118,7 @@ impl Metrics {
         registry.register(Box::new(m.outbox_depth.clone()))?;
         registry.register(Box::new(m.outbox_oldest_age.clone()))?;
         registry.register(Box::new(m.stream_up.clone()))?;
+        registry.register(Box::new(m.stream_encrypted.clone()))?;
         registry.register(Box::new(m.put_duration.clone()))?;
         registry.register(Box::new(m.throttled.clone()))?;
         registry.register(Box::new(m.records_per_put.clone()))?;

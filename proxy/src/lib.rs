@@ -21,6 +21,7 @@ pub mod rollout_cmd;
 pub mod serve;
 pub mod shadow;
 pub mod shadow_cmd;
+pub mod stream_check;
 pub mod stream_cmd;
 pub mod telemetry;
 pub mod upstream;

@@ -109,6 +109,14 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
             rules: Arc::clone(&rules),
         },
     );
+    let checks = background_service(
+        "strangler stream checks",
+        StreamChecks {
+            cfg: cfg.clone(),
+            rules: Arc::clone(&rules),
+            metrics: dual_write.metrics.clone(),
+        },
+    );
     let reloader = background_service("strangler rules", Reloader { rules });
     let relay = background_service(
         "strangler relay",
@@ -124,6 +132,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     server.add_service(reloader);
     server.add_service(relay);
     server.add_service(rollout);
+    server.add_service(checks);
     info!(config = %cfg.file.display(), rules = %cfg.rules.display(), listen = ?cfg.listen, admin = %cfg.admin, workers = cfg.workers, store = %cfg.store_url, "strangler starting");
     server.run_forever();
 }
@@ -176,6 +185,28 @@ impl BackgroundService for RolloutTasks {
         tokio::select! {
             () = sync => {}
             () = control => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// The publish streams' security checks (see `stream_check`).
+struct StreamChecks {
+    cfg: Config,
+    rules: Arc<LiveRules>,
+    metrics: strangler_events::Metrics,
+}
+
+#[async_trait]
+impl BackgroundService for StreamChecks {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let run = crate::stream_check::run(
+            self.cfg.clone(),
+            Arc::clone(&self.rules),
+            self.metrics.clone(),
+        );
+        tokio::select! {
+            () = run => {}
             _ = shutdown.changed() => {}
         }
     }

@@ -69,3 +69,54 @@ async fn the_iam_policy_names_every_stream_of_the_example() {
     // Described, not guessed: no note on stderr.
     assert!(!stderr.contains("cannot describe"), "{stderr}");
 }
+
+#[tokio::test]
+async fn streams_without_encryption_are_reported_at_start() {
+    let k = KinesisLocal::start().await;
+    let c = client(&k.endpoint());
+    for s in ["sealed", "open"] {
+        create_stream(&c, s).await;
+    }
+    c.start_stream_encryption()
+        .stream_name("sealed")
+        .encryption_type(aws_sdk_kinesis::types::EncryptionType::Kms)
+        .key_id("alias/aws/kinesis")
+        .send()
+        .await
+        .expect("StartStreamEncryption");
+    let rules = r#"
+routes:
+  - name: a
+    match: { methods: [POST], path: { prefix: /a } }
+    target: { service: legacy }
+    publish: { stream: sealed, type: A, source: test, partition_key: { request.path: true } }
+  - name: b
+    match: { methods: [POST], path: { prefix: /b } }
+    target: { service: legacy }
+    publish: { stream: open, type: B, source: test, partition_key: { request.path: true } }
+"#;
+    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
+    let p = ProxyBuilder::new(legacy.addr)
+        .rules("r.yaml", rules)
+        .kinesis(&k.endpoint())
+        .start()
+        .await;
+    let gauge = |s: &str| format!("strangler_stream_encrypted{{stream=\"{s}\"}}");
+    wait_for(
+        "both streams checked",
+        std::time::Duration::from_secs(20),
+        || async {
+            let text = get(p.admin, "/metrics", &[]).await.text();
+            text.contains(&gauge("sealed")) && text.contains(&gauge("open"))
+        },
+    )
+    .await;
+    assert_eq!(p.metric(&gauge("sealed")).await, 1.0);
+    assert_eq!(p.metric(&gauge("open")).await, 0.0);
+    let logs = p.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("server-side encryption off") && l.contains("open")),
+        "{logs}"
+    );
+}
