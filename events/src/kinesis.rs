@@ -162,3 +162,24 @@ pub async fn read_stream(
     }
     Ok(out)
 }
+
+/// DescribeStreamSummary for a stream given by name or ARN (as rule files give it), within
+/// `limit`; the error as readable text.
+pub async fn describe(
+    c: &Client,
+    stream: &str,
+    limit: Duration,
+) -> Result<aws_sdk_kinesis::types::StreamDescriptionSummary, String> {
+    let call = c.describe_stream_summary();
+    let call = if stream.starts_with("arn:") {
+        call.stream_arn(stream)
+    } else {
+        call.stream_name(stream)
+    };
+    let out = tokio::time::timeout(limit, call.send())
+        .await
+        .map_err(|_| format!("no answer within {limit:?}"))?
+        .map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())?;
+    out.stream_description_summary
+        .ok_or_else(|| "no stream description".to_string())
+}

@@ -105,19 +105,7 @@ fn policy(arns: &[String], keys: &[String]) -> serde_json::Value {
 }
 
 async fn describe(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Described, String> {
-    let call = client.describe_stream_summary();
-    let call = if stream.starts_with("arn:") {
-        call.stream_arn(stream)
-    } else {
-        call.stream_name(stream)
-    };
-    let out = tokio::time::timeout(Duration::from_secs(5), call.send())
-        .await
-        .map_err(|_| "no answer within 5 s".to_string())?
-        .map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())?;
-    let d = out
-        .stream_description_summary()
-        .ok_or("no stream description")?;
+    let d = strangler_events::kinesis::describe(client, stream, Duration::from_secs(5)).await?;
     // The AWS-managed key (`alias/aws/kinesis`) needs no grant of its own.
     let key = d
         .key_id()

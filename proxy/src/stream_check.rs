@@ -90,19 +90,7 @@ pub async fn run(cfg: Config, rules: Arc<LiveRules>, metrics: Metrics) {
 }
 
 async fn check(c: &aws_sdk_kinesis::Client, stream: &str) -> Result<bool, String> {
-    let call = c.describe_stream_summary();
-    let call = if stream.starts_with("arn:") {
-        call.stream_arn(stream)
-    } else {
-        call.stream_name(stream)
-    };
-    let out = tokio::time::timeout(Duration::from_secs(10), call.send())
-        .await
-        .map_err(|_| "no answer within 10 s".to_string())?
-        .map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())?;
-    let d = out
-        .stream_description_summary()
-        .ok_or("no stream description")?;
+    let d = strangler_events::kinesis::describe(c, stream, Duration::from_secs(10)).await?;
     Ok(d.encryption_type()
         .is_some_and(|t| *t != aws_sdk_kinesis::types::EncryptionType::None))
 }

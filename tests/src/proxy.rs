@@ -330,6 +330,15 @@ impl Proxy {
             .expect("the admin API answers")
     }
 
+    /// A context's stored rollout state (`GET /api/rollouts`), `null` when it has none.
+    pub async fn rollout_state(&self, context: &str) -> Value {
+        let v = self.admin_json("/api/rollouts").await;
+        v["contexts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["context"] == context))
+            .map_or(Value::Null, |c| c["state"].clone())
+    }
+
     /// The admin API's JSON at `path`.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         get(self.admin, path, &[]).await.json()

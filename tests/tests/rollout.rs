@@ -49,8 +49,7 @@ async fn start(rules: &str, store: &Store) -> (Upstream, Upstream, Proxy) {
 
 /// The context's state as `GET /api/rollouts` shows it.
 async fn state(p: &Proxy) -> Value {
-    let v = p.admin_json("/api/rollouts").await;
-    v["contexts"][0]["state"].clone()
+    p.rollout_state("orders").await
 }
 
 async fn wait_state(p: &Proxy, what: &str, limit: Duration, f: impl Fn(&Value) -> bool) -> Value {

@@ -9,13 +9,7 @@ use serde_json::Value;
 use strangler_tests::*;
 
 async fn state(p: &Proxy, context: &str) -> Value {
-    let v = p.admin_json("/api/rollouts").await;
-    v["contexts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["context"] == context)
-        .map_or(Value::Null, |c| c["state"].clone())
+    p.rollout_state(context).await
 }
 
 /// Sends requests to `paths` as 20 users each until `done` holds for every context named, or

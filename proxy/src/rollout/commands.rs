@@ -79,7 +79,7 @@ impl Rollouts {
                 .save(context, &next, &plan_key(plan), expected, Some(&audit))
                 .await?
             {
-                self.transition(context, command_name(cmd), &next);
+                self.transition(context, command_name(cmd));
                 return Ok(next);
             }
         }

@@ -62,7 +62,7 @@ impl Rollouts {
                     .save(&c.name, &state, &key, None, Some(&audit))
                     .await?
                 {
-                    self.transition(&c.name, "started", &state);
+                    self.transition(&c.name, "started");
                 }
                 continue;
             };
@@ -89,7 +89,7 @@ impl Rollouts {
                     .await?
                     && audit.is_some()
                 {
-                    self.transition(&c.name, "plan_edited", &state);
+                    self.transition(&c.name, "plan_edited");
                 }
                 continue;
             }
@@ -142,7 +142,7 @@ impl Rollouts {
                         info!(context = %c.name, weight = %strangler_rollout::percent(next.weight_bp), "Rollout stepped");
                     }
                 }
-                self.transition(&c.name, reason, &next);
+                self.transition(&c.name, reason);
             }
         }
         Ok(())
@@ -168,7 +168,7 @@ impl Rollouts {
         }
     }
 
-    pub(crate) fn transition(&self, context: &str, reason: &str, _to: &State) {
+    pub(crate) fn transition(&self, context: &str, reason: &str) {
         self.metrics
             .transitions
             .with_label_values(&[context, reason])
