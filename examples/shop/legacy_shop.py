@@ -77,6 +77,12 @@ class Shop(BaseHTTPRequestHandler):
                 if not row:
                     return self.send_json(404, {"error": "no such user"})
                 return self.send_json(200, {"id": row[0], "name": row[1], "email": row[2]})
+            if path == "/api/orders":
+                user = self.headers.get("x-user-id") or "anonymous"
+                rows = db.execute("SELECT id, total_cents, status, created_at FROM orders WHERE user_id = ? "
+                                  "ORDER BY created_at DESC, id DESC", (user,)).fetchall()
+                return self.send_json(200, {"user_id": user, "served_by": "legacy-shop", "orders": [
+                    {"id": i, "total_cents": t, "status": s, "created_at": c} for i, t, s, c in rows]})
             if m := re.fullmatch(r"/api/orders/(\d+)", path):
                 row = db.execute("SELECT id, user_id, items, total_cents, status, created_at FROM orders WHERE id = ?",
                                  (m[1],)).fetchone()

@@ -2,7 +2,10 @@
 """The new "orders" microservice of the example: the orders part of the shop, carved out, with its
 own SQLite database. Standard library only. Usage: orders_service.py PORT DB_PATH
 
-The monolith's order history (history.json) was imported into it before the switch. It answers
+The monolith's order history (history.json) was imported into it before the switch; since then
+the projector (consumers/, a strangler-consumer of the shop-orders stream) writes every order the
+shop takes, on either side, and every cancellation into the same table: the service answers
+`GET /api/orders/{id}` and `GET /api/orders` (the caller's orders) from that read model. It answers
 like the monolith except in the ways a shadow comparison is there to find: times in ISO 8601
 ("2026-11-02T09:07:00Z", the monolith says "2026-11-02 09:07:00"), an extra `currency` field, and
 a pricing bug: a teapot line counts one teapot whatever its quantity, so some totals are wrong.
@@ -24,7 +27,10 @@ HISTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "history.json
 PRICES = {"tea": 450, "mug": 1200, "pot": 3900}
 lock = threading.Lock()
 bad_deploy = threading.Event()
-db = sqlite3.connect(DB, check_same_thread=False)
+db = sqlite3.connect(DB, check_same_thread=False, timeout=10)
+# WAL: the projector (consumers/) writes the orders it reads from shop-orders into this table
+# while the service reads and writes it.
+db.execute("PRAGMA journal_mode=WAL")
 db.execute("""CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL,
               items TEXT NOT NULL, total_cents INTEGER NOT NULL, status TEXT NOT NULL,
               created_at TEXT NOT NULL)""")
@@ -83,6 +89,8 @@ class Orders(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.failing():
             return
+        if self.path.split("?")[0] == "/api/orders":
+            return self.list_orders()
         m = re.fullmatch(r"/api/orders/(\d+)", self.path.split("?")[0])
         if not m:
             return self.send_json(404, {"error": "not found"})
@@ -93,6 +101,15 @@ class Orders(BaseHTTPRequestHandler):
             return self.send_json(404, {"error": "no such order"})
         self.send_json(200, {"id": row[0], "user_id": row[1], "items": json.loads(row[2]),
                              "total_cents": row[3], "currency": "EUR", "status": row[4], "created_at": row[5]})
+
+    def list_orders(self):
+        """The caller's orders (x-user-id), newest first."""
+        user = self.headers.get("x-user-id") or "anonymous"
+        with lock:
+            rows = db.execute("SELECT id, total_cents, status, created_at FROM orders WHERE user_id = ? "
+                              "ORDER BY created_at DESC, id DESC", (user,)).fetchall()
+        self.send_json(200, {"user_id": user, "orders": [
+            {"id": i, "total_cents": t, "currency": "EUR", "status": s, "created_at": c} for i, t, s, c in rows]})
 
     def do_POST(self):
         n = int(self.headers.get("content-length") or 0)

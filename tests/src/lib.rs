@@ -6,11 +6,13 @@
 
 pub mod client;
 pub mod kinesis;
+pub mod process;
 pub mod proxy;
 pub mod store;
 pub mod upstream;
 
 pub use client::{Reply, get, post, raw_exchange, read_until_closed, request};
+pub use process::{Process, workspace_binary};
 pub use proxy::{Proxy, ProxyBuilder, UpstreamConfig, binary};
 pub use store::{ScratchDb, Store};
 pub use upstream::{Behaviour, Upstream};

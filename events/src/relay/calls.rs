@@ -52,9 +52,12 @@ impl Relay {
     /// next call.
     fn prepare(&mut self, batch: Batch) -> Call {
         let Batch { stream, seqs } = batch;
+        // A map Kinesis contradicted is not used until it is fetched again: rows go out plain
+        // (each by its own key) meanwhile.
         let map = self
             .shards
             .get(&stream)
+            .filter(|s| !s.stale)
             .and_then(|s| s.map.clone())
             .filter(|m| self.cfg.aggregates(&stream) && !m.is_empty());
         let rows: Vec<&Pending> = seqs

@@ -59,6 +59,7 @@ impl Relay {
         let mut done = Vec::with_capacity(seqs.len());
         let mut for_stream = Vec::new();
         let mut rejected = Vec::new();
+        let mut misplaced = Vec::new();
         let mut stream_error = String::new();
         let mut reject_error = String::new();
         let mut rows = seqs.as_slice();
@@ -74,20 +75,25 @@ impl Relay {
                 continue;
             };
             match entry.error_code() {
-                None => {
-                    done.extend_from_slice(carried);
-                    if let (Some(Some(meant)), Some(got)) = (shard_ids.get(i), entry.shard_id())
-                        && meant != got
-                    {
+                None => match (shard_ids.get(i), entry.shard_id()) {
+                    // An aggregate on another shard than the map said (the stream was
+                    // resharded): its events whose keys belong elsewhere are in the wrong
+                    // shard, where consumers drop them (the KCL's rule: a sub-record outside
+                    // the shard's hash range is not the shard's). Its rows are sent again,
+                    // plain until the map is fetched again, no try used; the copies of those
+                    // that were in the right place are duplicates consumers skip by id.
+                    (Some(Some(meant)), Some(got)) if meant != got => {
                         debug!(
                             stream,
                             meant,
                             got,
-                            "Aggregate landed on another shard: refreshing the shard map"
+                            "Aggregate landed on another shard: sending its events again and refreshing the shard map"
                         );
                         self.shards.entry(stream.clone()).or_default().stale = true;
+                        misplaced.extend_from_slice(carried);
                     }
-                }
+                    _ => done.extend_from_slice(carried),
+                },
                 Some(code) => {
                     let failure = Failure::of_record(code);
                     let text = format!("{code}: {}", entry.error_message().unwrap_or(""));
@@ -113,8 +119,10 @@ impl Relay {
         for &seq in &done {
             self.backlog.remove(&stream, seq);
         }
+        self.backlog.release(&stream, &misplaced);
         let mut pass = Pass {
             published: done.len(),
+            retried: misplaced.len(),
             ..Pass::default()
         };
         if for_stream.is_empty() {

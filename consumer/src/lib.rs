@@ -1,0 +1,293 @@
+//! The other end of strangler's dual-write: a Kinesis consumer that builds a service's state
+//! from the events the proxy publishes (CQRS: the read model is a projection of the writes).
+//!
+//! [`Consumer::run`] reads a stream from every shard: `ListShards`, `GetShardIterator` from the
+//! stored checkpoint (`AFTER_SEQUENCE_NUMBER`, else `TRIM_HORIZON`), `GetRecords` with back-off on
+//! empty reads and on throttling, child shards only after their parents are read to the end
+//! ([`lineage`]). Each record is taken apart when it is a KPL aggregate ([`event`]); each event
+//! whose CloudEvents `id` was applied before is skipped; the others go to the application's
+//! [`Handler`] inside one database transaction per batch that also stores the shard's checkpoint
+//! and the applied ids ([`checkpoints`]). A crash (even `kill -9`) rolls back the batch it was in
+//! and the next run reads it again: nothing is applied twice, nothing is skipped.
+//!
+//! The database is the application's own (SQLite or PostgreSQL through `sqlx::Any`, so one
+//! handler's SQL serves both: write `$1` parameters). One running consumer per name and stream:
+//! the name keys the checkpoints and the applied ids, so two applications (a projector and a
+//! notifier) read the same stream independently (fan-out). No network code but Kinesis's and
+//! the database's; no proxy code.
+
+pub mod checkpoints;
+pub mod event;
+pub mod lineage;
+mod progress;
+mod reader;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use sqlx::{AnyConnection, AnyPool};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use event::Event;
+pub use progress::{Progress, ShardProgress};
+
+/// A handler's error: the batch is rolled back and tried again after a back-off (the shard waits:
+/// events of a key are never applied out of order, and none is skipped).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the application does with each event, inside the batch's transaction: write its state
+/// through `tx` (and nothing outside it that cannot be done twice).
+pub trait Handler: Send + Sync + 'static {
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut AnyConnection,
+        event: &'a Event,
+    ) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>>;
+}
+
+/// How a consumer reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The stream, by name or ARN.
+    pub stream: String,
+    /// The consumer's name: it keys the checkpoints and the applied ids.
+    pub name: String,
+    /// Records per `GetRecords` call (Kinesis allows up to 10,000): the most one transaction
+    /// applies.
+    pub batch: i32,
+    /// The longest wait between two reads of a shard that is caught up (the wait starts at
+    /// 200 ms and doubles while reads come back empty). Kinesis allows 5 reads per second per
+    /// shard, shared by every consumer of the stream.
+    pub idle_wait: Duration,
+    /// How often the shard listing is read again for new shards (after a reshard). A shard
+    /// read to its end triggers a listing at once.
+    pub shard_sync: Duration,
+    /// How long applied ids are remembered: an event re-published within it is skipped, after
+    /// it applied again. Longer than the stream's retention is enough for retries; a replay of
+    /// older events is meant to be applied.
+    pub dedupe_for: Duration,
+}
+
+impl Config {
+    pub fn new(stream: impl Into<String>, name: impl Into<String>) -> Config {
+        Config {
+            stream: stream.into(),
+            name: name.into(),
+            batch: 1000,
+            idle_wait: Duration::from_secs(1),
+            shard_sync: Duration::from_secs(10),
+            dedupe_for: Duration::from_secs(7 * 86_400),
+        }
+    }
+
+    /// The stream's name (what checkpoints are stored under) whether it is given by name or ARN.
+    fn stream_name(&self) -> &str {
+        self.stream
+            .rsplit_once(":stream/")
+            .map_or(self.stream.as_str(), |(_, name)| name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("consumer database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+}
+
+/// Opens the application's database for a consumer: `sqlite://path` (created when missing, WAL
+/// so readers of the state never wait for a batch) or `postgres://…`.
+pub async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let sqlite = url.starts_with("sqlite:");
+    let url = if sqlite && !url.contains("mode=") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url.to_string()
+    };
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(if sqlite { 2 } else { 8 })
+        .connect(&url)
+        .await?;
+    if sqlite {
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await?;
+    }
+    Ok(pool)
+}
+
+/// A consumer of one stream.
+pub struct Consumer {
+    client: Client,
+    pool: AnyPool,
+    config: Arc<Config>,
+    progress: Arc<Progress>,
+}
+
+impl Consumer {
+    /// A consumer writing to `pool` (its tables are created when missing).
+    pub async fn new(
+        client: Client,
+        pool: AnyPool,
+        config: Config,
+    ) -> Result<Consumer, ConsumerError> {
+        checkpoints::migrate(&pool).await?;
+        Ok(Consumer {
+            client,
+            pool,
+            config: Arc::new(config),
+            progress: Arc::default(),
+        })
+    }
+
+    /// Counts and per-shard positions, updated as batches commit.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// Reads until `shutdown` turns true (each shard stops after the batch it is applying), or
+    /// the stream cannot be read at all (deleted, access denied).
+    pub async fn run<H: Handler>(
+        self,
+        handler: H,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ConsumerError> {
+        let handler = Arc::new(handler);
+        let stream = self.config.stream_name().to_string();
+        let mut running: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
+        let mut readers: JoinSet<(String, Result<reader::End, ConsumerError>)> = JoinSet::new();
+        let mut last_prune = None::<tokio::time::Instant>;
+        let mut listing_failures = 0u32;
+        info!(stream = %stream, consumer = %self.config.name, "Consumer started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.list_shards().await {
+                Ok(shards) => {
+                    listing_failures = 0;
+                    let stored = checkpoints::load(&self.pool, &self.config.name, &stream).await?;
+                    let finished = stored
+                        .iter()
+                        .filter(|(_, c)| c.finished)
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    for shard in lineage::ready(&shards, &finished) {
+                        if running.contains_key(&shard.id) {
+                            continue;
+                        }
+                        let at = stored.get(&shard.id).cloned().unwrap_or_default();
+                        let r = reader::Reader {
+                            client: self.client.clone(),
+                            pool: self.pool.clone(),
+                            config: Arc::clone(&self.config),
+                            progress: Arc::clone(&self.progress),
+                            shard_id: shard.id.clone(),
+                            hash_range: shard.hash_range,
+                        };
+                        let (h, stop) = (Arc::clone(&handler), shutdown.clone());
+                        let id = shard.id.clone();
+                        let task = readers.spawn(async move { (id, r.run(h, at, stop).await) });
+                        running.insert(shard.id.clone(), task);
+                    }
+                }
+                Err(ListError::Fatal(reason)) => {
+                    readers.abort_all();
+                    return Err(ConsumerError::Stream { stream, reason });
+                }
+                Err(ListError::Retry(reason)) => {
+                    listing_failures += 1;
+                    warn!(stream = %stream, error = %reason, failures = listing_failures, "Cannot list the stream's shards; trying again");
+                }
+            }
+            if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                last_prune = Some(tokio::time::Instant::now());
+                let keep = self.config.dedupe_for.as_millis() as i64;
+                if let Err(e) = checkpoints::prune(&self.pool, &self.config.name, keep).await {
+                    warn!(error = %e, "Cannot forget old applied event ids");
+                }
+            }
+            let wait = if listing_failures > 0 {
+                Duration::from_secs(1 << listing_failures.min(5))
+            } else {
+                self.config.shard_sync
+            };
+            tokio::select! {
+                Some(done) = readers.join_next() => {
+                    let Ok((id, end)) = done else { continue };
+                    running.remove(&id);
+                    match end {
+                        Ok(reader::End::Finished) => info!(shard = %id, "Shard read to its end; its children may start"),
+                        Ok(reader::End::Stopped) => {}
+                        Err(e) => {
+                            readers.abort_all();
+                            return Err(e);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        while readers.join_next().await.is_some() {}
+        info!(stream = %stream, consumer = %self.config.name, "Consumer stopped");
+        Ok(())
+    }
+
+    /// Every shard of the stream (open and closed ones still in retention).
+    async fn list_shards(&self) -> Result<Vec<lineage::Shard>, ListError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let call = self.client.list_shards();
+            let call = match &token {
+                Some(t) => call.next_token(t),
+                None if self.config.stream.starts_with("arn:") => {
+                    call.stream_arn(&self.config.stream)
+                }
+                None => call.stream_name(&self.config.stream),
+            };
+            let page = call.send().await.map_err(|e| {
+                let text = aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string();
+                match e.as_service_error() {
+                    Some(s)
+                        if s.is_resource_not_found_exception()
+                            || s.is_access_denied_exception() =>
+                    {
+                        ListError::Fatal(text)
+                    }
+                    _ => ListError::Retry(text),
+                }
+            })?;
+            out.extend(page.shards().iter().map(|s| lineage::Shard {
+                id: s.shard_id().to_string(),
+                parent: s.parent_shard_id().map(str::to_string),
+                adjacent_parent: s.adjacent_parent_shard_id().map(str::to_string),
+                hash_range: s.hash_key_range().and_then(|r| {
+                    Some((
+                        r.starting_hash_key().parse().ok()?,
+                        r.ending_hash_key().parse().ok()?,
+                    ))
+                }),
+            }));
+            match page.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+enum ListError {
+    Fatal(String),
+    Retry(String),
+}

@@ -1,0 +1,298 @@
+//! One shard, read by polling: an iterator from the checkpoint, `GetRecords` in a loop, each
+//! batch applied and checkpointed in one transaction, until the shard ends (after a reshard) or
+//! the consumer stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use sqlx::{AnyPool, Connection as _};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::checkpoints::{self, Checkpoint};
+use crate::event::{self, Event, Origin, Unreadable};
+use crate::{Config, ConsumerError, Handler, Progress};
+
+pub(crate) enum End {
+    /// Read to its end: the children may start.
+    Finished,
+    /// The consumer is stopping.
+    Stopped,
+}
+
+pub(crate) struct Reader {
+    pub(crate) client: Client,
+    pub(crate) pool: AnyPool,
+    pub(crate) config: Arc<Config>,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) shard_id: String,
+    pub(crate) hash_range: Option<(u128, u128)>,
+}
+
+/// A wait that doubles up to a ceiling, with a little jitter so shards do not poll in step.
+struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    fn step(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            % 1000;
+        now.mul_f64(0.9 + f64::from(jitter) / 5000.0)
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// What a `GetRecords` failure means for the loop.
+enum ReadError {
+    /// Throttled (the shard's read limit, or KMS): wait and read with the same iterator.
+    Throttled(String),
+    /// The iterator is stale: get a new one from the checkpoint.
+    Expired,
+    /// The shard is gone (trimmed, or the stream deleted).
+    Gone(String),
+    /// Anything else (network, timeouts, server errors): wait and start from the checkpoint.
+    Other(String),
+}
+
+impl Reader {
+    pub(crate) async fn run<H: Handler>(
+        self,
+        handler: Arc<H>,
+        mut at: Checkpoint,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<End, ConsumerError> {
+        let idle_min = Duration::from_millis(200).min(self.config.idle_wait);
+        let mut idle = Backoff::new(idle_min, self.config.idle_wait);
+        let mut trouble = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut iterator: Option<String> = None;
+        self.progress.shard(&self.shard_id, |p| {
+            p.sequence_number.clone_from(&at.sequence_number);
+        });
+        debug!(shard = %self.shard_id, from = ?at.sequence_number, "Reading shard");
+        loop {
+            if *stop.borrow() {
+                return Ok(End::Stopped);
+            }
+            let it = match iterator.take() {
+                Some(it) => it,
+                None => match self.iterator(&at).await {
+                    Ok(Some(it)) => it,
+                    Ok(None) => return self.finish(&mut at).await,
+                    Err(ReadError::Gone(reason)) => {
+                        warn!(shard = %self.shard_id, error = %reason, "Shard is gone; taken as read");
+                        return self.finish(&mut at).await;
+                    }
+                    Err(ReadError::Throttled(e) | ReadError::Other(e)) => {
+                        warn!(shard = %self.shard_id, error = %e, "Cannot get a shard iterator; trying again");
+                        pause(trouble.step(), &mut stop).await;
+                        continue;
+                    }
+                    Err(ReadError::Expired) => continue,
+                },
+            };
+            let out = match self.read(&it).await {
+                Ok(out) => out,
+                Err(ReadError::Throttled(e)) => {
+                    debug!(shard = %self.shard_id, error = %e, "Read throttled; backing off");
+                    iterator = Some(it);
+                    pause(trouble.step(), &mut stop).await;
+                    continue;
+                }
+                Err(ReadError::Expired) => continue,
+                Err(ReadError::Gone(reason)) => {
+                    warn!(shard = %self.shard_id, error = %reason, "Shard is gone; taken as read");
+                    return self.finish(&mut at).await;
+                }
+                Err(ReadError::Other(e)) => {
+                    warn!(shard = %self.shard_id, error = %e, "Cannot read the shard; trying again from the checkpoint");
+                    pause(trouble.step(), &mut stop).await;
+                    continue;
+                }
+            };
+            trouble.reset();
+            let behind = out.millis_behind_latest.unwrap_or(0);
+            let ended = out.next_shard_iterator.is_none();
+            let last = out.records.last().map(|r| r.sequence_number().to_string());
+            if let Some(last) = last {
+                let mut events = Vec::new();
+                let mut misplaced = 0;
+                for r in &out.records {
+                    let origin = Origin {
+                        shard_id: &self.shard_id,
+                        hash_range: self.hash_range,
+                        sequence_number: r.sequence_number(),
+                        partition_key: r.partition_key().unwrap_or_default(),
+                    };
+                    let (these, left_out) = event::from_record(origin, r.data().as_ref());
+                    events.extend(these);
+                    misplaced += left_out;
+                }
+                if misplaced > 0 {
+                    debug!(shard = %self.shard_id, misplaced, "Aggregated events outside the shard's range left out (the producer sends them again)");
+                    self.progress.left_out(misplaced as u64);
+                }
+                let next = Checkpoint {
+                    sequence_number: Some(last),
+                    finished: ended,
+                };
+                // Applied until it commits: a failing handler or database holds the shard here
+                // (nothing is skipped), trying again with a growing wait.
+                let mut failing = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+                loop {
+                    match self.apply(&*handler, &events, &next).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            warn!(shard = %self.shard_id, sequence_number = ?next.sequence_number, error = %e, "Batch not applied; trying again");
+                            pause(failing.step(), &mut stop).await;
+                            if *stop.borrow() {
+                                return Ok(End::Stopped);
+                            }
+                        }
+                    }
+                }
+                at = next;
+            }
+            self.progress.shard(&self.shard_id, |p| {
+                p.sequence_number.clone_from(&at.sequence_number);
+                p.millis_behind = behind;
+            });
+            if ended {
+                return self.finish(&mut at).await;
+            }
+            iterator = out.next_shard_iterator;
+            if out.records.is_empty() && behind == 0 {
+                pause(idle.step(), &mut stop).await;
+            } else {
+                idle.reset();
+            }
+        }
+    }
+
+    /// An iterator from the checkpoint; `None` when the shard has no more to read.
+    async fn iterator(&self, at: &Checkpoint) -> Result<Option<String>, ReadError> {
+        let call = self.client.get_shard_iterator().shard_id(&self.shard_id);
+        let call = if self.config.stream.starts_with("arn:") {
+            call.stream_arn(&self.config.stream)
+        } else {
+            call.stream_name(&self.config.stream)
+        };
+        let call = match &at.sequence_number {
+            Some(seq) => call
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+            None => call.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let out = call.send().await.map_err(|e| {
+            let text = aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string();
+            match e.as_service_error() {
+                Some(s) if s.is_provisioned_throughput_exceeded_exception() => {
+                    ReadError::Throttled(text)
+                }
+                Some(s) if s.is_resource_not_found_exception() => ReadError::Gone(text),
+                _ => ReadError::Other(text),
+            }
+        })?;
+        Ok(out.shard_iterator.filter(|it| !it.is_empty()))
+    }
+
+    async fn read(
+        &self,
+        iterator: &str,
+    ) -> Result<aws_sdk_kinesis::operation::get_records::GetRecordsOutput, ReadError> {
+        self.client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(self.config.batch)
+            .send()
+            .await
+            .map_err(|e| {
+                let text = aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string();
+                match e.as_service_error() {
+                    Some(s)
+                        if s.is_provisioned_throughput_exceeded_exception()
+                            || s.is_kms_throttling_exception() =>
+                    {
+                        ReadError::Throttled(text)
+                    }
+                    Some(s) if s.is_expired_iterator_exception() => ReadError::Expired,
+                    Some(s) if s.is_resource_not_found_exception() => ReadError::Gone(text),
+                    _ => ReadError::Other(text),
+                }
+            })
+    }
+
+    /// One transaction: each event not applied before goes to the handler, then the checkpoint.
+    async fn apply<H: Handler>(
+        &self,
+        handler: &H,
+        events: &[Result<Event, Unreadable>],
+        next: &Checkpoint,
+    ) -> Result<(), crate::BoxError> {
+        let name = &self.config.name;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let (mut applied, mut duplicates, mut unreadable) = (0, 0, 0);
+        for e in events {
+            match e {
+                Ok(e) => {
+                    if checkpoints::first_time(&mut tx, name, &e.id).await? {
+                        handler.apply(&mut tx, e).await?;
+                        applied += 1;
+                    } else {
+                        duplicates += 1;
+                    }
+                }
+                Err(_) => unreadable += 1,
+            }
+        }
+        let stream = self.config.stream_name();
+        checkpoints::save(&mut tx, name, stream, &self.shard_id, next).await?;
+        tx.commit().await?;
+        for e in events.iter().filter_map(|e| e.as_ref().err()) {
+            warn!(shard = %self.shard_id, sequence_number = %e.sequence_number, sub_sequence_number = ?e.sub_sequence_number, reason = %e.reason, "Record passed over: not an event");
+        }
+        self.progress.committed(applied, duplicates, unreadable);
+        Ok(())
+    }
+
+    /// Marks the shard read to its end (its children may start).
+    async fn finish(&self, at: &mut Checkpoint) -> Result<End, ConsumerError> {
+        at.finished = true;
+        let mut conn = self.pool.acquire().await?;
+        let stream = self.config.stream_name();
+        checkpoints::save(&mut conn, &self.config.name, stream, &self.shard_id, at).await?;
+        self.progress.shard(&self.shard_id, |p| {
+            p.finished = true;
+            p.millis_behind = 0;
+        });
+        Ok(End::Finished)
+    }
+}
+
+/// Waits, or less when the consumer is told to stop.
+async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stop.changed() => {}
+    }
+}

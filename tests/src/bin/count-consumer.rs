@@ -1,0 +1,80 @@
+//! A consumer for the tests (strangler-consumer with a handler that is not idempotent): each
+//! event it is handed becomes one more row in `applied`, so an event applied twice shows as two
+//! rows and a lost one as none; `seq` keeps the order they were applied in.
+//!
+//! `count-consumer --db URL --stream S --endpoint E`; it stops on SIGTERM.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use sqlx::AnyConnection;
+use strangler_consumer::{BoxError, Config, Consumer, Event, Handler};
+
+struct Count;
+
+impl Handler for Count {
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut AnyConnection,
+        event: &'a Event,
+    ) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO applied (event_id, partition_key, shard_id, body) VALUES ($1, $2, $3, $4)")
+                .bind(&event.id)
+                .bind(&event.partition_key)
+                .bind(&event.shard_id)
+                .bind(event.data.to_string())
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .init();
+    let db = arg("--db").expect("--db");
+    let pool = strangler_consumer::connect(&db).await?;
+    let postgres = db.starts_with("postgres");
+    let seq = if postgres {
+        "BIGSERIAL PRIMARY KEY"
+    } else {
+        "INTEGER PRIMARY KEY AUTOINCREMENT"
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE IF NOT EXISTS applied (seq {seq}, event_id TEXT NOT NULL,
+         partition_key TEXT NOT NULL, shard_id TEXT NOT NULL, body TEXT NOT NULL)"
+    )))
+    .execute(&pool)
+    .await?;
+    let client =
+        strangler_events::kinesis::client(Some("us-east-1"), arg("--endpoint").as_deref()).await;
+    let mut config = Config::new(arg("--stream").expect("--stream"), "count");
+    config.idle_wait = Duration::from_millis(200);
+    config.shard_sync = Duration::from_millis(500);
+    if let Some(b) = arg("--batch") {
+        config.batch = b.parse()?;
+    }
+    let consumer = Consumer::new(client, pool, config).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        term.recv().await;
+        let _ = stop.send(true);
+    });
+    consumer.run(Count, stopped).await?;
+    Ok(())
+}
