@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the example migration: the legacy shop (:8081, a second instance on :8083 for the shadow's
-# noise learning), the new orders service (:8082), a local Kinesis (kinesis-local from npm, :4567)
-# and strangler (:8080, admin :9090). Each run starts from fresh data. Ctrl-C stops all.
+# noise learning), the new orders service (:8082), a local Kinesis (kinesis-local from npm, :4567),
+# strangler (:8080, admin :9090), and two consumers of the shop-orders stream (consumers/): the
+# projector that builds the new service's orders from the events, and a notifier. Each run starts
+# from fresh data. Ctrl-C stops all.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -9,9 +11,11 @@ cd "$here"
 rm -rf run && mkdir -p run
 
 echo "building strangler…"
-cargo build --quiet -p strangler --manifest-path "$root/Cargo.toml"
+cargo build --quiet -p strangler -p shop-consumers --manifest-path "$root/Cargo.toml"
 target_dir="$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 bin="$target_dir/debug/strangler"
+projector="$target_dir/debug/projector"
+notifier="$target_dir/debug/notifier"
 
 "$bin" check strangler.yaml
 
@@ -34,11 +38,15 @@ KINESIS_MOCK_CERT_PATH="$kl/server.json" KINESIS_MOCK_PLAIN_PORT=4567 KINESIS_MO
 for _ in $(seq 1 200); do curl -fs http://127.0.0.1:4567/healthcheck >/dev/null 2>&1 && break; sleep 0.1; done
 "$bin" stream create --config strangler.yaml --stream shop-orders >/dev/null
 "$bin" stream create --config strangler.yaml --stream shop-users >/dev/null
+"$bin" stream create --config strangler.yaml --stream shop-orders-v2 >/dev/null   # for the backfill demo
 
 python3 legacy_shop.py 8081 run/legacy.db & pids+=($!)
 python3 legacy_shop.py 8083 run/legacy.db & pids+=($!)
 python3 orders_service.py 8082 run/orders.db & pids+=($!)
 "$bin" run --config strangler.yaml 2> >(tee run/strangler.log >&2) & pids+=($!)
+# The new service's read model (its orders table) from the events, and an independent notifier.
+"$projector" --db sqlite://run/orders.db --endpoint http://127.0.0.1:4567 --region us-east-1 2>run/projector.log & pids+=($!)
+"$notifier" --db sqlite://run/notifier.db --endpoint http://127.0.0.1:4567 --region us-east-1 2>run/notifier.log & pids+=($!)
 
 for _ in $(seq 1 100); do
   curl -fs http://127.0.0.1:9090/readyz >/dev/null 2>&1 && break
@@ -73,6 +81,17 @@ echo "  # (kinesis-local accepts any credentials, but the AWS SDK wants some set
 echo "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local $bin stream read --config $here/strangler.yaml --stream shop-orders"
 echo "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local $bin stream read --config $here/strangler.yaml --stream shop-users"
 echo "  curl -s localhost:9090/api/outbox   # events waiting, per stream"
+echo "  # an order the monolith takes reaches the new service through the stream (the projector):"
+echo "  # at the rollout's first step every user is on the monolith"
+echo "  id=\$(curl -s -X POST localhost:8080/api/orders -H 'x-user-id: zoe' -d '{\"items\":[{\"sku\":\"tea\",\"qty\":1}]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])')"
+echo "  sleep 2; curl -s localhost:8082/api/orders/\$id; echo; curl -s localhost:8082/api/orders -H 'x-user-id: zoe'; echo"
+echo "  grep 'Order confirmation' $here/run/notifier.log    # the notifier read the same events"
+echo "  # backfill a new read model from the archive (events.keep_published): the order events of the"
+echo "  # last hour go out again, original ids kept, to a stream of its own, and a second projector"
+echo "  # builds run/orders-v2.db from it"
+echo "  $bin events replay --config $here/strangler.yaml --stream shop-orders --since 1h --to-stream shop-orders-v2"
+echo "  $projector --db sqlite://$here/run/orders-v2.db --stream shop-orders-v2 --endpoint http://127.0.0.1:4567 --region us-east-1 &"
+echo "  sleep 3; sqlite3 $here/run/orders-v2.db 'SELECT id, user_id, status FROM orders' 2>/dev/null || python3 -c \"import sqlite3; print(sqlite3.connect('$here/run/orders-v2.db').execute('SELECT id, user_id, status FROM orders').fetchall())\""
 echo "  # read the order history (orders 1-12, imported into the new service): each read is copied to"
 echo "  # the other side and to a second monolith instance, and the answers compared"
 echo "  for id in \$(seq 1 12); do curl -s localhost:8080/api/orders/\$id -H \"x-user-id: user-\$id\"; echo; done"

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use strangler::{
-    check, config, explain, iam_cmd, rollout_cmd, serve, shadow_cmd, stream_cmd, telemetry,
+    check, config, events_cmd, explain, iam_cmd, rollout_cmd, serve, shadow_cmd, stream_cmd,
+    telemetry,
 };
 
 /// pingora allocates per request (headers, buffers, futures); glibc's malloc was ~12 % of the
@@ -46,6 +47,9 @@ enum Command {
     /// Read or create a Kinesis stream (to see what was published).
     #[command(subcommand)]
     Stream(stream_cmd::StreamCommand),
+    /// Re-publish archived events through the running proxy (replay), and list replays.
+    #[command(subcommand)]
+    Events(events_cmd::EventsCommand),
     /// The running proxy's shadow comparison: figures per route, or one stored mismatch.
     #[command(subcommand)]
     Shadow(shadow_cmd::ShadowCommand),
@@ -95,6 +99,13 @@ fn main() -> ExitCode {
             }
         },
         Command::IamPolicy(args) => match iam_cmd::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strangler: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Events(cmd) => match events_cmd::run(&cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("strangler: {e:#}");

@@ -13,6 +13,7 @@ mod migrations;
 pub mod mismatches;
 pub mod outbox;
 mod pragmas;
+pub mod replays;
 pub mod rollouts;
 mod writer;
 
@@ -26,6 +27,7 @@ use tokio::sync::{Notify, mpsc};
 pub use lease::{Lease, LeaseGuard};
 pub use mismatches::{Mismatch, MismatchSummary, Mismatches, NewMismatch};
 pub use outbox::{DeadLetter, NewEvent, Outbox, Pending, StreamDepth};
+pub use replays::{Replay, Replays, Selection};
 pub use rollouts::{AuditEntry, KillSwitch, NewAudit, Rollouts, Stored};
 pub use writer::WriteError;
 

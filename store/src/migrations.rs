@@ -39,7 +39,25 @@ const MIGRATIONS: &[Migration] = &[
         name: "rollout state, audit log, evidence windows, kill switch",
         statements: rollout_tables,
     },
+    Migration {
+        version: 4,
+        name: "replays: the archive keeps each event's route; replay jobs",
+        statements: replay_tables,
+    },
 ];
+
+fn replay_tables(d: &Dialect) -> Vec<String> {
+    let Dialect { serial, .. } = d;
+    vec![
+        "ALTER TABLE strangler_published ADD COLUMN route TEXT".into(),
+        format!(
+            "CREATE TABLE strangler_replays (id {serial}, stream TEXT, route TEXT, type TEXT, \
+             since_ms BIGINT NOT NULL, until_ms BIGINT, to_stream TEXT, state TEXT NOT NULL, total BIGINT NOT NULL, \
+             done BIGINT NOT NULL, cursor_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, actor TEXT NOT NULL, \
+             error TEXT, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL)"
+        ),
+    ]
+}
 
 fn rollout_tables(d: &Dialect) -> Vec<String> {
     let Dialect { serial, .. } = d;

@@ -96,13 +96,13 @@ async fn applied(pool: &AnyPool) -> Vec<(i64, String, String, i64)> {
 fn load(
     proxy: std::net::SocketAddr,
     users: usize,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(i64, String)>>>,
+    stop: &Arc<AtomicBool>,
+    acked: &Arc<Mutex<Vec<(i64, String)>>>,
     pace: Duration,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..users)
         .map(|u| {
-            let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
+            let (stop, acked) = (Arc::clone(stop), Arc::clone(acked));
             tokio::spawn(async move {
                 let user = format!("user-{u}");
                 let mut n = (u as i64) * 1_000_000;
@@ -184,13 +184,7 @@ async fn survives_kill9(postgres: bool) {
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let workers = load(
-        p.addr,
-        4,
-        Arc::clone(&stop),
-        Arc::clone(&acked),
-        Duration::from_millis(5),
-    );
+    let workers = load(p.addr, 4, &stop, &acked, Duration::from_millis(5));
     let applied_now = |pool: AnyPool| async move { applied(&pool).await.len() };
     for round in 0..3 {
         // Kill each while it is busy: after it has applied (or acked) more than before.
@@ -255,13 +249,7 @@ async fn a_shard_split_while_reading_loses_and_duplicates_nothing() {
     let pool = db.pool().await;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let workers = load(
-        p.addr,
-        8,
-        Arc::clone(&stop),
-        Arc::clone(&acked),
-        Duration::from_millis(5),
-    );
+    let workers = load(p.addr, 8, &stop, &acked, Duration::from_millis(5));
     wait_for(
         "the consumer applying events",
         Duration::from_secs(30),

@@ -1,6 +1,6 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`, and the JSON API,
 //! one module per area: [`rules`] (routes, reload status, reload), [`events`] (outbox depth,
-//! dead letters, re-drive), [`shadow`] (figures per route, stored mismatches) and [`rollouts`]
+//! dead letters, re-drive), [`replays`] (re-publishing archived events), [`shadow`] (figures per route, stored mismatches) and [`rollouts`]
 //! (rollout status and commands, the audit log, the kill switch). JSON in, JSON out.
 //!
 //! Endpoints that change anything (every method but GET) want `Authorization: Bearer <token>`
@@ -12,6 +12,7 @@
 //! endpoint. Every error is the same JSON shape ([`ApiError`]): `{"error": "…"}`.
 
 mod events;
+mod replays;
 mod rollouts;
 mod rules;
 mod shadow;
@@ -99,6 +100,10 @@ enum Endpoint {
     KillSwitch,
     KillSwitchOn,
     KillSwitchOff,
+    Replays,
+    Replay,
+    NewReplay,
+    ReplayCommand,
 }
 
 /// The routing table: method, path (`matchit` syntax, `{name}` for a parameter), endpoint.
@@ -129,6 +134,14 @@ const ENDPOINTS: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/api/kill-switch", Endpoint::KillSwitch),
     (Method::POST, "/api/kill-switch", Endpoint::KillSwitchOn),
     (Method::DELETE, "/api/kill-switch", Endpoint::KillSwitchOff),
+    (Method::GET, "/api/replays", Endpoint::Replays),
+    (Method::POST, "/api/replays", Endpoint::NewReplay),
+    (Method::GET, "/api/replays/{id}", Endpoint::Replay),
+    (
+        Method::POST,
+        "/api/replays/{id}/{action}",
+        Endpoint::ReplayCommand,
+    ),
 ];
 
 /// Path → the methods it answers, with their endpoints.
@@ -340,6 +353,10 @@ impl Admin {
             Endpoint::KillSwitch => self.kill_switch().await,
             Endpoint::KillSwitchOn => self.set_kill_switch(true, call.actor).await,
             Endpoint::KillSwitchOff => self.set_kill_switch(false, call.actor).await,
+            Endpoint::Replays => self.list_replays().await,
+            Endpoint::Replay => self.replay(param.as_deref().unwrap_or_default()).await,
+            Endpoint::NewReplay => self.create_replay(&call).await,
+            Endpoint::ReplayCommand => self.replay_command(&call).await,
         }
     }
 }

@@ -88,7 +88,7 @@ impl Outbox {
     }
 
     /// Rows reached the store outside the group writer: the relay reads it next time.
-    pub(super) fn mark_stale(&self) {
+    pub(crate) fn mark_stale(&self) {
         if let Some(h) = &self.store.handoff
             && let Ok(mut h) = h.lock()
         {

@@ -47,6 +47,7 @@ pub fn init_logging() {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -74,7 +75,7 @@ pub async fn run<H: Handler>(args: &Args, name: &str, pool: AnyPool, handler: H)
     let report = {
         let progress = progress.clone();
         tokio::spawn(async move {
-            let mut last = u64::MAX;
+            let mut last = 0;
             loop {
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 let seen = progress.applied() + progress.duplicates();

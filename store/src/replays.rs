@@ -1,0 +1,363 @@
+//! Replays: archived events (`strangler_published`, kept for `events.keep_published`) put back
+//! into the outbox with their original ids, so the relay publishes them again with its order,
+//! retries and dead letters. A replay is a job with a cursor: each step moves the next chunk of
+//! matching events and advances the cursor in the same transaction, so a replay interrupted at
+//! any point (even `kill -9`) and resumed moves every selected event exactly once.
+//!
+//! The selection is fixed when the job is made: events of a stream or a route (and a CloudEvents
+//! type) created in `[since, until)`, archived up to then (`last_seq`); what is published while it
+//! runs, replayed copies included, is not part of it.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::lease::Lock;
+use crate::{Pool, Store, StoreError, now_ms, on_pool};
+
+/// Which archived events a replay takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// The stream they were published to (as the rules name it)…
+    pub stream: Option<String>,
+    /// …or the route that published them.
+    pub route: Option<String>,
+    /// Only events of this CloudEvents type.
+    #[serde(rename = "type")]
+    pub ty: Option<String>,
+    /// Created at or after (ms since the epoch).
+    pub since_ms: i64,
+    /// Created before (ms since the epoch).
+    pub until_ms: Option<i64>,
+    /// Publish to this stream instead of the original one.
+    pub to_stream: Option<String>,
+}
+
+/// A replay job as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replay {
+    pub id: i64,
+    #[serde(flatten)]
+    pub selection: Selection,
+    /// `running`, `interrupted` (running, but no step for 10 s: its process is gone),
+    /// `done`, `failed` or `cancelled`.
+    pub state: String,
+    pub total: i64,
+    /// Events moved to the outbox so far.
+    pub done: i64,
+    /// The last archived `seq` looked at.
+    pub cursor_seq: i64,
+    /// The last archived `seq` of the selection.
+    pub last_seq: i64,
+    pub actor: String,
+    pub error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// A running job with no step for this long is taken as interrupted (its process died).
+pub const STALLED_MS: i64 = 10_000;
+
+/// How a chunk is read: archived rows after the cursor, up to the selection's end.
+const CHUNK_SQL: &str = "SELECT seq, id, route, stream, partition_key, payload, created_ms FROM strangler_published \
+     WHERE seq > $1 AND seq <= $2 AND created_ms >= $3 AND created_ms < $4 \
+     AND ($5 = '' OR stream = $5) AND ($6 = '' OR route = $6) ORDER BY seq LIMIT $7";
+
+const COLUMNS: &str = "id, stream, route, type, since_ms, until_ms, to_stream, state, total, done, cursor_seq, \
+     last_seq, actor, error, created_ms, updated_ms";
+
+/// The replays table.
+#[derive(Clone)]
+pub struct Replays {
+    store: Store,
+}
+
+impl Store {
+    pub fn replays(&self) -> Replays {
+        Replays {
+            store: self.clone(),
+        }
+    }
+}
+
+/// One archived event read back.
+struct Archived {
+    seq: i64,
+    id: String,
+    route: Option<String>,
+    stream: String,
+    partition_key: String,
+    payload: Vec<u8>,
+}
+
+impl Archived {
+    fn matches(&self, s: &Selection) -> bool {
+        match &s.ty {
+            None => true,
+            Some(ty) => {
+                #[derive(Deserialize)]
+                struct Type<'a> {
+                    #[serde(rename = "type", borrow)]
+                    ty: Option<std::borrow::Cow<'a, str>>,
+                }
+                serde_json::from_slice::<Type<'_>>(&self.payload)
+                    .ok()
+                    .and_then(|t| t.ty)
+                    .is_some_and(|t| t == *ty)
+            }
+        }
+    }
+}
+
+impl Replays {
+    /// How many archived events the selection holds now, and the last one's `seq` (0: none).
+    pub async fn count(&self, s: &Selection) -> Result<(i64, i64), StoreError> {
+        let (mut cursor, mut n, mut last) = (0, 0, 0);
+        loop {
+            let rows = self.chunk(s, cursor, i64::MAX, 5000).await?;
+            let Some(end) = rows.last().map(|r| r.seq) else {
+                return Ok((n, last));
+            };
+            for r in rows.iter().filter(|r| r.matches(s)) {
+                n += 1;
+                last = r.seq;
+            }
+            cursor = end;
+        }
+    }
+
+    /// Makes a job for the selection (counted now), running.
+    pub async fn create(&self, s: &Selection, actor: &str) -> Result<Replay, StoreError> {
+        let (total, last_seq) = self.count(s).await?;
+        let now = now_ms();
+        let state = if total == 0 { "done" } else { "running" };
+        let id: i64 = on_pool!(&self.store.pool, |p| {
+            sqlx::query_scalar(
+            "INSERT INTO strangler_replays (stream, route, type, since_ms, until_ms, to_stream, state, total, \
+             done, cursor_seq, last_seq, actor, error, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, NULL, $11, $11) RETURNING id"
+        )
+        .bind(&s.stream)
+        .bind(&s.route)
+        .bind(&s.ty)
+        .bind(s.since_ms)
+        .bind(s.until_ms)
+        .bind(&s.to_stream)
+        .bind(state)
+        .bind(total)
+        .bind(last_seq)
+        .bind(actor)
+        .bind(now)
+        .fetch_one(p)
+        .await?
+        });
+        self.get(id).await?.ok_or(StoreError::Barrier)
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Option<Replay>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM strangler_replays WHERE id = $1");
+        let row = on_pool!(&self.store.pool, |p| {
+            let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(p)
+                .await?;
+            r.map(|r| from_row(&r)).transpose()?
+        });
+        Ok(row)
+    }
+
+    /// The latest 100 jobs, newest first.
+    pub async fn list(&self) -> Result<Vec<Replay>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM strangler_replays ORDER BY id DESC LIMIT 100");
+        let rows = on_pool!(&self.store.pool, |p| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await?;
+            rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Moves the next `limit` archived rows' matching events into the outbox and advances the
+    /// cursor, in one transaction; returns the job after it (`done` once the cursor reaches the
+    /// selection's end). The relay is told about the new rows.
+    pub async fn step(&self, job: &Replay, limit: i64) -> Result<Replay, StoreError> {
+        let s = &job.selection;
+        let rows = self.chunk(s, job.cursor_seq, job.last_seq, limit).await?;
+        let cursor = rows.last().map_or(job.last_seq, |r| r.seq);
+        let moving: Vec<&Archived> = rows.iter().filter(|r| r.matches(s)).collect();
+        let finished = cursor >= job.last_seq;
+        let now = now_ms();
+        let pg = matches!(self.store.pool, Pool::Postgres(_));
+        let moved = on_pool!(&self.store.pool, |p| {
+            let mut tx = p.begin().await?;
+            if pg {
+                // Before any outbox `seq` is drawn (see `Outbox::read_after`).
+                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                    .bind(Lock::ENQUEUE.key())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            // The cursor first, guarded by its old value: two runners of one job cannot both
+            // move a chunk.
+            let claimed = sqlx::query(
+                "UPDATE strangler_replays SET cursor_seq = $1, done = done + $2, updated_ms = $3, \
+                 state = CASE WHEN $4 THEN 'done' ELSE state END \
+                 WHERE id = $5 AND cursor_seq = $6 AND state = 'running'",
+            )
+            .bind(cursor)
+            .bind(moving.len() as i64)
+            .bind(now)
+            .bind(finished)
+            .bind(job.id)
+            .bind(job.cursor_seq)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed == 1 {
+                for r in &moving {
+                    sqlx::query(
+                        "INSERT INTO strangler_outbox (id, route, stream, partition_key, payload, created_ms, \
+                         attempts, next_attempt_ms) VALUES ($1, $2, $3, $4, $5, $6, 0, $6)",
+                    )
+                    .bind(&r.id)
+                    .bind(r.route.as_deref().unwrap_or("replay"))
+                    .bind(s.to_stream.as_deref().unwrap_or(&r.stream))
+                    .bind(&r.partition_key)
+                    .bind(&r.payload)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            claimed == 1 && !moving.is_empty()
+        });
+        if moved {
+            let outbox = self.store.outbox();
+            outbox.mark_stale();
+            self.store.committed.notify_one();
+        }
+        self.get(job.id).await?.ok_or(StoreError::Barrier)
+    }
+
+    /// Sets a job's state (`running` again to resume, `failed` with an error, `cancelled`), and
+    /// its heartbeat. Returns false when the job is not in one of `from`.
+    pub async fn set_state(
+        &self,
+        id: i64,
+        from: &[&str],
+        state: &str,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let job = self.get(id).await?;
+        let Some(job) = job else { return Ok(false) };
+        if !from.contains(&job.state.as_str()) {
+            return Ok(false);
+        }
+        let n = on_pool!(&self.store.pool, |p| {
+            sqlx::query(
+            "UPDATE strangler_replays SET state = $1, error = $2, updated_ms = $3 WHERE id = $4 AND updated_ms = $5"
+        )
+        .bind(state)
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+        .bind(job.updated_ms)
+        .execute(p)
+        .await?
+        .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Events waiting in the outbox (every stream): replays wait while it is high.
+    pub async fn outbox_depth(&self) -> Result<i64, StoreError> {
+        let n = on_pool!(&self.store.pool, |p| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM strangler_outbox"
+        )
+        .fetch_one(p)
+        .await?);
+        Ok(n)
+    }
+
+    /// Marks a running job alive (while it waits for the outbox to drain).
+    pub async fn heartbeat(&self, id: i64) -> Result<(), StoreError> {
+        on_pool!(&self.store.pool, |p| sqlx::query(
+            "UPDATE strangler_replays SET updated_ms = $1 WHERE id = $2 AND state = 'running'"
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(p)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    async fn chunk(
+        &self,
+        s: &Selection,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> Result<Vec<Archived>, StoreError> {
+        let rows = on_pool!(&self.store.pool, |p| {
+            let rows = sqlx::query(CHUNK_SQL)
+                .bind(after)
+                .bind(up_to)
+                .bind(s.since_ms)
+                .bind(s.until_ms.unwrap_or(i64::MAX))
+                .bind(s.stream.as_deref().unwrap_or(""))
+                .bind(s.route.as_deref().unwrap_or(""))
+                .bind(limit)
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok::<_, sqlx::Error>(Archived {
+                        seq: r.try_get(0)?,
+                        id: r.try_get(1)?,
+                        route: r.try_get(2)?,
+                        stream: r.try_get(3)?,
+                        partition_key: r.try_get(4)?,
+                        payload: r.try_get(5)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+}
+
+fn from_row<R>(r: &R) -> Result<Replay, sqlx::Error>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut state: String = r.try_get(7)?;
+    let updated_ms: i64 = r.try_get(15)?;
+    if state == "running" && now_ms() - updated_ms > STALLED_MS {
+        state = "interrupted".into();
+    }
+    Ok(Replay {
+        id: r.try_get(0)?,
+        selection: Selection {
+            stream: r.try_get(1)?,
+            route: r.try_get(2)?,
+            ty: r.try_get(3)?,
+            since_ms: r.try_get(4)?,
+            until_ms: r.try_get(5)?,
+            to_stream: r.try_get(6)?,
+        },
+        state,
+        total: r.try_get(8)?,
+        done: r.try_get(9)?,
+        cursor_seq: r.try_get(10)?,
+        last_seq: r.try_get(11)?,
+        actor: r.try_get(12)?,
+        error: r.try_get(13)?,
+        created_ms: r.try_get(14)?,
+        updated_ms,
+    })
+}
