@@ -19,6 +19,8 @@ pub struct Metrics {
     pub records_per_put: HistogramVec,
     /// Events per aggregated Kinesis record (aggregated streams only).
     pub events_per_record: HistogramVec,
+    /// Records held back because their shard was at its write limit.
+    pub shard_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -110,6 +112,13 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0]),
                 &["stream"],
             )?,
+            shard_limited: IntCounterVec::new(
+                Opts::new(
+                    "strangler_kinesis_shard_limited_total",
+                    "Records held back because their shard was at its write limit (events.shard_records_per_second, shard_bytes_per_second)",
+                ),
+                &["stream"],
+            )?,
         };
         registry.register(Box::new(m.enqueued.clone()))?;
         registry.register(Box::new(m.published.clone()))?;
@@ -123,6 +132,7 @@ impl Metrics {
         registry.register(Box::new(m.throttled.clone()))?;
         registry.register(Box::new(m.records_per_put.clone()))?;
         registry.register(Box::new(m.events_per_record.clone()))?;
+        registry.register(Box::new(m.shard_limited.clone()))?;
         Ok(m)
     }
 }

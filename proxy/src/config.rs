@@ -87,6 +87,10 @@ struct RawEvents {
     memory: Option<Spanned<String>>,
     #[serde(default)]
     max_backoff: Option<Spanned<String>>,
+    #[serde(default)]
+    shard_records_per_second: Option<Spanned<u32>>,
+    #[serde(default)]
+    shard_bytes_per_second: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -406,6 +410,18 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         "aggregate_max_bytes must be between 1KiB and 1000KiB (a Kinesis record holds at most 1 MiB)",
         r,
     );
+    // Per-shard write limits: Kinesis's by default; 0 turns one off.
+    if let Some(n) = &ev.shard_records_per_second {
+        relay.shard_limits.records_per_second = n.value;
+    }
+    relay.shard_limits.bytes_per_second = opt_size(
+        ev.shard_bytes_per_second.as_ref(),
+        "events.shard_bytes_per_second",
+        relay.shard_limits.bytes_per_second as usize,
+        0..=usize::MAX,
+        "shard_bytes_per_second is a size such as 1MiB (0: no bytes limit)",
+        r,
+    ) as u64;
     relay.memory = opt_size(
         ev.memory.as_ref(),
         "events.memory",

@@ -180,6 +180,79 @@ pub struct Faults {
     calls: AtomicUsize,
     pub throttled_calls: AtomicUsize,
     pub failed_records: AtomicUsize,
+    /// Kinesis's per-shard write limits, enforced as Kinesis does (see [`ShardLimits`]).
+    pub shard_limits: std::sync::Mutex<Option<ShardLimits>>,
+    /// Records refused for their shard's limit.
+    pub limited_records: AtomicUsize,
+}
+
+/// Per-shard write limits over a sliding second, as Kinesis enforces them: a record whose shard
+/// already took `records` records or `bytes` bytes (data and partition key) in the last second
+/// fails with `ProvisionedThroughputExceededException`.
+pub struct ShardLimits {
+    pub records: usize,
+    pub bytes: usize,
+    /// `(first hash key, last hash key, shard id)` of the open shards ([`shard_ranges`]).
+    pub shards: Vec<(u128, u128, String)>,
+    taken:
+        std::collections::HashMap<String, std::collections::VecDeque<(std::time::Instant, usize)>>,
+}
+
+impl ShardLimits {
+    pub fn new(records: usize, bytes: usize, shards: Vec<(u128, u128, String)>) -> ShardLimits {
+        ShardLimits {
+            records,
+            bytes,
+            shards,
+            taken: Default::default(),
+        }
+    }
+
+    /// Whether the shard has room for a record of `bytes` now (and takes it when it has).
+    fn admit(&mut self, hash: u128, bytes: usize) -> bool {
+        let Some((_, _, shard)) = self
+            .shards
+            .iter()
+            .find(|(lo, hi, _)| (*lo..=*hi).contains(&hash))
+        else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        let q = self.taken.entry(shard.clone()).or_default();
+        while q
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            q.pop_front();
+        }
+        let used: usize = q.iter().map(|(_, b)| b).sum();
+        if q.len() + 1 > self.records || used + bytes > self.bytes {
+            return false;
+        }
+        q.push_back((now, bytes));
+        true
+    }
+}
+
+/// The open shards of a stream as `(first hash key, last hash key, shard id)`.
+pub async fn shard_ranges(c: &Client, stream: &str) -> Vec<(u128, u128, String)> {
+    let out = c.list_shards().stream_name(stream).send().await.unwrap();
+    out.shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none()
+        })
+        .map(|s| {
+            let r = s.hash_key_range().unwrap();
+            (
+                r.starting_hash_key().parse().unwrap(),
+                r.ending_hash_key().parse().unwrap(),
+                s.shard_id().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// A fault-injecting HTTP proxy in front of a Kinesis endpoint.
@@ -332,9 +405,30 @@ async fn handle(
     let records = doc["Records"].as_array().cloned().unwrap_or_default();
     let fail_every = f.fail_every_record.load(Ordering::SeqCst);
     let fail_all = f.reject_all_records.load(Ordering::SeqCst);
-    let failing: HashSet<usize> = (0..records.len())
+    let mut failing: HashSet<usize> = (0..records.len())
         .filter(|i| fail_all || (fail_every > 0 && (i + n).is_multiple_of(fail_every)))
         .collect();
+    let mut limited = HashSet::new();
+    if let Some(limits) = f.shard_limits.lock().unwrap().as_mut() {
+        for (i, r) in records.iter().enumerate() {
+            if failing.contains(&i) {
+                continue;
+            }
+            let key = r["PartitionKey"].as_str().unwrap_or("");
+            let hash = r["ExplicitHashKey"]
+                .as_str()
+                .and_then(|h| h.parse().ok())
+                .unwrap_or_else(|| strangler_events::aggregate::hash_key(key));
+            // base64: 4 characters per 3 bytes, less the padding.
+            let data = r["Data"].as_str().unwrap_or("");
+            let bytes = data.len() / 4 * 3 - data.bytes().rev().take_while(|&b| b == b'=').count();
+            if !limits.admit(hash, bytes + key.len()) {
+                limited.insert(i);
+            }
+        }
+    }
+    f.limited_records.fetch_add(limited.len(), Ordering::SeqCst);
+    failing.extend(limited.iter().copied());
     if failing.is_empty() {
         return Some(forward(&parts, body, target).await);
     }
@@ -365,7 +459,7 @@ async fn handle(
     for i in 0..records.len() {
         if failing.contains(&i) {
             failed += 1;
-            results.push(if fail_all {
+            results.push(if fail_all && !limited.contains(&i) {
                 json!({"ErrorCode": "InvalidArgumentException", "ErrorMessage": "record rejected (shim)"})
             } else {
                 json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard (shim)"})
@@ -380,7 +474,8 @@ async fn handle(
             results.push(r);
         }
     }
-    f.failed_records.fetch_add(failing.len(), Ordering::SeqCst);
+    f.failed_records
+        .fetch_add(failing.len() - limited.len(), Ordering::SeqCst);
     let body = json!({"FailedRecordCount": failed, "Records": results}).to_string();
     Some(
         Response::builder()

@@ -7,6 +7,7 @@ use tokio::task::JoinSet;
 
 use super::packing::{Call, Carried, pack, plain_call};
 use super::{MAX_CALLS, Relay};
+use crate::aggregate;
 use crate::backlog::{Batch, Next};
 use crate::kinesis::Client;
 use crate::metrics::Metrics;
@@ -39,6 +40,10 @@ impl Relay {
             match self.backlog.next_batch(now_ms(), gate) {
                 Next::Send(batch) => {
                     let call = self.prepare(batch);
+                    if call.entries.is_empty() {
+                        // Every record's shard is at its limit: wait for room.
+                        return Some(self.limited.take().unwrap_or(Duration::from_millis(5)));
+                    }
                     calls.spawn(put(client.clone(), self.metrics.clone(), call));
                 }
                 Next::Wait(wait) => return wait,
@@ -77,6 +82,58 @@ impl Relay {
         };
         if !left.is_empty() {
             self.backlog.release(&stream, &left);
+        }
+        self.limit(call)
+    }
+
+    /// Holds back the records whose shard is at its write limit (see [`super::limits`]); their
+    /// rows wait in the backlog, and `limited` says how long until there is room.
+    fn limit(&mut self, mut call: Call) -> Call {
+        let limits = self.cfg.shard_limits;
+        let stream = call.carried.stream.clone();
+        let map = self
+            .shards
+            .get(&stream)
+            .filter(|s| !s.stale)
+            .and_then(|s| s.map.clone())
+            .filter(|m| !m.is_empty());
+        let (Some(map), false) = (map, limits.is_off()) else {
+            return call;
+        };
+        let now = Instant::now();
+        let mut keep = Vec::with_capacity(call.entries.len());
+        let mut wait: Option<Duration> = None;
+        for (i, entry) in call.entries.iter().enumerate() {
+            let key = entry.partition_key().unwrap_or_default();
+            let shard = match call.carried.shard_ids.get(i).cloned().flatten() {
+                Some(s) => Some(s),
+                None => map
+                    .shard_of(aggregate::hash_key(key))
+                    .and_then(|i| map.shard_id(i))
+                    .map(str::to_string),
+            };
+            let Some(shard) = shard else {
+                keep.push(true);
+                continue;
+            };
+            // Kinesis counts the data and the partition key.
+            let bytes = entry.data().as_ref().len() + key.len();
+            match self.buckets.take(&limits, &stream, &shard, bytes, now) {
+                Ok(()) => keep.push(true),
+                Err(w) => {
+                    keep.push(false);
+                    wait = Some(wait.map_or(w, |x| x.min(w)));
+                }
+            }
+        }
+        if let Some(w) = wait {
+            let held = call.retain(&keep);
+            self.metrics
+                .shard_limited
+                .with_label_values(&[&stream])
+                .inc_by(held.len() as u64);
+            self.backlog.release(&stream, &held);
+            self.limited = Some(self.limited.map_or(w, |x| x.min(w)));
         }
         call
     }

@@ -12,7 +12,8 @@
 //! The parts: this module is the run loop (reading the outbox into the [`Backlog`], starting
 //! calls, settling them as they finish); [`calls`] turns a batch into a PutRecords call and
 //! sends it, [`packing`] lays rows out as records (KPL aggregates by shard, or one per row),
-//! [`shards`] keeps each aggregated stream's shard map, and [`settle`] records what Kinesis said.
+//! [`shards`] keeps the streams' shard maps, [`limits`] keeps each shard under Kinesis's write
+//! limits, and [`settle`] records what Kinesis said.
 //!
 //! On streams configured for aggregation, a call's rows are packed into KPL aggregated records
 //! ([`crate::aggregate`]), one per shard and up to `max_bytes` each, by the stream's shard map
@@ -36,9 +37,11 @@ use crate::kinesis::LazyClient;
 use crate::metrics::Metrics;
 use crate::now_ms;
 use calls::Sent;
+pub use limits::ShardLimits;
 use shards::Shards;
 
 mod calls;
+mod limits;
 mod packing;
 mod settle;
 mod shards;
@@ -81,6 +84,9 @@ pub struct RelayConfig {
     /// working set, the rest for the store's page caches and the writer's hand-off (see
     /// `Store::connect_with`).
     pub memory: usize,
+    /// Each shard's write limits (`events.shard_records_per_second`, `shard_bytes_per_second`;
+    /// Kinesis's 1,000 records and 1 MiB per second by default).
+    pub shard_limits: ShardLimits,
 }
 
 /// Why the relay started over: the store failed, or a call's task did.
@@ -116,6 +122,7 @@ impl Default for RelayConfig {
             aggregate: Vec::new(),
             aggregate_max_bytes: aggregate::DEFAULT_MAX_BYTES,
             memory: strangler_store::DEFAULT_MEMORY,
+            shard_limits: ShardLimits::default(),
         }
     }
 }
@@ -129,8 +136,12 @@ pub struct Relay {
     backlog: Backlog,
     /// The last read of new rows was full: more may be waiting.
     more: bool,
-    /// Aggregated streams' shard maps.
+    /// Streams' shard maps (aggregated streams, and every stream under per-shard limits).
     shards: HashMap<String, Shards>,
+    /// Each shard's room under its write limits.
+    buckets: limits::Buckets,
+    /// Records were held back for their shard's limit: room again after this long.
+    limited: Option<Duration>,
     /// Each stream's failures in a row, up or down, and its incident log lines.
     health: Health,
 }
@@ -166,6 +177,8 @@ impl Relay {
             cfg,
             more: false,
             shards: HashMap::new(),
+            buckets: limits::Buckets::default(),
+            limited: None,
             health: Health::default(),
         }
     }

@@ -45,6 +45,32 @@ impl Call {
     }
 }
 
+impl Call {
+    /// Keeps the records `keep` says yes to; returns the rows of the others.
+    pub(crate) fn retain(&mut self, keep: &[bool]) -> Vec<i64> {
+        let mut released = Vec::new();
+        let old = std::mem::take(self);
+        let mut rows = old.carried.seqs.as_slice();
+        self.carried.stream = old.carried.stream;
+        for (((entry, n), shard), keep) in old
+            .entries
+            .into_iter()
+            .zip(old.carried.counts)
+            .zip(old.carried.shard_ids)
+            .zip(keep)
+        {
+            let (carried, rest) = rows.split_at(n);
+            rows = rest;
+            if *keep {
+                self.push(entry, carried, shard.as_deref());
+            } else {
+                released.extend_from_slice(carried);
+            }
+        }
+        released
+    }
+}
+
 fn plain_entry(key: String, payload: Vec<u8>) -> PutRecordsRequestEntry {
     PutRecordsRequestEntry::builder()
         .data(Blob::new(payload))

@@ -1,6 +1,6 @@
-//! Aggregated streams' shard maps: fetched with `ListShards` when a stream first has rows,
-//! refreshed every minute, and at once when Kinesis puts an aggregate on another shard than the
-//! map said.
+//! Streams' shard maps (aggregated streams, and every stream while per-shard limits are on):
+//! fetched with `ListShards` when a stream first has rows, refreshed every minute, and soon
+//! after Kinesis puts an aggregate on another shard than the map said.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +30,8 @@ impl Relay {
     /// Fetches the shard map of each aggregated stream in the backlog that has none, an old
     /// one, or one Kinesis contradicted.
     pub(super) async fn refresh_shards(&mut self) {
-        if self.cfg.aggregate.is_empty() {
+        let limited = !self.cfg.shard_limits.is_off();
+        if self.cfg.aggregate.is_empty() && !limited {
             return;
         }
         let Some(client) = self.client.get().cloned() else {
@@ -39,7 +40,7 @@ impl Relay {
         let due: Vec<String> = self
             .backlog
             .stream_names()
-            .filter(|stream| self.cfg.aggregates(stream))
+            .filter(|stream| limited || self.cfg.aggregates(stream))
             .filter(|stream| match self.shards.get(*stream) {
                 None => true,
                 Some(s) => s.tried.is_none_or(|t| {
@@ -66,7 +67,7 @@ impl Relay {
                     s.stale = false;
                 }
                 Err(e) => {
-                    warn!(stream, error = %e, "ListShards failed: events go out without aggregation until it works");
+                    warn!(stream, error = %e, "ListShards failed: events go out without aggregation or per-shard limits until it works");
                 }
             }
         }
