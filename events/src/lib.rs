@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 pub mod backlog;
+pub mod capacity;
 pub mod envelope;
 pub mod failure;
 mod health;

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod capacity_cmd;
 pub mod check;
 pub mod config;
 pub mod decision;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use strangler::{
-    check, config, events_cmd, explain, iam_cmd, rollout_cmd, serve, shadow_cmd, stream_cmd,
-    telemetry,
+    capacity_cmd, check, config, events_cmd, explain, iam_cmd, rollout_cmd, serve, shadow_cmd,
+    stream_cmd, telemetry,
 };
 
 /// pingora allocates per request (headers, buffers, futures); glibc's malloc was ~12 % of the
@@ -56,6 +56,8 @@ enum Command {
     /// The running proxy's rollouts: status, pause, resume, promote, rollback, set-weight, audit.
     #[command(subcommand)]
     Rollout(rollout_cmd::RolloutCommand),
+    /// Size the streams from what the relay sent: shards needed, PUT units, monthly cost.
+    Capacity(capacity_cmd::CapacityArgs),
     /// Print the least-privilege IAM policy for the streams the rules publish to.
     #[command(name = "iam-policy")]
     IamPolicy(iam_cmd::IamPolicyArgs),
@@ -99,6 +101,13 @@ fn main() -> ExitCode {
             }
         },
         Command::IamPolicy(args) => match iam_cmd::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strangler: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Capacity(args) => match capacity_cmd::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("strangler: {e:#}");

@@ -15,6 +15,7 @@ pub mod outbox;
 mod pragmas;
 pub mod replays;
 pub mod rollouts;
+pub mod usage;
 mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ pub use mismatches::{Mismatch, MismatchSummary, Mismatches, NewMismatch};
 pub use outbox::{DeadLetter, NewEvent, Outbox, Pending, StreamDepth};
 pub use replays::{Replay, Replays, Selection};
 pub use rollouts::{AuditEntry, KillSwitch, NewAudit, Rollouts, Stored};
+pub use usage::{Minute, Usage};
 pub use writer::WriteError;
 
 /// The memory budget for events when the configuration does not set one (`events.memory`): fits

@@ -44,6 +44,18 @@ const MIGRATIONS: &[Migration] = &[
         name: "replays: the archive keeps each event's route; replay jobs",
         statements: replay_tables,
     },
+    Migration {
+        version: 5,
+        name: "stream usage per minute (strangler capacity)",
+        statements: |_| {
+            vec![
+                "CREATE TABLE strangler_stream_usage (stream TEXT NOT NULL, minute_ms BIGINT NOT NULL, \
+                 records BIGINT NOT NULL, events BIGINT NOT NULL, bytes BIGINT NOT NULL, \
+                 peak_records BIGINT NOT NULL, peak_bytes BIGINT NOT NULL, PRIMARY KEY (stream, minute_ms))"
+                    .into(),
+            ]
+        },
+    },
 ];
 
 fn replay_tables(d: &Dialect) -> Vec<String> {

@@ -45,6 +45,7 @@ mod limits;
 mod packing;
 mod settle;
 mod shards;
+mod usage;
 
 /// Kinesis's limit for one record.
 const MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -142,6 +143,8 @@ pub struct Relay {
     buckets: limits::Buckets,
     /// Records were held back for their shard's limit: room again after this long.
     limited: Option<Duration>,
+    /// What was sent each stream, not yet written to the store.
+    usage: usage::Meter,
     /// Each stream's failures in a row, up or down, and its incident log lines.
     health: Health,
 }
@@ -179,6 +182,7 @@ impl Relay {
             shards: HashMap::new(),
             buckets: limits::Buckets::default(),
             limited: None,
+            usage: usage::Meter::default(),
             health: Health::default(),
         }
     }
@@ -208,6 +212,7 @@ impl Relay {
         let mut peak = 0;
         // Archived events are pruned once a minute.
         let mut last_prune = Instant::now() - Duration::from_secs(3600);
+        let mut last_usage = Instant::now();
         while !*shutdown.borrow() {
             let since_read = last_read.elapsed();
             // The idle poll reads the store itself: rows that reached it any other way (another
@@ -246,6 +251,10 @@ impl Relay {
                 }
                 last_prune = Instant::now();
             }
+            if last_usage.elapsed() >= Duration::from_secs(10) {
+                self.write_usage().await;
+                last_usage = Instant::now();
+            }
             let since_read = last_read.elapsed();
             let mut wait = self.cfg.poll.saturating_sub(since_read);
             if dirty || self.more {
@@ -273,6 +282,7 @@ impl Relay {
                     warn!(error = %e, "Relay cannot record a PutRecords result at shutdown");
                 }
             }
+            self.write_usage().await;
         };
         match tokio::time::timeout(Duration::from_secs(5), finish).await {
             Ok(()) => info!("Relay stopped"),
@@ -381,6 +391,18 @@ impl Relay {
             pass.dead += 1;
         }
         Ok((kept, pass))
+    }
+
+    /// Writes what was sent since the last write to the store's usage table (lost on a crash:
+    /// at most 10 s of figures, which are estimates anyway).
+    async fn write_usage(&mut self) {
+        let minutes = self.usage.take();
+        if minutes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.outbox.store().usage().add(&minutes).await {
+            warn!(error = %e, "Cannot record the streams' usage; it is left out of `strangler capacity`");
+        }
     }
 
     /// After an error the in-memory view may no longer match the store: wait for the calls in

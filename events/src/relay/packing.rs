@@ -22,6 +22,8 @@ pub(crate) struct Carried {
     pub(crate) counts: Vec<usize>,
     /// The shard each aggregated record was meant for (`None` for a plain record).
     pub(crate) shard_ids: Vec<Option<String>>,
+    /// Each record's size as Kinesis counts it (data and partition key).
+    pub(crate) bytes: Vec<usize>,
 }
 
 /// One PutRecords call: its records and the rows they carry.
@@ -38,6 +40,8 @@ impl Call {
         seqs: &[i64],
         shard_id: Option<&str>,
     ) {
+        let key = entry.partition_key().map_or(0, str::len);
+        self.carried.bytes.push(entry.data().as_ref().len() + key);
         self.entries.push(entry);
         self.carried.seqs.extend_from_slice(seqs);
         self.carried.counts.push(seqs.len());
@@ -52,11 +56,12 @@ impl Call {
         let old = std::mem::take(self);
         let mut rows = old.carried.seqs.as_slice();
         self.carried.stream = old.carried.stream;
-        for (((entry, n), shard), keep) in old
+        for ((((entry, n), shard), _), keep) in old
             .entries
             .into_iter()
             .zip(old.carried.counts)
             .zip(old.carried.shard_ids)
+            .zip(old.carried.bytes)
             .zip(keep)
         {
             let (carried, rest) = rows.split_at(n);

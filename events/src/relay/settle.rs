@@ -37,6 +37,7 @@ impl Relay {
                     seqs,
                     counts,
                     shard_ids,
+                    bytes,
                 },
             result,
         } = sent;
@@ -64,6 +65,7 @@ impl Relay {
         let mut reject_error = String::new();
         let mut rows = seqs.as_slice();
         let mut results = out.records().iter();
+        let (mut accepted, mut accepted_bytes) = (0, 0);
         for (i, &n) in counts.iter().enumerate() {
             let (carried, rest) = rows.split_at(n);
             rows = rest;
@@ -92,7 +94,11 @@ impl Relay {
                         self.shards.entry(stream.clone()).or_default().stale = true;
                         misplaced.extend_from_slice(carried);
                     }
-                    _ => done.extend_from_slice(carried),
+                    _ => {
+                        done.extend_from_slice(carried);
+                        accepted += 1;
+                        accepted_bytes += bytes.get(i).copied().unwrap_or(0) as i64;
+                    }
                 },
                 Some(code) => {
                     let failure = Failure::of_record(code);
@@ -107,6 +113,13 @@ impl Relay {
                 }
             }
         }
+        self.usage.sent(
+            &stream,
+            accepted,
+            done.len() as i64,
+            accepted_bytes,
+            now_ms(),
+        );
         // Counted when Kinesis accepts them, before their rows leave the outbox: whoever sees
         // the outbox drained also sees the count (a test read it in between and got 54 of 60).
         self.metrics

@@ -1,0 +1,101 @@
+//! What the relay sent each stream, minute by minute (`strangler_stream_usage`): Kinesis records
+//! (an aggregate is one), events and bytes, and the busiest second's records and bytes within
+//! the minute. `strangler capacity` sizes streams from it. Kept 35 days.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{Pool, Store, StoreError, now_ms, on_pool};
+
+/// One minute of one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Minute {
+    pub stream: String,
+    /// The minute's start (ms since the epoch).
+    pub minute_ms: i64,
+    pub records: i64,
+    pub events: i64,
+    pub bytes: i64,
+    /// The busiest second's records and bytes.
+    pub peak_records: i64,
+    pub peak_bytes: i64,
+}
+
+const KEEP_MS: i64 = 35 * 86_400_000;
+
+#[derive(Clone)]
+pub struct Usage {
+    store: Store,
+}
+
+impl Store {
+    pub fn usage(&self) -> Usage {
+        Usage {
+            store: self.clone(),
+        }
+    }
+}
+
+impl Usage {
+    /// Adds minutes to what is stored (a minute written twice sums its counts and keeps the
+    /// larger peak), and forgets minutes older than 35 days.
+    pub async fn add(&self, minutes: &[Minute]) -> Result<(), StoreError> {
+        let greatest = match self.store.pool {
+            Pool::Sqlite(_) => "MAX",
+            Pool::Postgres(_) => "GREATEST",
+        };
+        let sql = format!(
+            "INSERT INTO strangler_stream_usage (stream, minute_ms, records, events, bytes, peak_records, peak_bytes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (stream, minute_ms) DO UPDATE SET \
+             records = strangler_stream_usage.records + excluded.records, \
+             events = strangler_stream_usage.events + excluded.events, \
+             bytes = strangler_stream_usage.bytes + excluded.bytes, \
+             peak_records = {greatest}(strangler_stream_usage.peak_records, excluded.peak_records), \
+             peak_bytes = {greatest}(strangler_stream_usage.peak_bytes, excluded.peak_bytes)"
+        );
+        on_pool!(&self.store.pool, |p| {
+            let mut tx = p.begin().await?;
+            for m in minutes {
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(&m.stream)
+                    .bind(m.minute_ms)
+                    .bind(m.records)
+                    .bind(m.events)
+                    .bind(m.bytes)
+                    .bind(m.peak_records)
+                    .bind(m.peak_bytes)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM strangler_stream_usage WHERE minute_ms < $1")
+                .bind(now_ms() - KEEP_MS)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Every stored minute since `since_ms`, by stream and time.
+    pub async fn since(&self, since_ms: i64) -> Result<Vec<Minute>, StoreError> {
+        const SQL: &str = "SELECT stream, minute_ms, records, events, bytes, peak_records, peak_bytes \
+             FROM strangler_stream_usage WHERE minute_ms >= $1 ORDER BY stream, minute_ms";
+        let rows = on_pool!(&self.store.pool, |p| {
+            let rows = sqlx::query(SQL).bind(since_ms).fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok::<_, sqlx::Error>(Minute {
+                        stream: r.try_get(0)?,
+                        minute_ms: r.try_get(1)?,
+                        records: r.try_get(2)?,
+                        events: r.try_get(3)?,
+                        bytes: r.try_get(4)?,
+                        peak_records: r.try_get(5)?,
+                        peak_bytes: r.try_get(6)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+}
