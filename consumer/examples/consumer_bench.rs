@@ -69,7 +69,9 @@ async fn fill(c: &Client, stream: &str, n: usize, aggregate: bool) {
     } else {
         entries = (0..n).map(|i| (format!("user-{i}"), event(i))).collect();
     }
-    for batch in entries.chunks(500) {
+    // PutRecords takes 500 records and 5 MiB per call: aggregates of ~33 KB go 100 at a time.
+    let per_call = if aggregate { 100 } else { 500 };
+    for batch in entries.chunks(per_call) {
         let records = batch
             .iter()
             .map(|(k, d)| {

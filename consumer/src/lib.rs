@@ -4,7 +4,8 @@
 //! [`Consumer::run`] reads a stream from every shard: `ListShards`, `GetShardIterator` from the
 //! stored checkpoint (`AFTER_SEQUENCE_NUMBER`, else `TRIM_HORIZON`), `GetRecords` with back-off on
 //! empty reads and on throttling, child shards only after their parents are read to the end
-//! ([`lineage`]). Each record is taken apart when it is a KPL aggregate ([`event`]); each event
+//! ([`lineage`]); or, with [`Config::enhanced_fan_out`], pushed by `SubscribeToShard` to a
+//! registered stream consumer (`fanout`). Each record is taken apart when it is a KPL aggregate ([`event`]); each event
 //! whose CloudEvents `id` was applied before is skipped; the others go to the application's
 //! [`Handler`] inside one database transaction per batch that also stores the shard's checkpoint
 //! and the applied ids ([`checkpoints`]). A crash (even `kill -9`) rolls back the batch it was in
@@ -18,6 +19,7 @@
 
 pub mod checkpoints;
 pub mod event;
+mod fanout;
 pub mod lineage;
 mod progress;
 mod reader;
@@ -72,6 +74,10 @@ pub struct Config {
     /// it applied again. Longer than the stream's retention is enough for retries; a replay of
     /// older events is meant to be applied.
     pub dedupe_for: Duration,
+    /// Read through enhanced fan-out (a registered stream consumer named `name`, records pushed
+    /// by `SubscribeToShard`, 2 MB/s per shard of its own) instead of polling. A server without
+    /// it (or refusing it) is polled, with a warning.
+    pub enhanced_fan_out: bool,
 }
 
 impl Config {
@@ -83,6 +89,7 @@ impl Config {
             idle_wait: Duration::from_secs(1),
             shard_sync: Duration::from_secs(10),
             dedupe_for: Duration::from_secs(7 * 86_400),
+            enhanced_fan_out: false,
         }
     }
 
@@ -167,7 +174,18 @@ impl Consumer {
         let mut readers: JoinSet<(String, Result<reader::End, ConsumerError>)> = JoinSet::new();
         let mut last_prune = None::<tokio::time::Instant>;
         let mut listing_failures = 0u32;
-        info!(stream = %stream, consumer = %self.config.name, "Consumer started");
+        let fan_out: Option<Arc<str>> = if self.config.enhanced_fan_out {
+            match fanout::register(&self.client, &self.config.stream, &self.config.name).await {
+                Ok(arn) => Some(arn.into()),
+                Err(e) => {
+                    warn!(stream = %stream, error = %e, "No enhanced fan-out; polling instead");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        info!(stream = %stream, consumer = %self.config.name, enhanced_fan_out = fan_out.is_some(), "Consumer started");
         loop {
             if *shutdown.borrow() {
                 break;
@@ -196,7 +214,14 @@ impl Consumer {
                         };
                         let (h, stop) = (Arc::clone(&handler), shutdown.clone());
                         let id = shard.id.clone();
-                        let task = readers.spawn(async move { (id, r.run(h, at, stop).await) });
+                        let arn = fan_out.clone();
+                        let task = readers.spawn(async move {
+                            let end = match arn {
+                                Some(arn) => r.run_fanout(h, at, stop, &arn).await,
+                                None => r.run(h, at, stop).await,
+                            };
+                            (id, end)
+                        });
                         running.insert(shard.id.clone(), task);
                     }
                 }

@@ -32,14 +32,14 @@ pub(crate) struct Reader {
 }
 
 /// A wait that doubles up to a ceiling, with a little jitter so shards do not poll in step.
-struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
     min: Duration,
     max: Duration,
 }
 
 impl Backoff {
-    fn new(min: Duration, max: Duration) -> Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Backoff {
         Backoff {
             next: min,
             min,
@@ -47,7 +47,7 @@ impl Backoff {
         }
     }
 
-    fn step(&mut self) -> Duration {
+    pub(crate) fn step(&mut self) -> Duration {
         let now = self.next;
         self.next = (self.next * 2).min(self.max);
         let jitter = std::time::SystemTime::now()
@@ -57,7 +57,7 @@ impl Backoff {
         now.mul_f64(0.9 + f64::from(jitter) / 5000.0)
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.min;
     }
 }
@@ -134,41 +134,16 @@ impl Reader {
             let ended = out.next_shard_iterator.is_none();
             let last = out.records.last().map(|r| r.sequence_number().to_string());
             if let Some(last) = last {
-                let mut events = Vec::new();
-                let mut misplaced = 0;
-                for r in &out.records {
-                    let origin = Origin {
-                        shard_id: &self.shard_id,
-                        hash_range: self.hash_range,
-                        sequence_number: r.sequence_number(),
-                        partition_key: r.partition_key().unwrap_or_default(),
-                    };
-                    let (these, left_out) = event::from_record(origin, r.data().as_ref());
-                    events.extend(these);
-                    misplaced += left_out;
-                }
-                if misplaced > 0 {
-                    debug!(shard = %self.shard_id, misplaced, "Aggregated events outside the shard's range left out (the producer sends them again)");
-                    self.progress.left_out(misplaced as u64);
-                }
+                let events = self.events_of(&out.records);
                 let next = Checkpoint {
                     sequence_number: Some(last),
                     finished: ended,
                 };
-                // Applied until it commits: a failing handler or database holds the shard here
-                // (nothing is skipped), trying again with a growing wait.
-                let mut failing = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-                loop {
-                    match self.apply(&*handler, &events, &next).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            warn!(shard = %self.shard_id, sequence_number = ?next.sequence_number, error = %e, "Batch not applied; trying again");
-                            pause(failing.step(), &mut stop).await;
-                            if *stop.borrow() {
-                                return Ok(End::Stopped);
-                            }
-                        }
-                    }
+                if !self
+                    .apply_until_done(&*handler, &events, &next, &mut stop)
+                    .await
+                {
+                    return Ok(End::Stopped);
                 }
                 at = next;
             }
@@ -241,6 +216,56 @@ impl Reader {
             })
     }
 
+    /// The events of a batch of records (aggregates taken apart; their events outside this
+    /// shard's range left out and counted).
+    pub(crate) fn events_of(
+        &self,
+        records: &[aws_sdk_kinesis::types::Record],
+    ) -> Vec<Result<Event, Unreadable>> {
+        let mut events = Vec::new();
+        let mut misplaced = 0;
+        for r in records {
+            let origin = Origin {
+                shard_id: &self.shard_id,
+                hash_range: self.hash_range,
+                sequence_number: r.sequence_number(),
+                partition_key: r.partition_key().unwrap_or_default(),
+            };
+            let (these, left_out) = event::from_record(origin, r.data().as_ref());
+            events.extend(these);
+            misplaced += left_out;
+        }
+        if misplaced > 0 {
+            debug!(shard = %self.shard_id, misplaced, "Aggregated events outside the shard's range left out (the producer sends them again)");
+            self.progress.left_out(misplaced as u64);
+        }
+        events
+    }
+
+    /// Applies a batch until it commits: a failing handler or database holds the shard here
+    /// (nothing is skipped), trying again with a growing wait. False: the consumer is stopping.
+    pub(crate) async fn apply_until_done<H: Handler>(
+        &self,
+        handler: &H,
+        events: &[Result<Event, Unreadable>],
+        next: &Checkpoint,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut failing = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            match self.apply(handler, events, next).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    warn!(shard = %self.shard_id, sequence_number = ?next.sequence_number, error = %e, "Batch not applied; trying again");
+                    pause(failing.step(), stop).await;
+                    if *stop.borrow() {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
     /// One transaction: each event not applied before goes to the handler, then the checkpoint.
     async fn apply<H: Handler>(
         &self,
@@ -276,7 +301,7 @@ impl Reader {
     }
 
     /// Marks the shard read to its end (its children may start).
-    async fn finish(&self, at: &mut Checkpoint) -> Result<End, ConsumerError> {
+    pub(crate) async fn finish(&self, at: &mut Checkpoint) -> Result<End, ConsumerError> {
         at.finished = true;
         let mut conn = self.pool.acquire().await?;
         let stream = self.config.stream_name();
@@ -290,7 +315,7 @@ impl Reader {
 }
 
 /// Waits, or less when the consumer is told to stop.
-async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = stop.changed() => {}

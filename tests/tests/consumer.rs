@@ -1,7 +1,8 @@
 //! The consumer side (strangler-consumer) against kinesis-local and the real proxy: every event
 //! a client got a 2xx for is applied once into the consumer's database, across `kill -9` of the
-//! consumer and of the proxy, on SQLite and PostgreSQL, in per-key order; a shard split while it
-//! reads loses and duplicates nothing (children after parents, KPL aggregates taken apart).
+//! consumer and of the proxy, on SQLite and PostgreSQL, polling and through enhanced fan-out, in
+//! per-key order; a shard split while it reads loses and duplicates nothing (children after
+//! parents, KPL aggregates taken apart).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -48,18 +49,23 @@ impl ConsumerDb {
     }
 }
 
-fn count_consumer(db: &ConsumerDb, k: &KinesisLocal) -> Process {
+fn count_consumer(db: &ConsumerDb, k: &KinesisLocal, fan_out: bool) -> Process {
     let bin = workspace_binary("strangler-tests", "count-consumer");
+    let endpoint = k.endpoint();
+    let mut args = vec![
+        "--db",
+        &db.url,
+        "--stream",
+        "orders",
+        "--endpoint",
+        &endpoint,
+    ];
+    if fan_out {
+        args.push("--fan-out");
+    }
     Process::start(
         &bin,
-        &[
-            "--db",
-            &db.url,
-            "--stream",
-            "orders",
-            "--endpoint",
-            &k.endpoint(),
-        ],
+        &args,
         &[
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
@@ -166,7 +172,7 @@ async fn every_acked_applied_once(pool: &AnyPool, acked: &[(i64, String)], consu
     }
 }
 
-async fn survives_kill9(postgres: bool) {
+async fn survives_kill9(postgres: bool, fan_out: bool) {
     let k = KinesisLocal::start().await;
     let c = kinesis::client(&k.endpoint());
     kinesis::create_stream(&c, "orders").await;
@@ -179,7 +185,7 @@ async fn survives_kill9(postgres: bool) {
         .start()
         .await;
     let db = ConsumerDb::new(postgres).await;
-    let mut consumer = count_consumer(&db, &k);
+    let mut consumer = count_consumer(&db, &k, fan_out);
     let pool = db.pool().await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -218,16 +224,50 @@ async fn survives_kill9(postgres: bool) {
     let acked = acked.lock().await.clone();
     assert!(acked.len() > 100, "only {} requests acked", acked.len());
     every_acked_applied_once(&pool, &acked, &consumer).await;
+    if fan_out {
+        let logs = consumer.logs();
+        assert!(
+            logs.contains("enhanced_fan_out=true"),
+            "the consumer polled:\n{logs}"
+        );
+        let arn = c
+            .describe_stream_summary()
+            .stream_name("orders")
+            .send()
+            .await
+            .unwrap()
+            .stream_description_summary
+            .unwrap()
+            .stream_arn;
+        let registered = c
+            .list_stream_consumers()
+            .stream_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        let names: Vec<&str> = registered
+            .consumers()
+            .iter()
+            .map(|c| c.consumer_name())
+            .collect();
+        assert_eq!(names, ["count"]);
+    }
 }
 
 #[tokio::test]
 async fn every_acked_event_is_applied_once_across_kill9_sqlite() {
-    survives_kill9(false).await;
+    survives_kill9(false, false).await;
+}
+
+/// The same through enhanced fan-out (SubscribeToShard), which kinesis-local serves.
+#[tokio::test]
+async fn enhanced_fan_out_applies_every_acked_event_once_across_kill9() {
+    survives_kill9(false, true).await;
 }
 
 #[tokio::test]
 async fn every_acked_event_is_applied_once_across_kill9_postgres() {
-    survives_kill9(true).await;
+    survives_kill9(true, false).await;
 }
 
 /// A shard split while events flow (KPL-aggregated): the parent is read to its end before its
@@ -245,7 +285,7 @@ async fn a_shard_split_while_reading_loses_and_duplicates_nothing() {
         .start()
         .await;
     let db = ConsumerDb::new(false).await;
-    let consumer = count_consumer(&db, &k);
+    let consumer = count_consumer(&db, &k, false);
     let pool = db.pool().await;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));

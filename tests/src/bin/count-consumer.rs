@@ -2,7 +2,7 @@
 //! event it is handed becomes one more row in `applied`, so an event applied twice shows as two
 //! rows and a lost one as none; `seq` keeps the order they were applied in.
 //!
-//! `count-consumer --db URL --stream S --endpoint E`; it stops on SIGTERM.
+//! `count-consumer --db URL --stream S --endpoint E [--fan-out]`; it stops on SIGTERM.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,6 +43,7 @@ fn arg(name: &str) -> Option<String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
     let db = arg("--db").expect("--db");
@@ -64,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::new(arg("--stream").expect("--stream"), "count");
     config.idle_wait = Duration::from_millis(200);
     config.shard_sync = Duration::from_millis(500);
+    config.enhanced_fan_out = std::env::args().any(|a| a == "--fan-out");
     if let Some(b) = arg("--batch") {
         config.batch = b.parse()?;
     }

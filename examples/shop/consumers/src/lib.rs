@@ -24,6 +24,9 @@ pub struct Args {
     /// The longest wait between reads of a caught-up shard.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub idle_wait: Duration,
+    /// Read through enhanced fan-out (SubscribeToShard) instead of polling.
+    #[arg(long)]
+    pub enhanced_fan_out: bool,
     /// How often the shard listing is read again (new shards after a reshard).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shard_sync: Duration,
@@ -60,6 +63,7 @@ pub async fn run<H: Handler>(args: &Args, name: &str, pool: AnyPool, handler: H)
     let mut config = Config::new(&args.stream, name);
     config.idle_wait = args.idle_wait;
     config.shard_sync = args.shard_sync;
+    config.enhanced_fan_out = args.enhanced_fan_out;
     let consumer = Consumer::new(client, pool, config).await?;
     let progress = consumer.progress();
     let (stop, stopped) = tokio::sync::watch::channel(false);
