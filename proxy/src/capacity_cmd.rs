@@ -118,7 +118,10 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
             println!();
             println!("{stream}");
             match &now {
-                Ok((shards, mode)) => println!("  now          {shards} open shards, {mode}"),
+                Ok((shards, mode)) => println!(
+                    "  now          {shards} open shard{}, {mode}",
+                    if *shards == 1 { "" } else { "s" }
+                ),
                 Err(e) => println!("  now          cannot describe the stream: {e}"),
             }
             match sizing {
@@ -134,11 +137,12 @@ fn print_sizing(s: &Sizing) {
     let time = |ms: i64| rfc3339(ms.div_euclid(1000), 0);
     let span = Duration::from_millis((s.to_ms - s.from_ms + 60_000) as u64);
     println!(
-        "  window       {} to {} ({:.1} h; {} minutes with events)",
+        "  window       {} to {} ({:.1} h; {} minute{} with events)",
         time(s.from_ms),
         time(s.to_ms + 60_000),
         span.as_secs_f64() / 3600.0,
-        s.minutes
+        s.minutes,
+        if s.minutes == 1 { "" } else { "s" }
     );
     println!(
         "  observed     records/s avg {:.1}, peak {}; bytes/s avg {}, peak {}; events/s avg {:.1}",
@@ -153,7 +157,7 @@ fn print_sizing(s: &Sizing) {
         s.shards_needed, s.shards_needed_unaggregated
     );
     println!(
-        "  PUT units    {:.0}/month aggregated as sent, {:.0}/month one event per record",
+        "  PUT units    {:.0}/month as sent, {:.0}/month one event per record",
         s.put_units_month_aggregated, s.put_units_month_unaggregated
     );
     println!(
