@@ -192,8 +192,19 @@ impl Consumer {
             }
             match self.list_shards().await {
                 Ok(shards) => {
+                    let stored = match checkpoints::load(&self.pool, &self.config.name, &stream)
+                        .await
+                    {
+                        Ok(stored) => stored,
+                        Err(e) => {
+                            listing_failures += 1;
+                            warn!(error = %e, "Cannot read the checkpoints; trying again");
+                            tokio::time::sleep(Duration::from_secs(1 << listing_failures.min(5)))
+                                .await;
+                            continue;
+                        }
+                    };
                     listing_failures = 0;
-                    let stored = checkpoints::load(&self.pool, &self.config.name, &stream).await?;
                     let finished = stored
                         .iter()
                         .filter(|(_, c)| c.finished)

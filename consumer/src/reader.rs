@@ -301,11 +301,24 @@ impl Reader {
     }
 
     /// Marks the shard read to its end (its children may start).
+    /// A database that fails here is tried again (with a growing wait) until it works.
     pub(crate) async fn finish(&self, at: &mut Checkpoint) -> Result<End, ConsumerError> {
         at.finished = true;
-        let mut conn = self.pool.acquire().await?;
         let stream = self.config.stream_name();
-        checkpoints::save(&mut conn, &self.config.name, stream, &self.shard_id, at).await?;
+        let mut failing = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            let saved = async {
+                let mut conn = self.pool.acquire().await?;
+                checkpoints::save(&mut conn, &self.config.name, stream, &self.shard_id, at).await
+            };
+            match saved.await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(shard = %self.shard_id, error = %e, "Cannot mark the shard read to its end; trying again");
+                    tokio::time::sleep(failing.step()).await;
+                }
+            }
+        }
         self.progress.shard(&self.shard_id, |p| {
             p.finished = true;
             p.millis_behind = 0;

@@ -49,7 +49,7 @@ async fn boundary() -> i64 {
     t
 }
 
-async fn setup() -> (KinesisLocal, aws_sdk_kinesis::Client, Upstream, Proxy) {
+async fn setup(store: &Store) -> (KinesisLocal, aws_sdk_kinesis::Client, Upstream, Proxy) {
     let k = KinesisLocal::start().await;
     let c = kinesis::client(&k.endpoint());
     kinesis::create_stream(&c, "orders").await;
@@ -59,6 +59,7 @@ async fn setup() -> (KinesisLocal, aws_sdk_kinesis::Client, Upstream, Proxy) {
         .rules("orders.yaml", RULES)
         .kinesis(&k.endpoint())
         .setting("events", json!({ "keep_published": "1h" }))
+        .store(store)
         .start()
         .await;
     (k, c, legacy, p)
@@ -132,8 +133,17 @@ async fn outbox_empty(p: &Proxy) -> bool {
 }
 
 #[tokio::test]
-async fn a_replay_republishes_exactly_the_selected_range_and_type_with_original_ids() {
-    let (_k, c, _legacy, p) = setup().await;
+async fn a_replay_republishes_exactly_the_selected_range_and_type_with_original_ids_sqlite() {
+    selected_range(&Store::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_replay_republishes_exactly_the_selected_range_and_type_with_original_ids_postgres() {
+    selected_range(&Store::postgres().await).await;
+}
+
+async fn selected_range(store: &Store) {
+    let (_k, c, _legacy, p) = setup(store).await;
     send(&p, "orders", 0, 10).await;
     let since = boundary().await;
     let created = send(&p, "orders", 100, 12).await;
@@ -193,7 +203,8 @@ async fn a_replay_republishes_exactly_the_selected_range_and_type_with_original_
 
 #[tokio::test]
 async fn a_replay_killed_midway_resumes_and_moves_every_event_once() {
-    let (_k, c, _legacy, mut p) = setup().await;
+    let store = Store::sqlite();
+    let (_k, c, _legacy, mut p) = setup(&store).await;
     let since = boundary().await.to_string();
     let created = send(&p, "orders", 0, 300).await;
     stream_events(&c, "orders", 300).await;

@@ -362,6 +362,15 @@ impl Backlog {
         }
     }
 
+    /// Nothing of the stream goes before `until_ms` (its shards are at their write limits);
+    /// unlike `pause`, no probing afterwards.
+    pub fn hold(&mut self, stream: &str, until_ms: i64) {
+        if let Some(q) = self.streams.get_mut(stream) {
+            q.paused_until_ms = q.paused_until_ms.max(until_ms);
+            q.changed();
+        }
+    }
+
     /// A call got through: the stream sends at full pace again.
     pub fn resume(&mut self, stream: &str) {
         if let Some(q) = self.streams.get_mut(stream)

@@ -39,10 +39,14 @@ impl Relay {
             let gate = linger.map(|l| (Instant::now(), l));
             match self.backlog.next_batch(now_ms(), gate) {
                 Next::Send(batch) => {
-                    let call = self.prepare(batch);
+                    let (call, room_in) = self.prepare(batch);
                     if call.entries.is_empty() {
-                        // Every record's shard is at its limit: wait for room.
-                        return Some(self.limited.take().unwrap_or(Duration::from_millis(5)));
+                        // Every record's shard is at its limit: the stream waits for room
+                        // (other streams go on).
+                        let wait = room_in.unwrap_or(Duration::from_millis(5));
+                        let until = now_ms() + wait.as_millis().max(1) as i64;
+                        self.backlog.hold(&call.carried.stream, until);
+                        continue;
                     }
                     calls.spawn(put(client.clone(), self.metrics.clone(), call));
                 }
@@ -53,9 +57,10 @@ impl Relay {
     }
 
     /// A batch as PutRecords records: aggregated by shard on an aggregated stream with a shard
-    /// map, one row per record otherwise. Rows past the call's 500 records are released for the
-    /// next call.
-    fn prepare(&mut self, batch: Batch) -> Call {
+    /// map, one row per record otherwise. Rows past the call's 500 records, and those whose
+    /// shard is at its write limit, are released for a later call; with the latter, how long
+    /// until their shards have room.
+    fn prepare(&mut self, batch: Batch) -> (Call, Option<Duration>) {
         let Batch { stream, seqs } = batch;
         // A map Kinesis contradicted is not used until it is fetched again: rows go out plain
         // (each by its own key) meanwhile.
@@ -87,8 +92,9 @@ impl Relay {
     }
 
     /// Holds back the records whose shard is at its write limit (see [`super::limits`]); their
-    /// rows wait in the backlog, and `limited` says how long until there is room.
-    fn limit(&mut self, mut call: Call) -> Call {
+    /// rows wait in the backlog. Returns the call and, when it held any back, how long until
+    /// the first of their shards has room.
+    fn limit(&mut self, mut call: Call) -> (Call, Option<Duration>) {
         let limits = self.cfg.shard_limits;
         let stream = call.carried.stream.clone();
         let map = self
@@ -98,7 +104,7 @@ impl Relay {
             .and_then(|s| s.map.clone())
             .filter(|m| !m.is_empty());
         let (Some(map), false) = (map, limits.is_off()) else {
-            return call;
+            return (call, None);
         };
         let now = Instant::now();
         let mut keep = Vec::with_capacity(call.entries.len());
@@ -126,16 +132,15 @@ impl Relay {
                 }
             }
         }
-        if let Some(w) = wait {
+        if wait.is_some() {
             let held = call.retain(&keep);
             self.metrics
                 .shard_limited
                 .with_label_values(&[&stream])
                 .inc_by(held.len() as u64);
             self.backlog.release(&stream, &held);
-            self.limited = Some(self.limited.map_or(w, |x| x.min(w)));
         }
-        call
+        (call, wait)
     }
 
     /// Builds the Kinesis client once there is something to send.

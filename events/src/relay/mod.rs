@@ -141,8 +141,6 @@ pub struct Relay {
     shards: HashMap<String, Shards>,
     /// Each shard's room under its write limits.
     buckets: limits::Buckets,
-    /// Records were held back for their shard's limit: room again after this long.
-    limited: Option<Duration>,
     /// What was sent each stream, not yet written to the store.
     usage: usage::Meter,
     /// Each stream's failures in a row, up or down, and its incident log lines.
@@ -181,7 +179,6 @@ impl Relay {
             more: false,
             shards: HashMap::new(),
             buckets: limits::Buckets::default(),
-            limited: None,
             usage: usage::Meter::default(),
             health: Health::default(),
         }
