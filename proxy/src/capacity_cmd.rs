@@ -46,13 +46,7 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         services: Some(cfg.service_names()),
     };
     let (rules, _) = strangler_rules::load(&cfg.rules, &env).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let mut streams: Vec<String> = rules
-        .routes()
-        .iter()
-        .filter_map(|r| r.publish.as_ref().map(|p| p.stream.clone()))
-        .collect();
-    streams.sort();
-    streams.dedup();
+    let mut streams = rules.publish_streams();
     let prices = Prices {
         shard_hour: args.shard_hour,
         million_put_units: args.million_put_units,

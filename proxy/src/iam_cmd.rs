@@ -32,13 +32,7 @@ pub fn run(args: &IamPolicyArgs) -> Result<()> {
         services: Some(cfg.service_names()),
     };
     let (rules, _) = strangler_rules::load(&cfg.rules, &ctx).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let mut streams: Vec<String> = rules
-        .routes()
-        .iter()
-        .filter_map(|r| r.publish.as_ref().map(|p| p.stream.clone()))
-        .collect();
-    streams.sort();
-    streams.dedup();
+    let streams = rules.publish_streams();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

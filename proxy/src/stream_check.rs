@@ -30,16 +30,8 @@ pub async fn run(cfg: Config, rules: Arc<LiveRules>, metrics: Metrics) {
         let now = Instant::now();
         let streams: Vec<String> = {
             let current = rules.current();
-            let mut s: Vec<String> = current
-                .rules
-                .routes()
-                .iter()
-                .filter_map(|r| r.publish.as_ref().map(|p| p.stream.clone()))
-                .filter(|s| !checked.contains(s))
-                .filter(|s| failing.get(s).is_none_or(|(at, _)| *at <= now))
-                .collect();
-            s.sort();
-            s.dedup();
+            let mut s = current.rules.publish_streams();
+            s.retain(|s| !checked.contains(s) && failing.get(s).is_none_or(|(at, _)| *at <= now));
             s
         };
         if !streams.is_empty() {

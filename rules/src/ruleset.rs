@@ -78,6 +78,18 @@ impl RuleSet {
         &self.routes
     }
 
+    /// Every stream a route publishes to (as the rules write it: name or ARN), sorted, once each.
+    pub fn publish_streams(&self) -> Vec<String> {
+        let mut s: Vec<String> = self
+            .routes
+            .iter()
+            .filter_map(|r| r.publish.as_ref().map(|p| p.stream.clone()))
+            .collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+
     /// The bounded contexts, by name.
     pub fn contexts(&self) -> &[crate::Context] {
         &self.contexts

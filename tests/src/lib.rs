@@ -17,6 +17,22 @@ pub use proxy::{Proxy, ProxyBuilder, UpstreamConfig, binary};
 pub use store::{ScratchDb, Store};
 pub use upstream::{Behaviour, Upstream};
 
+/// Rules with one publishing route: `POST /api/users/{user}/orders` to the monolith, published
+/// to the `orders` stream as `ORDER_CREATED` keyed by the user, the request body as data. More
+/// routes can be appended (each a `  - name: …` item).
+pub const ORDERS_RULES: &str = r#"
+routes:
+  - name: orders-create
+    match: { methods: [POST], path: { template: "/api/users/{user}/orders" } }
+    target: { service: legacy }
+    publish:
+      stream: orders
+      type: ORDER_CREATED
+      source: shop/orders
+      partition_key: { request.path_param: user }
+      data: { request.body: "$" }
+"#;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

@@ -9,18 +9,7 @@ use serde_json::Value;
 use strangler_tests::kinesis::{self, KinesisLocal};
 use strangler_tests::*;
 
-const RULES: &str = r#"
-routes:
-  - name: orders-create
-    match: { methods: [POST], path: { template: "/api/users/{user}/orders" } }
-    target: { service: legacy }
-    publish:
-      stream: orders
-      type: ORDER_CREATED
-      source: shop/orders
-      partition_key: { request.path_param: user }
-      data: { request.body: "$" }
-"#;
+const RULES: &str = ORDERS_RULES;
 
 #[tokio::test]
 async fn capacity_sizes_the_stream_from_what_the_relay_sent() {

@@ -15,18 +15,7 @@ use strangler_tests::kinesis::{self, KinesisLocal};
 use strangler_tests::*;
 use tokio::sync::Mutex;
 
-const RULES: &str = r#"
-routes:
-  - name: orders-create
-    match: { methods: [POST], path: { template: "/api/users/{user}/orders" } }
-    target: { service: legacy }
-    publish:
-      stream: orders
-      type: ORDER_CREATED
-      source: shop/orders
-      partition_key: { request.path_param: user }
-      data: { request.body: "$" }
-"#;
+const RULES: &str = ORDERS_RULES;
 
 /// The consumer's database: a SQLite file in a temp dir, or a scratch PostgreSQL database.
 struct ConsumerDb {

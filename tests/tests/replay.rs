@@ -11,27 +11,21 @@ use serde_json::{Value, json};
 use strangler_tests::kinesis::{self, KinesisLocal};
 use strangler_tests::*;
 
-const RULES: &str = r#"
-routes:
-  - name: orders-create
-    match: { methods: [POST], path: { template: "/api/users/{user}/orders" } }
-    target: { service: legacy }
-    publish:
-      stream: orders
-      type: ORDER_CREATED
-      source: shop/orders
-      partition_key: { request.path_param: user }
-      data: { request.body: "$" }
-  - name: orders-cancel
-    match: { methods: [POST], path: { template: "/api/users/{user}/cancel" } }
-    target: { service: legacy }
+/// The orders route, and a second route publishing `ORDER_CANCELLED` to the same stream.
+fn rules() -> String {
+    format!(
+        r#"{ORDERS_RULES}  - name: orders-cancel
+    match: {{ methods: [POST], path: {{ template: "/api/users/{{user}}/cancel" }} }}
+    target: {{ service: legacy }}
     publish:
       stream: orders
       type: ORDER_CANCELLED
       source: shop/orders
-      partition_key: { request.path_param: user }
-      data: { request.body: "$" }
-"#;
+      partition_key: {{ request.path_param: user }}
+      data: {{ request.body: "$" }}
+"#
+    )
+}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -56,7 +50,7 @@ async fn setup(store: &Store) -> (KinesisLocal, aws_sdk_kinesis::Client, Upstrea
     kinesis::create_stream(&c, "replayed").await;
     let legacy = Upstream::start("legacy", Behaviour::Echo).await;
     let p = ProxyBuilder::new(legacy.addr)
-        .rules("orders.yaml", RULES)
+        .rules("orders.yaml", &rules())
         .kinesis(&k.endpoint())
         .setting("events", json!({ "keep_published": "1h" }))
         .store(store)

@@ -9,18 +9,7 @@ use serde_json::json;
 use strangler_tests::kinesis::{self, KinesisLocal, ShardLimits};
 use strangler_tests::*;
 
-const RULES: &str = r#"
-routes:
-  - name: orders-create
-    match: { methods: [POST], path: { template: "/api/users/{user}/orders" } }
-    target: { service: legacy }
-    publish:
-      stream: orders
-      type: ORDER_CREATED
-      source: shop/orders
-      partition_key: { request.path_param: user }
-      data: { request.body: "$" }
-"#;
+const RULES: &str = ORDERS_RULES;
 
 const EVENTS: usize = 600;
 
