@@ -149,28 +149,13 @@ impl Reader {
                 };
                 trouble.reset();
                 let ended = event.child_shards.as_ref().is_some_and(|c| !c.is_empty());
-                if let Some(last) = event
-                    .records
-                    .last()
-                    .map(|r| r.sequence_number().to_string())
+                let behind = event.millis_behind_latest;
+                if !self
+                    .take(&*handler, &event.records, ended, behind, &mut at, &mut stop)
+                    .await
                 {
-                    let events = self.events_of(&event.records);
-                    let next = Checkpoint {
-                        sequence_number: Some(last),
-                        finished: ended,
-                    };
-                    if !self
-                        .apply_until_done(&*handler, &events, &next, &mut stop)
-                        .await
-                    {
-                        return Ok(End::Stopped);
-                    }
-                    at = next;
+                    return Ok(End::Stopped);
                 }
-                self.progress.shard(&self.shard_id, |p| {
-                    p.sequence_number.clone_from(&at.sequence_number);
-                    p.millis_behind = event.millis_behind_latest;
-                });
                 if ended {
                     return self.finish(&mut at).await;
                 }

@@ -132,25 +132,12 @@ impl Reader {
             trouble.reset();
             let behind = out.millis_behind_latest.unwrap_or(0);
             let ended = out.next_shard_iterator.is_none();
-            let last = out.records.last().map(|r| r.sequence_number().to_string());
-            if let Some(last) = last {
-                let events = self.events_of(&out.records);
-                let next = Checkpoint {
-                    sequence_number: Some(last),
-                    finished: ended,
-                };
-                if !self
-                    .apply_until_done(&*handler, &events, &next, &mut stop)
-                    .await
-                {
-                    return Ok(End::Stopped);
-                }
-                at = next;
+            if !self
+                .take(&*handler, &out.records, ended, behind, &mut at, &mut stop)
+                .await
+            {
+                return Ok(End::Stopped);
             }
-            self.progress.shard(&self.shard_id, |p| {
-                p.sequence_number.clone_from(&at.sequence_number);
-                p.millis_behind = behind;
-            });
             if ended {
                 return self.finish(&mut at).await;
             }
@@ -216,9 +203,39 @@ impl Reader {
             })
     }
 
+    /// A batch read (polled or pushed): its events applied with the checkpoint after its last
+    /// record (`ended`: the shard's end) until that commits, then the progress. False: the
+    /// consumer is stopping.
+    pub(crate) async fn take<H: Handler>(
+        &self,
+        handler: &H,
+        records: &[aws_sdk_kinesis::types::Record],
+        ended: bool,
+        millis_behind: i64,
+        at: &mut Checkpoint,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        if let Some(last) = records.last().map(|r| r.sequence_number().to_string()) {
+            let events = self.events_of(records);
+            let next = Checkpoint {
+                sequence_number: Some(last),
+                finished: ended,
+            };
+            if !self.apply_until_done(handler, &events, &next, stop).await {
+                return false;
+            }
+            *at = next;
+        }
+        self.progress.shard(&self.shard_id, |p| {
+            p.sequence_number.clone_from(&at.sequence_number);
+            p.millis_behind = millis_behind;
+        });
+        true
+    }
+
     /// The events of a batch of records (aggregates taken apart; their events outside this
     /// shard's range left out and counted).
-    pub(crate) fn events_of(
+    fn events_of(
         &self,
         records: &[aws_sdk_kinesis::types::Record],
     ) -> Vec<Result<Event, Unreadable>> {
@@ -244,7 +261,7 @@ impl Reader {
 
     /// Applies a batch until it commits: a failing handler or database holds the shard here
     /// (nothing is skipped), trying again with a growing wait. False: the consumer is stopping.
-    pub(crate) async fn apply_until_done<H: Handler>(
+    async fn apply_until_done<H: Handler>(
         &self,
         handler: &H,
         events: &[Result<Event, Unreadable>],
