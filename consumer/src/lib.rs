@@ -12,9 +12,11 @@
 //! and the next run reads it again: nothing is applied twice, nothing is skipped.
 //!
 //! The database is the application's own (SQLite or PostgreSQL through `sqlx::Any`, so one
-//! handler's SQL serves both: write `$1` parameters). One running consumer per name and stream:
-//! the name keys the checkpoints and the applied ids, so two applications (a projector and a
-//! notifier) read the same stream independently (fan-out). No network code but Kinesis's and
+//! handler's SQL serves both: write `$1` parameters). The name keys the checkpoints and the
+//! applied ids, so two applications (a projector and a notifier) read the same stream
+//! independently (fan-out). Run one instance per name and stream: a second one stays correct
+//! (its transaction inserting an event's id waits for the first's and then skips the event) but
+//! reads everything twice. No network code but Kinesis's and
 //! the database's; no proxy code.
 
 pub mod checkpoints;

@@ -346,3 +346,37 @@ async fn a_shard_split_while_reading_loses_and_duplicates_nothing() {
         consumer.logs()
     );
 }
+
+/// Two instances of one consumer name (a mistake, or a standby started early) on one PostgreSQL
+/// database: every event is still applied once (the second transaction to insert an event's id
+/// waits for the first and skips it).
+#[tokio::test]
+async fn two_instances_of_one_consumer_still_apply_each_event_once() {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
+    let p = ProxyBuilder::new(legacy.addr)
+        .rules("orders.yaml", RULES)
+        .kinesis(&k.endpoint())
+        .start()
+        .await;
+    let db = ConsumerDb::new(true).await;
+    let first = count_consumer(&db, &k, false);
+    let _second = count_consumer(&db, &k, false);
+    let pool = db.pool().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let workers = load(p.addr, 4, &stop, &acked, Duration::from_millis(5));
+    wait_for("events applied", Duration::from_secs(30), || {
+        let pool = pool.clone();
+        async move { applied(&pool).await.len() > 200 }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().await.clone();
+    every_acked_applied_once(&pool, &acked, &first).await;
+}
