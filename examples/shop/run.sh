@@ -90,7 +90,7 @@ echo "  # backfill a new read model from the archive (events.keep_published): th
 echo "  # last hour go out again, original ids kept, to a stream of its own, and a second projector"
 echo "  # builds run/orders-v2.db from it"
 echo "  $bin events replay --config $here/strangler.yaml --stream shop-orders --since 1h --to-stream shop-orders-v2"
-echo "  $projector --db sqlite://$here/run/orders-v2.db --stream shop-orders-v2 --endpoint http://127.0.0.1:4567 --region us-east-1 &"
+echo "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local $projector --db sqlite://$here/run/orders-v2.db --stream shop-orders-v2 --endpoint http://127.0.0.1:4567 --region us-east-1 &"
 echo "  sleep 3; sqlite3 $here/run/orders-v2.db 'SELECT id, user_id, status FROM orders' 2>/dev/null || python3 -c \"import sqlite3; print(sqlite3.connect('$here/run/orders-v2.db').execute('SELECT id, user_id, status FROM orders').fetchall())\""
 echo "  # read the order history (orders 1-12, imported into the new service): each read is copied to"
 echo "  # the other side and to a second monolith instance, and the answers compared"
