@@ -1,8 +1,8 @@
 //! `strangler iam-policy --config F`: the least-privilege IAM policy for what the rules need:
 //! `kinesis:PutRecords` and `kinesis:ListShards` (the relay: records, and the shard maps that
 //! aggregation and the per-shard write limits use) and `kinesis:DescribeStreamSummary` (the
-//! start-up checks) on the exact stream ARNs, and `kms:GenerateDataKey` on each customer-managed key the streams are encrypted
-//! with. ARNs and keys come from DescribeStreamSummary; a stream it cannot describe gets an ARN
+//! start-up checks) on the exact stream ARNs, and `kms:GenerateDataKey` on each customer-managed
+//! key the streams are encrypted with. ARNs and keys come from DescribeStreamSummary; a stream it cannot describe gets an ARN
 //! built from the region with a `*` account, and a note on stderr.
 
 use std::path::PathBuf;
