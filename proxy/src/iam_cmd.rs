@@ -2,8 +2,8 @@
 //! `kinesis:PutRecords` and `kinesis:ListShards` (the relay: records, and the shard maps that
 //! aggregation and the per-shard write limits use) and `kinesis:DescribeStreamSummary` (the
 //! start-up checks) on the exact stream ARNs, and `kms:GenerateDataKey` on each customer-managed
-//! key the streams are encrypted with. ARNs and keys come from DescribeStreamSummary; a stream it cannot describe gets an ARN
-//! built from the region with a `*` account, and a note on stderr.
+//! key the streams are encrypted with. ARNs and keys come from DescribeStreamSummary; a stream it
+//! cannot describe gets an ARN built from the region with a `*` account, and a note on stderr.
 
 use std::path::PathBuf;
 use std::time::Duration;
