@@ -7,15 +7,13 @@
 //! consumer applying every event into a table (SQLite in a temp dir, or DB_URL) with its
 //! checkpoint and dedupe, one transaction per batch. Prints a Markdown table.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use sqlx::AnyConnection;
-use strangler_consumer::{BoxError, Config, Consumer, Event, Handler};
+use strangler_consumer::{Applying, Config, Consumer, Event, Handler};
 use strangler_events::aggregate::Builder;
 
 const SHARDS: i32 = 4;
@@ -134,11 +132,7 @@ async fn plain_loop(c: &Client, stream: &str) -> usize {
 struct Insert;
 
 impl Handler for Insert {
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut AnyConnection,
-        e: &'a Event,
-    ) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>> {
+    fn apply<'a>(&'a self, tx: &'a mut AnyConnection, e: &'a Event) -> Applying<'a> {
         Box::pin(async move {
             sqlx::query("INSERT INTO orders (id, user_id, total_cents) VALUES ($1, $2, $3)")
                 .bind(e.data["order_id"].as_i64())

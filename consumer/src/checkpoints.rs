@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::{AnyConnection, AnyPool, Connection as _};
+use sqlx::{AnyConnection, AnyPool};
 
 const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS strangler_consumer_shards (
@@ -38,10 +38,8 @@ pub struct Checkpoint {
 /// Creates the consumer's tables when missing. On PostgreSQL under an advisory lock, so
 /// consumers starting together do not race on the catalog.
 pub(crate) async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let postgres = conn.backend_name() == "PostgreSQL";
-    let mut tx = conn.begin().await?;
-    if postgres {
+    let mut tx = pool.begin().await?;
+    if crate::is_postgres(pool) {
         // "strangler-consumer" as a 64-bit key.
         sqlx::query("SELECT pg_advisory_xact_lock(7363021459815133799)")
             .execute(&mut *tx)

@@ -45,14 +45,13 @@ pub use progress::{Progress, ShardProgress};
 /// events of a key are never applied out of order, and none is skipped).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A handler's work on one event: `Box::pin(async move { … })`.
+pub type Applying<'a> = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>>;
+
 /// What the application does with each event, inside the batch's transaction: write its state
 /// through `tx` (and nothing outside it that cannot be done twice).
 pub trait Handler: Send + Sync + 'static {
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut AnyConnection,
-        event: &'a Event,
-    ) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>>;
+    fn apply<'a>(&'a self, tx: &'a mut AnyConnection, event: &'a Event) -> Applying<'a>;
 }
 
 /// How a consumer reads.
@@ -132,6 +131,15 @@ pub async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
             .await?;
     }
     Ok(pool)
+}
+
+/// Whether the pool is PostgreSQL (else SQLite): for the few statements whose SQL differs
+/// (`BIGSERIAL` against `INTEGER PRIMARY KEY AUTOINCREMENT`, say).
+pub fn is_postgres(pool: &AnyPool) -> bool {
+    pool.connect_options()
+        .database_url
+        .scheme()
+        .starts_with("postgres")
 }
 
 /// A consumer of one stream.

@@ -51,6 +51,8 @@ pub enum StoreError {
     Write(#[from] WriteError),
     #[error("store: the read barrier returned no seq")]
     Barrier,
+    #[error("store: {0} vanished while it was being written")]
+    Vanished(String),
     #[error("store URL `{0}` is neither sqlite:… nor postgres://…")]
     BadUrl(String),
 }

@@ -150,27 +150,62 @@ impl Replays {
         .fetch_one(p)
         .await?
         });
-        self.get(id).await?.ok_or(StoreError::Barrier)
+        self.existing(id).await
     }
 
     pub async fn get(&self, id: i64) -> Result<Option<Replay>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM strangler_replays WHERE id = $1");
-        let row = on_pool!(&self.store.pool, |p| {
-            let r = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .fetch_optional(p)
-                .await?;
-            r.map(|r| from_row(&r)).transpose()?
-        });
-        Ok(row)
+        Ok(self.select(Some(id)).await?.pop())
+    }
+
+    /// A job that must be there (one this process just wrote).
+    async fn existing(&self, id: i64) -> Result<Replay, StoreError> {
+        self.get(id)
+            .await?
+            .ok_or_else(|| StoreError::Vanished(format!("replay {id}")))
     }
 
     /// The latest 100 jobs, newest first.
     pub async fn list(&self) -> Result<Vec<Replay>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM strangler_replays ORDER BY id DESC LIMIT 100");
+        self.select(None).await
+    }
+
+    /// One job, or the latest 100.
+    async fn select(&self, id: Option<i64>) -> Result<Vec<Replay>, StoreError> {
+        let sql = match id {
+            Some(_) => format!("SELECT {COLUMNS} FROM strangler_replays WHERE id = $1"),
+            None => format!("SELECT {COLUMNS} FROM strangler_replays ORDER BY id DESC LIMIT 100"),
+        };
         let rows = on_pool!(&self.store.pool, |p| {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await?;
-            rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?
+            let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let query = match id {
+                Some(id) => query.bind(id),
+                None => query,
+            };
+            let rows = query.fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok::<_, sqlx::Error>(Replay {
+                        id: r.try_get(0)?,
+                        selection: Selection {
+                            stream: r.try_get(1)?,
+                            route: r.try_get(2)?,
+                            ty: r.try_get(3)?,
+                            since_ms: r.try_get(4)?,
+                            until_ms: r.try_get(5)?,
+                            to_stream: r.try_get(6)?,
+                        },
+                        state: stalled(r.try_get(7)?, r.try_get(15)?),
+                        total: r.try_get(8)?,
+                        done: r.try_get(9)?,
+                        cursor_seq: r.try_get(10)?,
+                        last_seq: r.try_get(11)?,
+                        actor: r.try_get(12)?,
+                        error: r.try_get(13)?,
+                        created_ms: r.try_get(14)?,
+                        updated_ms: r.try_get(15)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
     }
@@ -231,11 +266,9 @@ impl Replays {
             claimed == 1 && !moving.is_empty()
         });
         if moved {
-            let outbox = self.store.outbox();
-            outbox.mark_stale();
-            self.store.committed.notify_one();
+            self.store.outbox().added_outside_writer();
         }
-        self.get(job.id).await?.ok_or(StoreError::Barrier)
+        self.existing(job.id).await
     }
 
     /// Sets a job's state (`running` again to resume, `failed` with an error, `cancelled`), and
@@ -326,38 +359,11 @@ impl Replays {
     }
 }
 
-fn from_row<R>(r: &R) -> Result<Replay, sqlx::Error>
-where
-    R: Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    let mut state: String = r.try_get(7)?;
-    let updated_ms: i64 = r.try_get(15)?;
+/// A running job with no step for [`STALLED_MS`] reads as `interrupted` (its runner died).
+fn stalled(state: String, updated_ms: i64) -> String {
     if state == "running" && now_ms() - updated_ms > STALLED_MS {
-        state = "interrupted".into();
+        "interrupted".into()
+    } else {
+        state
     }
-    Ok(Replay {
-        id: r.try_get(0)?,
-        selection: Selection {
-            stream: r.try_get(1)?,
-            route: r.try_get(2)?,
-            ty: r.try_get(3)?,
-            since_ms: r.try_get(4)?,
-            until_ms: r.try_get(5)?,
-            to_stream: r.try_get(6)?,
-        },
-        state,
-        total: r.try_get(8)?,
-        done: r.try_get(9)?,
-        cursor_seq: r.try_get(10)?,
-        last_seq: r.try_get(11)?,
-        actor: r.try_get(12)?,
-        error: r.try_get(13)?,
-        created_ms: r.try_get(14)?,
-        updated_ms,
-    })
 }

@@ -86,41 +86,92 @@ async fn applied(pool: &AnyPool) -> Vec<(i64, String, String, i64)> {
     out
 }
 
-/// Clients placing orders as `users` users until `stop`; each 2xx's marker is kept. Marker
-/// `n` of a user is larger than its earlier ones.
-fn load(
-    proxy: std::net::SocketAddr,
-    users: usize,
-    stop: &Arc<AtomicBool>,
-    acked: &Arc<Mutex<Vec<(i64, String)>>>,
-    pace: Duration,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..users)
-        .map(|u| {
-            let (stop, acked) = (Arc::clone(stop), Arc::clone(acked));
-            tokio::spawn(async move {
-                let user = format!("user-{u}");
-                let mut n = (u as i64) * 1_000_000;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let body = format!(r#"{{"n":{n}}}"#);
-                    let path = format!("/api/users/{user}/orders");
-                    let req = hyper::Request::post(&path)
-                        .header("host", "shop")
-                        .header("content-type", "application/json")
-                        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                        .unwrap();
-                    // The proxy may be down (killed): a failed request is simply not acked.
-                    if let Ok(r) = request(proxy, req).await
-                        && r.status == 200
-                    {
-                        acked.lock().await.push((n, user.clone()));
+/// Clients placing orders as `users` users, each 2xx's marker kept; marker `n` of a user is
+/// larger than its earlier ones. The proxy may be down meanwhile (killed): a failed request is
+/// simply not acked.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(i64, String)>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(proxy: std::net::SocketAddr, users: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let workers = (0..users)
+            .map(|u| {
+                let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
+                tokio::spawn(async move {
+                    let user = format!("user-{u}");
+                    let mut n = (u as i64) * 1_000_000;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let body = format!(r#"{{"n":{n}}}"#);
+                        let path = format!("/api/users/{user}/orders");
+                        let req = hyper::Request::post(&path)
+                            .header("host", "shop")
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                            .unwrap();
+                        if let Ok(r) = request(proxy, req).await
+                            && r.status == 200
+                        {
+                            acked.lock().await.push((n, user.clone()));
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    tokio::time::sleep(pace).await;
-                }
+                })
             })
-        })
-        .collect()
+            .collect();
+        Load {
+            stop,
+            acked,
+            workers,
+        }
+    }
+
+    async fn acked(&self) -> usize {
+        self.acked.lock().await.len()
+    }
+
+    /// Stops the clients; what was acked.
+    async fn stop(self) -> Vec<(i64, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        self.acked.lock().await.clone()
+    }
+}
+
+/// kinesis-local with the `orders` stream, a client of it, an echoing monolith, and the proxy
+/// publishing to it (`proxy` adds settings).
+async fn servers(
+    proxy: impl FnOnce(ProxyBuilder) -> ProxyBuilder,
+) -> (KinesisLocal, aws_sdk_kinesis::Client, Upstream, Proxy) {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
+    let builder = ProxyBuilder::new(legacy.addr)
+        .rules("orders.yaml", RULES)
+        .kinesis(&k.endpoint());
+    let p = proxy(builder).start().await;
+    (k, c, legacy, p)
+}
+
+/// Waits until the consumer has applied more than `n` events.
+async fn applied_over(pool: &AnyPool, n: usize) {
+    wait_for(
+        "the consumer applying events",
+        Duration::from_secs(30),
+        || {
+            let pool = pool.clone();
+            async move { applied(&pool).await.len() > n }
+        },
+    )
+    .await;
 }
 
 /// Waits until every acked marker is applied, then checks: each applied once, each user's in
@@ -162,43 +213,20 @@ async fn every_acked_applied_once(pool: &AnyPool, acked: &[(i64, String)], consu
 }
 
 async fn survives_kill9(postgres: bool, fan_out: bool) {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
-    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
     let store = Store::new(postgres).await;
-    let mut p = ProxyBuilder::new(legacy.addr)
-        .rules("orders.yaml", RULES)
-        .kinesis(&k.endpoint())
-        .store(&store)
-        .start()
-        .await;
+    let (k, c, _legacy, mut p) = servers(|b| b.store(&store)).await;
     let db = ConsumerDb::new(postgres).await;
     let mut consumer = count_consumer(&db, &k, fan_out);
     let pool = db.pool().await;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let workers = load(p.addr, 4, &stop, &acked, Duration::from_millis(5));
-    let applied_now = |pool: AnyPool| async move { applied(&pool).await.len() };
+    let load = Load::start(p.addr, 4);
     for round in 0..3 {
         // Kill each while it is busy: after it has applied (or acked) more than before.
-        let before = applied_now(pool.clone()).await;
-        wait_for(
-            "the consumer applying events",
-            Duration::from_secs(30),
-            || {
-                let pool = pool.clone();
-                async move { applied(&pool).await.len() > before + 20 }
-            },
-        )
-        .await;
+        applied_over(&pool, applied(&pool).await.len() + 20).await;
         consumer.kill9();
         if round == 1 {
-            let acked_before = acked.lock().await.len();
-            wait_for("more requests acked", Duration::from_secs(10), || {
-                let acked = Arc::clone(&acked);
-                async move { acked.lock().await.len() > acked_before + 20 }
+            let acked_before = load.acked().await;
+            wait_for("more requests acked", Duration::from_secs(10), || async {
+                load.acked().await > acked_before + 20
             })
             .await;
             p.kill9();
@@ -206,11 +234,7 @@ async fn survives_kill9(postgres: bool, fan_out: bool) {
         }
         consumer.restart();
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let acked = acked.lock().await.clone();
+    let acked = load.stop().await;
     assert!(acked.len() > 100, "only {} requests acked", acked.len());
     every_acked_applied_once(&pool, &acked, &consumer).await;
     if fan_out {
@@ -263,31 +287,13 @@ async fn every_acked_event_is_applied_once_across_kill9_postgres() {
 /// children, and nothing is lost or applied twice.
 #[tokio::test]
 async fn a_shard_split_while_reading_loses_and_duplicates_nothing() {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
-    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
-    let p = ProxyBuilder::new(legacy.addr)
-        .rules("orders.yaml", RULES)
-        .kinesis(&k.endpoint())
-        .setting("events", serde_json::json!({ "aggregate": ["orders"] }))
-        .start()
-        .await;
+    let (k, c, _legacy, p) =
+        servers(|b| b.setting("events", serde_json::json!({ "aggregate": ["orders"] }))).await;
     let db = ConsumerDb::new(false).await;
     let consumer = count_consumer(&db, &k, false);
     let pool = db.pool().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let workers = load(p.addr, 8, &stop, &acked, Duration::from_millis(5));
-    wait_for(
-        "the consumer applying events",
-        Duration::from_secs(30),
-        || {
-            let pool = pool.clone();
-            async move { applied(&pool).await.len() > 50 }
-        },
-    )
-    .await;
+    let load = Load::start(p.addr, 8);
+    applied_over(&pool, 50).await;
 
     let shards = c.list_shards().stream_name("orders").send().await.unwrap();
     let parent = shards.shards()[0].clone();
@@ -334,11 +340,7 @@ async fn a_shard_split_while_reading_loses_and_duplicates_nothing() {
         },
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let acked = acked.lock().await.clone();
+    let acked = load.stop().await;
     every_acked_applied_once(&pool, &acked, &consumer).await;
     assert!(
         consumer.logs().contains("Shard read to its end"),
@@ -352,31 +354,13 @@ async fn a_shard_split_while_reading_loses_and_duplicates_nothing() {
 /// waits for the first and skips it).
 #[tokio::test]
 async fn two_instances_of_one_consumer_still_apply_each_event_once() {
-    let k = KinesisLocal::start().await;
-    let c = kinesis::client(&k.endpoint());
-    kinesis::create_stream(&c, "orders").await;
-    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
-    let p = ProxyBuilder::new(legacy.addr)
-        .rules("orders.yaml", RULES)
-        .kinesis(&k.endpoint())
-        .start()
-        .await;
+    let (k, _c, _legacy, p) = servers(|b| b).await;
     let db = ConsumerDb::new(true).await;
     let first = count_consumer(&db, &k, false);
     let _second = count_consumer(&db, &k, false);
     let pool = db.pool().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let workers = load(p.addr, 4, &stop, &acked, Duration::from_millis(5));
-    wait_for("events applied", Duration::from_secs(30), || {
-        let pool = pool.clone();
-        async move { applied(&pool).await.len() > 200 }
-    })
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let acked = acked.lock().await.clone();
+    let load = Load::start(p.addr, 4);
+    applied_over(&pool, 200).await;
+    let acked = load.stop().await;
     every_acked_applied_once(&pool, &acked, &first).await;
 }

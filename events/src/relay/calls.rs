@@ -62,14 +62,9 @@ impl Relay {
     /// until their shards have room.
     fn prepare(&mut self, batch: Batch) -> (Call, Option<Duration>) {
         let Batch { stream, seqs } = batch;
-        // A map Kinesis contradicted is not used until it is fetched again: rows go out plain
-        // (each by its own key) meanwhile.
         let map = self
-            .shards
-            .get(&stream)
-            .filter(|s| !s.stale)
-            .and_then(|s| s.map.clone())
-            .filter(|m| self.cfg.aggregates(&stream) && !m.is_empty());
+            .shard_map(&stream)
+            .filter(|_| self.cfg.aggregates(&stream));
         let rows: Vec<&Pending> = seqs
             .iter()
             .filter_map(|&seq| self.backlog.get(&stream, seq))
@@ -97,12 +92,7 @@ impl Relay {
     fn limit(&mut self, mut call: Call) -> (Call, Option<Duration>) {
         let limits = self.cfg.shard_limits;
         let stream = call.carried.stream.clone();
-        let map = self
-            .shards
-            .get(&stream)
-            .filter(|s| !s.stale)
-            .and_then(|s| s.map.clone())
-            .filter(|m| !m.is_empty());
+        let map = self.shard_map(&stream);
         let (Some(map), false) = (map, limits.is_off()) else {
             return (call, None);
         };
@@ -111,20 +101,19 @@ impl Relay {
         let mut wait: Option<Duration> = None;
         for (i, entry) in call.entries.iter().enumerate() {
             let key = entry.partition_key().unwrap_or_default();
-            let shard = match call.carried.shard_ids.get(i).cloned().flatten() {
-                Some(s) => Some(s),
-                None => map
-                    .shard_of(aggregate::hash_key(key))
+            // An aggregate's shard is known; a plain record's follows from its key.
+            let shard = call.carried.shard_ids.get(i).and_then(Option::as_deref);
+            let shard = shard.or_else(|| {
+                map.shard_of(aggregate::hash_key(key))
                     .and_then(|i| map.shard_id(i))
-                    .map(str::to_string),
-            };
+            });
             let Some(shard) = shard else {
                 keep.push(true);
                 continue;
             };
             // Kinesis counts the data and the partition key.
             let bytes = entry.data().as_ref().len() + key.len();
-            match self.buckets.take(&limits, &stream, &shard, bytes, now) {
+            match self.buckets.take(&limits, &stream, shard, bytes, now) {
                 Ok(()) => keep.push(true),
                 Err(w) => {
                     keep.push(false);

@@ -44,10 +44,10 @@ struct Sent {
     bytes: usize,
 }
 
-/// Every shard's recent sends.
+/// Every shard's recent sends, by stream and shard id.
 #[derive(Default)]
 pub(crate) struct Buckets {
-    shards: HashMap<(String, String), Sent>,
+    streams: HashMap<String, HashMap<String, Sent>>,
 }
 
 impl Buckets {
@@ -61,10 +61,22 @@ impl Buckets {
         bytes: usize,
         now: Instant,
     ) -> Result<(), Duration> {
+        // Looked up by reference: a known shard costs no allocation.
+        if !self
+            .streams
+            .get(stream)
+            .is_some_and(|s| s.contains_key(shard))
+        {
+            self.streams
+                .entry(stream.to_string())
+                .or_default()
+                .insert(shard.to_string(), Sent::default());
+        }
         let sent = self
-            .shards
-            .entry((stream.to_string(), shard.to_string()))
-            .or_default();
+            .streams
+            .get_mut(stream)
+            .and_then(|s| s.get_mut(shard))
+            .expect("inserted above");
         while let Some(&(at, b)) = sent.records.front() {
             if now.saturating_duration_since(at) < WINDOW {
                 break;

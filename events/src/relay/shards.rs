@@ -27,6 +27,17 @@ const SHARDS_REFRESH: Duration = Duration::from_secs(60);
 const SHARDS_RETRY: Duration = Duration::from_secs(5);
 
 impl Relay {
+    /// The stream's shard map when there is one to trust: a map Kinesis contradicted is not used
+    /// until it is fetched again (rows go out plain, each by its own key, and unlimited
+    /// meanwhile).
+    pub(super) fn shard_map(&self, stream: &str) -> Option<Arc<ShardMap>> {
+        self.shards
+            .get(stream)
+            .filter(|s| !s.stale)
+            .and_then(|s| s.map.clone())
+            .filter(|m| !m.is_empty())
+    }
+
     /// Fetches the shard map of each aggregated stream in the backlog that has none, an old
     /// one, or one Kinesis contradicted.
     pub(super) async fn refresh_shards(&mut self) {

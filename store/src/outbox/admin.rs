@@ -86,8 +86,7 @@ impl Outbox {
             tx.commit().await?;
             n
         });
-        self.mark_stale();
-        self.store.committed.notify_one();
+        self.added_outside_writer();
         Ok(moved)
     }
 

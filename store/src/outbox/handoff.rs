@@ -87,12 +87,14 @@ impl Outbox {
         whole.then_some(rows)
     }
 
-    /// Rows reached the store outside the group writer: the relay reads it next time.
-    pub(crate) fn mark_stale(&self) {
+    /// Rows reached the store outside the group writer (a re-drive, a replay): the relay is
+    /// woken and reads them from the store, not the hand-off.
+    pub(crate) fn added_outside_writer(&self) {
         if let Some(h) = &self.store.handoff
             && let Ok(mut h) = h.lock()
         {
             h.stale = true;
         }
+        self.store.committed.notify_one();
     }
 }

@@ -127,8 +127,7 @@ impl Outbox {
             }
             Pool::Postgres(p) => insert_pg(&mut *p.acquire().await?, now, events).await?,
         }
-        self.mark_stale();
-        self.store.committed.notify_one();
+        self.added_outside_writer();
         Ok(())
     }
 

@@ -4,21 +4,15 @@
 //!
 //! `count-consumer --db URL --stream S --endpoint E [--fan-out]`; it stops on SIGTERM.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use sqlx::AnyConnection;
-use strangler_consumer::{BoxError, Config, Consumer, Event, Handler};
+use strangler_consumer::{Applying, Config, Consumer, Event, Handler};
 
 struct Count;
 
 impl Handler for Count {
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut AnyConnection,
-        event: &'a Event,
-    ) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>> {
+    fn apply<'a>(&'a self, tx: &'a mut AnyConnection, event: &'a Event) -> Applying<'a> {
         Box::pin(async move {
             sqlx::query("INSERT INTO applied (event_id, partition_key, shard_id, body) VALUES ($1, $2, $3, $4)")
                 .bind(&event.id)
@@ -48,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let db = arg("--db").expect("--db");
     let pool = strangler_consumer::connect(&db).await?;
-    let postgres = db.starts_with("postgres");
+    let postgres = strangler_consumer::is_postgres(&pool);
     let seq = if postgres {
         "BIGSERIAL PRIMARY KEY"
     } else {

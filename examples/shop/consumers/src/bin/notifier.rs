@@ -8,24 +8,18 @@
 //!
 //! `notifier --db sqlite://run/notifier.db --endpoint http://127.0.0.1:4567`
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use clap::Parser as _;
 use shop_consumers::{Args, order_id};
 use sqlx::{AnyConnection, AnyPool};
-use strangler_consumer::{BoxError, Event, Handler};
+use strangler_consumer::{Applying, Event, Handler};
 use tracing::{info, warn};
 
 struct Notifier;
 
 impl Handler for Notifier {
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut AnyConnection,
-        event: &'a Event,
-    ) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>> {
+    fn apply<'a>(&'a self, tx: &'a mut AnyConnection, event: &'a Event) -> Applying<'a> {
         Box::pin(async move {
             let kind = match event.ty.as_str() {
                 "ORDER_CREATED" => "confirmed",
@@ -85,11 +79,7 @@ async fn main() -> anyhow::Result<()> {
     shop_consumers::init_logging();
     let args = Args::parse();
     let pool = strangler_consumer::connect(&args.db).await?;
-    let postgres = pool
-        .connect_options()
-        .database_url
-        .scheme()
-        .starts_with("postgres");
+    let postgres = strangler_consumer::is_postgres(&pool);
     let seq = if postgres {
         "BIGSERIAL PRIMARY KEY"
     } else {

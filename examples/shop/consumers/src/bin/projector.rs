@@ -8,24 +8,17 @@
 //! Each change is idempotent in itself as well: an order the service already has (it placed it,
 //! or the history import did) is kept as it is; a cancellation sets the status.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use clap::Parser as _;
 use serde_json::Value;
 use shop_consumers::{Args, order_id};
 use sqlx::AnyConnection;
-use strangler_consumer::{BoxError, Event, Handler};
+use strangler_consumer::{Applying, Event, Handler};
 use tracing::debug;
 
 struct Projector;
 
 impl Handler for Projector {
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut AnyConnection,
-        event: &'a Event,
-    ) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>> {
+    fn apply<'a>(&'a self, tx: &'a mut AnyConnection, event: &'a Event) -> Applying<'a> {
         Box::pin(async move {
             let d = &event.data;
             let Some(id) = order_id(&d["order_id"]) else {
@@ -70,11 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let pool = strangler_consumer::connect(&args.db).await?;
     // The service's table (the same DDL as orders_service.py on SQLite).
-    let postgres = pool
-        .connect_options()
-        .database_url
-        .scheme()
-        .starts_with("postgres");
+    let postgres = strangler_consumer::is_postgres(&pool);
     let id = if postgres { "BIGINT" } else { "INTEGER" };
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE IF NOT EXISTS orders (id {id} PRIMARY KEY, user_id TEXT NOT NULL,
