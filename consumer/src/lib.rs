@@ -126,11 +126,33 @@ pub async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
         .connect(&url)
         .await?;
     if sqlite {
-        sqlx::query("PRAGMA journal_mode = WAL")
-            .execute(&pool)
-            .await?;
+        // Switching a new file to WAL takes it whole for an instant, and SQLite answers "busy"
+        // at once (no busy timeout) when another process opens it at the same time (a service
+        // and its consumer starting together): try again for up to 10 s.
+        let mut tries = 0;
+        loop {
+            match sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if busy(&e) && tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(pool)
+}
+
+/// SQLite's SQLITE_BUSY (5) or one of its extended codes.
+fn busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| c & 0xff == 5)
 }
 
 /// Whether the pool is PostgreSQL (else SQLite): for the few statements whose SQL differs
@@ -336,4 +358,32 @@ impl Consumer {
 enum ListError {
     Fatal(String),
     Retry(String),
+}
+
+#[cfg(test)]
+mod tests {
+    /// Several openers of one new SQLite file at once (a service and its consumers starting
+    /// together) all get a WAL database; SQLite answers the losers "busy" at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn openers_of_one_new_sqlite_file_at_once_all_succeed() {
+        for round in 0..5 {
+            let file = std::env::temp_dir().join(format!(
+                "strangler-consumer-open-{}-{round}.db",
+                std::process::id()
+            ));
+            let url = format!("sqlite://{}", file.display());
+            let opens: Vec<_> = (0..6)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move { super::connect(&url).await.map(|_| ()) })
+                })
+                .collect();
+            for o in opens {
+                o.await.unwrap().unwrap();
+            }
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+        }
+    }
 }
