@@ -200,6 +200,10 @@ impl ShardMap {
     pub fn is_empty(&self) -> bool {
         self.shards.is_empty()
     }
+
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
 }
 
 const WIRE_VARINT: u8 = 0;

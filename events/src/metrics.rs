@@ -12,6 +12,10 @@ pub struct Metrics {
     pub outbox_oldest_age: prometheus::GaugeVec,
     /// 1 while Kinesis takes the stream's calls, 0 while whole calls fail (throttling aside).
     pub stream_up: prometheus::IntGaugeVec,
+    /// 1 while the stream is stalled: events waiting, no call in flight, none for longer than
+    /// any back-off (the relay starts it afresh; see `health`).
+    pub stream_stalled: prometheus::IntGaugeVec,
+    pub stream_stalls: IntCounterVec,
     /// 1 when the stream has server-side encryption on, 0 when off (checked at start and reload).
     pub stream_encrypted: prometheus::IntGaugeVec,
     pub put_duration: HistogramVec,
@@ -72,6 +76,20 @@ impl Metrics {
                 ),
                 &["stream"],
             )?,
+            stream_stalled: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "strangler_stream_stalled",
+                    "1 while the stream has events waiting and no call in flight for longer than any back-off (the relay restarts its sending)",
+                ),
+                &["stream"],
+            )?,
+            stream_stalls: IntCounterVec::new(
+                Opts::new(
+                    "strangler_stream_stalls_total",
+                    "Stalls found on the stream (events waiting, no call in flight for longer than any back-off)",
+                ),
+                &["stream"],
+            )?,
             stream_encrypted: prometheus::IntGaugeVec::new(
                 Opts::new(
                     "strangler_stream_encrypted",
@@ -127,6 +145,8 @@ impl Metrics {
         registry.register(Box::new(m.outbox_depth.clone()))?;
         registry.register(Box::new(m.outbox_oldest_age.clone()))?;
         registry.register(Box::new(m.stream_up.clone()))?;
+        registry.register(Box::new(m.stream_stalled.clone()))?;
+        registry.register(Box::new(m.stream_stalls.clone()))?;
         registry.register(Box::new(m.stream_encrypted.clone()))?;
         registry.register(Box::new(m.put_duration.clone()))?;
         registry.register(Box::new(m.throttled.clone()))?;

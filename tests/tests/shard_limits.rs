@@ -2,10 +2,15 @@
 //! records per second per shard, so a burst of a few hundred events crosses them): with the
 //! relay's limiter every event arrives and the shim refuses nothing; without it, the same burst
 //! is refused in part (which proves the shim), and still arrives in the end through retries.
+//! And the soak's stall: a drain that meets the limiter, then a second outage, still delivers
+//! everything (the held batches once counted calls that were never made, and the paused stream
+//! then never sent its probe).
 
 use std::time::Duration;
 
 use serde_json::json;
+use strangler_events::relay::ShardLimits as Limits;
+use strangler_events::{CloudEvent, Metrics, NewEvent, Relay, RelayConfig};
 use strangler_tests::kinesis::{self, KinesisLocal, ShardLimits};
 use strangler_tests::*;
 
@@ -93,4 +98,112 @@ async fn without_it_the_same_burst_is_throttled() {
         "the shim refused nothing: it does not enforce the limits"
     );
     assert_eq!(held, 0.0);
+}
+
+#[tokio::test]
+async fn a_drain_that_meets_the_limiter_then_a_second_outage_delivers_everything() {
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    kinesis::create_stream(&c, "orders").await;
+    let mut shim = kinesis::Shim::start(k.addr).await;
+    *shim.faults.shard_limits.lock().unwrap() = Some(ShardLimits::new(
+        100,
+        100 << 10,
+        kinesis::shard_ranges(&c, "orders").await,
+    ));
+    let store = Store::new(false).await;
+    let outbox = store.outbox().await;
+    // Two keys: a call carries one row of each, so the limiter often holds a whole batch.
+    let events: Vec<NewEvent> = (0..EVENTS)
+        .map(|n| {
+            let key = format!("user-{}", n % 2);
+            let ev = CloudEvent::new(
+                "strangler/test",
+                "ORDER_CREATED",
+                json!({"key": key, "n": n}),
+            );
+            NewEvent {
+                id: ev.id.clone(),
+                route: "orders".into(),
+                stream: "orders".into(),
+                partition_key: key,
+                payload: ev.to_bytes(),
+            }
+        })
+        .collect();
+    outbox.enqueue_batch(&events).await.unwrap();
+    let registry = prometheus::Registry::new();
+    let m = Metrics::new(&registry).unwrap();
+    let cfg = RelayConfig {
+        base_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+        poll: Duration::from_millis(20),
+        shard_limits: Limits {
+            records_per_second: 100,
+            bytes_per_second: 100 << 10,
+        },
+        ..RelayConfig::default()
+    };
+    // The first outage: the stream pauses and probes.
+    shim.down();
+    let relay = Relay::new(
+        outbox.clone(),
+        kinesis::client(&shim.endpoint()),
+        m.clone(),
+        cfg,
+    );
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(relay.run(stop_rx));
+    let unreachable = || m.failed.with_label_values(&["orders", "unreachable"]).get();
+    wait_for("the first outage seen", Duration::from_secs(30), || async {
+        unreachable() > 0
+    })
+    .await;
+    // Back: the drain meets the limiter (100 events per shard and second).
+    shim.up().await;
+    wait_for(
+        "the limiter holding records back",
+        Duration::from_secs(30),
+        || async {
+            m.shard_limited.with_label_values(&["orders"]).get() > 0
+                && m.published.with_label_values(&["orders"]).get() > 0
+        },
+    )
+    .await;
+    // The second outage, with events still waiting.
+    let before = unreachable();
+    shim.down();
+    wait_for(
+        "the second outage seen",
+        Duration::from_secs(30),
+        || async { unreachable() > before },
+    )
+    .await;
+    let published = m.published.with_label_values(&["orders"]).get();
+    assert!(
+        published < EVENTS as u64,
+        "drained before the second outage: the test proves nothing"
+    );
+    shim.up().await;
+    wait_for(
+        "every event published after the second outage",
+        Duration::from_secs(60),
+        || async { outbox.depth().await.unwrap().iter().all(|d| d.depth == 0) },
+    )
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(
+        m.stream_stalls.with_label_values(&["orders"]).get(),
+        0,
+        "delivered only because the stall was found, not because none happened"
+    );
+    let got = kinesis::read_all(&c, "orders").await;
+    let mut ns: Vec<i64> = got
+        .iter()
+        .map(|(_, e)| e["data"]["n"].as_i64().unwrap())
+        .collect();
+    ns.sort_unstable();
+    ns.dedup();
+    assert_eq!(ns.len(), EVENTS, "events missing from the stream");
 }

@@ -352,6 +352,58 @@ impl Backlog {
         }
     }
 
+    /// A batch from `next_batch` made no call (every record's shard was at its limit, say): it
+    /// is not counted as in flight. Every `Next::Send` ends in exactly one `call_done` or one
+    /// `unsent`; a call counted and never made would keep a probing stream from ever sending
+    /// its probe.
+    pub fn unsent(&mut self, stream: &str, seqs: &[i64]) {
+        self.release(stream, seqs);
+        if let Some(q) = self.streams.get_mut(stream) {
+            q.calls = q.calls.saturating_sub(1);
+        }
+    }
+
+    /// The relay found the stream stalled (rows waiting, none of its calls in flight, nothing
+    /// sent for longer than any back-off): whatever the bookkeeping says, nothing of it is in
+    /// flight, so the stream starts afresh (a probe first when it was probing). Returns what the
+    /// bookkeeping said, for the log.
+    pub fn unstick(&mut self, stream: &str, now_ms: i64) -> String {
+        let Some(q) = self.streams.get_mut(stream) else {
+            return String::new();
+        };
+        let inflight = q.rows.values().filter(|r| r.inflight).count();
+        let said = format!(
+            "calls counted {}, rows marked in flight {inflight}, probing {}, paused for {} ms",
+            q.calls,
+            q.probing,
+            (q.paused_until_ms - now_ms).max(0)
+        );
+        q.calls = 0;
+        q.paused_until_ms = 0;
+        q.last_launch = None;
+        for row in q.rows.values_mut() {
+            row.inflight = false;
+        }
+        q.changed();
+        said
+    }
+
+    /// The lowest `seq` of the stream still waiting (held, or left in the store).
+    pub fn oldest_seq(&self, stream: &str) -> Option<i64> {
+        let q = self.streams.get(stream)?;
+        let held = q.rows.keys().next().copied();
+        match (held, q.lag_from) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Calls of the stream counted as in flight.
+    #[cfg(test)]
+    pub fn calls(&self, stream: &str) -> usize {
+        self.streams.get(stream).map_or(0, |q| q.calls)
+    }
+
     /// The stream backs off: nothing is sent before `until_ms`, then one call at a time until
     /// one gets through (`resume`).
     pub fn pause(&mut self, stream: &str, until_ms: i64) {

@@ -232,3 +232,151 @@ fn streams_take_turns() {
     let y = send(b.next_batch(0, None)).stream;
     assert_ne!(x, y);
 }
+
+#[test]
+fn a_batch_that_made_no_call_leaves_a_probing_stream_free_to_probe() {
+    // The soak's stall: a batch held whole by the shard limiter counted a call that was never
+    // made, and once the stream paused its probe never went out.
+    let mut b = Backlog::new(64 << 20, &[], 0);
+    b.add(vec![row(1, "s", "a"), row(2, "s", "b")]);
+    let batch = send(b.next_batch(0, None));
+    b.unsent("s", &batch.seqs);
+    b.hold("s", 10);
+    b.pause("s", 20);
+    assert_eq!(b.calls("s"), 0);
+    assert_eq!(seqs(&send(b.next_batch(20, None))), vec![1, 2]);
+}
+
+#[test]
+fn unstick_frees_a_stream_whose_bookkeeping_went_wrong() {
+    let mut b = Backlog::new(64 << 20, &[], 0);
+    b.add(vec![row(1, "s", "a")]);
+    send(b.next_batch(0, None)); // a call counted that will never come back
+    b.pause("s", 10);
+    assert!(idle(&b.next_batch(50, None)));
+    let said = b.unstick("s", 50);
+    assert!(said.contains("calls counted 1"), "{said}");
+    assert_eq!(seqs(&send(b.next_batch(50, None))), vec![1]);
+}
+
+mod counters {
+    //! Any sequence of the relay's moves leaves the backlog counting exactly the calls in flight,
+    //! and a stream with rows and nothing in flight always sends once its waits are over.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// New rows: (stream, key) each.
+        Add(Vec<(u8, u8)>),
+        /// `next_batch`; a batch is either sent (a call in flight) or not (`unsent`).
+        Next {
+            send: bool,
+        },
+        /// The `i`-th call in flight comes back: published, rejected (retry later) or failed for
+        /// the stream (released, the stream paused).
+        Done {
+            i: usize,
+            outcome: u8,
+        },
+        Hold(u8, u16),
+        Pause(u8, u16),
+        Advance(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            proptest::collection::vec((0u8..2, 0u8..4), 1..6).prop_map(Op::Add),
+            any::<bool>().prop_map(|send| Op::Next { send }),
+            (any::<usize>(), 0u8..3).prop_map(|(i, outcome)| Op::Done { i, outcome }),
+            (0u8..2, 1u16..200).prop_map(|(s, d)| Op::Hold(s, d)),
+            (0u8..2, 1u16..200).prop_map(|(s, d)| Op::Pause(s, d)),
+            (1u16..300).prop_map(Op::Advance),
+        ]
+    }
+
+    const STREAMS: [&str; 2] = ["s", "t"];
+
+    /// Settles a call as the relay does.
+    fn done(b: &mut Backlog, batch: &Batch, outcome: u8, now: i64) {
+        b.call_done(&batch.stream);
+        match outcome {
+            0 => {
+                for &seq in &batch.seqs {
+                    b.remove(&batch.stream, seq);
+                }
+                b.resume(&batch.stream);
+            }
+            1 => {
+                for &seq in &batch.seqs {
+                    b.retry_at(&batch.stream, seq, now + 50);
+                }
+                b.resume(&batch.stream);
+            }
+            _ => {
+                b.release(&batch.stream, &batch.seqs);
+                b.pause(&batch.stream, now + 100);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn calls_counted_are_the_calls_in_flight(ops in proptest::collection::vec(op(), 1..80)) {
+            let mut b = Backlog::new(64 << 20, &[], 0);
+            let mut now = 0i64;
+            let mut seq = 0i64;
+            let mut flying: Vec<Batch> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Add(rows) => {
+                        let rows = rows.into_iter().map(|(s, k)| {
+                            seq += 1;
+                            row(seq, STREAMS[s as usize], &format!("k{k}"))
+                        });
+                        b.add(rows.collect());
+                    }
+                    Op::Next { send } => {
+                        if let Next::Send(batch) = b.next_batch(now, None) {
+                            if send {
+                                flying.push(batch);
+                            } else {
+                                b.unsent(&batch.stream, &batch.seqs);
+                                b.hold(&batch.stream, now + 20);
+                            }
+                        }
+                    }
+                    Op::Done { i, outcome } => {
+                        if !flying.is_empty() {
+                            let batch = flying.remove(i % flying.len());
+                            done(&mut b, &batch, outcome, now);
+                        }
+                    }
+                    Op::Hold(s, d) => b.hold(STREAMS[s as usize], now + i64::from(d)),
+                    Op::Pause(s, d) => b.pause(STREAMS[s as usize], now + i64::from(d)),
+                    Op::Advance(d) => now += i64::from(d),
+                }
+                for s in STREAMS {
+                    let in_flight = flying.iter().filter(|c| c.stream == s).count();
+                    prop_assert_eq!(b.calls(s), in_flight, "stream {}", s);
+                }
+            }
+            // Every call comes back, the waits run out: everything goes, call by call.
+            for batch in std::mem::take(&mut flying) {
+                done(&mut b, &batch, 0, now);
+            }
+            for _ in 0..10_000 {
+                if b.is_empty() {
+                    break;
+                }
+                now += 1_000;
+                match b.next_batch(now, None) {
+                    Next::Send(batch) => done(&mut b, &batch, 0, now),
+                    Next::Wait(w) => prop_assert!(w.is_some(), "rows held, nothing in flight, nothing due ever"),
+                }
+            }
+            prop_assert!(b.is_empty(), "the backlog never drained");
+        }
+    }
+}

@@ -40,14 +40,17 @@ impl Relay {
             match self.backlog.next_batch(now_ms(), gate) {
                 Next::Send(batch) => {
                     let (call, room_in) = self.prepare(batch);
+                    let stream = &call.carried.stream;
                     if call.entries.is_empty() {
-                        // Every record's shard is at its limit: the stream waits for room
-                        // (other streams go on).
+                        // Every record's shard is at its limit: no call, and the stream waits
+                        // for room (other streams go on).
+                        self.backlog.unsent(stream, &call.carried.seqs);
                         let wait = room_in.unwrap_or(Duration::from_millis(5));
                         let until = now_ms() + wait.as_millis().max(1) as i64;
-                        self.backlog.hold(&call.carried.stream, until);
+                        self.backlog.hold(stream, until);
                         continue;
                     }
+                    self.health.call_out(stream);
                     calls.spawn(put(client.clone(), self.metrics.clone(), call));
                 }
                 Next::Wait(wait) => return wait,

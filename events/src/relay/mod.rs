@@ -32,7 +32,7 @@ use strangler_store::{Lease, Outbox, Pending, StoreError};
 
 use crate::aggregate;
 use crate::backlog::Backlog;
-use crate::health::Health;
+use crate::health::{self, Health};
 use crate::kinesis::LazyClient;
 use crate::metrics::Metrics;
 use crate::now_ms;
@@ -407,6 +407,7 @@ impl Relay {
     /// was not recorded are sent again: at least once, deduped by id downstream).
     async fn reset(&mut self, calls: &mut JoinSet<Sent>) {
         while calls.join_next().await.is_some() {}
+        self.health.calls_dropped();
         self.backlog = Backlog::new(
             self.cfg.working_set(),
             &self.cfg.aggregate,
@@ -417,9 +418,11 @@ impl Relay {
 
     /// Outbox depth and oldest age per stream, from the relay's working set: no query, so the
     /// gauges stay cheap while the outbox grows (a `COUNT(*)` every second scanned it whole).
-    /// Returns the events waiting, all streams.
+    /// A stalled stream (see `health`) is logged and started afresh. Returns the events waiting,
+    /// all streams.
     fn update_gauges(&mut self) -> usize {
         let now = now_ms();
+        let stall_after = health::stall_after(self.cfg.max_backoff);
         let Relay {
             backlog,
             health,
@@ -427,9 +430,14 @@ impl Relay {
             ..
         } = self;
         let mut total = 0;
+        let mut stalled = Vec::new();
         for (stream, depth, oldest) in backlog.depths() {
             total += depth;
-            health.waiting(stream, depth);
+            if let Some(stall) =
+                health.check_stall(metrics, stream, depth, Instant::now(), stall_after)
+            {
+                stalled.push((stream.to_string(), depth, stall));
+            }
             metrics
                 .outbox_depth
                 .with_label_values(&[stream])
@@ -439,6 +447,16 @@ impl Relay {
                 .outbox_oldest_age
                 .with_label_values(&[stream])
                 .set(age);
+        }
+        for (stream, waiting, stall) in stalled {
+            let said = backlog.unstick(&stream, now);
+            warn!(
+                stream,
+                waiting,
+                idle_for = %format_args!("{:.1?}", stall.idle_for),
+                bookkeeping = said,
+                "Kinesis stream stalled: events wait and no call was made; sending starts afresh"
+            );
         }
         total
     }

@@ -42,6 +42,7 @@ impl Relay {
             result,
         } = sent;
         self.backlog.call_done(&stream);
+        self.health.call_back(&self.metrics, &stream);
         let out = match result {
             Ok(out) => out,
             Err(e) => {
@@ -56,7 +57,8 @@ impl Relay {
             }
         };
         let waiting = self.backlog.depth(&stream);
-        self.health.reached(&self.metrics, &stream, waiting);
+        let cursor = self.backlog.cursor;
+        self.health.reached(&self.metrics, &stream, cursor, waiting);
         let mut done = Vec::with_capacity(seqs.len());
         let mut for_stream = Vec::new();
         let mut rejected = Vec::new();
@@ -133,6 +135,8 @@ impl Relay {
             self.backlog.remove(&stream, seq);
         }
         self.backlog.release(&stream, &misplaced);
+        self.health
+            .published(&stream, self.backlog.oldest_seq(&stream));
         let mut pass = Pass {
             published: done.len(),
             retried: misplaced.len(),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::Relay;
 use crate::aggregate::ShardMap;
@@ -19,6 +19,8 @@ pub(super) struct Shards {
     tried: Option<Instant>,
     /// Kinesis put an aggregate on another shard than the map said.
     pub(super) stale: bool,
+    /// `ListShards` has failed since then (one WARN when it starts, one INFO when it ends).
+    failing_since: Option<Instant>,
 }
 
 /// How often an aggregated stream's shard map is fetched again; a failed fetch is retried after
@@ -70,7 +72,15 @@ impl Relay {
             match list_shards(&client, &stream).await {
                 Ok(map) => {
                     debug!(stream, shards = map.len(), "Shard map fetched");
-                    let s = self.shards.entry(stream).or_default();
+                    let s = self.shards.entry(stream.clone()).or_default();
+                    if let Some(since) = s.failing_since.take() {
+                        info!(
+                            stream,
+                            shards = map.len(),
+                            failed_for = %format_args!("{:.1?}", since.elapsed()),
+                            "ListShards works again"
+                        );
+                    }
                     s.map = Some(Arc::new(ShardMap::new(
                         map.iter()
                             .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
@@ -78,7 +88,25 @@ impl Relay {
                     s.stale = false;
                 }
                 Err(e) => {
-                    warn!(stream, error = %e, "ListShards failed: events go out without aggregation or per-shard limits until it works");
+                    let s = self.shards.entry(stream.clone()).or_default();
+                    if s.failing_since.is_some() {
+                        debug!(stream, error = %e, "ListShards failed again");
+                        continue;
+                    }
+                    s.failing_since = Some(Instant::now());
+                    match s.map.as_ref().filter(|m| !s.stale && !m.is_empty()) {
+                        Some(map) => warn!(
+                            stream,
+                            error = %e,
+                            shards = map.len(),
+                            "ListShards failed: the last shard map is kept until it works"
+                        ),
+                        None => warn!(
+                            stream,
+                            error = %e,
+                            "ListShards failed: events go out one per record, without per-shard limits, until it works"
+                        ),
+                    }
                 }
             }
         }
