@@ -40,6 +40,10 @@ pub const UPSTREAM_KINDS: [&str; 9] = [
     "other",
 ];
 
+/// A request that may go to a new service, on a replica that has not read the rollout states
+/// and the kill switch yet (503: another replica, or this one a moment later, can serve it).
+pub const ROLLOUTS_UNKNOWN: ErrorType = ErrorType::Custom("rollouts_unknown");
+
 /// A connection to the upstream could not be made (nothing was sent: safe to try again).
 pub fn is_connect_failure(e: &Error) -> bool {
     use ErrorType::*;
@@ -66,6 +70,12 @@ pub fn classify(e: &Error, request_body_done: bool) -> Failure {
         reason,
     };
     match (e.etype(), e.esource()) {
+        (Custom("rollouts_unknown"), _) => Failure {
+            status: 503,
+            kind: None,
+            client: None,
+            reason: "this replica has not read the rollout states yet; try again",
+        },
         (HTTPStatus(code), _) => Failure {
             status: *code,
             kind: None,

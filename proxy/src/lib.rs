@@ -15,6 +15,7 @@ pub mod errors;
 pub mod events_cmd;
 pub mod explain;
 pub mod iam_cmd;
+pub mod listeners;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

@@ -159,6 +159,11 @@ impl ProxyHttp for Strangler {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Until this replica has read the rollout states and the kill switch once (milliseconds
+        // after start), it knows neither: requests wait for that read, a bounded time.
+        if !self.rollouts.known() {
+            Box::pin(self.rollouts.wait_known(crate::rollout::FIRST_READ_WAIT)).await;
+        }
         let loaded = self.rules.current();
         // Most requests are decided without their body: one match, nothing read.
         let body_route = {
@@ -219,6 +224,17 @@ impl ProxyHttp for Strangler {
                 pc.json = json;
                 pc.body = whole_body.clone();
             }
+        }
+        // Still unknown (the store did not answer): a route that may go to a new service is
+        // refused rather than sent by a weight that may be wrong; the monolith's routes go on.
+        if !self.rollouts.known()
+            && let Some(id) = ctx.decision.as_ref().and_then(|d| d.route)
+            && matches!(loaded.rules.routes()[id].target, Target::Service(_))
+        {
+            return Err(Error::explain(
+                errors::ROLLOUTS_UNKNOWN,
+                "the rollout states have not been read yet",
+            ));
         }
         ctx.rules = Some(loaded);
         self.start_shadow(session, ctx, whole_body.as_ref());

@@ -136,10 +136,15 @@ pub fn run_kill_switch(cmd: &KillSwitchCommand) -> Result<()> {
         .as_bool()
         .or_else(|| v["on"].as_bool())
         .unwrap_or(false);
+    let already = if v["changed"].as_bool() == Some(false) {
+        " (it already was; nothing changed)"
+    } else {
+        ""
+    };
     println!(
-        "kill switch {}",
+        "kill switch {}{already}",
         if on {
-            "ON: every context goes to the monolith"
+            "ON: every context goes to the monolith, and no rollout moves until it is off"
         } else {
             "off"
         }

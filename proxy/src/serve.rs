@@ -27,6 +27,13 @@ use crate::upstream::Upstreams;
 /// Runs the proxy; returns only on a start-up error.
 pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     let admin_token = admin_token(cfg)?;
+    let mut addrs: Vec<(&'static str, std::net::SocketAddr)> =
+        cfg.listen.iter().map(|&a| ("listen", a)).collect();
+    addrs.push(("admin", cfg.admin));
+    // An upgrade takes the old process's sockets: they are in use on purpose.
+    if !upgrade {
+        crate::listeners::check_free(&addrs)?;
+    }
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
     let rules = LiveRules::load(&cfg.rules, cfg.service_names(), metrics.clone())
@@ -99,6 +106,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
             shadowing: Arc::clone(&shadowing),
             rollouts: Arc::clone(&rollouts),
             token: admin_token,
+            listeners: cfg.listen.clone(),
         }),
     );
     admin.add_tcp(&cfg.admin.to_string());
@@ -133,6 +141,10 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     server.add_service(relay);
     server.add_service(rollout);
     server.add_service(checks);
+    server.add_service(background_service(
+        "strangler listeners",
+        crate::listeners::Watch { addrs },
+    ));
     info!(config = %cfg.file.display(), rules = %cfg.rules.display(), listen = ?cfg.listen, admin = %cfg.admin, workers = cfg.workers, store = %cfg.store_url, "strangler starting");
     server.run_forever();
 }

@@ -260,41 +260,68 @@ impl Rollouts {
         }))
     }
 
-    /// Sets the kill switch and records it in the audit log (context `*`).
-    pub async fn set_kill_switch(&self, on: bool, actor: &str) -> Result<(), StoreError> {
+    /// Turns the kill switch on or off and records what that changed in the audit log: one
+    /// entry per context, from its weight to 0 (on) or back (off), `contexts` giving each
+    /// context's weight and phase; one `*` entry when there are none. Setting it to what it
+    /// already is changes nothing and records nothing. Returns whether it changed.
+    pub async fn set_kill_switch(
+        &self,
+        on: bool,
+        actor: &str,
+        contexts: &[(String, u16, String)],
+    ) -> Result<bool, StoreError> {
+        // A row that already says `on` is left alone (no entry): two replicas turning it on at
+        // once record it once.
         const UPSERT: &str = "INSERT INTO strangler_kill_switch (id, on_, actor, at_ms) VALUES (1, $1, $2, $3) \
-            ON CONFLICT (id) DO UPDATE SET on_ = excluded.on_, actor = excluded.actor, at_ms = excluded.at_ms";
+            ON CONFLICT (id) DO UPDATE SET on_ = excluded.on_, actor = excluded.actor, at_ms = excluded.at_ms \
+            WHERE strangler_kill_switch.on_ <> excluded.on_";
         let now = crate::now_ms();
-        let reason = if on {
-            "kill switch on: every context to the monolith"
+        let (phase, reason) = if on {
+            (
+                "kill_switch_on",
+                "kill switch on: every context to the monolith",
+            )
         } else {
-            "kill switch off"
+            (
+                "kill_switch_off",
+                "kill switch off: back to the weight it had",
+            )
         };
-        on_pool!(&self.store.pool, |p| {
+        let star = [("*".to_string(), 0, phase.to_string())];
+        let entries: &[(String, u16, String)] = if contexts.is_empty() { &star } else { contexts };
+        let changed = on_pool!(&self.store.pool, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query(UPSERT)
+            let changed = sqlx::query(UPSERT)
                 .bind(on)
                 .bind(actor)
                 .bind(now)
                 .execute(&mut *tx)
-                .await?;
-            sqlx::query(AUDIT)
-                .bind(now)
-                .bind("*")
-                .bind(actor)
-                .bind(0_i64)
-                .bind(0_i64)
-                .bind(if on {
-                    "kill_switch_on"
-                } else {
-                    "kill_switch_off"
-                })
-                .bind(reason)
-                .bind("null")
-                .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected()
+                == 1;
+            if changed {
+                for (context, weight, state) in entries {
+                    let (from, to) = if on { (*weight, 0) } else { (0, *weight) };
+                    sqlx::query(AUDIT)
+                        .bind(now)
+                        .bind(context)
+                        .bind(actor)
+                        .bind(i64::from(from))
+                        .bind(i64::from(to))
+                        .bind(if context == "*" {
+                            phase
+                        } else {
+                            state.as_str()
+                        })
+                        .bind(reason)
+                        .bind("null")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
             tx.commit().await?;
+            changed
         });
-        Ok(())
+        Ok(changed)
     }
 }

@@ -89,6 +89,7 @@ impl UpstreamConfig {
 
 /// Starts the proxy with a config built from typed values. The config file is written as JSON,
 /// which the proxy's YAML reader takes as it is.
+#[derive(Clone)]
 pub struct ProxyBuilder {
     legacy: UpstreamConfig,
     services: Map<String, Value>,
@@ -160,6 +161,19 @@ impl ProxyBuilder {
     /// ready. When a port picked for it was taken in between (see [`free_port`]), it starts
     /// again on new ports.
     pub async fn start(self) -> Proxy {
+        for _ in 0..5 {
+            let (addr, admin) = (free_port(), free_port());
+            let mut p = self.clone().start_on(addr, admin);
+            if ready(&mut p.child, addr, admin, &p.log).await.is_ok() {
+                return p;
+            }
+        }
+        panic!("strangler found its ports taken five times in a row");
+    }
+
+    /// Writes the config and rules to a temp dir and starts the proxy on these addresses,
+    /// without waiting for anything (a test of how it starts, or fails to).
+    pub fn start_on(self, addr: SocketAddr, admin: SocketAddr) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let rules_dir = dir.path().join("rules");
         std::fs::create_dir(&rules_dir).unwrap();
@@ -168,36 +182,29 @@ impl ProxyBuilder {
         }
         let config = dir.path().join("strangler.yaml");
         let log = dir.path().join("strangler.log");
-        for _ in 0..5 {
-            let (addr, admin) = (free_port(), free_port());
-            let mut cfg = Map::new();
-            cfg.insert("listen".into(), json!([addr.to_string()]));
-            cfg.insert("admin".into(), admin.to_string().into());
-            cfg.insert("workers".into(), 2.into());
-            cfg.insert("legacy".into(), self.legacy.clone().into_value());
-            cfg.insert("rules".into(), "rules".into());
-            cfg.insert("log".into(), json!({ "level": "info" }));
-            if !self.services.is_empty() {
-                cfg.insert("services".into(), Value::Object(self.services.clone()));
-            }
-            cfg.extend(self.settings.clone());
-            let text = serde_json::to_string_pretty(&Value::Object(cfg)).unwrap();
-            std::fs::write(&config, text).unwrap();
-            let _ = std::fs::remove_file(&log);
-            let mut child = spawn(&config, &log, &self.env);
-            if ready(&mut child, addr, admin, &log).await.is_ok() {
-                return Proxy {
-                    child,
-                    addr,
-                    admin,
-                    dir,
-                    config,
-                    log,
-                    env: self.env,
-                };
-            }
+        let mut cfg = Map::new();
+        cfg.insert("listen".into(), json!([addr.to_string()]));
+        cfg.insert("admin".into(), admin.to_string().into());
+        cfg.insert("workers".into(), 2.into());
+        cfg.insert("legacy".into(), self.legacy.clone().into_value());
+        cfg.insert("rules".into(), "rules".into());
+        cfg.insert("log".into(), json!({ "level": "info" }));
+        if !self.services.is_empty() {
+            cfg.insert("services".into(), Value::Object(self.services.clone()));
         }
-        panic!("strangler found its ports taken five times in a row");
+        cfg.extend(self.settings.clone());
+        let text = serde_json::to_string_pretty(&Value::Object(cfg)).unwrap();
+        std::fs::write(&config, text).unwrap();
+        let child = spawn(&config, &log, &self.env);
+        Proxy {
+            child,
+            addr,
+            admin,
+            dir,
+            config,
+            log,
+            env: self.env,
+        }
     }
 }
 
@@ -289,8 +296,27 @@ impl Proxy {
 
     /// Starts the proxy again with the same config, rules and store.
     pub async fn restart(&mut self) {
-        self.child = spawn(&self.config, &self.log, &self.env);
+        self.spawn_again();
         self.wait_ready().await;
+    }
+
+    /// Starts the proxy again (after it stopped) without waiting for it to be ready.
+    pub fn spawn_again(&mut self) {
+        self.child = spawn(&self.config, &self.log, &self.env);
+    }
+
+    /// Waits (at most `limit`) for the process to exit by itself; its status, or `None`.
+    pub async fn exit_status(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     async fn wait_ready(&mut self) {

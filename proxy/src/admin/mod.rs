@@ -36,6 +36,8 @@ pub struct Admin {
     pub rollouts: Arc<crate::rollout::Rollouts>,
     /// Mutating endpoints want `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
+    /// The proxy's listeners: ready only while each accepts.
+    pub listeners: Vec<std::net::SocketAddr>,
 }
 
 /// What an endpoint answers: a response, or an error in the shared shape.
@@ -327,6 +329,23 @@ impl Admin {
         }
     }
 
+    /// 200 only when every listener accepts and the rollout states and kill switch have been
+    /// read (rules are loaded before the server starts); else 503 with what is missing.
+    async fn readyz(&self) -> Response<Vec<u8>> {
+        let missing = if let Some(addr) = crate::listeners::first_closed(&self.listeners).await {
+            format!("not ready: the listener {addr} does not accept connections\n")
+        } else if !self.rollouts.known() {
+            "not ready: the rollout states and the kill switch have not been read yet\n".into()
+        } else {
+            return reply(StatusCode::OK, "text/plain", b"ready\n".to_vec());
+        };
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            missing.into_bytes(),
+        )
+    }
+
     async fn serve(&self, endpoint: Endpoint, call: Call<'_>) -> Reply {
         let (param, query) = (call.params.first().cloned(), call.query);
         match endpoint {
@@ -336,8 +355,7 @@ impl Admin {
                 Ok(reply(StatusCode::OK, "text/plain; version=0.0.4", buf))
             }
             Endpoint::Healthz => Ok(reply(StatusCode::OK, "text/plain", b"ok\n".to_vec())),
-            // Rules are loaded before the listeners start, so serving means ready.
-            Endpoint::Readyz => Ok(reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())),
+            Endpoint::Readyz => Ok(self.readyz().await),
             Endpoint::Routes => self.routes(),
             Endpoint::RulesStatus => self.rules_status(),
             Endpoint::Reload => self.reload().await,

@@ -12,9 +12,10 @@ impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> ApiError {
         let status = match &e {
             CommandError::NoContext(_) => StatusCode::NOT_FOUND,
-            CommandError::NoPlan(_) | CommandError::Refused(_) | CommandError::Conflict => {
-                StatusCode::CONFLICT
-            }
+            CommandError::NoPlan(_)
+            | CommandError::Refused(_)
+            | CommandError::Conflict
+            | CommandError::Frozen => StatusCode::CONFLICT,
             CommandError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
@@ -97,8 +98,15 @@ impl Admin {
     /// `POST` / `DELETE /api/kill-switch`: every context to the monolith on every replica (each
     /// within its next sync), until turned off.
     pub(super) async fn set_kill_switch(&self, on: bool, actor: &str) -> Reply {
-        self.rollouts.set_kill_switch(on, actor).await?;
-        Ok(json_reply(StatusCode::OK, &json!({ "kill_switch": on })))
+        let rules = self.rules.current();
+        let changed = self
+            .rollouts
+            .set_kill_switch(&rules.rules, on, actor)
+            .await?;
+        Ok(json_reply(
+            StatusCode::OK,
+            &json!({ "kill_switch": on, "changed": changed }),
+        ))
     }
 }
 

@@ -20,6 +20,10 @@ pub enum CommandError {
     Refused(String),
     #[error("the rollout kept changing under the command; try again")]
     Conflict,
+    #[error(
+        "the kill switch is on: no rollout moves traffic until it is off (pause and rollback still apply)"
+    )]
+    Frozen,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -53,6 +57,12 @@ impl Rollouts {
             .as_ref()
             .ok_or_else(|| CommandError::NoPlan(context.into()))?;
         let store = self.store.rollouts();
+        // The kill switch freezes every rollout: what would send more traffic to a new service
+        // once it is off is refused; what only holds or takes traffic back goes on.
+        let raises = !matches!(cmd, Command::Pause | Command::Rollback);
+        if raises && store.kill_switch().await?.on {
+            return Err(CommandError::Frozen);
+        }
         for _ in 0..5 {
             let now = strangler_store::now_ms();
             let stored = store
@@ -119,16 +129,43 @@ impl Rollouts {
     }
 
     /// Turns the kill switch on or off for every replica (each applies it at its next sync;
-    /// this one at once).
-    pub async fn set_kill_switch(&self, on: bool, actor: &str) -> Result<(), StoreError> {
-        self.store.rollouts().set_kill_switch(on, actor).await?;
+    /// this one at once). The audit log gets each context's weight it took away (or gave
+    /// back); setting it to what it is changes nothing. Returns whether it changed.
+    pub async fn set_kill_switch(
+        &self,
+        rules: &RuleSet,
+        on: bool,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let store = self.store.rollouts();
+        let stored = store.all().await?;
+        let contexts: Vec<(String, u16, String)> = rules
+            .contexts()
+            .iter()
+            .map(|c| {
+                let state = stored
+                    .iter()
+                    .find(|s| s.context == c.name)
+                    .filter(|_| c.rollout.is_some());
+                match state {
+                    Some(s) => (
+                        c.name.clone(),
+                        s.state.weight_bp,
+                        s.state.phase.as_str().to_string(),
+                    ),
+                    None if c.rollout.is_some() => (c.name.clone(), 0, "paused".into()),
+                    None => (c.name.clone(), c.weight_bp, "fixed".into()),
+                }
+            })
+            .collect();
+        let changed = store.set_kill_switch(on, actor, &contexts).await?;
         let o = self.overlay();
         self.set_overlay(super::Overlay {
             states: o.states.clone(),
             kill_switch: on,
         });
         self.metrics.kill_switch.set(i64::from(on));
-        Ok(())
+        Ok(changed)
     }
 }
 

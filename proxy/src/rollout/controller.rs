@@ -50,6 +50,11 @@ impl Rollouts {
     async fn decide_all(&self, rules: &LiveRules) -> Result<(), strangler_store::StoreError> {
         let current = rules.current();
         let store = self.store.rollouts();
+        // The kill switch freezes every rollout: nothing starts, steps, rebases or rolls back
+        // while it is on, so turning it off never raises a context above where it was.
+        if store.kill_switch().await?.on {
+            return Ok(());
+        }
         let stored = store.all().await?;
         let now = strangler_store::now_ms();
         for c in current.rules.contexts() {

@@ -54,7 +54,15 @@ pub struct Rollouts {
     pub(crate) metrics: RolloutMetrics,
     /// The store failed at the last sync (its warning was logged once).
     store_failing: std::sync::atomic::AtomicBool,
+    /// Whether the stored states and the kill switch have been read once. Until then this
+    /// replica is not ready and serves no route that may go to a new service (see `known`).
+    known: std::sync::atomic::AtomicBool,
+    known_tx: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long a request that may go to a new service waits for a replica's first read of the
+/// rollout states before it is refused (503); the first read takes milliseconds.
+pub const FIRST_READ_WAIT: Duration = Duration::from_secs(5);
 
 /// How often replicas write their figures and read the states (a new weight is in force on
 /// every replica within twice this).
@@ -69,7 +77,27 @@ impl Rollouts {
             replica: replica_name(),
             metrics,
             store_failing: std::sync::atomic::AtomicBool::new(false),
+            known: std::sync::atomic::AtomicBool::new(false),
+            known_tx: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Whether this replica has read the stored rollout states and the kill switch at least
+    /// once: before that, `weight` knows neither (a context paused at 50 % would look like 0 %).
+    pub fn known(&self) -> bool {
+        self.known.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits (at most `limit`) for the first read; returns whether it happened.
+    pub async fn wait_known(&self, limit: Duration) -> bool {
+        if self.known() {
+            return true;
+        }
+        let mut rx = self.known_tx.subscribe();
+        matches!(
+            tokio::time::timeout(limit, rx.wait_for(|k| *k)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// The share of `route`'s traffic to its new service now, in basis points: 0 while the kill
@@ -96,6 +124,13 @@ impl Rollouts {
 
     pub(crate) fn set_overlay(&self, o: Overlay) {
         self.overlay.store(Arc::new(o));
+    }
+
+    /// The stored states and the kill switch were read (`sync`).
+    pub(crate) fn mark_known(&self) {
+        if !self.known.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.known_tx.send_replace(true);
+        }
     }
 
     /// Records one request of a rolled-out context: the side that served it, its status (0 when

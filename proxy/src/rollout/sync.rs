@@ -39,6 +39,7 @@ impl Rollouts {
                 }
                 self.metrics.show(&o, &rules.current().rules);
                 self.set_overlay(o);
+                self.mark_known();
             }
             Err(e) => {
                 self.store_trouble(&e, "Rollout states not read; the last ones stay in force");
