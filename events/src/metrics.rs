@@ -25,6 +25,9 @@ pub struct Metrics {
     pub events_per_record: HistogramVec,
     /// Records held back because their shard was at its write limit.
     pub shard_limited: IntCounterVec,
+    /// 1 while this process holds the lease (`relay`, `rollout`): every lease of the process,
+    /// registered here once.
+    pub lease_held: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -137,7 +140,15 @@ impl Metrics {
                 ),
                 &["stream"],
             )?,
+            lease_held: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "strangler_lease_held",
+                    "1 while this replica holds the lease (relay: it sends the outbox to Kinesis; rollout: it drives the rollouts)",
+                ),
+                &["lease"],
+            )?,
         };
+        registry.register(Box::new(m.lease_held.clone()))?;
         registry.register(Box::new(m.enqueued.clone()))?;
         registry.register(Box::new(m.published.clone()))?;
         registry.register(Box::new(m.failed.clone()))?;

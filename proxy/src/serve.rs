@@ -115,6 +115,10 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
         RolloutTasks {
             rollouts,
             rules: Arc::clone(&rules),
+            held: dual_write
+                .metrics
+                .lease_held
+                .with_label_values(&["rollout"]),
         },
     );
     let checks = background_service(
@@ -186,14 +190,19 @@ impl BackgroundService for RelayStopper {
 struct RolloutTasks {
     rollouts: Arc<crate::rollout::Rollouts>,
     rules: Arc<LiveRules>,
+    /// `strangler_lease_held{lease="rollout"}`.
+    held: prometheus::IntGauge,
 }
 
 #[async_trait]
 impl BackgroundService for RolloutTasks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let sync = crate::rollout::sync::run(Arc::clone(&self.rollouts), Arc::clone(&self.rules));
-        let control =
-            crate::rollout::controller::run(Arc::clone(&self.rollouts), Arc::clone(&self.rules));
+        let control = crate::rollout::controller::run(
+            Arc::clone(&self.rollouts),
+            Arc::clone(&self.rules),
+            self.held.clone(),
+        );
         tokio::select! {
             () = sync => {}
             () = control => {}

@@ -91,6 +91,26 @@ impl SideFigures {
     }
 }
 
+/// The monolith's figures at the last check that had monolith traffic: what a context at 100 %
+/// (no monolith traffic any more) is compared with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Its 5xx rate.
+    pub error_rate: Option<f64>,
+    /// Its p99 latency, ms.
+    pub p99_ms: Option<f64>,
+}
+
+impl Baseline {
+    /// The last known figures: these, where `legacy` had traffic; else the ones before.
+    pub fn updated(&self, legacy: &SideFigures) -> Baseline {
+        Baseline {
+            error_rate: legacy.error_rate().or(self.error_rate),
+            p99_ms: legacy.latency.quantile_ms(0.99).or(self.p99_ms),
+        }
+    }
+}
+
 /// The figures a check decides on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -100,8 +120,6 @@ pub struct Evidence {
     /// Shadow comparisons since the last check.
     pub shadow_matched: u64,
     pub shadow_compared: u64,
-    /// Requests the new service served since the current step began (for `min_requests`).
-    pub step_requests: u64,
     /// The webhook gate's answer at this check: `Ok` for a 2xx, else why not; `None` when it
     /// was not called.
     #[serde(skip)]
@@ -115,6 +133,5 @@ impl Evidence {
         self.service.merge(&other.service);
         self.shadow_matched += other.shadow_matched;
         self.shadow_compared += other.shadow_compared;
-        self.step_requests += other.step_requests;
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::{Evidence, Gates};
+use crate::{Baseline, Evidence, Gates};
 
 /// One gate at one check.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -20,8 +20,15 @@ pub struct GateResult {
 }
 
 /// Every configured gate against `e`, at `weight_bp`. At 0 % (a shadow-only step) the new
-/// service serves nothing: its error and latency gates do not apply and pass.
-pub fn check_gates(g: &Gates, e: &Evidence, weight_bp: u16) -> Vec<GateResult> {
+/// service serves nothing: its error and latency gates do not apply and pass. Without monolith
+/// traffic in `e` (at 100 %), the new side is compared with the monolith's last known figures
+/// (`baseline`); without those, with no errors and no latency bound.
+pub fn check_gates(
+    g: &Gates,
+    e: &Evidence,
+    weight_bp: u16,
+    baseline: &Baseline,
+) -> Vec<GateResult> {
     let mut out = Vec::new();
     let shadow_only = |gate: &'static str, threshold: f64| GateResult {
         gate,
@@ -58,8 +65,12 @@ pub fn check_gates(g: &Gates, e: &Evidence, weight_bp: u16) -> Vec<GateResult> {
             _ if weight_bp == 0 => shadow_only("error_rate", max),
             None => open("error_rate", Some(max), "the new service served no request"),
             Some(new) => {
-                // Without monolith traffic (at 100 %), the baseline is no errors at all.
-                let base = e.legacy.error_rate().unwrap_or(0.0);
+                // Without monolith traffic (at 100 %): its last known rate, else no errors.
+                let base = e
+                    .legacy
+                    .error_rate()
+                    .or(baseline.error_rate)
+                    .unwrap_or(0.0);
                 let increase = new - base;
                 judged(
                     "error_rate",
@@ -78,7 +89,7 @@ pub fn check_gates(g: &Gates, e: &Evidence, weight_bp: u16) -> Vec<GateResult> {
     }
     if let Some(max) = g.p99_max_ratio {
         let new = e.service.latency.quantile_ms(0.99);
-        let base = e.legacy.latency.quantile_ms(0.99);
+        let base = e.legacy.latency.quantile_ms(0.99).or(baseline.p99_ms);
         out.push(match (new, base) {
             _ if weight_bp == 0 => shadow_only("p99_latency", max),
             (None, _) => open(

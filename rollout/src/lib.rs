@@ -5,10 +5,18 @@
 //! proxy's controller runs these and keeps the state.
 //!
 //! The semantics, as Flagger and Argo Rollouts users expect:
-//! - A check happens once per `interval` at a step. It passes when every gate holds; a step is
-//!   left (to the next one) at a passing check once the new service served `min_requests` at it.
+//! - The gates are checked every `check_every` (3 s unless the plan says; never less often than
+//!   once per `interval`), over what happened since the last check. A check passes when every
+//!   gate holds.
+//! - A step is left (to the next one) at a passing check once it has lasted `interval` and has
+//!   evidence: the new service served `min_requests` at it (at least one), or, at a 0 %
+//!   (shadow-only) step, that many shadow comparisons were made. No evidence, no step.
 //! - A failing check counts; `failure_limit` failing checks in a row roll the context back to
-//!   0 % at once, and it stays there until someone resumes it. A passing check resets the count.
+//!   0 % at once (within `failure_limit × check_every`, however long the interval), and it stays
+//!   there until someone resumes it. A passing check resets the count.
+//! - A completed context (100 %) stays guarded: its gates keep being checked, the new side
+//!   against the monolith's last known error rate and p99 ([`Baseline`]) and the shadow (reads
+//!   are still copied to the monolith), and failing ones roll it back like any step.
 //! - A `pause` step holds the weight reached until someone promotes.
 //! - Weights only rise along the plan; a rule edit never raises one ([`rebase`]).
 
@@ -19,9 +27,9 @@ mod plan;
 #[cfg(test)]
 mod tests;
 
-pub use evidence::{Evidence, LatencyHistogram, SideFigures};
+pub use evidence::{Baseline, Evidence, LatencyHistogram, SideFigures};
 pub use gates::{GateResult, check_gates};
-pub use plan::{Gates, Plan, Step, Webhook};
+pub use plan::{DEFAULT_CHECK_EVERY_MS, Gates, Plan, Step, Webhook};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +43,8 @@ pub enum Phase {
     Paused,
     /// At 0 % after failing checks or a manual rollback, until resumed.
     RolledBack,
-    /// At the last step (100 %), done.
+    /// At the last step (100 %), guarded: its gates are still checked and failing ones roll
+    /// it back.
     Completed,
 }
 
@@ -74,6 +83,9 @@ pub struct State {
     pub reason: String,
     /// Bumped at every change: replicas apply a weight once per generation.
     pub generation: u64,
+    /// The monolith's last known figures, for checks at 100 %.
+    #[serde(default)]
+    pub baseline: Baseline,
 }
 
 impl State {
@@ -88,6 +100,7 @@ impl State {
             failures: 0,
             reason: "started".into(),
             generation: 1,
+            baseline: Baseline::default(),
         };
         s.enter(plan, 0, now_ms);
         s
@@ -125,32 +138,39 @@ pub enum Decision {
     Rollback { reason: String },
 }
 
-/// One check of a progressing rollout. Returns the decision, the gate figures behind it and the
-/// new state (the same as `state` when nothing changed but the check's bookkeeping).
+/// One check of a progressing or completed (guarded) rollout, on `recent` (the figures since
+/// the last check) and `step` (since the current step began). Returns the decision, the gate
+/// figures behind it and the new state (the same as `state` when nothing changed but the
+/// check's bookkeeping).
 pub fn decide(
     plan: &Plan,
     state: &State,
-    evidence: &Evidence,
+    recent: &Evidence,
+    step: &Evidence,
     now_ms: i64,
 ) -> (Decision, Vec<GateResult>, State) {
     let mut next = state.clone();
     let hold = |reason: &str| Decision::Hold {
         reason: reason.into(),
     };
-    if state.phase != Phase::Progressing {
+    let guarded = state.phase == Phase::Completed;
+    if !(state.phase == Phase::Progressing || guarded) {
         return (hold(state.phase.as_str()), Vec::new(), next);
     }
-    let interval = i64::try_from(plan.interval_ms).unwrap_or(i64::MAX);
-    if now_ms.saturating_sub(state.checked_ms) < interval {
+    let every = i64::try_from(plan.check_every_ms()).unwrap_or(i64::MAX);
+    if now_ms.saturating_sub(state.checked_ms) < every {
         return (hold("the check is not due"), Vec::new(), next);
     }
     next.checked_ms = now_ms;
-    let gates = check_gates(&plan.gates, evidence, state.weight_bp);
+    next.baseline = state.baseline.updated(&recent.legacy);
+    let gates = check_gates(&plan.gates, recent, state.weight_bp, &state.baseline);
+    // Said of a completed context: it is at 100 % and guarded.
+    let guard = if guarded { "guard: " } else { "" };
     if let Some(failed) = gates.iter().find(|g| g.passed == Some(false)) {
         next.failures += 1;
         if next.failures >= plan.failure_limit {
             let reason = format!(
-                "{} failed {} checks in a row ({})",
+                "{guard}{} failed {} checks in a row ({})",
                 failed.gate, next.failures, failed.detail
             );
             next.weight_bp = 0;
@@ -161,24 +181,56 @@ pub fn decide(
             return (Decision::Rollback { reason }, gates, next);
         }
         let reason = format!(
-            "{} failed ({}), {} of {} failures",
+            "{guard}{} failed ({}), {} of {} failures",
             failed.gate, failed.detail, next.failures, plan.failure_limit
         );
         next.reason = reason.clone();
         return (Decision::Hold { reason }, gates, next);
     }
     next.failures = 0;
-    if let Some(open) = gates.iter().find(|g| g.passed.is_none()) {
-        let reason = format!("{} has no data yet ({})", open.gate, open.detail);
+    let open = gates.iter().find(|g| g.passed.is_none());
+    if guarded {
+        let reason = match open {
+            Some(g) => format!(
+                "completed and guarded: {} has no data since the last check ({})",
+                g.gate, g.detail
+            ),
+            None if gates.is_empty() => "completed; no gate to guard it".into(),
+            None => "completed and guarded: every gate held at the last check".into(),
+        };
         next.reason = reason.clone();
         return (Decision::Hold { reason }, gates, next);
     }
-    // At 0 % nothing is served by the new service: only time and the shadow count.
-    if state.weight_bp > 0 && evidence.step_requests < plan.min_requests {
-        let reason = format!(
-            "{} of {} requests served by the new service at this step",
-            evidence.step_requests, plan.min_requests
-        );
+    let interval = i64::try_from(plan.interval_ms).unwrap_or(i64::MAX);
+    let left = interval.saturating_sub(now_ms.saturating_sub(state.since_ms));
+    if left > 0 {
+        let so_far = match open {
+            Some(g) => format!("{} has no data since the last check", g.gate),
+            None => "no gate failed".into(),
+        };
+        let reason = format!("{so_far}; {} s more at this step", (left + 999) / 1_000);
+        next.reason = reason.clone();
+        return (Decision::Hold { reason }, gates, next);
+    }
+    // A step is left on evidence only: requests the new service served at it, or at 0 % (where
+    // it serves nothing) shadow comparisons; and every gate holds over the whole step.
+    let needed = plan.min_requests.max(1);
+    let (seen, what) = if state.weight_bp > 0 {
+        (step.service.requests, "requests served by the new service")
+    } else {
+        (step.shadow_compared, "shadow comparisons")
+    };
+    if seen < needed {
+        let reason = format!("{seen} of {needed} {what} at this step");
+        next.reason = reason.clone();
+        return (Decision::Hold { reason }, gates, next);
+    }
+    let gates = check_gates(&plan.gates, step, state.weight_bp, &state.baseline);
+    if let Some(g) = gates.iter().find(|g| g.passed != Some(true)) {
+        let reason = match g.passed {
+            None => format!("{} has no data at this step yet ({})", g.gate, g.detail),
+            _ => format!("{} does not hold over this step ({})", g.gate, g.detail),
+        };
         next.reason = reason.clone();
         return (Decision::Hold { reason }, gates, next);
     }

@@ -44,8 +44,11 @@ pub struct Webhook {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub steps: Vec<Step>,
-    /// Least time at a step; also the time between checks.
+    /// Least time at a step.
     pub interval_ms: u64,
+    /// Time between checks of the gates (at most `interval_ms`): a failing service is rolled
+    /// back within `failure_limit` of these, whatever the interval.
+    pub check_every_ms: u64,
     /// Least requests the new service serves at a step before it is left.
     pub min_requests: u64,
     pub gates: Gates,
@@ -53,7 +56,15 @@ pub struct Plan {
     pub failure_limit: u32,
 }
 
+/// `check_every` when the rules do not say.
+pub const DEFAULT_CHECK_EVERY_MS: u64 = 3_000;
+
 impl Plan {
+    /// The time between checks in force: `check_every`, never longer than the interval.
+    pub fn check_every_ms(&self) -> u64 {
+        self.check_every_ms.min(self.interval_ms).max(1)
+    }
+
     /// The highest weight the plan reaches.
     pub fn max_weight_bp(&self) -> u16 {
         self.steps

@@ -6,6 +6,7 @@ fn plan(steps: &[Step]) -> Plan {
     Plan {
         steps: steps.to_vec(),
         interval_ms: 1_000,
+        check_every_ms: 1_000,
         min_requests: 10,
         gates: Gates {
             match_rate: None,
@@ -33,7 +34,6 @@ fn evidence(requests: u64, errors: u64) -> Evidence {
             errors,
             ..Default::default()
         },
-        step_requests: requests,
         ..Default::default()
     }
 }
@@ -44,18 +44,18 @@ fn a_healthy_rollout_steps_to_completion() {
     let mut s = State::start(&p, 0);
     assert_eq!((s.weight_bp, s.phase), (100, Phase::Progressing));
     // Not due before the interval.
-    let (d, _, same) = decide(&p, &s, &evidence(50, 0), 999);
+    let (d, _, same) = decide(&p, &s, &evidence(50, 0), &evidence(50, 0), 999);
     assert!(matches!(d, Decision::Hold { .. }));
     assert_eq!(same, s);
     for (t, want) in [(1_000, 2_500), (2_000, 10_000)] {
-        let (d, gates, next) = decide(&p, &s, &evidence(50, 0), t);
+        let (d, gates, next) = decide(&p, &s, &evidence(50, 0), &evidence(50, 0), t);
         assert_eq!(gates[0].passed, Some(true));
         assert!(matches!(d, Decision::Step { weight_bp, .. } if weight_bp == want));
         s = next;
     }
     assert_eq!(s.phase, Phase::Completed);
     assert!(matches!(
-        decide(&p, &s, &evidence(50, 0), 9_000).0,
+        decide(&p, &s, &evidence(50, 0), &evidence(50, 0), 9_000).0,
         Decision::Hold { .. }
     ));
 }
@@ -64,19 +64,19 @@ fn a_healthy_rollout_steps_to_completion() {
 fn failing_checks_roll_back_at_the_limit_and_a_pass_resets_the_count() {
     let p = plan(&[w(10), w(50), w(100)]);
     let s = State::start(&p, 0);
-    let (d, _, s) = decide(&p, &s, &evidence(100, 5), 1_000);
+    let (d, _, s) = decide(&p, &s, &evidence(100, 5), &evidence(100, 5), 1_000);
     assert!(matches!(d, Decision::Hold { .. }), "{d:?}");
     assert_eq!((s.failures, s.weight_bp), (1, 1_000));
     // A passing check in between resets the count (and, with enough requests, steps).
-    let (_, _, s2) = decide(&p, &s, &evidence(100, 0), 2_000);
+    let (_, _, s2) = decide(&p, &s, &evidence(100, 0), &evidence(100, 0), 2_000);
     assert_eq!((s2.failures, s2.weight_bp), (0, 5_000));
-    let (d, gates, s) = decide(&p, &s, &evidence(100, 5), 2_000);
+    let (d, gates, s) = decide(&p, &s, &evidence(100, 5), &evidence(100, 5), 2_000);
     assert!(matches!(d, Decision::Rollback { .. }), "{d:?}");
     assert_eq!(gates[0].passed, Some(false));
     assert_eq!((s.weight_bp, s.phase), (0, Phase::RolledBack));
     // It stays there until resumed, from the first step.
     assert!(matches!(
-        decide(&p, &s, &evidence(100, 0), 10_000).0,
+        decide(&p, &s, &evidence(100, 0), &evidence(100, 0), 10_000).0,
         Decision::Hold { .. }
     ));
     let s = command(&p, &s, Command::Resume, 11_000).unwrap();
@@ -90,27 +90,36 @@ fn failing_checks_roll_back_at_the_limit_and_a_pass_resets_the_count() {
 fn too_few_requests_or_no_data_hold_without_failing() {
     let p = plan(&[w(10), w(100)]);
     let s = State::start(&p, 0);
-    let (d, _, s) = decide(&p, &s, &evidence(5, 0), 1_000);
+    let (d, _, s) = decide(&p, &s, &evidence(5, 0), &evidence(5, 0), 1_000);
     assert!(
         matches!(&d, Decision::Hold { reason } if reason.contains("5 of 10")),
         "{d:?}"
     );
-    let (d, gates, s) = decide(&p, &s, &evidence(0, 0), 2_000);
+    // Nothing since the last check: no data is no failure, and no step.
+    let (d, gates, s) = decide(&p, &s, &evidence(0, 0), &evidence(0, 0), 2_000);
     assert!(
-        matches!(&d, Decision::Hold { reason } if reason.contains("no data")),
+        matches!(&d, Decision::Hold { reason } if reason.contains("0 of 10")),
         "{d:?}"
     );
     assert_eq!((gates[0].passed, s.failures), (None, 0));
 }
 
 #[test]
-fn a_shadow_only_step_needs_only_its_interval_and_the_shadow() {
+fn a_shadow_only_step_needs_its_interval_and_shadow_comparisons() {
     let mut p = plan(&[w(0), w(10), w(100)]);
     p.gates.p99_max_ratio = Some(1.2);
     let s = State::start(&p, 0);
     assert_eq!(s.weight_bp, 0);
-    // No request served by the new service, none needed at 0 %.
-    let (d, gates, s) = decide(&p, &s, &Evidence::default(), 1_000);
+    // No evidence, no step: nothing compared at this 0 % step.
+    let (d, _, s) = decide(&p, &s, &Evidence::default(), &Evidence::default(), 1_000);
+    assert!(
+        matches!(&d, Decision::Hold { reason } if reason.contains("0 of 10 shadow comparisons")),
+        "{d:?}"
+    );
+    // Compared enough (no request served by the new service: none can be at 0 %).
+    let mut e = Evidence::default();
+    (e.shadow_compared, e.shadow_matched) = (10, 10);
+    let (d, gates, s) = decide(&p, &s, &e, &e, 2_000);
     assert!(
         matches!(
             d,
@@ -127,19 +136,123 @@ fn a_shadow_only_step_needs_only_its_interval_and_the_shadow() {
     let s0 = State::start(&p, 0);
     let mut e = Evidence::default();
     (e.shadow_compared, e.shadow_matched) = (100, 50);
-    let (d, _, _) = decide(&p, &s0, &e, 1_000);
+    let (d, _, _) = decide(&p, &s0, &e, &e, 1_000);
     assert!(matches!(d, Decision::Hold { .. }), "{d:?}");
     assert_eq!(s.weight_bp, 1_000);
+}
+
+#[test]
+fn a_step_is_never_left_on_no_evidence_even_without_min_requests() {
+    let mut p = plan(&[w(10), w(100)]);
+    p.min_requests = 0;
+    p.gates = Gates::default();
+    let s = State::start(&p, 0);
+    let (d, _, s) = decide(&p, &s, &Evidence::default(), &Evidence::default(), 5_000);
+    assert!(
+        matches!(&d, Decision::Hold { reason } if reason.contains("0 of 1 requests")),
+        "{d:?}"
+    );
+    let (d, _, _) = decide(&p, &s, &evidence(1, 0), &evidence(1, 0), 10_000);
+    assert!(matches!(d, Decision::Step { .. }), "{d:?}");
+}
+
+#[test]
+fn gates_are_checked_every_check_every_and_a_long_interval_does_not_slow_a_rollback() {
+    let mut p = plan(&[w(10), w(50), w(100)]);
+    p.interval_ms = 600_000;
+    p.check_every_ms = 5_000;
+    let s = State::start(&p, 0);
+    // Healthy checks hold (the step lasts its interval) and say how long is left.
+    let (d, _, s) = decide(&p, &s, &evidence(100, 0), &evidence(100, 0), 5_000);
+    assert!(
+        matches!(&d, Decision::Hold { reason } if reason.contains("595 s more")),
+        "{d:?}"
+    );
+    // The service turns bad: back to 0 % two checks later, ten minutes before the interval.
+    let (d, _, s) = decide(&p, &s, &evidence(100, 100), &evidence(200, 100), 10_000);
+    assert!(matches!(d, Decision::Hold { .. }), "{d:?}");
+    let (d, _, s) = decide(&p, &s, &evidence(100, 100), &evidence(300, 200), 15_000);
+    assert!(matches!(d, Decision::Rollback { .. }), "{d:?}");
+    assert_eq!((s.weight_bp, s.phase), (0, Phase::RolledBack));
+}
+
+#[test]
+fn a_step_is_left_only_when_the_gates_held_over_the_whole_step() {
+    let p = plan(&[w(10), w(50), w(100)]);
+    let s = State::start(&p, 0);
+    // The last second was clean, the step as a whole was not.
+    let (d, _, s) = decide(&p, &s, &evidence(100, 0), &evidence(200, 100), 1_000);
+    assert!(
+        matches!(&d, Decision::Hold { reason } if reason.contains("over this step")),
+        "{d:?}"
+    );
+    assert_eq!((s.weight_bp, s.failures), (1_000, 0));
+}
+
+#[test]
+fn a_completed_context_stays_guarded_against_the_monolith_it_replaced() {
+    let mut p = plan(&[w(50), w(100)]);
+    p.gates.p99_max_ratio = Some(2.0);
+    let s = State::start(&p, 0);
+    // At 50 % the monolith's figures are known: 1 % errors, p99 ~10 ms.
+    let mut e = evidence(100, 1);
+    e.legacy.errors = 1;
+    for _ in 0..100 {
+        e.legacy.latency.record(10_000);
+        e.service.latency.record(12_000);
+    }
+    let (d, _, s) = decide(&p, &s, &e, &e, 1_000);
+    assert!(
+        matches!(
+            d,
+            Decision::Step {
+                weight_bp: 10_000,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(s.phase, Phase::Completed);
+    assert_eq!(s.baseline.error_rate, Some(0.01));
+    // At 100 %: no monolith traffic. Healthy: held, and the status says the gates held.
+    let mut healthy = Evidence::default();
+    healthy.service.requests = 100;
+    healthy.service.errors = 1;
+    for _ in 0..100 {
+        healthy.service.latency.record(12_000);
+    }
+    let (d, gates, s) = decide(&p, &s, &healthy, &Evidence::default(), 2_000);
+    assert!(
+        matches!(&d, Decision::Hold { reason } if reason.contains("guarded: every gate held")),
+        "{d:?}"
+    );
+    assert!(gates.iter().all(|g| g.passed == Some(true)), "{gates:?}");
+    // Slow against the monolith's last p99: two failing checks roll it back.
+    let mut slow = healthy.clone();
+    for _ in 0..200 {
+        slow.service.latency.record(80_000);
+    }
+    let (d, _, s) = decide(&p, &s, &slow, &Evidence::default(), 3_000);
+    assert!(
+        matches!(&d, Decision::Hold { reason } if reason.starts_with("guard: p99_latency failed")),
+        "{d:?}"
+    );
+    let (d, _, s) = decide(&p, &s, &slow, &Evidence::default(), 4_000);
+    assert!(
+        matches!(&d, Decision::Rollback { reason } if reason.starts_with("guard:")),
+        "{d:?}"
+    );
+    assert_eq!((s.weight_bp, s.phase), (0, Phase::RolledBack));
 }
 
 #[test]
 fn a_pause_step_holds_until_promoted() {
     let p = plan(&[w(10), Step::Pause, w(50), w(100)]);
     let s = State::start(&p, 0);
-    let (_, _, s) = decide(&p, &s, &evidence(50, 0), 1_000);
+    let (_, _, s) = decide(&p, &s, &evidence(50, 0), &evidence(50, 0), 1_000);
     assert_eq!((s.phase, s.weight_bp, s.step), (Phase::Paused, 1_000, 1));
     assert!(matches!(
-        decide(&p, &s, &evidence(50, 0), 5_000).0,
+        decide(&p, &s, &evidence(50, 0), &evidence(50, 0), 5_000).0,
         Decision::Hold { .. }
     ));
     let s = command(&p, &s, Command::Promote, 6_000).unwrap();
@@ -168,7 +281,7 @@ fn commands() {
         (resumed.phase, resumed.weight_bp, resumed.step),
         (Phase::Progressing, 3_000, 0)
     );
-    let (_, _, stepped) = decide(&p, &resumed, &evidence(50, 0), 2_000);
+    let (_, _, stepped) = decide(&p, &resumed, &evidence(50, 0), &evidence(50, 0), 2_000);
     assert_eq!(stepped.weight_bp, 5_000);
     let promoted = command(&p, &set, Command::Promote, 5).unwrap();
     assert_eq!(promoted.weight_bp, 5_000);
@@ -210,7 +323,7 @@ fn an_edited_plan_never_raises_the_weight() {
     let above = plan(&[w(60), w(100)]);
     let kept = rebase(&above, &s);
     assert_eq!((kept.weight_bp, kept.step), (3_000, 0));
-    let (_, _, next) = decide(&above, &kept, &evidence(50, 0), 10_000);
+    let (_, _, next) = decide(&above, &kept, &evidence(50, 0), &evidence(50, 0), 10_000);
     assert_eq!(next.weight_bp, 6_000);
 }
 
@@ -247,6 +360,7 @@ fn any_plan() -> impl Strategy<Value = Plan> {
             Plan {
                 steps,
                 interval_ms: 1_000,
+                check_every_ms: 1_000,
                 min_requests,
                 gates: Gates {
                     match_rate: Some(0.99),
@@ -290,8 +404,9 @@ proptest! {
         let mut failing_in_a_row = 0;
         for (e, dt) in checks {
             now += dt;
-            let due = now - s.checked_ms >= 1_000 && s.phase == Phase::Progressing;
-            let (d, gates, next) = decide(&p, &s, &e, now);
+            let due = now - s.checked_ms >= 1_000
+                && matches!(s.phase, Phase::Progressing | Phase::Completed);
+            let (d, gates, next) = decide(&p, &s, &e, &e, now);
             let failed = gates.iter().any(|g| g.passed == Some(false));
             // Never above the plan, and a weight is a step's or 0.
             prop_assert!(next.weight_bp <= p.max_weight_bp());
@@ -300,7 +415,8 @@ proptest! {
                 Decision::Step { weight_bp, .. } => {
                     // Only up, only when due, never with a failing gate or too few requests.
                     prop_assert!(due && !failed);
-                    prop_assert!(e.step_requests >= p.min_requests);
+                    prop_assert!(e.service.requests >= p.min_requests.max(1));
+                    prop_assert!(now - s.since_ms >= 1_000, "left before its interval");
                     prop_assert!(weight_bp > s.weight_bp || p.steps[next.step] == Step::Pause);
                 }
                 Decision::Rollback { .. } => {

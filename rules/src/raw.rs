@@ -42,6 +42,9 @@ pub struct RawRollout {
     /// Percentages, or `pause`.
     pub steps: Spanned<Vec<Spanned<Value>>>,
     pub interval: Spanned<String>,
+    /// How often the gates are checked (`3s` by default; at most `interval`).
+    #[serde(default)]
+    pub check_every: Option<Spanned<String>>,
     #[serde(default)]
     pub min_requests: Option<Spanned<u64>>,
     #[serde(default)]

@@ -25,11 +25,11 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Notify, mpsc};
 
-pub use lease::{Lease, LeaseGuard};
+pub use lease::{Fence, HEARTBEAT, Lease, LeaseGuard};
 pub use mismatches::{Mismatch, MismatchSummary, Mismatches, NewMismatch};
 pub use outbox::{DeadLetter, NewEvent, Outbox, Pending, StreamDepth};
 pub use replays::{Replay, Replays, Selection};
-pub use rollouts::{AuditEntry, KillSwitch, NewAudit, Rollouts, Stored};
+pub use rollouts::{AuditEntry, KillSwitch, NewAudit, Rollouts, Stored, Writer};
 pub use usage::{Minute, Usage};
 pub use writer::WriteError;
 
@@ -55,6 +55,8 @@ pub enum StoreError {
     Vanished(String),
     #[error("store URL `{0}` is neither sqlite:… nor postgres://…")]
     BadUrl(String),
+    #[error("the lease {0} is no longer this replica's: the write was refused")]
+    LeaseLost(&'static str),
 }
 
 #[derive(Clone)]

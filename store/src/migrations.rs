@@ -56,6 +56,17 @@ const MIGRATIONS: &[Migration] = &[
             ]
         },
     },
+    Migration {
+        version: 6,
+        name: "fenced leases: each holder's generation and heartbeat",
+        statements: |_| {
+            vec![
+                "CREATE TABLE strangler_leases (name TEXT PRIMARY KEY, generation BIGINT NOT NULL, \
+                 holder BIGINT NOT NULL, renewed_ms BIGINT NOT NULL)"
+                    .into(),
+            ]
+        },
+    },
 ];
 
 fn replay_tables(d: &Dialect) -> Vec<String> {

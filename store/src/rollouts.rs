@@ -46,6 +46,15 @@ pub struct Stored {
     pub plan: String,
 }
 
+/// Who writes a rollout state: a person's command, or the controller under its lease. The
+/// controller's writes are refused once its lease is another's (`StoreError::LeaseLost`) and
+/// are not made while the kill switch is on (not stored: `save` returns false).
+#[derive(Debug, Clone, Copy)]
+pub enum Writer<'a> {
+    Person,
+    Controller(Option<&'a crate::Fence>),
+}
+
 /// The kill switch as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KillSwitch {
@@ -108,7 +117,15 @@ impl Rollouts {
         plan: &str,
         expected: Option<u64>,
         audit: Option<&NewAudit>,
+        writer: Writer<'_>,
     ) -> Result<bool, StoreError> {
+        const KILLED: &str = "SELECT on_ FROM strangler_kill_switch WHERE id = 1";
+        let fence_sql = match self.store.pool {
+            crate::Pool::Postgres(_) => {
+                "SELECT generation FROM strangler_leases WHERE name = $1 FOR SHARE"
+            }
+            crate::Pool::Sqlite(_) => "SELECT generation FROM strangler_leases WHERE name = $1",
+        };
         const INSERT: &str = "INSERT INTO strangler_rollouts (context, state, plan, generation, updated_ms) \
             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (context) DO NOTHING";
         const UPDATE: &str = "UPDATE strangler_rollouts SET state = $2, plan = $3, generation = $4, \
@@ -118,6 +135,22 @@ impl Rollouts {
         let generation = i64::try_from(state.generation).unwrap_or(i64::MAX);
         let saved = on_pool!(&self.store.pool, |p| {
             let mut tx = p.begin().await?;
+            if let Writer::Controller(fence) = writer {
+                if let Some(f) = fence {
+                    let now: Option<i64> = sqlx::query_scalar(fence_sql)
+                        .bind(f.lease)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if now != Some(f.generation) {
+                        return Err(StoreError::LeaseLost(f.lease));
+                    }
+                }
+                let killed: Option<bool> =
+                    sqlx::query_scalar(KILLED).fetch_optional(&mut *tx).await?;
+                if killed == Some(true) {
+                    return Ok(false);
+                }
+            }
             let q = match expected {
                 None => sqlx::query(INSERT),
                 Some(_) => sqlx::query(UPDATE),
@@ -212,8 +245,7 @@ impl Rollouts {
         Ok(())
     }
 
-    /// Every replica's figures for `context` in windows starting at or after `since_ms` (the
-    /// windows' `step_requests` hold the new service's requests), summed.
+    /// Every replica's figures for `context` in windows starting at or after `since_ms`, summed.
     pub async fn evidence(&self, context: &str, since_ms: i64) -> Result<Evidence, StoreError> {
         const SQL: &str =
             "SELECT figures FROM strangler_rollout_evidence WHERE context = $1 AND window_ms >= $2";

@@ -155,10 +155,17 @@ async fn the_kill_switch_freezes_rollouts_and_records_what_it_changed() {
         "{:#?}",
         entries[0]
     );
+    // (A step is left on evidence only: users read their orders.)
     wait_for(
         "the rollout moving again",
-        Duration::from_secs(10),
-        || async { weight(&p).await > before },
+        Duration::from_secs(15),
+        || async {
+            for u in 0..20 {
+                let user = format!("user-{u}");
+                get(p.addr, "/orders/1", &[("x-user", &user)]).await;
+            }
+            weight(&p).await > before
+        },
     )
     .await;
 }

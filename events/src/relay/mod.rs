@@ -99,6 +99,13 @@ pub enum RelayError {
     Call(#[from] tokio::task::JoinError),
 }
 
+impl RelayError {
+    /// The relay's lease is another replica's now: stop, do not retry.
+    fn lease_lost(&self) -> bool {
+        matches!(self, RelayError::Store(StoreError::LeaseLost(_)))
+    }
+}
+
 impl RelayConfig {
     pub fn aggregates(&self, stream: &str) -> bool {
         aggregate::listed(&self.aggregate, stream)
@@ -185,22 +192,52 @@ impl Relay {
     }
 
     /// Runs until `shutdown` turns true (or its sender is dropped). Calls in flight then are
-    /// waited for (up to 5 s), so what Kinesis accepted is not sent again after a restart.
+    /// waited for (up to 5 s), so what Kinesis accepted is not sent again after a restart. With
+    /// PostgreSQL it relays only while it holds the relay lease: a lost lease (its session gone)
+    /// stops it at once (calls in flight abandoned, their rows sent again by whoever holds the
+    /// lease next, which waits until this replica has stopped), and it waits to take it again.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let _leader = loop {
-            tokio::select! {
-                r = self.outbox.store().acquire(Lease::RELAY) => match r {
-                    Ok(lease) => break lease,
-                    Err(e) => {
-                        warn!(error = %e, "Relay cannot reach the outbox store; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                },
-                _ = shutdown.changed() => return,
+        let held = self.metrics.lease_held.with_label_values(&["relay"]);
+        let base = self.outbox.clone();
+        loop {
+            let mut lease = loop {
+                tokio::select! {
+                    r = base.store().acquire(Lease::RELAY) => match r {
+                        Ok(lease) => break lease,
+                        Err(e) => {
+                            warn!(error = %e, "Relay cannot reach the outbox store; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            };
+            held.set(1);
+            // Settling rows is refused once the lease is another's.
+            self.outbox = base.fenced(lease.fence());
+            info!(shared = self.outbox.store().shared(), "Relay running");
+            let mut calls: JoinSet<Sent> = JoinSet::new();
+            let lost = tokio::select! {
+                () = self.relay(&mut shutdown, &mut calls) => !lease.is_held(),
+                () = lease.lost() => true,
+            };
+            if !lost && *shutdown.borrow() {
+                self.finish(calls).await;
+                held.set(0);
+                return;
             }
-        };
-        info!(shared = self.outbox.store().shared(), "Relay running");
-        let mut calls: JoinSet<Sent> = JoinSet::new();
+            held.set(0);
+            calls.abort_all();
+            while calls.join_next().await.is_some() {}
+            drop(lease);
+            self.forget();
+            warn!("Relay lost its lease and stopped sending; waiting to take it again");
+        }
+    }
+
+    /// The relay's loop, while the lease is held; returns on shutdown, or when a write finds
+    /// the lease gone.
+    async fn relay(&mut self, shutdown: &mut watch::Receiver<bool>, calls: &mut JoinSet<Sent>) {
         // New rows may be waiting in the store (woken by an enqueue, or at start).
         let mut dirty = true;
         let mut last_read = Instant::now() - self.cfg.poll;
@@ -219,15 +256,18 @@ impl Relay {
                 last_read = Instant::now();
                 dirty = false;
                 if let Err(e) = self.load(polled).await {
+                    if e.lease_lost() {
+                        return;
+                    }
                     warn!(error = %e, "Relay cannot read the outbox; retrying");
-                    self.reset(&mut calls).await;
+                    self.reset(calls).await;
                     tokio::time::sleep(self.cfg.poll).await;
                     continue;
                 }
             }
             self.ready_client().await;
             self.refresh_shards().await;
-            let send_wait = self.launch(&mut calls, Some(self.cfg.linger));
+            let send_wait = self.launch(calls, Some(self.cfg.linger));
             if last_gauges.elapsed() >= Duration::from_secs(1) {
                 let waiting = self.update_gauges();
                 last_gauges = Instant::now();
@@ -263,8 +303,11 @@ impl Relay {
             tokio::select! {
                 Some(done) = calls.join_next(), if !calls.is_empty() => {
                     if let Err(e) = self.settle_joined(done).await {
+                        if e.lease_lost() {
+                            return;
+                        }
                         warn!(error = %e, "Relay cannot record a PutRecords result; re-reading the outbox");
-                        self.reset(&mut calls).await;
+                        self.reset(calls).await;
                     }
                 }
                 _ = self.outbox.store().committed().notified() => dirty = true,
@@ -273,6 +316,10 @@ impl Relay {
                 r = shutdown.changed() => if r.is_err() { break },
             }
         }
+    }
+
+    /// At shutdown: settles the calls in flight (up to 5 s) and writes the usage figures.
+    async fn finish(&mut self, mut calls: JoinSet<Sent>) {
         let finish = async {
             while let Some(done) = calls.join_next().await {
                 if let Err(e) = self.settle_joined(done).await {
@@ -407,6 +454,12 @@ impl Relay {
     /// was not recorded are sent again: at least once, deduped by id downstream).
     async fn reset(&mut self, calls: &mut JoinSet<Sent>) {
         while calls.join_next().await.is_some() {}
+        self.forget();
+    }
+
+    /// Forgets the working set (no call in flight any more): the outbox is read again from
+    /// the start.
+    fn forget(&mut self) {
         self.health.calls_dropped();
         self.backlog = Backlog::new(
             self.cfg.working_set(),

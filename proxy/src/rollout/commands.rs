@@ -86,7 +86,14 @@ impl Rollouts {
                 gates: serde_json::Value::Null,
             };
             if store
-                .save(context, &next, &plan_key(plan), expected, Some(&audit))
+                .save(
+                    context,
+                    &next,
+                    &plan_key(plan),
+                    expected,
+                    Some(&audit),
+                    strangler_store::Writer::Person,
+                )
                 .await?
             {
                 self.transition(context, command_name(cmd));

@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
+use prometheus::IntGauge;
 use strangler_rollout::{Decision, GateResult, Plan, State};
-use strangler_store::{Lease, NewAudit};
+use strangler_store::{Fence, Lease, NewAudit, StoreError, Writer};
 use tracing::{info, warn};
 
 use super::Rollouts;
@@ -16,28 +17,31 @@ use crate::reload::LiveRules;
 /// Evidence windows are kept this long at least (and three intervals of the longest plan).
 const KEEP_EVIDENCE_MS: i64 = 3_600_000;
 
-/// Holds the lease, then decides until the process stops.
-pub async fn run(rollouts: Arc<Rollouts>, rules: Arc<LiveRules>) {
-    let _lease = loop {
-        match rollouts.store.acquire(Lease::ROLLOUT).await {
-            Ok(l) => break l,
-            Err(e) => {
-                warn!(error = %e, "Cannot take the rollout lease; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        }
-    };
-    info!(replica = %rollouts.replica, "This replica drives the rollouts");
-    let mut rounds: u64 = 0;
+/// Holds the lease, then decides until the process stops. A lost lease (its session gone:
+/// terminated, a database restart or failover, an idle timeout) stops the deciding at once, and
+/// the replica waits to take it again; the store refuses any transition the old holder still
+/// tries to write.
+pub async fn run(rollouts: Arc<Rollouts>, rules: Arc<LiveRules>, held: IntGauge) {
     loop {
-        if let Err(e) = rollouts.decide_all(&rules).await {
-            warn!(error = %e, "Rollout round failed; retrying");
+        let mut lease = loop {
+            match rollouts.store.acquire(Lease::ROLLOUT).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    warn!(error = %e, "Cannot take the rollout lease; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        };
+        held.set(1);
+        info!(replica = %rollouts.replica, "This replica drives the rollouts");
+        let fence = lease.fence();
+        tokio::select! {
+            () = rollouts.drive(&rules, fence.as_ref()) => {}
+            () = lease.lost() => {}
         }
-        rounds += 1;
-        if rounds.is_multiple_of(120) {
-            rollouts.prune(&rules).await;
-        }
-        tokio::time::sleep(super::SYNC_EVERY).await;
+        held.set(0);
+        drop(lease);
+        warn!(replica = %rollouts.replica, "This replica lost the rollout lease and stopped driving the rollouts; taking it again");
     }
 }
 
@@ -47,7 +51,25 @@ pub(crate) fn plan_key(plan: &Plan) -> String {
 }
 
 impl Rollouts {
-    async fn decide_all(&self, rules: &LiveRules) -> Result<(), strangler_store::StoreError> {
+    /// Decides every [`super::SYNC_EVERY`] until a write finds the lease gone.
+    async fn drive(&self, rules: &LiveRules, fence: Option<&Fence>) {
+        let mut rounds: u64 = 0;
+        loop {
+            match self.decide_all(rules, fence).await {
+                Ok(()) => {}
+                Err(StoreError::LeaseLost(_)) => return,
+                Err(e) => warn!(error = %e, "Rollout round failed; retrying"),
+            }
+            rounds += 1;
+            if rounds.is_multiple_of(120) {
+                self.prune(rules).await;
+            }
+            tokio::time::sleep(super::SYNC_EVERY).await;
+        }
+    }
+
+    async fn decide_all(&self, rules: &LiveRules, fence: Option<&Fence>) -> Result<(), StoreError> {
+        let by = Writer::Controller(fence);
         let current = rules.current();
         let store = self.store.rollouts();
         // The kill switch freezes every rollout: nothing starts, steps, rebases or rolls back
@@ -64,7 +86,7 @@ impl Rollouts {
                 let state = State::start(plan, now);
                 let audit = self.audit(&c.name, 0, &state, "rollout started", &[]);
                 if store
-                    .save(&c.name, &state, &key, None, Some(&audit))
+                    .save(&c.name, &state, &key, None, Some(&audit), by)
                     .await?
                 {
                     self.transition(&c.name, "started");
@@ -90,6 +112,7 @@ impl Rollouts {
                         &key,
                         Some(s.state.generation),
                         audit.as_ref(),
+                        by,
                     )
                     .await?
                     && audit.is_some()
@@ -98,24 +121,37 @@ impl Rollouts {
                 }
                 continue;
             }
-            if s.state.phase != strangler_rollout::Phase::Progressing {
+            // Progressing contexts are checked; completed ones stay guarded.
+            if !matches!(
+                s.state.phase,
+                strangler_rollout::Phase::Progressing | strangler_rollout::Phase::Completed
+            ) {
                 continue;
             }
+            let every = i64::try_from(plan.check_every_ms()).unwrap_or(i64::MAX);
+            if now.saturating_sub(s.state.checked_ms) < every {
+                continue;
+            }
+            let mut recent = store.evidence(&c.name, s.state.checked_ms).await?;
+            // The whole step's figures only count once it may be left (they are read anew at
+            // each check, so only then).
             let interval = i64::try_from(plan.interval_ms).unwrap_or(i64::MAX);
-            if now.saturating_sub(s.state.checked_ms) < interval {
-                continue;
-            }
-            let mut evidence = store.evidence(&c.name, s.state.checked_ms).await?;
-            evidence.step_requests = store
-                .evidence(&c.name, s.state.since_ms)
-                .await?
-                .service
-                .requests;
+            let may_leave = s.state.phase == strangler_rollout::Phase::Progressing
+                && now.saturating_sub(s.state.since_ms) >= interval;
+            let mut step = if may_leave {
+                store.evidence(&c.name, s.state.since_ms).await?
+            } else {
+                strangler_rollout::Evidence::default()
+            };
             if let Some(w) = &plan.gates.webhook {
-                evidence.webhook =
-                    Some(super::webhook::call(w, &c.name, &s.state, &evidence).await);
+                let answer =
+                    super::webhook::call(w, &c.name, &s.state, &recent, step.service.requests)
+                        .await;
+                step.webhook = Some(answer.clone());
+                recent.webhook = Some(answer);
             }
-            let (decision, gates, next) = strangler_rollout::decide(plan, &s.state, &evidence, now);
+            let (decision, gates, next) =
+                strangler_rollout::decide(plan, &s.state, &recent, &step, now);
             self.metrics.gates(&c.name, &gates);
             let (reason, audit) = match &decision {
                 Decision::Hold { .. } => ("", None),
@@ -135,6 +171,7 @@ impl Rollouts {
                     &key,
                     Some(s.state.generation),
                     audit.as_ref(),
+                    by,
                 )
                 .await?
                 && audit.is_some()

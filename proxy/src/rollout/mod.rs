@@ -142,7 +142,6 @@ impl Rollouts {
             None => w.entry(context.to_string()).or_default(),
         };
         let side = if service {
-            e.step_requests += 1;
             &mut e.service
         } else {
             &mut e.legacy

@@ -91,6 +91,7 @@ impl Rollouts {
                     failures: 0,
                     reason: "waiting for the controller".into(),
                     generation: 0,
+                    baseline: Default::default(),
                 });
         }
         Ok(Overlay {

@@ -15,6 +15,7 @@ pub(super) async fn call(
     context: &str,
     state: &State,
     e: &Evidence,
+    step_requests: u64,
 ) -> Result<(), String> {
     let body = serde_json::json!({
         "context": context,
@@ -25,7 +26,7 @@ pub(super) async fn call(
             "service": { "requests": e.service.requests, "errors": e.service.errors,
                          "p99_ms": e.service.latency.quantile_ms(0.99) },
             "shadow": { "compared": e.shadow_compared, "matched": e.shadow_matched },
-            "step_requests": e.step_requests,
+            "step_requests": step_requests,
         },
     });
     let timeout = Duration::from_millis(w.timeout_ms);

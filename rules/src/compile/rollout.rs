@@ -76,6 +76,24 @@ pub(super) fn compile(p: &Spanned<RawRollout>, field: &str, r: &mut Reporter) ->
             0
         }
     };
+    let check_every = match &raw.check_every {
+        None => strangler_rollout::DEFAULT_CHECK_EVERY_MS,
+        Some(v) => match parse_duration(&v.value) {
+            Ok(d) if d.is_zero() => {
+                r.report(
+                    v.into(),
+                    format!("{field}.check_every"),
+                    "check_every must be above 0",
+                );
+                0
+            }
+            Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            Err(e) => {
+                r.report(v.into(), format!("{field}.check_every"), e);
+                0
+            }
+        },
+    };
     let failure_limit = match &raw.failure_limit {
         Some(n) if n.value == 0 => {
             r.report(
@@ -96,6 +114,7 @@ pub(super) fn compile(p: &Spanned<RawRollout>, field: &str, r: &mut Reporter) ->
     (r.count() == before).then(|| Plan {
         steps,
         interval_ms: interval,
+        check_every_ms: check_every,
         min_requests: raw.min_requests.as_ref().map_or(0, |n| n.value),
         gates,
         failure_limit,

@@ -82,11 +82,22 @@ macro_rules! pending {
 #[derive(Clone)]
 pub struct Outbox {
     store: Store,
+    /// The relay's lease: settling rows (published, retried, dead-lettered) is refused once
+    /// another replica holds it.
+    fence: Option<crate::Fence>,
 }
 
 impl Outbox {
     pub(crate) fn new(store: Store) -> Outbox {
-        Outbox { store }
+        Outbox { store, fence: None }
+    }
+
+    /// This outbox with its settling writes fenced by a lease (see [`crate::Fence`]).
+    pub fn fenced(&self, fence: Option<crate::Fence>) -> Outbox {
+        Outbox {
+            store: self.store.clone(),
+            fence,
+        }
     }
 
     /// Connects a store with the default memory budget and returns its outbox.
@@ -200,19 +211,23 @@ impl Outbox {
             return Ok(());
         }
         if let Pool::Postgres(p) = &self.store.reads {
-            let mut conn = p.acquire().await?;
+            let mut tx = p.begin().await?;
+            if let Some(f) = &self.fence {
+                Store::check_fence(&mut tx, f).await?;
+            }
             if keep {
                 sqlx::query(sql::ARCHIVE_ANY)
                     .bind(seqs)
                     .bind(now_ms())
-                    .execute(&mut *conn)
+                    .execute(&mut *tx)
                     .await?;
             } else {
                 sqlx::query(sql::DELETE_ANY)
                     .bind(seqs)
-                    .execute(&mut *conn)
+                    .execute(&mut *tx)
                     .await?;
             }
+            tx.commit().await?;
             return Ok(());
         }
         self.store
@@ -228,12 +243,17 @@ impl Outbox {
             return Ok(());
         }
         if let Pool::Postgres(p) = &self.store.reads {
+            let mut tx = p.begin().await?;
+            if let Some(f) = &self.fence {
+                Store::check_fence(&mut tx, f).await?;
+            }
             sqlx::query(sql::RETRY_ANY)
                 .bind(next_ms)
                 .bind(error)
                 .bind(seqs)
-                .execute(&mut *p.acquire().await?)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             return Ok(());
         }
         let retry = Retry {
