@@ -102,7 +102,7 @@ echo "  # the orders context moves 0 % (shadow only) → 10 → 50 → 100 on it
 echo "  # (40 users: at 10 % a handful of them are on the new side, enough for its gates)"
 echo "  while sleep 0.1; do for u in \$(seq 1 40); do curl -s -o /dev/null localhost:8080/api/orders/1 -H \"x-user-id: user-\$u\"; done; done &"
 echo "  $bin rollout status --config $here/strangler.yaml      # weight, phase, step, why"
-echo "  curl -s -X POST localhost:8082/_control/bad-deploy       # the new service now answers 500s: rolled back within ~40 s"
+echo "  curl -s -X POST localhost:8082/_control/bad-deploy       # the new service now answers 500s: rolled back within ~10 s (at any step, 100 % too)"
 echo "  $bin rollout audit --config $here/strangler.yaml       # every transition and the figures behind it"
 echo "  curl -s -X DELETE localhost:8082/_control/bad-deploy; $bin rollout resume orders --config $here/strangler.yaml"
 echo "  $bin kill-switch on --config $here/strangler.yaml      # everything to the monolith at once (off: kill-switch off)"

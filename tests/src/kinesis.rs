@@ -97,6 +97,22 @@ impl Drop for KinesisLocal {
     }
 }
 
+/// An `ORDER_CREATED` event for the outbox: `{"key": key, "n": n}` on `stream`, keyed by `key`.
+pub fn order_event(stream: &str, key: &str, n: u64) -> strangler_events::NewEvent {
+    let ev = strangler_events::CloudEvent::new(
+        "strangler/test",
+        "ORDER_CREATED",
+        json!({"key": key, "n": n}),
+    );
+    strangler_events::NewEvent {
+        id: ev.id.clone(),
+        route: "orders".into(),
+        stream: stream.into(),
+        partition_key: key.into(),
+        payload: ev.to_bytes(),
+    }
+}
+
 /// An SDK client with static test credentials for `endpoint`.
 pub fn client(endpoint: &str) -> Client {
     let http = aws_smithy_http_client::Builder::new()

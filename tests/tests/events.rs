@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use strangler_events::kinesis::StreamRecord;
-use strangler_events::{CloudEvent, Metrics, NewEvent, Outbox, Relay, RelayConfig};
+use strangler_events::{Metrics, NewEvent, Outbox, Relay, RelayConfig};
 use strangler_tests::kinesis::{self, KinesisLocal, Shim};
 use strangler_tests::{ScratchDb, Store};
 
@@ -42,18 +42,7 @@ async fn read_events(c: &aws_sdk_kinesis::Client) -> (Vec<(String, Value)>, Vec<
 }
 
 fn event(stream: &str, key: &str, n: u64) -> NewEvent {
-    let ev = CloudEvent::new(
-        "strangler/test",
-        "ORDER_CREATED",
-        json!({"key": key, "n": n}),
-    );
-    NewEvent {
-        id: ev.id.clone(),
-        route: "orders".into(),
-        stream: stream.into(),
-        partition_key: key.into(),
-        payload: ev.to_bytes(),
-    }
+    kinesis::order_event(stream, key, n)
 }
 
 fn fast() -> RelayConfig {

@@ -13,7 +13,9 @@ use strangler_store::Lease;
 use strangler_tests::kinesis::{self, KinesisLocal};
 use strangler_tests::*;
 
-const RULES: &str = r#"
+/// The orders route publishing (the harness's), and a checkout context stepping every second.
+fn rules() -> String {
+    let context = r#"
 contexts:
   - name: checkout
     service: checkout
@@ -21,20 +23,13 @@ contexts:
     rollout:
       steps: [50, 55, 60, 65, 70, 75, 80, 85, 90, 95, 100]
       interval: 1s
-routes:
-  - name: orders-create
-    match: { methods: [POST], path: { template: "/api/users/{user}/orders" } }
-    target: { service: legacy }
-    publish:
-      stream: orders
-      type: ORDER_CREATED
-      source: shop/orders
-      partition_key: { request.path_param: user }
-      data: { request.body: "$" }
-  - name: checkout
+"#;
+    let checkout = r#"  - name: checkout
     match: { path: { prefix: /checkout } }
     target: { context: checkout }
 "#;
+    format!("{context}{ORDERS_RULES}{checkout}")
+}
 
 const USERS: u64 = 10;
 
@@ -120,7 +115,7 @@ async fn a_lost_session_never_leaves_two_replicas_acting_or_none() {
     let replica = || {
         ProxyBuilder::new(legacy.addr)
             .service("checkout", UpstreamConfig::new(checkout.addr))
-            .rules("r.yaml", RULES)
+            .rules("r.yaml", &rules())
             .kinesis(&k.endpoint())
             .store(&store)
             .start()

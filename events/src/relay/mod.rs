@@ -217,11 +217,11 @@ impl Relay {
             self.outbox = base.fenced(lease.fence());
             info!(shared = self.outbox.store().shared(), "Relay running");
             let mut calls: JoinSet<Sent> = JoinSet::new();
-            let lost = tokio::select! {
-                () = self.relay(&mut shutdown, &mut calls) => !lease.is_held(),
-                () = lease.lost() => true,
+            let stopped = tokio::select! {
+                stopped = self.relay(&mut shutdown, &mut calls) => stopped,
+                () = lease.lost() => false,
             };
-            if !lost && *shutdown.borrow() {
+            if stopped {
                 self.finish(calls).await;
                 held.set(0);
                 return;
@@ -235,9 +235,13 @@ impl Relay {
         }
     }
 
-    /// The relay's loop, while the lease is held; returns on shutdown, or when a write finds
-    /// the lease gone.
-    async fn relay(&mut self, shutdown: &mut watch::Receiver<bool>, calls: &mut JoinSet<Sent>) {
+    /// The relay's loop, while the lease is held: returns `true` on shutdown, `false` when a
+    /// write finds the lease gone.
+    async fn relay(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        calls: &mut JoinSet<Sent>,
+    ) -> bool {
         // New rows may be waiting in the store (woken by an enqueue, or at start).
         let mut dirty = true;
         let mut last_read = Instant::now() - self.cfg.poll;
@@ -257,7 +261,7 @@ impl Relay {
                 dirty = false;
                 if let Err(e) = self.load(polled).await {
                     if e.lease_lost() {
-                        return;
+                        return false;
                     }
                     warn!(error = %e, "Relay cannot read the outbox; retrying");
                     self.reset(calls).await;
@@ -304,7 +308,7 @@ impl Relay {
                 Some(done) = calls.join_next(), if !calls.is_empty() => {
                     if let Err(e) = self.settle_joined(done).await {
                         if e.lease_lost() {
-                            return;
+                            return false;
                         }
                         warn!(error = %e, "Relay cannot record a PutRecords result; re-reading the outbox");
                         self.reset(calls).await;
@@ -316,6 +320,7 @@ impl Relay {
                 r = shutdown.changed() => if r.is_err() { break },
             }
         }
+        true
     }
 
     /// At shutdown: settles the calls in flight (up to 5 s) and writes the usage figures.
