@@ -37,17 +37,47 @@ pub struct Tolerance {
 }
 
 impl Tolerance {
+    /// Whether two numbers count as equal. Integers (serde_json keeps every `i64` and `u64`
+    /// exactly) compare exactly, so two 64-bit ids a unit apart differ whatever `f64` says; an
+    /// integer equals a float only where the float holds it exactly (`1` and `1.0`); two floats
+    /// are equal when they are the same `f64`. Only a configured tolerance widens any of these.
+    /// (Numbers beyond 64 bits reach here as `f64`s, already rounded by the parser.)
     fn equal(&self, a: &serde_json::Number, b: &serde_json::Number) -> bool {
         if a == b {
             return true;
         }
-        match (a.as_f64(), b.as_f64()) {
+        let int = |n: &serde_json::Number| {
+            n.as_i64()
+                .map(i128::from)
+                .or_else(|| n.as_u64().map(i128::from))
+        };
+        match (int(a), int(b)) {
             (Some(x), Some(y)) => {
-                let d = (x - y).abs();
-                d == 0.0 || d <= self.absolute || d <= self.relative * x.abs().max(y.abs())
+                let scale = x.unsigned_abs().max(y.unsigned_abs()) as f64;
+                x == y || self.within(x.abs_diff(y) as f64, scale)
             }
-            _ => false,
+            (Some(i), None) | (None, Some(i)) => {
+                let f = if int(a).is_some() { b } else { a }.as_f64();
+                f.is_some_and(|f| {
+                    (f.fract() == 0.0 && f.abs() < 1e38 && f as i128 == i)
+                        || self.within((f - i as f64).abs(), f.abs().max(i.unsigned_abs() as f64))
+                })
+            }
+            (None, None) => match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) => {
+                    let d = (x - y).abs();
+                    d == 0.0 || self.within(d, x.abs().max(y.abs()))
+                }
+                _ => false,
+            },
         }
+    }
+
+    /// Whether a difference `d` between numbers of size `scale` is within the tolerance (never
+    /// when none is configured).
+    fn within(&self, d: f64, scale: f64) -> bool {
+        (self.absolute > 0.0 && d <= self.absolute)
+            || (self.relative > 0.0 && d <= self.relative * scale)
     }
 }
 

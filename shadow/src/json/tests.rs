@@ -109,6 +109,35 @@ fn numbers_within_the_tolerance_are_equal() {
     assert!(diff(&json!(10.0), &json!(10.005), &abs).is_empty());
 }
 
+#[test]
+fn integers_compare_exactly_without_a_tolerance() {
+    let big: Value = serde_json::from_str(r#"{"id":1234567890123456789}"#).unwrap();
+    let next: Value = serde_json::from_str(r#"{"id":1234567890123456788}"#).unwrap();
+    assert_eq!(at(&diff(&big, &next, &rules())), [(Kind::Value, "$.id")]);
+    let two53 = 1u64 << 53;
+    assert_eq!(diff(&json!(two53 + 1), &json!(two53), &rules()).len(), 1);
+    assert_eq!(
+        diff(&json!(u64::MAX), &json!(u64::MAX - 1), &rules()).len(),
+        1
+    );
+    assert_eq!(diff(&json!(-1), &json!(u64::MAX), &rules()).len(), 1);
+    // An integer and the float that holds it exactly are equal; one that rounds it is not.
+    assert!(diff(&json!(1), &json!(1.0), &rules()).is_empty());
+    assert_eq!(
+        diff(&json!(two53 + 1), &json!(two53 as f64), &rules()).len(),
+        1
+    );
+    // A configured tolerance still applies to integers.
+    let abs = JsonRules {
+        numbers: Tolerance {
+            relative: 0.0,
+            absolute: 1.0,
+        },
+        ..rules()
+    };
+    assert!(diff(&json!(two53 + 1), &json!(two53), &abs).is_empty());
+}
+
 /// Any JSON value, a few levels deep.
 fn value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -128,6 +157,25 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
+    #[test]
+    fn distinct_integers_never_compare_equal_without_a_tolerance(
+        a in prop_oneof![any::<i64>().prop_map(Value::from), any::<u64>().prop_map(Value::from)],
+        b in prop_oneof![any::<i64>().prop_map(Value::from), any::<u64>().prop_map(Value::from)],
+        near in -3i64..=3,
+    ) {
+        // Far apart, and a unit or three apart (where f64 loses them above 2^53).
+        let close = match &a {
+            Value::Number(n) if n.is_u64() => Value::from(n.as_u64().unwrap().wrapping_add_signed(near)),
+            Value::Number(n) => Value::from(n.as_i64().unwrap().wrapping_add(near)),
+            _ => unreachable!(),
+        };
+        for b in [b, close] {
+            let same = a.as_i64().map(i128::from).or(a.as_u64().map(i128::from))
+                == b.as_i64().map(i128::from).or(b.as_u64().map(i128::from));
+            prop_assert_eq!(diff(&a, &b, &rules()).is_empty(), same, "{} against {}", a, b);
+        }
+    }
+
     #[test]
     fn a_document_equals_itself(v in value()) {
         prop_assert!(diff(&v, &v, &rules()).is_empty());
