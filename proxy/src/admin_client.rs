@@ -1,6 +1,6 @@
 //! The CLI's side of the admin API: one request to the listener the config names, the answer
-//! as JSON or its error. Commands that change anything send the admin token (from the variable
-//! the config names) and the user's name for the audit log.
+//! as JSON or its error. Every call sends the admin token when the config names one (from that
+//! variable); commands that change anything also send the user's name for the audit log.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -21,13 +21,16 @@ pub fn call(cfg: &Config, method: &str, path: &str, body: Option<&Value>) -> Res
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nAccept: application/json\r\n"
     );
-    if method != "GET" {
-        if let Some(var) = &cfg.admin_token_env {
-            let token = std::env::var(var).with_context(|| {
-                format!("{var} (admin_token_env) is not set: the admin API wants the token")
-            })?;
-            head.push_str(&format!("Authorization: Bearer {}\r\n", token.trim()));
+    // Reading stored data wants the token too (mismatches, audit, replays…): sent with every
+    // call when the config names one and it is set; commands fail without it.
+    if let Some(var) = &cfg.admin_token_env {
+        match std::env::var(var) {
+            Ok(token) => head.push_str(&format!("Authorization: Bearer {}\r\n", token.trim())),
+            Err(_) if method == "GET" => {}
+            Err(_) => bail!("{var} (admin_token_env) is not set: the admin API wants the token"),
         }
+    }
+    if method != "GET" {
         let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
         head.push_str(&format!("x-strangler-actor: {user}\r\n"));
     }

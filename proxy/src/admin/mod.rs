@@ -108,6 +108,25 @@ enum Endpoint {
     ReplayCommand,
 }
 
+impl Endpoint {
+    /// What the proxy stored from traffic and people (requests and answers, upstream
+    /// addresses, the audit log, events): with a token configured, reading it wants the token.
+    /// `/metrics`, `/healthz`, `/readyz`, the rules' status, the outbox depths, the shadow
+    /// summary and the rollout states stay open.
+    fn shows_stored_data(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Routes
+                | Endpoint::DeadLetters
+                | Endpoint::Mismatches
+                | Endpoint::Mismatch
+                | Endpoint::Audit
+                | Endpoint::Replays
+                | Endpoint::Replay
+        )
+    }
+}
+
 /// The routing table: method, path (`matchit` syntax, `{name}` for a parameter), endpoint.
 const ENDPOINTS: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/metrics", Endpoint::Metrics),
@@ -199,6 +218,12 @@ impl ServeHttp for Admin {
                 StatusCode::UNAUTHORIZED,
                 "this endpoint changes the proxy: send Authorization: Bearer <the admin token>",
             )),
+            Ok((endpoint, _)) if endpoint.shows_stored_data() && !self.authorised(&caller) => {
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "this endpoint shows stored requests and answers: send Authorization: Bearer <the admin token>",
+                ))
+            }
             Ok((endpoint, params)) => {
                 let body = if method == Method::GET {
                     Vec::new()

@@ -214,15 +214,18 @@ impl Shadowing {
                 Err(_) => Vec::new(),
             }
         };
-        // Redacted bodies are stored decoded: their content coding goes with them.
+        // Redacted bodies are stored decoded: their content coding goes with them. Credentials
+        // are never stored: their headers are kept, masked.
         let headers_of = |h: &HeaderMap| -> Vec<(String, String)> {
             h.iter()
                 .filter(|(k, _)| shadow.redact.is_empty() || *k != http::header::CONTENT_ENCODING)
                 .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
+                    let value = if is_credential(k.as_str()) {
+                        MASKED.to_string()
+                    } else {
+                        String::from_utf8_lossy(v.as_bytes()).into_owned()
+                    };
+                    (k.as_str().to_string(), value)
                 })
                 .collect()
         };
@@ -236,11 +239,26 @@ impl Shadowing {
             redact(&expected.body, &expected.headers),
             redact(&actual.body, &actual.headers),
         );
-        let differences = if shadow.redact.is_empty() {
+        let mut differences = if shadow.redact.is_empty() {
             kept.to_vec()
         } else {
             redacted_differences(kept, &eb, &ab, shadow)
         };
+        for d in &mut differences {
+            if d.kind == Kind::Header
+                && d.location
+                    .strip_prefix("header:")
+                    .is_some_and(is_credential)
+            {
+                let mask = |v: &mut Option<serde_json::Value>| {
+                    if v.is_some() {
+                        *v = Some(MASKED.into());
+                    }
+                };
+                mask(&mut d.expected);
+                mask(&mut d.actual);
+            }
+        }
         let mut patterns: Vec<String> = kept.iter().map(|d| d.pattern.clone()).collect();
         patterns.sort();
         patterns.dedup();
@@ -260,6 +278,22 @@ impl Shadowing {
             self.metrics.store_failures.inc();
         }
     }
+}
+
+/// What a stored credential header says instead of its value.
+const MASKED: &str = "[masked by strangler]";
+
+/// Headers that carry credentials: stored masked, whatever the route's settings (a shadow copy
+/// still carries them to the other side unless `strip_headers` says otherwise).
+fn is_credential(name: &str) -> bool {
+    [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+    ]
+    .iter()
+    .any(|c| name.eq_ignore_ascii_case(c))
 }
 
 /// The kept differences with their values taken from the redacted bodies: a redacted place has
