@@ -73,6 +73,18 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
         assert!(closed, "connection still open after the header timeout");
     }
     assert_eq!(p.client_faults("header_timeout").await, 505.0);
+    no_errors_logged(&p);
+}
+
+/// Client faults are counted, and logged at DEBUG: an operator's ERROR means the proxy or an
+/// upstream failed.
+fn no_errors_logged(p: &Proxy) {
+    let logs = p.logs();
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "client faults logged as errors: {errors:#?}"
+    );
 }
 
 #[tokio::test]
@@ -101,6 +113,7 @@ async fn slow_header_is_closed_at_the_header_timeout() {
     );
     assert_eq!(legacy.hits(), 0);
     assert_eq!(p.client_faults("header_timeout").await, 1.0);
+    no_errors_logged(&p);
 }
 
 #[tokio::test]
@@ -288,6 +301,7 @@ async fn stalled_and_vanished_clients_are_their_fault_not_the_upstreams() {
         !text.contains("strangler_upstream_errors_total{"),
         "a client fault was counted against the upstream:\n{text}"
     );
+    no_errors_logged(&p);
 }
 
 #[tokio::test]
