@@ -68,6 +68,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        quiet_on_closed_stdout();
+    }
     match cli.command {
         Command::Run { config, upgrade } => {
             let cfg = match config::Config::load(&config) {
@@ -143,4 +146,23 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// A command's output piped into a reader that stops early (`strangler stream read … | head -1`)
+/// ends the command quietly, as Unix tools do, instead of a "Broken pipe" panic (Rust ignores
+/// SIGPIPE, so `println!` panics on the closed pipe). The proxy itself (`run`) keeps the default.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

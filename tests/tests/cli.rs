@@ -97,6 +97,27 @@ fn check_accepts_valid_files_with_a_summary() {
     assert!(out.contains("ok: rules/a.yaml: 1 route(s)"), "{out}");
 }
 
+/// `strangler check … | head -0`: the reader is gone before the first line; the command ends
+/// quietly with 0, as Unix tools do, not with a "Broken pipe" panic (101).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "strangler.yaml", CONFIG);
+    write(d.path(), "rules/a.yaml", "routes: []\n");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(binary())
+        .args(["check", "strangler.yaml", "rules/a.yaml"])
+        .current_dir(d.path())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn check_warns_about_shadowed_writes_on_a_publishing_route_and_still_passes() {
     let d = tempfile::tempdir().unwrap();
