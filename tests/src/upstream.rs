@@ -18,8 +18,9 @@ use tokio::net::TcpListener;
 #[derive(Debug, Clone, Copy)]
 pub enum Behaviour {
     /// Answers JSON describing the request: upstream, method, uri, headers, body length and hash
-    /// (status 200, or the request's `x-reply-status`); or the request's `x-reply-body-<name>`
-    /// header as its JSON body, when there is one for this upstream.
+    /// (status 200, or the request's `x-reply-status`; gzip-encoded with `x-reply-gzip`); or the
+    /// request's `x-reply-body-<name>` header as its JSON body, when there is one for this
+    /// upstream.
     Echo,
     /// Sends the request body back as the response body.
     EchoBody,
@@ -188,13 +189,24 @@ async fn answer(
                     Behaviour::Status(s) => s,
                     _ => 200,
                 });
-            Response::builder()
+            // `x-reply-gzip`: the answer gzip-encoded.
+            let gzip = parts.headers.contains_key("x-reply-gzip");
+            let mut body = doc.to_string().into_bytes();
+            if gzip {
+                use std::io::Write;
+                let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                z.write_all(&body).unwrap();
+                body = z.finish().unwrap();
+            }
+            let mut resp = Response::builder()
                 .status(status)
                 .header("x-upstream", name)
                 .header("content-type", "application/json")
-                .header("keep-alive", "timeout=5")
-                .body(Full::new(Bytes::from(doc.to_string())))
-                .unwrap()
+                .header("keep-alive", "timeout=5");
+            if gzip {
+                resp = resp.header("content-encoding", "gzip");
+            }
+            resp.body(Full::new(Bytes::from(body))).unwrap()
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Stored evidence never holds credentials, and reading it wants the admin token: a shadow route
 //! without `strip_headers` stores the request's `Authorization` and `Cookie` masked, and with
 //! `admin_token_env` set the endpoints that show stored data answer 401 without the token while
-//! `/metrics`, `/healthz` and `/readyz` stay open.
+//! `/metrics`, `/healthz` and `/readyz` stay open. Stored answers are readable: a gzip-encoded
+//! one is stored decoded, its encoding noted.
 
 use std::time::Duration;
 
@@ -97,4 +98,44 @@ async fn stored_requests_hold_no_credentials_and_reading_them_wants_the_token() 
         !text.contains("user-s3cret") && !text.contains("user-cookie"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_compressed_answer_is_stored_decoded_with_its_encoding_noted() {
+    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
+    let new = Upstream::start("orders", Behaviour::Echo).await;
+    let p = ProxyBuilder::new(legacy.addr)
+        .service("orders", UpstreamConfig::new(new.addr))
+        .rules("r.yaml", RULES)
+        .store(&Store::sqlite())
+        .start()
+        .await;
+    let r = get(p.addr, "/differs/2", &[("x-reply-gzip", "1")]).await;
+    assert_eq!(r.status, 200);
+    let list = "/api/shadow/mismatches?route=differs";
+    wait_for("the mismatch stored", Duration::from_secs(10), || async {
+        let v = p.admin_json(list).await;
+        v["mismatches"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let id = p.admin_json(list).await["mismatches"][0]["id"]
+        .as_i64()
+        .unwrap();
+    let m = p.admin_json(&format!("/api/shadow/mismatches/{id}")).await;
+    for side in ["expected", "actual"] {
+        let body = m[side]["body"].as_str().unwrap();
+        let doc: Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{side} body is not readable JSON ({e}): {body:?}"));
+        assert_eq!(doc["uri"], "/differs/2");
+        let headers = m[side]["headers"].as_array().unwrap();
+        let has = |name: &str, value: &str| headers.iter().any(|h| h[0] == name && h[1] == value);
+        assert!(
+            has("x-strangler-decoded-from", "gzip"),
+            "{side}: {headers:?}"
+        );
+        assert!(
+            !headers.iter().any(|h| h[0] == "content-encoding"),
+            "{side}: {headers:?}"
+        );
+    }
 }

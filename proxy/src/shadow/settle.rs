@@ -196,29 +196,37 @@ impl Shadowing {
         actual: &Captured,
         kept: &[Difference],
     ) {
-        let redact = |body: &[u8], headers: &HeaderMap| -> Vec<u8> {
-            if shadow.redact.is_empty() {
-                return body.to_vec();
-            }
-            let decoded = strangler_shadow::decode::decode(headers, body, shadow.body_limit)
+        // Bodies are stored decoded (people read them; the differ decoded them anyway), with
+        // their content coding noted instead (`x-strangler-decoded-from`); one that cannot be
+        // decoded is stored as it came. Redacted bodies are JSON with the redactions applied.
+        let decoded = |body: &[u8], headers: &HeaderMap| -> Option<Vec<u8>> {
+            headers.get(http::header::CONTENT_ENCODING)?;
+            strangler_shadow::decode::decode(headers, body, shadow.body_limit)
+                .ok()
                 .map(std::borrow::Cow::into_owned)
-                .unwrap_or_default();
-            match serde_json::from_slice::<serde_json::Value>(&decoded) {
+        };
+        let redact = |body: &[u8], headers: &HeaderMap| -> (Vec<u8>, bool) {
+            let plain = decoded(body, headers);
+            if shadow.redact.is_empty() {
+                let was_decoded = plain.is_some();
+                return (plain.unwrap_or_else(|| body.to_vec()), was_decoded);
+            }
+            match serde_json::from_slice::<serde_json::Value>(plain.as_deref().unwrap_or(body)) {
                 Ok(mut v) => {
                     for r in &shadow.redact {
                         strangler_rules::publish::redact(&mut v, r, &*self.hash);
                     }
-                    v.to_string().into_bytes()
+                    (v.to_string().into_bytes(), true)
                 }
                 // Not JSON: nothing can be redacted in it, so it is not kept.
-                Err(_) => Vec::new(),
+                Err(_) => (Vec::new(), true),
             }
         };
-        // Redacted bodies are stored decoded: their content coding goes with them. Credentials
-        // are never stored: their headers are kept, masked.
-        let headers_of = |h: &HeaderMap| -> Vec<(String, String)> {
-            h.iter()
-                .filter(|(k, _)| shadow.redact.is_empty() || *k != http::header::CONTENT_ENCODING)
+        // Credentials are never stored: their headers are kept, masked.
+        let headers_of = |h: &HeaderMap, was_decoded: bool| -> Vec<(String, String)> {
+            let mut out: Vec<(String, String)> = h
+                .iter()
+                .filter(|(k, _)| !was_decoded || *k != http::header::CONTENT_ENCODING)
                 .map(|(k, v)| {
                     let value = if is_credential(k.as_str()) {
                         MASKED.to_string()
@@ -227,11 +235,22 @@ impl Shadowing {
                     };
                     (k.as_str().to_string(), value)
                 })
-                .collect()
+                .collect();
+            if was_decoded {
+                let codings: Vec<&str> = h
+                    .get_all(http::header::CONTENT_ENCODING)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                if !codings.is_empty() {
+                    out.push(("x-strangler-decoded-from".into(), codings.join(", ")));
+                }
+            }
+            out
         };
-        let message = |status: u16, h: &HeaderMap, body: Vec<u8>| Message {
+        let message = |status: u16, h: &HeaderMap, (body, was_decoded): (Vec<u8>, bool)| Message {
             status,
-            headers: headers_of(h),
+            headers: headers_of(h, was_decoded),
             body,
             truncated: false,
         };
@@ -242,7 +261,7 @@ impl Shadowing {
         let mut differences = if shadow.redact.is_empty() {
             kept.to_vec()
         } else {
-            redacted_differences(kept, &eb, &ab, shadow)
+            redacted_differences(kept, &eb.0, &ab.0, shadow)
         };
         for d in &mut differences {
             if d.kind == Kind::Header
