@@ -162,21 +162,40 @@ pub fn compare<'a>(
     match (parse(&eb), parse(&ab)) {
         (Some(e), Some(a)) => out.extend(json::diff(&e, &a, &rules.json)),
         _ if eb == ab => {}
-        _ => out.push(Difference {
-            kind: Kind::Body,
-            location: "body".into(),
-            pattern: "body".into(),
-            expected: Some(body_summary(&eb)),
-            actual: Some(body_summary(&ab)),
-        }),
+        _ => {
+            let at = first_difference(&eb, &ab);
+            out.push(Difference {
+                kind: Kind::Body,
+                location: "body".into(),
+                pattern: "body".into(),
+                expected: Some(body_summary(&eb, at)),
+                actual: Some(body_summary(&ab, at)),
+            });
+        }
     }
     Ok(out)
 }
 
-/// A short description of a body that differs byte for byte: its length and the start of it.
-fn body_summary(b: &[u8]) -> Value {
-    let head = String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
-    serde_json::json!({ "bytes": b.len(), "start": head })
+/// The offset of the first byte where two bodies differ (the shorter one's length when one is
+/// the other's start).
+fn first_difference(a: &[u8], b: &[u8]) -> usize {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
+}
+
+/// A short description of a body that differs byte for byte: its length, the start of it, and
+/// where it first differs from the other side with a little of it around that place.
+fn body_summary(b: &[u8], at: usize) -> Value {
+    let lossy = |r: std::ops::Range<usize>| String::from_utf8_lossy(&b[r]).into_owned();
+    let from = at.saturating_sub(16).min(b.len());
+    serde_json::json!({
+        "bytes": b.len(),
+        "start": lossy(0..b.len().min(64)),
+        "differs_at": at,
+        "around": lossy(from..b.len().min(at + 32)),
+    })
 }
 
 #[cfg(test)]

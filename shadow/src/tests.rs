@@ -98,7 +98,29 @@ fn other_bodies_are_compared_byte_for_byte() {
     .unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].kind, Kind::Body);
-    assert_eq!(d[0].actual, Some(json!({"bytes": 3, "start": "OK!"})));
+    assert_eq!(
+        d[0].actual,
+        Some(json!({"bytes": 3, "start": "OK!", "differs_at": 0, "around": "OK!"}))
+    );
+    // A long body says where it first differs, with a little context on each side.
+    let long = |tail: &str| format!("{}{tail}", "a".repeat(100));
+    let (e, a) = (long("xyz"), long("xYz"));
+    let d = compare(
+        &answer(200, &h, e.as_bytes()),
+        &answer(200, &h, a.as_bytes()),
+        &Rules::default(),
+    )
+    .unwrap();
+    let around = |s: &str| format!("{}{s}", "a".repeat(15));
+    assert_eq!(d[0].expected.as_ref().unwrap()["differs_at"], 101);
+    assert_eq!(
+        d[0].expected.as_ref().unwrap()["around"],
+        json!(around("xyz"))
+    );
+    assert_eq!(
+        d[0].actual.as_ref().unwrap()["around"],
+        json!(around("xYz"))
+    );
 }
 
 #[test]
