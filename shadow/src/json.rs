@@ -179,9 +179,10 @@ fn walk(e: &Value, a: &Value, rules: &JsonRules, at: &mut Vec<Seg>, out: &mut Ve
     }
 }
 
-/// Arrays as sets: elements paired by key (or by equality without one). A paired element is
-/// compared at the monolith's index; an unpaired one is `missing` (at the monolith's index) or
-/// `extra` (at the new service's).
+/// Arrays as sets: elements paired by key (or by equality without one). Elements sharing a key
+/// (or all without it) are a multiset: equal ones (under the rules) are paired first, whatever
+/// their order, then the rest in order. A paired element is compared at the monolith's index;
+/// an unpaired one is `missing` (at the monolith's index) or `extra` (at the new service's).
 fn unordered(
     ea: &[Value],
     aa: &[Value],
@@ -190,6 +191,8 @@ fn unordered(
     at: &mut Vec<Seg>,
     out: &mut Vec<Difference>,
 ) {
+    /// Past this many comparisons in one group, its elements are paired in order only.
+    const EXACT_PAIRING: usize = 4_096;
     let key_of = |v: &Value| -> String {
         match &u.key {
             Some(k) => k
@@ -198,15 +201,41 @@ fn unordered(
             None => v.to_string(),
         }
     };
-    // Key → the new service's elements with it, in order, not yet paired.
-    let mut pool: HashMap<String, Vec<usize>> = HashMap::new();
-    for (j, av) in aa.iter().enumerate().rev() {
-        pool.entry(key_of(av)).or_default().push(j);
+    // Key → (the monolith's elements with it, the new service's), each in order.
+    let mut groups: HashMap<String, (Vec<usize>, Vec<usize>)> = HashMap::new();
+    for (i, ev) in ea.iter().enumerate() {
+        groups.entry(key_of(ev)).or_default().0.push(i);
     }
+    for (j, av) in aa.iter().enumerate() {
+        groups.entry(key_of(av)).or_default().1.push(j);
+    }
+    let mut pair: Vec<Option<usize>> = vec![None; ea.len()];
     let mut paired = vec![false; aa.len()];
+    for (mine, mut theirs) in groups.into_values() {
+        if mine.len().saturating_mul(theirs.len()) <= EXACT_PAIRING {
+            for &i in &mine {
+                at.push(Seg::Index(i));
+                let same = theirs.iter().position(|&j| {
+                    let mut found = Vec::new();
+                    walk(&ea[i], &aa[j], rules, at, &mut found);
+                    found.is_empty()
+                });
+                at.pop();
+                if let Some(p) = same {
+                    pair[i] = Some(theirs.remove(p));
+                }
+            }
+        }
+        let mut rest = theirs.into_iter();
+        for &i in &mine {
+            if pair[i].is_none() {
+                pair[i] = rest.next();
+            }
+        }
+    }
     for (i, ev) in ea.iter().enumerate() {
         at.push(Seg::Index(i));
-        match pool.get_mut(&key_of(ev)).and_then(Vec::pop) {
+        match pair[i] {
             Some(j) => {
                 paired[j] = true;
                 walk(ev, &aa[j], rules, at, out);

@@ -88,6 +88,28 @@ fn unordered_arrays_pair_by_key() {
 }
 
 #[test]
+fn elements_sharing_a_key_are_paired_as_a_multiset() {
+    let r = JsonRules {
+        unordered: vec![Unordered {
+            path: Pattern::parse("$.items").unwrap(),
+            key: Some(Pattern::parse("$.sku").unwrap()),
+        }],
+        ..rules()
+    };
+    // Two lines of one sku, swapped; and two without one, swapped.
+    let e = json!({"items": [{"sku": 1, "qty": 1}, {"sku": 1, "qty": 2}, {"qty": 5}, {"qty": 6}]});
+    let a = json!({"items": [{"qty": 6}, {"sku": 1, "qty": 2}, {"qty": 5}, {"sku": 1, "qty": 1}]});
+    assert!(diff(&e, &a, &r).is_empty(), "{:?}", at(&diff(&e, &a, &r)));
+    // A real change within a group is still one value difference.
+    let changed =
+        json!({"items": [{"qty": 6}, {"sku": 1, "qty": 3}, {"qty": 5}, {"sku": 1, "qty": 1}]});
+    assert_eq!(
+        at(&diff(&e, &changed, &r)),
+        [(Kind::Value, "$.items[1].qty")]
+    );
+}
+
+#[test]
 fn numbers_within_the_tolerance_are_equal() {
     let r = JsonRules {
         numbers: Tolerance {
