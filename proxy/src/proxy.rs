@@ -10,6 +10,7 @@ mod body;
 mod forward;
 mod headers;
 mod shadow;
+mod target;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -146,6 +147,8 @@ impl ProxyHttp for Strangler {
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        // The rules and the upstream see the same target, or the request is refused (400).
+        target::check(session.req_header_mut())?;
         let down = session.as_downstream_mut();
         // RFC 9112 §9.3.2: answer pipelined requests in order (pingora drops them by default).
         down.set_pipelining_enabled(true);
@@ -596,6 +599,9 @@ async fn write_plain(session: &mut Session, status: u16, body: String) -> Result
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    // The connection is not reused after a failed request (RFC 9112 §9.6: say so; pingora
+    // writes `Connection` from the session's keep-alive).
+    session.as_downstream_mut().set_keepalive(None);
     session.write_response_header(Box::new(resp), false).await?;
     session
         .write_response_body(Some(Bytes::from(body)), true)

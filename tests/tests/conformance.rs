@@ -143,6 +143,65 @@ async fn invalid_request_targets_get_400_and_are_not_forwarded() {
     assert_eq!(legacy.hits(), 0);
 }
 
+/// RFC 9112 §3.2: the rules and the upstream see the same target. What a URI may not hold
+/// (raw UTF-8, `{ } | \\ ^`), a target without its leading slash, `*` but for OPTIONS and an
+/// HTTP/1.1 request without Host get 400 and reach nobody; absolute-form is accepted and goes
+/// upstream as origin-form with its authority as Host; identical Content-Lengths are folded.
+#[tokio::test]
+async fn request_targets_are_what_the_rules_and_the_upstream_both_see() {
+    let (legacy, p) = plain_proxy(None).await;
+    for bad in [
+        &b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+        b"GET get HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET anything HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST * HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+        b"GET /a{b} HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /a|b HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /a\\b HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /a^b HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /no-host HTTP/1.1\r\n\r\n",
+    ] {
+        let out = raw_exchange(p.addr, bad, Duration::from_secs(5)).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{bad:?} → {out:?}");
+        assert!(
+            out.to_ascii_lowercase().contains("connection: close"),
+            "{bad:?} → {out:?}"
+        );
+    }
+    assert_eq!(legacy.hits(), 0, "{:?}", legacy.paths());
+    // Absolute-form: accepted, forwarded in origin-form, its authority as Host (a Host that
+    // disagrees with it is refused by pingora, as a smuggling guard).
+    let out = raw_exchange(
+        p.addr,
+        b"GET http://shop.example/abs?q=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let body: serde_json::Value =
+        serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap();
+    assert_eq!(body["uri"], "/abs?q=1");
+    assert_eq!(body["headers"]["host"], serde_json::json!(["shop.example"]));
+    // HTTP/1.0 needs no Host; identical Content-Lengths are one.
+    let out = raw_exchange(p.addr, b"GET /old HTTP/1.0\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"),
+        "{out}"
+    );
+    let out = raw_exchange(
+        p.addr,
+        b"POST /cl HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let body: serde_json::Value =
+        serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap();
+    assert_eq!(body["headers"]["content-length"], serde_json::json!(["3"]));
+    assert_eq!(body["body_len"], 3);
+}
+
 #[tokio::test]
 async fn framing_attacks_are_refused_and_nothing_is_smuggled() {
     let (legacy, p) = plain_proxy(None).await;
@@ -162,6 +221,12 @@ async fn framing_attacks_are_refused_and_nothing_is_smuggled() {
     )
     .await;
     assert!(!out.contains("HTTP/1.1 200"), "{out}");
+    if out.starts_with("HTTP/1.1 400") {
+        assert!(
+            out.to_ascii_lowercase().contains("connection: close"),
+            "{out}"
+        );
+    }
     // CL + TE: chunked wins and the connection closes (§6.1); what follows is never a request.
     let out = raw_exchange(
         p.addr,
