@@ -15,7 +15,8 @@ use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct CapacityArgs {
-    #[arg(long)]
+    /// The proxy's config file (strangler.yaml).
+    #[arg(long, short)]
     config: PathBuf,
     /// How far back to look.
     #[arg(long, default_value_t = 7)]

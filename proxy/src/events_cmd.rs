@@ -20,14 +20,16 @@ pub enum EventsCommand {
     Replay(ReplayArgs),
     /// The latest replay jobs.
     Replays {
-        #[arg(long)]
+        /// The proxy's config file (strangler.yaml).
+        #[arg(long, short)]
         config: PathBuf,
     },
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    #[arg(long)]
+    /// The proxy's config file (strangler.yaml).
+    #[arg(long, short)]
     config: PathBuf,
     /// The events published to this stream…
     #[arg(long, conflicts_with_all = ["route", "resume"], required_unless_present_any = ["route", "resume"])]
@@ -73,10 +75,11 @@ pub fn run(cmd: &EventsCommand) -> Result<()> {
             for j in v["replays"].as_array().into_iter().flatten() {
                 println!(
                     "{:>4}  {:<11}  {:>9}  {:>9}  {}",
-                    j["id"],
+                    // (Width applies to strings, not to `Value`'s Display.)
+                    j["id"].to_string(),
                     j["state"].as_str().unwrap_or("?"),
-                    j["done"],
-                    j["total"],
+                    j["done"].to_string(),
+                    j["total"].to_string(),
                     describe(j)
                 );
             }

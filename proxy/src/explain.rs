@@ -12,8 +12,8 @@ use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
-    /// The proxy's config file.
-    #[arg(long)]
+    /// The proxy's config file (strangler.yaml).
+    #[arg(long, short)]
     pub config: PathBuf,
     #[arg(long, default_value = "GET")]
     pub method: String,

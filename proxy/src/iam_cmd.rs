@@ -15,7 +15,8 @@ use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct IamPolicyArgs {
-    #[arg(long)]
+    /// The proxy's config file (strangler.yaml).
+    #[arg(long, short)]
     config: PathBuf,
 }
 

@@ -30,6 +30,7 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Run {
+        /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]
         config: PathBuf,
         /// Take over the listening sockets of a running instance (graceful upgrade; send the old

@@ -13,7 +13,8 @@ use crate::config::Config;
 pub enum RolloutCommand {
     /// Every context: weight in force, phase, step, and why.
     Status {
-        #[arg(long)]
+        /// The proxy's config file (strangler.yaml).
+        #[arg(long, short)]
         config: PathBuf,
     },
     /// Hold a context at its weight.
@@ -26,14 +27,16 @@ pub enum RolloutCommand {
     Rollback(Target),
     /// Set a context's weight by hand (percent); the plan pauses there.
     SetWeight {
-        #[arg(long)]
+        /// The proxy's config file (strangler.yaml).
+        #[arg(long, short)]
         config: PathBuf,
         context: String,
         weight: f64,
     },
     /// The audit log: every transition, newest first.
     Audit {
-        #[arg(long)]
+        /// The proxy's config file (strangler.yaml).
+        #[arg(long, short)]
         config: PathBuf,
         #[arg(long)]
         context: Option<String>,
@@ -44,7 +47,8 @@ pub enum RolloutCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct Target {
-    #[arg(long)]
+    /// The proxy's config file (strangler.yaml).
+    #[arg(long, short)]
     config: PathBuf,
     context: String,
 }
@@ -53,15 +57,18 @@ pub struct Target {
 pub enum KillSwitchCommand {
     /// Every context to the monolith at once, on every replica, until turned off.
     On {
-        #[arg(long)]
+        /// The proxy's config file (strangler.yaml).
+        #[arg(long, short)]
         config: PathBuf,
     },
     Off {
-        #[arg(long)]
+        /// The proxy's config file (strangler.yaml).
+        #[arg(long, short)]
         config: PathBuf,
     },
     Status {
-        #[arg(long)]
+        /// The proxy's config file (strangler.yaml).
+        #[arg(long, short)]
         config: PathBuf,
     },
 }

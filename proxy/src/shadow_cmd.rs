@@ -14,12 +14,14 @@ use crate::config::Config;
 pub enum ShadowCommand {
     /// Per shadowed route: comparisons, match rate, skips, the most frequent differences, noise.
     Summary {
-        #[arg(long)]
+        /// The proxy's config file (strangler.yaml).
+        #[arg(long, short)]
         config: PathBuf,
     },
     /// One stored mismatch whole: the request, both answers and every difference.
     Show {
-        #[arg(long)]
+        /// The proxy's config file (strangler.yaml).
+        #[arg(long, short)]
         config: PathBuf,
         /// The mismatch id (from `GET /api/shadow/mismatches`).
         id: i64,

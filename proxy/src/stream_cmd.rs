@@ -13,14 +13,16 @@ pub enum StreamCommand {
     /// Print every event of a stream as a JSON line: partition key and the event (KPL
     /// aggregated records are taken apart: one line per event, with its sub-sequence number).
     Read {
-        #[arg(long)]
+        /// The proxy's config file (strangler.yaml).
+        #[arg(long, short)]
         config: PathBuf,
         #[arg(long)]
         stream: String,
     },
     /// Create a stream (for local Kinesis servers in development).
     Create {
-        #[arg(long)]
+        /// The proxy's config file (strangler.yaml).
+        #[arg(long, short)]
         config: PathBuf,
         #[arg(long)]
         stream: String,

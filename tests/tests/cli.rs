@@ -97,6 +97,46 @@ fn check_accepts_valid_files_with_a_summary() {
     assert!(out.contains("ok: rules/a.yaml: 1 route(s)"), "{out}");
 }
 
+/// `-c` is `--config` in every command that takes one, and the help says what it is.
+#[test]
+fn every_config_option_takes_c_and_says_what_it_is() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "strangler.yaml", CONFIG);
+    write(d.path(), "rules/a.yaml", "routes: []\n");
+    let (code, out, err) = run(
+        &[
+            "explain",
+            "-c",
+            "strangler.yaml",
+            "--method",
+            "GET",
+            "--path",
+            "/x",
+        ],
+        d.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("legacy"), "{out}");
+    for cmd in [
+        &["run"][..],
+        &["explain"],
+        &["stream", "read"],
+        &["shadow", "summary"],
+        &["rollout", "status"],
+        &["kill-switch", "on"],
+        &["capacity"],
+        &["iam-policy"],
+        &["events", "replays"],
+    ] {
+        let (code, out, err) = run(&[cmd, &["--help"]].concat(), d.path());
+        assert_eq!(code, 0, "{cmd:?}: {err}");
+        assert!(
+            out.contains("-c, --config <CONFIG>") && out.contains("The proxy's config file"),
+            "{cmd:?}: {out}"
+        );
+    }
+}
+
 /// `strangler check … | head -0`: the reader is gone before the first line; the command ends
 /// quietly with 0, as Unix tools do, not with a "Broken pipe" panic (101).
 #[test]
