@@ -10,18 +10,31 @@
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 
-/// Checks and normalises the request header; `Err` is a client error (400).
+/// Checks and normalises the request header; `Err` is a client error (400). Allocates only
+/// for the rare forms it rewrites (absolute-form, repeated `Content-Length`).
 pub(super) fn check(req: &mut RequestHeader) -> Result<()> {
-    let raw = req.raw_path().to_vec();
-    if raw == b"*" {
-        if req.method != http::Method::OPTIONS {
-            return refuse("`*` is a target for OPTIONS only");
+    let absolute_form = {
+        let raw = req.raw_path();
+        if raw == b"*" {
+            if req.method != http::Method::OPTIONS {
+                return refuse("`*` is a target for OPTIONS only");
+            }
+            None
+        } else if let Some(rest) = absolute(raw) {
+            Some(rest.to_vec())
+        } else if raw.first() != Some(&b'/') {
+            return refuse("the request target is neither origin-form (/path) nor absolute-form");
+        } else if !raw.iter().copied().all(uri_byte) {
+            return refuse("the request target holds bytes a URI may not hold");
+        } else {
+            None
         }
-    } else if let Some(rest) = absolute(&raw) {
+    };
+    if let Some(rest) = absolute_form {
         // RFC 9112 §3.2.2: the target's authority replaces Host.
         let (authority, path) = match rest.iter().position(|&b| b == b'/' || b == b'?') {
             Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, &b"/"[..]),
+            None => (&rest[..], &b"/"[..]),
         };
         if authority.is_empty() || !authority.iter().all(|&b| uri_byte(b) && b != b'@') {
             return refuse("the absolute-form target has no valid authority");
@@ -37,10 +50,6 @@ pub(super) fn check(req: &mut RequestHeader) -> Result<()> {
         req.set_raw_path(&path)?;
         let host = String::from_utf8_lossy(authority).into_owned();
         req.insert_header(http::header::HOST, host)?;
-    } else if raw.first() != Some(&b'/') {
-        return refuse("the request target is neither origin-form (/path) nor absolute-form");
-    } else if !raw.iter().copied().all(uri_byte) {
-        return refuse("the request target holds bytes a URI may not hold");
     }
     // RFC 9112 §3.2: a client MUST send Host in an HTTP/1.1 request.
     if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
@@ -69,19 +78,21 @@ fn uri_byte(b: u8) -> bool {
 
 /// Identical `Content-Length` lines become one (RFC 9112 §6.3 allows either that or a 400).
 fn fold_content_length(req: &mut RequestHeader) -> Result<()> {
-    let values: Vec<http::HeaderValue> = req
+    let mut lines = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let (Some(first), Some(_)) = (lines.next(), lines.next()) else {
+        return Ok(());
+    };
+    let first = first.clone();
+    if req
         .headers
         .get_all(http::header::CONTENT_LENGTH)
         .iter()
-        .cloned()
-        .collect();
-    if values.len() > 1 {
-        if values.iter().any(|v| v != values[0]) {
-            return refuse("Content-Length lines that disagree");
-        }
-        req.remove_header(&http::header::CONTENT_LENGTH);
-        req.insert_header(http::header::CONTENT_LENGTH, values[0].clone())?;
+        .any(|v| *v != first)
+    {
+        return refuse("Content-Length lines that disagree");
     }
+    req.remove_header(&http::header::CONTENT_LENGTH);
+    req.insert_header(http::header::CONTENT_LENGTH, first)?;
     Ok(())
 }
 
