@@ -113,6 +113,7 @@ async fn a_restarted_replica_never_serves_a_context_by_a_weight_it_does_not_know
             let Ok(r) = request(
                 p.addr,
                 http::Request::get("/orders/1")
+                    .header("host", "shop.test")
                     .header("x-user", &user)
                     .body(http_body_util::Full::new(bytes::Bytes::new()))
                     .unwrap(),
