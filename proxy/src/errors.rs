@@ -70,7 +70,7 @@ pub fn classify(e: &Error, request_body_done: bool) -> Failure {
         reason,
     };
     match (e.etype(), e.esource()) {
-        (Custom("rollouts_unknown"), _) => Failure {
+        (t, _) if *t == ROLLOUTS_UNKNOWN => Failure {
             status: 503,
             kind: None,
             client: None,

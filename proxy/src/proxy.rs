@@ -170,7 +170,7 @@ impl ProxyHttp for Strangler {
         let loaded = self.rules.current();
         // Most requests are decided without their body: one match, nothing read.
         let body_route = {
-            let req = request_view(session.req_header());
+            let req = target::view(session.req_header());
             match loaded.rules.find(&req, Body::NotRead) {
                 Outcome::NeedsBody { id } => Some(id),
                 outcome => {
@@ -218,7 +218,7 @@ impl ProxyHttp for Strangler {
                 }
             }
             {
-                let req = request_view(session.req_header());
+                let req = target::view(session.req_header());
                 let body = json.as_ref().map_or(Body::Unavailable, Body::Json);
                 let outcome = loaded.rules.find(&req, body);
                 self.choose(ctx, &req, outcome, body);
@@ -530,7 +530,7 @@ impl Strangler {
         if !publish.publishes(status) {
             return;
         }
-        let view = request_view(req);
+        let view = target::view(req);
         let params = Params(
             pc.params
                 .iter()
@@ -574,23 +574,6 @@ impl Strangler {
             .body_buffer_skipped
             .with_label_values(&[route, reason])
             .inc();
-    }
-}
-
-/// The rules' view of a request header.
-fn request_view(h: &RequestHeader) -> Request<'_> {
-    let host = h
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| h.uri.host())
-        .map(strangler_rules::host_without_port);
-    Request {
-        method: &h.method,
-        host,
-        path: h.uri.path(),
-        query: h.uri.query(),
-        headers: &h.headers,
     }
 }
 

@@ -1,9 +1,11 @@
 //! Logging set-up: human-readable or JSON lines via tracing, with pingora's own `log` output
 //! bridged in (pingora logs nothing without a `log` backend). Access lines use target `access`,
-//! so `RUST_LOG=info,access=off` silences them alone. pingora logs a client's fault (a header
-//! that never came, a client closing while it sent one) as `ERROR Fail to proxy: Downstream …`;
-//! the bridge logs those at DEBUG: they are counted in `strangler_downstream_errors_total`, and
-//! an operator's ERROR means the proxy or an upstream failed.
+//! so `RUST_LOG=info,access=off` silences them alone. pingora logs a client's fault while it
+//! reads the request header (a header that never came, a client closing while it sent one) as
+//! `ERROR Fail to proxy: Downstream …`, with no hook to stop it (`suppress_error_log` covers
+//! only requests that reached the proxy's phases); the bridge logs those at DEBUG: they are
+//! counted in `strangler_downstream_errors_total`, and an operator's ERROR means the proxy or
+//! an upstream failed.
 
 use tracing_subscriber::EnvFilter;
 

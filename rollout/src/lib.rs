@@ -157,8 +157,7 @@ pub fn decide(
     if !(state.phase == Phase::Progressing || guarded) {
         return (hold(state.phase.as_str()), Vec::new(), next);
     }
-    let every = i64::try_from(plan.check_every_ms()).unwrap_or(i64::MAX);
-    if now_ms.saturating_sub(state.checked_ms) < every {
+    if !plan.check_due(state, now_ms) {
         return (hold("the check is not due"), Vec::new(), next);
     }
     next.checked_ms = now_ms;
@@ -201,8 +200,7 @@ pub fn decide(
         next.reason = reason.clone();
         return (Decision::Hold { reason }, gates, next);
     }
-    let interval = i64::try_from(plan.interval_ms).unwrap_or(i64::MAX);
-    let left = interval.saturating_sub(now_ms.saturating_sub(state.since_ms));
+    let left = plan.step_left_ms(state, now_ms);
     if left > 0 {
         let so_far = match open {
             Some(g) => format!("{} has no data since the last check", g.gate),

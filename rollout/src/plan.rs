@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::State;
+
 /// One step of a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +58,10 @@ pub struct Plan {
     pub failure_limit: u32,
 }
 
+fn millis(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
 /// `check_every` when the rules do not say.
 pub const DEFAULT_CHECK_EVERY_MS: u64 = 3_000;
 
@@ -63,6 +69,18 @@ impl Plan {
     /// The time between checks in force: `check_every`, never longer than the interval.
     pub fn check_every_ms(&self) -> u64 {
         self.check_every_ms.min(self.interval_ms).max(1)
+    }
+
+    /// Whether a check of `state` is due at `now_ms`.
+    pub fn check_due(&self, state: &State, now_ms: i64) -> bool {
+        now_ms.saturating_sub(state.checked_ms) >= millis(self.check_every_ms())
+    }
+
+    /// How long the current step of `state` still has to last at `now_ms` (0: it may be left).
+    pub fn step_left_ms(&self, state: &State, now_ms: i64) -> i64 {
+        millis(self.interval_ms)
+            .saturating_sub(now_ms.saturating_sub(state.since_ms))
+            .max(0)
     }
 
     /// The highest weight the plan reaches.

@@ -196,23 +196,40 @@ impl Store {
             });
         }
     }
+}
 
-    /// Checks a fence inside a write's transaction (PostgreSQL), holding the lease row shared
-    /// so that no other holder can take the lease before the transaction ends.
-    pub(crate) async fn check_fence(
-        conn: &mut sqlx::PgConnection,
+/// A connection a fenced write checks its fence on, inside the write's transaction.
+pub(crate) trait CheckFence {
+    /// `Ok` while `fence` is still the lease's generation; `LeaseLost` once another holder took
+    /// it.
+    fn check_fence(
+        &mut self,
         fence: &Fence,
-    ) -> Result<(), StoreError> {
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl CheckFence for sqlx::PgConnection {
+    /// Holds the lease row shared, so no other holder can take the lease before the write's
+    /// transaction ends.
+    async fn check_fence(&mut self, fence: &Fence) -> Result<(), StoreError> {
         let now: Option<i64> =
             sqlx::query_scalar("SELECT generation FROM strangler_leases WHERE name = $1 FOR SHARE")
                 .bind(fence.lease)
-                .fetch_optional(conn)
+                .fetch_optional(self)
                 .await?;
         if now == Some(fence.generation) {
             Ok(())
         } else {
             Err(StoreError::LeaseLost(fence.lease))
         }
+    }
+}
+
+impl CheckFence for sqlx::SqliteConnection {
+    /// A SQLite store belongs to one process, whose leases are granted at once and never lost
+    /// (`acquire` hands out no fence there): nothing to check.
+    async fn check_fence(&mut self, _fence: &Fence) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

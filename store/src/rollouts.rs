@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 use strangler_rollout::{Evidence, State};
 
+use crate::lease::CheckFence;
 use crate::{Store, StoreError, on_pool};
 
 /// One transition, automatic or by hand.
@@ -120,12 +121,6 @@ impl Rollouts {
         writer: Writer<'_>,
     ) -> Result<bool, StoreError> {
         const KILLED: &str = "SELECT on_ FROM strangler_kill_switch WHERE id = 1";
-        let fence_sql = match self.store.pool {
-            crate::Pool::Postgres(_) => {
-                "SELECT generation FROM strangler_leases WHERE name = $1 FOR SHARE"
-            }
-            crate::Pool::Sqlite(_) => "SELECT generation FROM strangler_leases WHERE name = $1",
-        };
         const INSERT: &str = "INSERT INTO strangler_rollouts (context, state, plan, generation, updated_ms) \
             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (context) DO NOTHING";
         const UPDATE: &str = "UPDATE strangler_rollouts SET state = $2, plan = $3, generation = $4, \
@@ -137,13 +132,7 @@ impl Rollouts {
             let mut tx = p.begin().await?;
             if let Writer::Controller(fence) = writer {
                 if let Some(f) = fence {
-                    let now: Option<i64> = sqlx::query_scalar(fence_sql)
-                        .bind(f.lease)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if now != Some(f.generation) {
-                        return Err(StoreError::LeaseLost(f.lease));
-                    }
+                    tx.check_fence(f).await?;
                 }
                 let killed: Option<bool> =
                     sqlx::query_scalar(KILLED).fetch_optional(&mut *tx).await?;

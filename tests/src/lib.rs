@@ -33,6 +33,24 @@ routes:
       data: { request.body: "$" }
 "#;
 
+/// An `orders` context (service `orders`, sticky by `x-user`) over `GET /orders…`, moved by
+/// the rollout plan given as a YAML flow mapping (`{ steps: [10, 100], interval: 1s }`).
+pub fn orders_context(rollout: &str) -> String {
+    format!(
+        r#"
+contexts:
+  - name: orders
+    service: orders
+    sticky: {{ header: x-user }}
+    rollout: {rollout}
+routes:
+  - name: orders-read
+    match: {{ methods: [GET], path: {{ prefix: /orders }} }}
+    target: {{ context: orders }}
+"#
+    )
+}
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

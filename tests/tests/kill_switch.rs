@@ -10,21 +10,7 @@ use strangler_tests::*;
 
 /// A context over `/orders` with no gates: only the interval holds a step.
 fn rules(interval: &str) -> String {
-    format!(
-        r#"
-contexts:
-  - name: orders
-    service: orders
-    sticky: {{ header: x-user }}
-    rollout:
-      steps: [10, 50, 100]
-      interval: {interval}
-routes:
-  - name: orders-read
-    match: {{ methods: [GET], path: {{ prefix: /orders }} }}
-    target: {{ context: orders }}
-"#
-    )
+    orders_context(&format!("{{ steps: [10, 50, 100], interval: {interval} }}"))
 }
 
 async fn weight(p: &Proxy) -> u64 {

@@ -12,26 +12,12 @@ use serde_json::Value;
 use strangler_tests::*;
 
 fn rules(steps: &str, interval: &str, gates: &str) -> String {
-    format!(
-        r#"
-contexts:
-  - name: orders
-    service: orders
-    sticky: {{ header: x-user }}
-    rollout:
-      steps: {steps}
-      interval: {interval}
-      min_requests: 5
-      {gates}
-routes:
-  - name: orders-read
-    match: {{ methods: [GET], path: {{ prefix: /orders }} }}
-    target: {{ context: orders }}
-"#
-    )
+    orders_context(&format!(
+        "{{ steps: {steps}, interval: {interval}, min_requests: 5{gates} }}"
+    ))
 }
 
-const ERROR_GATE: &str = "gates: { error_rate: { max_increase: 1pp } }";
+const ERROR_GATE: &str = ", gates: { error_rate: { max_increase: 1pp } }";
 
 async fn start(rules: &str) -> (Upstream, Upstream, Proxy) {
     let legacy = Upstream::start("legacy", Behaviour::Echo).await;

@@ -228,9 +228,8 @@ impl Relay {
             }
             held.set(0);
             calls.abort_all();
-            while calls.join_next().await.is_some() {}
+            self.reset(&mut calls).await;
             drop(lease);
-            self.forget();
             warn!("Relay lost its lease and stopped sending; waiting to take it again");
         }
     }
@@ -459,12 +458,6 @@ impl Relay {
     /// was not recorded are sent again: at least once, deduped by id downstream).
     async fn reset(&mut self, calls: &mut JoinSet<Sent>) {
         while calls.join_next().await.is_some() {}
-        self.forget();
-    }
-
-    /// Forgets the working set (no call in flight any more): the outbox is read again from
-    /// the start.
-    fn forget(&mut self) {
         self.health.calls_dropped();
         self.backlog = Backlog::new(
             self.cfg.working_set(),

@@ -88,13 +88,14 @@ impl Relay {
                     s.stale = false;
                 }
                 Err(e) => {
+                    let kept = self.shard_map(&stream);
                     let s = self.shards.entry(stream.clone()).or_default();
                     if s.failing_since.is_some() {
                         debug!(stream, error = %e, "ListShards failed again");
                         continue;
                     }
                     s.failing_since = Some(Instant::now());
-                    match s.map.as_ref().filter(|m| !s.stale && !m.is_empty()) {
+                    match kept {
                         Some(map) => warn!(
                             stream,
                             error = %e,

@@ -5,10 +5,11 @@
 //! `Host`; anything else (raw UTF-8 or other bytes a URI may not hold, no leading slash, `*` but
 //! for `OPTIONS`) and an HTTP/1.1 request without `Host` are refused with 400. Repeated
 //! identical `Content-Length` lines are folded into one (different ones pingora refuses).
-//! Not here: matching or routing.
+//! [`view`] is what the rules then see of it. Not here: matching or routing.
 
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
+use strangler_rules::Request;
 
 /// Checks and normalises the request header; `Err` is a client error (400). Allocates only
 /// for the rare forms it rewrites (absolute-form, repeated `Content-Length`).
@@ -20,12 +21,12 @@ pub(super) fn check(req: &mut RequestHeader) -> Result<()> {
                 return refuse("`*` is a target for OPTIONS only");
             }
             None
+        } else if !raw.iter().copied().all(uri_byte) {
+            return refuse("the request target holds bytes a URI may not hold");
         } else if let Some(rest) = absolute(raw) {
             Some(rest.to_vec())
         } else if raw.first() != Some(&b'/') {
             return refuse("the request target is neither origin-form (/path) nor absolute-form");
-        } else if !raw.iter().copied().all(uri_byte) {
-            return refuse("the request target holds bytes a URI may not hold");
         } else {
             None
         }
@@ -36,7 +37,7 @@ pub(super) fn check(req: &mut RequestHeader) -> Result<()> {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (&rest[..], &b"/"[..]),
         };
-        if authority.is_empty() || !authority.iter().all(|&b| uri_byte(b) && b != b'@') {
+        if authority.is_empty() || authority.contains(&b'@') {
             return refuse("the absolute-form target has no valid authority");
         }
         let path = if path.first() == Some(&b'?') {
@@ -44,9 +45,6 @@ pub(super) fn check(req: &mut RequestHeader) -> Result<()> {
         } else {
             path.to_vec()
         };
-        if !path.iter().copied().all(uri_byte) {
-            return refuse("the request target holds bytes a URI may not hold");
-        }
         req.set_raw_path(&path)?;
         let host = String::from_utf8_lossy(authority).into_owned();
         req.insert_header(http::header::HOST, host)?;
@@ -94,6 +92,23 @@ fn fold_content_length(req: &mut RequestHeader) -> Result<()> {
     req.remove_header(&http::header::CONTENT_LENGTH);
     req.insert_header(http::header::CONTENT_LENGTH, first)?;
     Ok(())
+}
+
+/// The rules' view of a request header (its target checked by [`check`] first).
+pub(super) fn view(h: &RequestHeader) -> Request<'_> {
+    let host = h
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| h.uri.host())
+        .map(strangler_rules::host_without_port);
+    Request {
+        method: &h.method,
+        host,
+        path: h.uri.path(),
+        query: h.uri.query(),
+        headers: &h.headers,
+    }
 }
 
 fn refuse(why: &'static str) -> Result<()> {

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use strangler_rollout::{Command, Plan, State};
 use strangler_rules::RuleSet;
-use strangler_store::{NewAudit, StoreError};
+use strangler_store::{NewAudit, StoreError, Stored};
 
 use super::Rollouts;
 use super::controller::plan_key;
@@ -112,11 +112,7 @@ impl Rollouts {
             .contexts()
             .iter()
             .map(|c| {
-                let state = stored
-                    .iter()
-                    .find(|s| s.context == c.name)
-                    .filter(|_| c.rollout.is_some())
-                    .map(|s| s.state.clone());
+                let state = stored_state(c, &stored).cloned();
                 // What this replica applies (a stored change is in force at its next sync).
                 let bp = match overlay.states.get(&c.name) {
                     _ if kill => 0,
@@ -149,20 +145,10 @@ impl Rollouts {
         let contexts: Vec<(String, u16, String)> = rules
             .contexts()
             .iter()
-            .map(|c| {
-                let state = stored
-                    .iter()
-                    .find(|s| s.context == c.name)
-                    .filter(|_| c.rollout.is_some());
-                match state {
-                    Some(s) => (
-                        c.name.clone(),
-                        s.state.weight_bp,
-                        s.state.phase.as_str().to_string(),
-                    ),
-                    None if c.rollout.is_some() => (c.name.clone(), 0, "paused".into()),
-                    None => (c.name.clone(), c.weight_bp, "fixed".into()),
-                }
+            .map(|c| match stored_state(c, &stored) {
+                Some(s) => (c.name.clone(), s.weight_bp, s.phase.as_str().to_string()),
+                None if c.rollout.is_some() => (c.name.clone(), 0, "paused".into()),
+                None => (c.name.clone(), c.weight_bp, "fixed".into()),
             })
             .collect();
         let changed = store.set_kill_switch(on, actor, &contexts).await?;
@@ -174,6 +160,16 @@ impl Rollouts {
         self.metrics.kill_switch.set(i64::from(on));
         Ok(changed)
     }
+}
+
+/// A context's stored rollout state, when its rules give it a plan (a state left from a plan
+/// since removed does not count).
+fn stored_state<'a>(c: &strangler_rules::Context, stored: &'a [Stored]) -> Option<&'a State> {
+    stored
+        .iter()
+        .find(|s| s.context == c.name)
+        .filter(|_| c.rollout.is_some())
+        .map(|s| &s.state)
 }
 
 fn command_name(cmd: Command) -> &'static str {

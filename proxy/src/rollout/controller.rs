@@ -128,16 +128,14 @@ impl Rollouts {
             ) {
                 continue;
             }
-            let every = i64::try_from(plan.check_every_ms()).unwrap_or(i64::MAX);
-            if now.saturating_sub(s.state.checked_ms) < every {
+            if !plan.check_due(&s.state, now) {
                 continue;
             }
             let mut recent = store.evidence(&c.name, s.state.checked_ms).await?;
             // The whole step's figures only count once it may be left (they are read anew at
             // each check, so only then).
-            let interval = i64::try_from(plan.interval_ms).unwrap_or(i64::MAX);
             let may_leave = s.state.phase == strangler_rollout::Phase::Progressing
-                && now.saturating_sub(s.state.since_ms) >= interval;
+                && plan.step_left_ms(&s.state, now) == 0;
             let mut step = if may_leave {
                 store.evidence(&c.name, s.state.since_ms).await?
             } else {

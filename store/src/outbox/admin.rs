@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::{DeadLetter, Outbox, StreamDepth};
-use crate::lease::Lock;
+use crate::lease::{CheckFence, Lock};
 use crate::{Pool, StoreError, now_ms, on_pool};
 
 impl Outbox {
@@ -13,36 +13,24 @@ impl Outbox {
         const COPY: &str = "INSERT INTO strangler_dead_letters (seq, id, route, stream, partition_key, payload, created_ms, attempts, reason, dead_ms) \
             SELECT seq, id, route, stream, partition_key, payload, created_ms, attempts + 1, $1, $2 FROM strangler_outbox WHERE seq = $3";
         let now = now_ms();
-        // Fenced by the relay's lease on PostgreSQL, in the same transaction.
-        macro_rules! move_row {
-            ($tx:expr) => {{
-                sqlx::query(COPY)
-                    .bind(reason)
-                    .bind(now)
-                    .bind(seq)
-                    .execute(&mut *$tx)
-                    .await?;
-                sqlx::query("DELETE FROM strangler_outbox WHERE seq = $1")
-                    .bind(seq)
-                    .execute(&mut *$tx)
-                    .await?;
-            }};
-        }
-        match &self.store.pool {
-            Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
-                if let Some(f) = &self.fence {
-                    crate::Store::check_fence(&mut tx, f).await?;
-                }
-                move_row!(tx);
-                tx.commit().await?;
+        on_pool!(&self.store.pool, |p| {
+            let mut tx = p.begin().await?;
+            // Fenced by the relay's lease, in the same transaction.
+            if let Some(f) = &self.fence {
+                tx.check_fence(f).await?;
             }
-            Pool::Sqlite(p) => {
-                let mut tx = p.begin().await?;
-                move_row!(tx);
-                tx.commit().await?;
-            }
-        }
+            sqlx::query(COPY)
+                .bind(reason)
+                .bind(now)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM strangler_outbox WHERE seq = $1")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use sqlx::{PgConnection, Row};
 pub(crate) use handoff::HandOff;
 pub(crate) use write::Write;
 
-use crate::lease::Lock;
+use crate::lease::{CheckFence, Lock};
 use crate::{Pool, Store, StoreError, now_ms, on_pool};
 use write::Retry;
 
@@ -213,7 +213,7 @@ impl Outbox {
         if let Pool::Postgres(p) = &self.store.reads {
             let mut tx = p.begin().await?;
             if let Some(f) = &self.fence {
-                Store::check_fence(&mut tx, f).await?;
+                tx.check_fence(f).await?;
             }
             if keep {
                 sqlx::query(sql::ARCHIVE_ANY)
@@ -245,7 +245,7 @@ impl Outbox {
         if let Pool::Postgres(p) = &self.store.reads {
             let mut tx = p.begin().await?;
             if let Some(f) = &self.fence {
-                Store::check_fence(&mut tx, f).await?;
+                tx.check_fence(f).await?;
             }
             sqlx::query(sql::RETRY_ANY)
                 .bind(next_ms)
