@@ -43,6 +43,8 @@ pub struct Strangler {
     pub clients: ClientTimeouts,
     pub shadowing: Arc<Shadowing>,
     pub rollouts: Arc<crate::rollout::Rollouts>,
+    /// Requests that failed before a route was chosen (`route="unrouted"`, `target="none"`).
+    pub unrouted: crate::reload::SideStats,
 }
 
 /// How long the proxy waits for clients (the header timeout is pingora's, set in `serve`).
@@ -228,18 +230,19 @@ impl ProxyHttp for Strangler {
                 pc.body = whole_body.clone();
             }
         }
+        ctx.rules = Some(loaded);
         // Still unknown (the store did not answer): a route that may go to a new service is
         // refused rather than sent by a weight that may be wrong; the monolith's routes go on.
         if !self.rollouts.known()
-            && let Some(id) = ctx.decision.as_ref().and_then(|d| d.route)
-            && matches!(loaded.rules.routes()[id].target, Target::Service(_))
+            && ctx
+                .route()
+                .is_some_and(|r| matches!(r.target, Target::Service(_)))
         {
             return Err(Error::explain(
                 errors::ROLLOUTS_UNKNOWN,
                 "the rollout states have not been read yet",
             ));
         }
-        ctx.rules = Some(loaded);
         self.start_shadow(session, ctx, whole_body.as_ref());
         // A whole body that pingora did not keep (over its 64 KiB retry buffer, or an empty
         // chunked one) cannot be replayed through its pipeline, and an event built from the
@@ -399,13 +402,16 @@ impl ProxyHttp for Strangler {
             (None, Some(f)) => f.logged_status(),
             (None, None) => 0,
         };
+        // The class counts what the client was sent: a client that went away got nothing
+        // (`none`), though the access log says 499 as nginx does.
+        let sent = session.response_written().map_or(0, |r| r.status.as_u16());
         if let (Some(loaded), Some(d)) = (&ctx.rules, &ctx.decision) {
             let stats = match d.route {
                 Some(i) => loaded.route_stats[i].side(d.serving),
                 None => &loaded.default_stats,
             };
             stats.requests.inc();
-            stats.answered(status);
+            stats.answered(sent);
             if let Some(t) = ctx.upstream_start {
                 stats.duration.observe(t.elapsed().as_secs_f64());
             }
@@ -417,6 +423,12 @@ impl ProxyHttp for Strangler {
                 self.rollouts
                     .record(c, d.serving == Serving::Service, status, took);
             }
+        }
+        if ctx.decision.is_none() {
+            // Failed before a route was chosen: a refused target, a body the rules waited for
+            // that never came (408, 499).
+            self.unrouted.requests.inc();
+            self.unrouted.answered(sent);
         }
         if let Some(s) = ctx.shadow.take() {
             self.settle_shadow(session, ctx, s, status, failure.is_some() || e.is_some());

@@ -56,7 +56,7 @@ pub struct SideStats {
 pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
 impl SideStats {
-    fn new(m: &Metrics, route: &str, target: &str) -> SideStats {
+    pub fn new(m: &Metrics, route: &str, target: &str) -> SideStats {
         SideStats {
             requests: m.requests.with_label_values(&[route, target]),
             duration: m.upstream_duration.with_label_values(&[route, target]),
@@ -104,6 +104,8 @@ pub struct LiveRules {
 
 /// Where the default route's stats are labelled.
 pub const DEFAULT_ROUTE: &str = "default";
+/// The `route` label of requests that failed before a route was chosen.
+pub const UNROUTED: &str = "unrouted";
 
 impl LiveRules {
     /// Loads the rules for the first time; fails with every diagnostic if they are invalid.

@@ -170,6 +170,12 @@ async fn request_targets_are_what_the_rules_and_the_upstream_both_see() {
         );
     }
     assert_eq!(legacy.hits(), 0, "{:?}", legacy.paths());
+    // Refused before any route was chosen, and counted so.
+    assert_eq!(
+        p.metric(r#"strangler_responses_total{class="4xx",route="unrouted",target="none"}"#)
+            .await,
+        10.0
+    );
     // Absolute-form: accepted, forwarded in origin-form, its authority as Host (a Host that
     // disagrees with it is refused by pingora, as a smuggling guard).
     let out = raw_exchange(
@@ -342,7 +348,21 @@ async fn stalled_and_vanished_clients_are_their_fault_not_the_upstreams() {
         assert!(out.starts_with("HTTP/1.1 408"), "{path}: {out}");
     }
     assert_eq!(p.client_faults("body_timeout").await, 2.0);
-    // Goes away mid-body: logged as 499, nothing answered, nothing blamed on the upstream.
+    let responses = |route: &str, target: &str, class: &str| {
+        format!(
+            "strangler_responses_total{{class=\"{class}\",route=\"{route}\",target=\"{target}\"}}"
+        )
+    };
+    // The body route's 408 came before its route was chosen: counted, as unrouted.
+    assert_eq!(p.metric(&responses("default", "legacy", "4xx")).await, 1.0);
+    assert_eq!(p.metric(&responses("unrouted", "none", "4xx")).await, 1.0);
+    assert_eq!(
+        p.metric("strangler_requests_total{route=\"unrouted\",target=\"none\"}")
+            .await,
+        1.0
+    );
+    // Goes away mid-body: logged as 499, nothing answered (class `none`), nothing blamed on the
+    // upstream; once after routing, once while the rules waited for the body.
     {
         let mut s = TcpStream::connect(p.addr).await.unwrap();
         s.write_all(b"POST /plain HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
@@ -361,6 +381,21 @@ async fn stalled_and_vanished_clients_are_their_fault_not_the_upstreams() {
     )
     .await;
     assert_eq!(p.client_faults("closed").await, 1.0);
+    assert_eq!(p.metric(&responses("default", "legacy", "none")).await, 1.0);
+    {
+        let mut s = TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(b"POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"items\"")
+            .await
+            .unwrap();
+    }
+    wait_for(
+        "the body route's vanished client counted",
+        Duration::from_secs(10),
+        || async { p.metric(&responses("unrouted", "none", "none")).await == 1.0 },
+    )
+    .await;
+    assert_eq!(p.client_faults("closed").await, 2.0);
+    assert_eq!(p.metric(&responses("default", "legacy", "4xx")).await, 1.0);
     let text = get(p.admin, "/metrics", &[]).await.text();
     assert!(
         !text.contains("strangler_upstream_errors_total{"),
