@@ -55,6 +55,10 @@ pub fn run(files: &[PathBuf]) -> i32 {
             Err(d) => diags.extend(d),
         }
     }
+    // A rule file named on its own and also under a config's `rules` folder is read twice:
+    // each finding is shown once.
+    dedup(&mut diags);
+    dedup(&mut warnings);
     // Valid but likely mistakes: shown, never fatal.
     for w in &warnings.0 {
         eprintln!("warning: {w}");
@@ -82,6 +86,12 @@ fn check_rules(
     let (set, files) = strangler_rules::load(path, ctx)?;
     warnings.extend(set.warnings().clone());
     Ok((set, files))
+}
+
+/// Drops repeated findings, keeping the first of each in order.
+fn dedup(d: &mut Diagnostics) {
+    let mut seen = std::collections::HashSet::new();
+    d.0.retain(|x| seen.insert(x.to_string()));
 }
 
 /// A rule file has a top-level `routes:` key; anything else is taken for a config.

@@ -110,6 +110,12 @@ impl Reporter {
         {
             message.truncate(i);
         }
+        if INDENTATION_SHAPED.iter().any(|m| message.contains(m)) {
+            message.push_str(
+                " (check the indentation here: keys of one mapping, and the items of one list, \
+                 start in the same column)",
+            );
+        }
         self.report(at, "", message);
     }
 
@@ -160,6 +166,15 @@ fn strip_location_prefix(msg: &str) -> String {
     }
     trimmed.to_string()
 }
+
+/// YAML parser messages that, in a hand-edited file, almost always mean a line indented too far
+/// or not far enough.
+const INDENTATION_SHAPED: [&str; 4] = [
+    "did not find expected key",
+    "did not find expected '-' indicator",
+    "mapping values are not allowed in this context",
+    "did not find expected <document start>",
+];
 
 /// A 1-based line and column in a source file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]

@@ -9,7 +9,7 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 /// A whole rule file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuleFile {
     /// Bounded contexts: routes that move to one new service together.
@@ -18,6 +18,29 @@ pub struct RawRuleFile {
     /// `routes:` with nothing after it means no routes.
     #[serde(default)]
     pub routes: Option<Vec<Spanned<RawRoute>>>,
+    /// Not in the file: where items were left out after a structural error.
+    #[serde(skip)]
+    pub numbering: Numbering,
+}
+
+/// Each kept item's index in its list in the file, when items were left out (a file read in
+/// pieces after a structural error); empty when the file was read whole.
+#[derive(Debug, Default)]
+pub struct Numbering {
+    pub contexts: Vec<usize>,
+    pub routes: Vec<usize>,
+}
+
+impl Numbering {
+    /// The file's index of the `i`-th kept route.
+    pub fn route(&self, i: usize) -> usize {
+        self.routes.get(i).copied().unwrap_or(i)
+    }
+
+    /// The file's index of the `i`-th kept context.
+    pub fn context(&self, i: usize) -> usize {
+        self.contexts.get(i).copied().unwrap_or(i)
+    }
 }
 
 /// A bounded context: its routes share the service, the sticky key (and its salt, the context's

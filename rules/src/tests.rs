@@ -484,3 +484,61 @@ routes:
     let rs = set(&yaml(r#", redact: [ { jsonpath: "$.note" } ]"#));
     assert!(rs.body_projection().is_all());
 }
+
+/// A structural error does not hide the rest: every broken item is reported, with an indentation
+/// hint where the parser's message is indentation-shaped, and the items that read cleanly are
+/// still checked, under their index in the file.
+#[test]
+fn every_broken_item_is_reported_in_one_round() {
+    let errs = errors(
+        "routes:
+  - name: a
+    match: { path: { prefx: /x } }
+    target: { service: legacy }
+  - name: b
+    match: { path: { exact: /y } }
+     target: { service: legacy }
+  - name: c
+    match: { methods: [GETT], path: { exact: /z } }
+    target: { service: orders }
+",
+    );
+    let joined = errors_text(&errs);
+    assert!(
+        joined.contains("rules.yaml:3:22: unknown field `prefx`"),
+        "{joined}"
+    );
+    assert!(joined.contains("rules.yaml:7:6: "), "{joined}");
+    assert!(joined.contains("check the indentation here"), "{joined}");
+    assert!(
+        joined.contains("rules.yaml:9:24: routes[2].match.methods[0]: unknown method `GETT`"),
+        "{joined}"
+    );
+    assert_eq!(errs.len(), 3, "{joined}");
+}
+
+#[test]
+fn a_plan_of_pauses_is_refused() {
+    let errs = errors(
+        "contexts:
+  - name: ctx
+    service: orders
+    rollout: { steps: [pause, pause], interval: 10s }
+",
+    );
+    let joined = errors_text(&errs);
+    assert!(
+        joined.contains("contexts[0].rollout.steps[1]: two pauses in a row"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("contexts[0].rollout.steps: give at least one percentage step"),
+        "{joined}"
+    );
+    let ok = set("contexts:
+  - name: ctx
+    service: orders
+    rollout: { steps: [pause, 10, pause, 50, pause], interval: 10s }
+");
+    assert_eq!(ok.contexts().len(), 1);
+}

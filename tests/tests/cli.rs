@@ -75,6 +75,11 @@ fn check_prints_every_error_located_and_fails() {
     ] {
         assert!(err.contains(want), "missing `{want}` in:\n{err}");
     }
+    // The README's form names a rule file under the config's folder too: each error once.
+    let (code, _, twice) = run(&["check", "strangler.yaml", "rules/a.yaml"], d.path());
+    assert_eq!(code, 1);
+    assert_eq!(twice.matches("unknown method `GTE`").count(), 1, "{twice}");
+    assert!(twice.contains("5 error(s)"), "{twice}");
 }
 
 #[test]

@@ -31,12 +31,13 @@ pub(super) struct Declared<'a> {
 /// Validates one file's contexts into `declared` (names unique across files).
 pub(super) fn declare<'a>(
     contexts: &'a [Spanned<RawContext>],
+    numbering: &crate::raw::Numbering,
     declared: &mut HashMap<String, Declared<'a>>,
     env: &Environment,
     r: &mut Reporter,
 ) {
     for (i, c) in contexts.iter().enumerate() {
-        let field = format!("contexts[{i}]");
+        let field = format!("contexts[{}]", numbering.context(i));
         let raw = &c.value;
         let name = &raw.name.value;
         if !super::is_valid_name(name) {

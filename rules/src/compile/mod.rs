@@ -19,6 +19,7 @@ mod context;
 mod fields;
 mod publish;
 mod rollout;
+mod salvage;
 mod shadow;
 mod target;
 
@@ -96,15 +97,17 @@ pub fn compile(files: &[SourceFile], env: &Environment) -> Result<RuleSet, Diagn
             Ok(raw) => raws.push(raw),
             Err(e) => {
                 r.yaml_error(&e);
-                raws.push(None);
+                raws.push(salvage::salvage(&file.text, &e, &mut r));
             }
         }
         reporters.push(r);
     }
     let mut declared = HashMap::new();
     for (raw, r) in raws.iter().zip(&mut reporters) {
-        if let Some(contexts) = raw.as_ref().and_then(|f| f.contexts.as_deref()) {
-            context::declare(contexts, &mut declared, env, r);
+        if let Some(raw) = raw
+            && let Some(contexts) = raw.contexts.as_deref()
+        {
+            context::declare(contexts, &raw.numbering, &mut declared, env, r);
         }
     }
     let mut routes = Vec::new();
@@ -119,7 +122,7 @@ pub fn compile(files: &[SourceFile], env: &Environment) -> Result<RuleSet, Diagn
         let Some(raw) = raw else { continue };
         for (i, route) in raw.routes.iter().flatten().enumerate() {
             let at = Loc::from(route);
-            let field = format!("routes[{i}]");
+            let field = format!("routes[{}]", raw.numbering.route(i));
             let name = route.value.name.value.clone();
             if let Some((f, l)) = names.get(&name) {
                 r.report(

@@ -24,7 +24,16 @@ pub(super) fn compile(p: &Spanned<RawRollout>, field: &str, r: &mut Reporter) ->
     for (i, s) in raw.steps.value.iter().enumerate() {
         let f = format!("{field}.steps[{i}]");
         match &s.value {
-            Value::String(w) if w == "pause" => steps.push(Step::Pause),
+            Value::String(w) if w == "pause" => {
+                if matches!(steps.last(), Some(Step::Pause)) {
+                    r.report(
+                        s.into(),
+                        f,
+                        "two pauses in a row: the second stops the rollout again right after its resume; keep one",
+                    );
+                }
+                steps.push(Step::Pause);
+            }
             Value::Number(n) => {
                 let pct = n.as_f64().unwrap_or(f64::NAN);
                 let bp = (pct * 100.0).round();
@@ -60,6 +69,13 @@ pub(super) fn compile(p: &Spanned<RawRollout>, field: &str, r: &mut Reporter) ->
                 "a step is a percentage (such as 25) or `pause`",
             ),
         }
+    }
+    if !raw.steps.value.is_empty() && !steps.iter().any(|s| matches!(s, Step::Weight(_))) {
+        r.report(
+            (&raw.steps).into(),
+            format!("{field}.steps"),
+            "give at least one percentage step (pauses alone move no traffic)",
+        );
     }
     let interval = match parse_duration(&raw.interval.value) {
         Ok(d) if d.is_zero() => {
