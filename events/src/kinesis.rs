@@ -179,7 +179,73 @@ pub async fn describe(
     let out = tokio::time::timeout(limit, call.send())
         .await
         .map_err(|_| format!("no answer within {limit:?}"))?
-        .map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())?;
+        .map_err(|e| error_line(&e.into()))?;
     out.stream_description_summary
         .ok_or_else(|| "no stream description".to_string())
+}
+
+/// One line for a person at a terminal: what went wrong with a Kinesis call, in words, and what
+/// to set or run about it (the SDK's own rendering is a nested struct of about a kilobyte).
+pub fn error_line(e: &aws_sdk_kinesis::Error) -> String {
+    use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
+    if let Some(code) = e.code() {
+        let hint = match code {
+            "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "ExpiredTokenException"
+            | "IncompleteSignature"
+            | "MissingAuthenticationToken" => {
+                " (the credentials are not accepted: check AWS_PROFILE or AWS_ACCESS_KEY_ID / \
+                 AWS_SECRET_ACCESS_KEY, and AWS_SESSION_TOKEN for temporary ones)"
+            }
+            "AccessDeniedException" => {
+                " (the credentials lack a permission: `strangler iam-policy` prints what the \
+                 proxy needs)"
+            }
+            "ResourceNotFoundException" => {
+                " (check the stream's name and the region; `strangler stream create` makes one)"
+            }
+            _ => "",
+        };
+        return format!("{code}: {}{hint}", e.message().unwrap_or("no message"));
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(ce) =
+            c.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+        {
+            return match ce {
+                aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(
+                    _,
+                ) => "no AWS credentials found (tried the environment, the AWS profile, web \
+                     identity, ECS and instance metadata): set AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+                    .to_string(),
+                other => format!(
+                    "the AWS credentials could not be loaded: {}",
+                    first_line(other)
+                ),
+            };
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return format!(
+                "cannot reach Kinesis: {io} (is the server up, and the endpoint right? the \
+                 config's `endpoint` or AWS_ENDPOINT_URL_KINESIS; the region's AWS endpoint when \
+                 neither is set)"
+            );
+        }
+        if let Some(ce) = c.downcast_ref::<aws_sdk_kinesis::error::ConnectorError>()
+            && ce.is_timeout()
+        {
+            return "Kinesis did not answer in time (is the endpoint right and reachable?)"
+                .to_string();
+        }
+        cause = c.source();
+    }
+    first_line(&aws_sdk_kinesis::error::DisplayErrorContext(e))
+}
+
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    text.lines().next().unwrap_or("unknown error").to_string()
 }

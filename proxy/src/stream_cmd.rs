@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use crate::config::Config;
 
@@ -50,13 +50,23 @@ pub fn run(cmd: &StreamCommand) -> Result<()> {
                     .shard_count(*shards)
                     .send()
                     .await
-                    .context("CreateStream")?;
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "creating stream {stream}: {}",
+                            strangler_events::kinesis::error_line(&e.into())
+                        )
+                    })?;
                 println!("created stream {stream}");
             }
             StreamCommand::Read { stream, .. } => {
                 let records = strangler_events::kinesis::read_stream(&c, stream)
                     .await
-                    .with_context(|| format!("reading stream {stream}"))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "reading stream {stream}: {}",
+                            strangler_events::kinesis::error_line(&e)
+                        )
+                    })?;
                 for rec in records {
                     let event: serde_json::Value = serde_json::from_slice(&rec.data)
                         .unwrap_or_else(|_| String::from_utf8_lossy(&rec.data).into());

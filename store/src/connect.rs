@@ -42,6 +42,20 @@ impl Store {
             }
             let opts: SqliteConnectOptions = url.parse().map_err(connect_err)?;
             let file = opts.get_filename().to_path_buf();
+            // SQLite would say only "unable to open database file".
+            if let Some(dir) = file.parent()
+                && !dir.as_os_str().is_empty()
+                && !dir.is_dir()
+            {
+                let here = std::env::current_dir()
+                    .map(|d| format!(" (relative paths start at {})", d.display()))
+                    .unwrap_or_default();
+                return Err(open_err(format!(
+                    "the folder {} does not exist{here}: create it, or run where the proxy \
+                     keeps its store",
+                    dir.display()
+                )));
+            }
             let opts = opts
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -139,5 +153,26 @@ impl Store {
             Ok(result) => Ok(result?),
             Err(_) => Err(StoreError::Closed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Store, StoreError};
+
+    #[tokio::test]
+    async fn a_missing_folder_is_named() {
+        let d = std::env::temp_dir().join(format!("strangler-absent-{}", std::process::id()));
+        let url = format!("sqlite://{}/store.db", d.display());
+        let err = Store::connect(&url)
+            .await
+            .err()
+            .expect("opened in a missing folder");
+        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("the folder {} does not exist", d.display())),
+            "{text}"
+        );
     }
 }

@@ -440,3 +440,53 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// An unreachable Kinesis and missing credentials are one line each, in words, saying what to
+/// set; not the SDK's error struct.
+#[test]
+fn aws_failures_are_one_line_saying_what_to_set() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "strangler.yaml", CONFIG);
+    write(d.path(), "rules/a.yaml", "routes: []\n");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let aws = |cmd: &mut Command| {
+        cmd.current_dir(d.path())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL_KINESIS", &endpoint)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", d.path().join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                d.path().join("no-aws-credentials"),
+            )
+            .env_remove("AWS_PROFILE");
+    };
+    let read = ["stream", "read", "-c", "strangler.yaml", "--stream", "s"];
+    let mut cmd = Command::new(binary());
+    cmd.args(read);
+    aws(&mut cmd);
+    cmd.env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y");
+    let (code, _, err) = output(&mut cmd);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("reading stream s: cannot reach Kinesis"),
+        "{err}"
+    );
+    assert!(err.contains("AWS_ENDPOINT_URL_KINESIS"), "{err}");
+
+    let mut cmd = Command::new(binary());
+    cmd.args(read);
+    aws(&mut cmd);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN");
+    let (code, _, err) = output(&mut cmd);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("no AWS credentials found"), "{err}");
+    assert!(err.contains("set AWS_ACCESS_KEY_ID"), "{err}");
+}
