@@ -97,6 +97,17 @@ impl Rollouts {
                 .await?
             {
                 self.transition(context, command_name(cmd));
+                // In force here at once (other replicas take it at their next sync), so a
+                // status read right after shows what the command did.
+                let o = self.overlay();
+                let mut states = o.states.clone();
+                states.insert(context.to_string(), next.clone());
+                let o = super::Overlay {
+                    states,
+                    kill_switch: o.kill_switch,
+                };
+                self.metrics.show(&o, rules);
+                self.set_overlay(o);
                 return Ok(next);
             }
         }
