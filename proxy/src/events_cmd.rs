@@ -17,8 +17,12 @@ use crate::config::Config;
 pub enum EventsCommand {
     /// Re-publish archived events (events.keep_published) with their original ids through the
     /// outbox: those of a stream or a route created in [--since, --until).
+    #[command(
+        after_help = "Example:\n  strangler events replay -c strangler.yaml --stream shop-orders --since 2h --dry-run"
+    )]
     Replay(ReplayArgs),
     /// The latest replay jobs.
+    #[command(after_help = "Example:\n  strangler events replays -c strangler.yaml")]
     Replays {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]

@@ -29,6 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy.
+    #[command(after_help = "Example:\n  strangler run -c strangler.yaml")]
     Run {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]
@@ -39,11 +40,15 @@ enum Command {
         upgrade: bool,
     },
     /// Validate config and rule files; print every error with its location.
+    #[command(after_help = "Example:\n  strangler check strangler.yaml rules/orders.yaml")]
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Show which route a request matches, where it would go, and the event it would publish.
+    #[command(
+        after_help = "Example:\n  strangler explain -c strangler.yaml --method POST --path /orders --body order.json"
+    )]
     Explain(explain::ExplainArgs),
     /// Read or create a Kinesis stream (to see what was published).
     #[command(subcommand)]
@@ -58,9 +63,13 @@ enum Command {
     #[command(subcommand)]
     Rollout(rollout_cmd::RolloutCommand),
     /// Size the streams from what the relay sent: shards needed, PUT units, monthly cost.
+    #[command(after_help = "Example:\n  strangler capacity -c strangler.yaml --days 1")]
     Capacity(capacity_cmd::CapacityArgs),
     /// Print the least-privilege IAM policy for the streams the rules publish to.
     #[command(name = "iam-policy")]
+    #[command(
+        after_help = "Example:\n  strangler iam-policy -c strangler.yaml > strangler-policy.json"
+    )]
     IamPolicy(iam_cmd::IamPolicyArgs),
     /// Every context to the monolith at once, on every replica (or back).
     #[command(subcommand, name = "kill-switch")]

@@ -12,20 +12,26 @@ use crate::config::Config;
 #[derive(Debug, clap::Subcommand)]
 pub enum RolloutCommand {
     /// Every context: weight in force, phase, step, and why.
+    #[command(after_help = "Example:\n  strangler rollout status -c strangler.yaml")]
     Status {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Hold a context at its weight.
+    #[command(after_help = "Example:\n  strangler rollout pause -c strangler.yaml orders")]
     Pause(Target),
     /// Continue a paused rollout (a rolled-back one starts again at the first step).
+    #[command(after_help = "Example:\n  strangler rollout resume -c strangler.yaml orders")]
     Resume(Target),
     /// Move past the current step now (out of a `pause` step, say).
+    #[command(after_help = "Example:\n  strangler rollout promote -c strangler.yaml orders")]
     Promote(Target),
     /// Send all of a context's traffic back to the monolith, and hold it there.
+    #[command(after_help = "Example:\n  strangler rollout rollback -c strangler.yaml orders")]
     Rollback(Target),
     /// Set a context's weight by hand (percent); the plan pauses there.
+    #[command(after_help = "Example:\n  strangler rollout set-weight -c strangler.yaml orders 25")]
     SetWeight {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]
@@ -34,6 +40,9 @@ pub enum RolloutCommand {
         weight: f64,
     },
     /// The audit log: every transition, newest first.
+    #[command(
+        after_help = "Example:\n  strangler rollout audit -c strangler.yaml --context orders --limit 50"
+    )]
     Audit {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]
@@ -56,16 +65,21 @@ pub struct Target {
 #[derive(Debug, clap::Subcommand)]
 pub enum KillSwitchCommand {
     /// Every context to the monolith at once, on every replica, until turned off.
+    #[command(after_help = "Example:\n  strangler kill-switch on -c strangler.yaml")]
     On {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Back to each context's own weight (the rollouts go on from where they were).
+    #[command(after_help = "Example:\n  strangler kill-switch off -c strangler.yaml")]
     Off {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Whether the kill switch is on.
+    #[command(after_help = "Example:\n  strangler kill-switch status -c strangler.yaml")]
     Status {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]

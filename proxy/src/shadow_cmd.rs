@@ -13,12 +13,14 @@ use crate::config::Config;
 #[derive(Debug, clap::Subcommand)]
 pub enum ShadowCommand {
     /// Per shadowed route: comparisons, match rate, skips, the most frequent differences, noise.
+    #[command(after_help = "Example:\n  strangler shadow summary -c strangler.yaml")]
     Summary {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]
         config: PathBuf,
     },
     /// One stored mismatch whole: the request, both answers and every difference.
+    #[command(after_help = "Example:\n  strangler shadow show -c strangler.yaml 42")]
     Show {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]

@@ -12,6 +12,9 @@ use crate::config::Config;
 pub enum StreamCommand {
     /// Print every event of a stream as a JSON line: partition key and the event (KPL
     /// aggregated records are taken apart: one line per event, with its sub-sequence number).
+    #[command(
+        after_help = "Example:\n  strangler stream read -c strangler.yaml --stream shop-orders | head"
+    )]
     Read {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]
@@ -20,6 +23,9 @@ pub enum StreamCommand {
         stream: String,
     },
     /// Create a stream (for local Kinesis servers in development).
+    #[command(
+        after_help = "Example:\n  strangler stream create -c strangler.yaml --stream shop-orders --shards 2"
+    )]
     Create {
         /// The proxy's config file (strangler.yaml).
         #[arg(long, short)]

@@ -142,6 +142,40 @@ fn every_config_option_takes_c_and_says_what_it_is() {
     }
 }
 
+/// Every command's help ends with an example of it.
+#[test]
+fn every_command_shows_an_example() {
+    let d = tempfile::tempdir().unwrap();
+    for cmd in [
+        &["run"][..],
+        &["check"],
+        &["explain"],
+        &["stream", "read"],
+        &["stream", "create"],
+        &["events", "replay"],
+        &["events", "replays"],
+        &["shadow", "summary"],
+        &["shadow", "show"],
+        &["rollout", "status"],
+        &["rollout", "pause"],
+        &["rollout", "resume"],
+        &["rollout", "promote"],
+        &["rollout", "rollback"],
+        &["rollout", "set-weight"],
+        &["rollout", "audit"],
+        &["capacity"],
+        &["iam-policy"],
+        &["kill-switch", "on"],
+        &["kill-switch", "off"],
+        &["kill-switch", "status"],
+    ] {
+        let (code, out, err) = run(&[cmd, &["--help"]].concat(), d.path());
+        assert_eq!(code, 0, "{cmd:?}: {err}");
+        let example = format!("Example:\n  strangler {}", cmd.join(" "));
+        assert!(out.contains(&example), "{cmd:?}: {out}");
+    }
+}
+
 /// `strangler check … | head -0`: the reader is gone before the first line; the command ends
 /// quietly with 0, as Unix tools do, not with a "Broken pipe" panic (101).
 #[test]

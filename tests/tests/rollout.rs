@@ -255,7 +255,10 @@ async fn commands_the_kill_switch_and_a_restart() {
     // A status read right after shows the weight the command set, in force on this replica.
     let (ok, text) = cli(&["rollout", "status"]);
     let row = text.lines().find(|l| l.starts_with("orders")).unwrap_or("");
-    assert!(ok && row.contains("30%") && row.contains("paused"), "{text}");
+    assert!(
+        ok && row.contains("30%") && row.contains("paused"),
+        "{text}"
+    );
     let (ok, text) = cli(&["rollout", "promote", "orders"]);
     assert!(ok && text.contains("at 50%"), "{text}");
     let (ok, text) = cli(&["rollout", "rollback", "orders"]);
