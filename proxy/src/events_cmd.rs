@@ -53,6 +53,10 @@ pub struct ReplayArgs {
     /// Publish to this stream instead (to backfill a new consumer's own stream, say).
     #[arg(long, conflicts_with = "resume")]
     to_stream: Option<String>,
+    /// Also select the copies earlier replays published (by default a replay takes the
+    /// original events only, so replaying a window twice sends each event once more, not twice).
+    #[arg(long, conflicts_with = "resume")]
+    include_replayed: bool,
     /// Count what would be replayed; change nothing.
     #[arg(long, conflicts_with = "resume")]
     dry_run: bool,
@@ -115,6 +119,7 @@ fn replay(a: &ReplayArgs) -> Result<()> {
         None => {
             let mut body = json!({
                 "since": a.since, "dry_run": a.dry_run, "rate": a.rate,
+                "include_replayed": a.include_replayed,
             });
             for (k, v) in [
                 ("stream", &a.stream),

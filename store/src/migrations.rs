@@ -67,6 +67,19 @@ const MIGRATIONS: &[Migration] = &[
             ]
         },
     },
+    Migration {
+        version: 7,
+        name: "replayed copies marked with their replay job; replays select originals unless asked",
+        statements: |_| {
+            vec![
+                "ALTER TABLE strangler_outbox ADD COLUMN replay_id BIGINT".into(),
+                "ALTER TABLE strangler_published ADD COLUMN replay_id BIGINT".into(),
+                "ALTER TABLE strangler_dead_letters ADD COLUMN replay_id BIGINT".into(),
+                "ALTER TABLE strangler_replays ADD COLUMN include_replayed BIGINT NOT NULL DEFAULT 0"
+                    .into(),
+            ]
+        },
+    },
 ];
 
 fn replay_tables(d: &Dialect) -> Vec<String> {

@@ -6,7 +6,9 @@
 //!
 //! The selection is fixed when the job is made: events of a stream or a route (and a CloudEvents
 //! type) created in `[since, until)`, archived up to then (`last_seq`); what is published while it
-//! runs, replayed copies included, is not part of it.
+//! runs, replayed copies included, is not part of it. Each copy a replay puts in the outbox
+//! carries the job's id (`replay_id`, kept through the archive and dead letters); a replay takes
+//! only original events unless its selection says `include_replayed`.
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -30,6 +32,10 @@ pub struct Selection {
     pub until_ms: Option<i64>,
     /// Publish to this stream instead of the original one.
     pub to_stream: Option<String>,
+    /// Also the copies earlier replays published (by default only the original events: a
+    /// second replay of a window holds each event once).
+    #[serde(default)]
+    pub include_replayed: bool,
 }
 
 /// A replay job as stored.
@@ -60,10 +66,10 @@ pub const STALLED_MS: i64 = 10_000;
 /// How a chunk is read: archived rows after the cursor, up to the selection's end.
 const CHUNK_SQL: &str = "SELECT seq, id, route, stream, partition_key, payload, created_ms FROM strangler_published \
      WHERE seq > $1 AND seq <= $2 AND created_ms >= $3 AND created_ms < $4 \
-     AND ($5 = '' OR stream = $5) AND ($6 = '' OR route = $6) ORDER BY seq LIMIT $7";
+     AND ($5 = '' OR stream = $5) AND ($6 = '' OR route = $6) AND ($8 OR replay_id IS NULL) ORDER BY seq LIMIT $7";
 
 const COLUMNS: &str = "id, stream, route, type, since_ms, until_ms, to_stream, state, total, done, cursor_seq, \
-     last_seq, actor, error, created_ms, updated_ms";
+     last_seq, actor, error, created_ms, updated_ms, include_replayed";
 
 /// The replays table.
 #[derive(Clone)]
@@ -133,8 +139,8 @@ impl Replays {
         let id: i64 = on_pool!(&self.store.pool, |p| {
             sqlx::query_scalar(
             "INSERT INTO strangler_replays (stream, route, type, since_ms, until_ms, to_stream, state, total, \
-             done, cursor_seq, last_seq, actor, error, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, NULL, $11, $11) RETURNING id"
+             done, cursor_seq, last_seq, actor, error, created_ms, updated_ms, include_replayed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, NULL, $11, $11, $12) RETURNING id"
         )
         .bind(&s.stream)
         .bind(&s.route)
@@ -147,6 +153,7 @@ impl Replays {
         .bind(last_seq)
         .bind(actor)
         .bind(now)
+        .bind(i64::from(s.include_replayed))
         .fetch_one(p)
         .await?
         });
@@ -193,6 +200,7 @@ impl Replays {
                             since_ms: r.try_get(4)?,
                             until_ms: r.try_get(5)?,
                             to_stream: r.try_get(6)?,
+                            include_replayed: r.try_get::<i64, _>(16)? != 0,
                         },
                         state: stalled(r.try_get(7)?, r.try_get(15)?),
                         total: r.try_get(8)?,
@@ -250,7 +258,7 @@ impl Replays {
                 for r in &moving {
                     sqlx::query(
                         "INSERT INTO strangler_outbox (id, route, stream, partition_key, payload, created_ms, \
-                         attempts, next_attempt_ms) VALUES ($1, $2, $3, $4, $5, $6, 0, $6)",
+                         attempts, next_attempt_ms, replay_id) VALUES ($1, $2, $3, $4, $5, $6, 0, $6, $7)",
                     )
                     .bind(&r.id)
                     .bind(r.route.as_deref().unwrap_or("replay"))
@@ -258,6 +266,7 @@ impl Replays {
                     .bind(&r.partition_key)
                     .bind(&r.payload)
                     .bind(now)
+                    .bind(job.id)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -340,6 +349,7 @@ impl Replays {
                 .bind(s.stream.as_deref().unwrap_or(""))
                 .bind(s.route.as_deref().unwrap_or(""))
                 .bind(limit)
+                .bind(s.include_replayed)
                 .fetch_all(p)
                 .await?;
             rows.iter()

@@ -191,6 +191,34 @@ async fn selected_range(store: &Store) {
         &["--route", "orders-cancel", "--since", "0", "--dry-run"],
     );
     assert!(ok && out.contains("5 events would be replayed"), "{out}");
+    // Replayed for real, the copies are archived too; a second replay of the window takes the
+    // five originals again, not ten, unless it asks for the copies.
+    let (ok, out) = cli(&p, &["--route", "orders-cancel", "--since", "0"]);
+    assert!(ok && out.contains("done: 5 events"), "{out}");
+    stream_events(&c, "orders", 42).await;
+    wait_for(
+        "the replayed copies archived",
+        Duration::from_secs(20),
+        || outbox_empty(&p),
+    )
+    .await;
+    let (ok, out) = cli(
+        &p,
+        &["--route", "orders-cancel", "--since", "0", "--dry-run"],
+    );
+    assert!(ok && out.contains("5 events would be replayed"), "{out}");
+    let (ok, out) = cli(
+        &p,
+        &[
+            "--route",
+            "orders-cancel",
+            "--since",
+            "0",
+            "--include-replayed",
+            "--dry-run",
+        ],
+    );
+    assert!(ok && out.contains("10 events would be replayed"), "{out}");
     let (ok, out) = cli(&p, &["--stream", "orders", "--since", "yesterday"]);
     assert!(!ok && out.contains("is not a time"), "{out}");
 }

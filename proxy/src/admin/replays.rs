@@ -22,6 +22,9 @@ struct NewReplay {
     since: String,
     until: Option<String>,
     to_stream: Option<String>,
+    /// Also the copies earlier replays published (default: the original events only).
+    #[serde(default)]
+    include_replayed: bool,
     #[serde(default)]
     dry_run: bool,
     /// Events per second at most (0 or absent: as fast as the relay takes them).
@@ -82,6 +85,7 @@ impl Admin {
             since_ms,
             until_ms,
             to_stream: req.to_stream,
+            include_replayed: req.include_replayed,
         };
         let replays = self.replays();
         if req.dry_run {

@@ -10,8 +10,8 @@ use crate::{Pool, StoreError, now_ms, on_pool};
 impl Outbox {
     /// Moves an event to the dead-letter table.
     pub async fn dead_letter(&self, seq: i64, reason: &str) -> Result<(), StoreError> {
-        const COPY: &str = "INSERT INTO strangler_dead_letters (seq, id, route, stream, partition_key, payload, created_ms, attempts, reason, dead_ms) \
-            SELECT seq, id, route, stream, partition_key, payload, created_ms, attempts + 1, $1, $2 FROM strangler_outbox WHERE seq = $3";
+        const COPY: &str = "INSERT INTO strangler_dead_letters (seq, id, route, stream, partition_key, payload, created_ms, attempts, reason, dead_ms, replay_id) \
+            SELECT seq, id, route, stream, partition_key, payload, created_ms, attempts + 1, $1, $2, replay_id FROM strangler_outbox WHERE seq = $3";
         let now = now_ms();
         on_pool!(&self.store.pool, |p| {
             let mut tx = p.begin().await?;
@@ -66,8 +66,8 @@ impl Outbox {
         };
         let now = now_ms();
         let copy = format!(
-            "INSERT INTO strangler_outbox (id, route, stream, partition_key, payload, created_ms, attempts, next_attempt_ms) \
-             SELECT id, route, stream, partition_key, payload, created_ms, 0, {now} FROM strangler_dead_letters {filter} ORDER BY seq"
+            "INSERT INTO strangler_outbox (id, route, stream, partition_key, payload, created_ms, attempts, next_attempt_ms, replay_id) \
+             SELECT id, route, stream, partition_key, payload, created_ms, 0, {now}, replay_id FROM strangler_dead_letters {filter} ORDER BY seq"
         );
         let delete = format!("DELETE FROM strangler_dead_letters {filter}");
         let pg = matches!(self.store.pool, Pool::Postgres(_));

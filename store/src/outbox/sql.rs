@@ -9,8 +9,8 @@ pub(crate) const INSERT_ONE: &str = "INSERT INTO strangler_outbox \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?6)";
 /// One published event copied to the archive at `?1`.
 pub(crate) const ARCHIVE_ONE: &str = "INSERT INTO strangler_published \
-    (seq, id, route, stream, partition_key, payload, created_ms, published_ms) \
-    SELECT seq, id, route, stream, partition_key, payload, created_ms, ?1 FROM strangler_outbox WHERE seq = ?2";
+    (seq, id, route, stream, partition_key, payload, created_ms, published_ms, replay_id) \
+    SELECT seq, id, route, stream, partition_key, payload, created_ms, ?1, replay_id FROM strangler_outbox WHERE seq = ?2";
 pub(crate) const DELETE_ONE: &str = "DELETE FROM strangler_outbox WHERE seq = ?1";
 pub(crate) const RETRY_ONE: &str = "UPDATE strangler_outbox SET attempts = attempts + 1, \
     next_attempt_ms = ?1, last_error = ?2 WHERE seq = ?3";
@@ -28,9 +28,9 @@ pub(crate) const INSERT_ANY: &str = "INSERT INTO strangler_outbox \
 pub(crate) const DELETE_ANY: &str = "DELETE FROM strangler_outbox WHERE seq = ANY($1)";
 /// Published events moved to the archive at `$2`.
 pub(crate) const ARCHIVE_ANY: &str = "WITH moved AS (DELETE FROM strangler_outbox WHERE seq = ANY($1) \
-    RETURNING seq, id, route, stream, partition_key, payload, created_ms) \
-    INSERT INTO strangler_published (seq, id, route, stream, partition_key, payload, created_ms, published_ms) \
-    SELECT seq, id, route, stream, partition_key, payload, created_ms, $2 FROM moved";
+    RETURNING seq, id, route, stream, partition_key, payload, created_ms, replay_id) \
+    INSERT INTO strangler_published (seq, id, route, stream, partition_key, payload, created_ms, published_ms, replay_id) \
+    SELECT seq, id, route, stream, partition_key, payload, created_ms, $2, replay_id FROM moved";
 pub(crate) const RETRY_ANY: &str = "UPDATE strangler_outbox SET attempts = attempts + 1, \
     next_attempt_ms = $1, last_error = $2 WHERE seq = ANY($3)";
 
