@@ -4,6 +4,10 @@
 //! start-up checks) on the exact stream ARNs, and `kms:GenerateDataKey` on each customer-managed
 //! key the streams are encrypted with. ARNs and keys come from DescribeStreamSummary; a stream it
 //! cannot describe gets an ARN built from the region with a `*` account, and a note on stderr.
+//! A key the stream names by alias is granted through the `kms:ResourceAliases` condition on the
+//! account's keys (IAM does not take an alias ARN as a key's resource, and resolving it would need
+//! `kms:DescribeKey` rights of whoever runs this). `--also-stream` adds streams the rules do not
+//! publish to (a replay's `--to-stream`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +22,10 @@ pub struct IamPolicyArgs {
     /// The proxy's config file (strangler.yaml).
     #[arg(long, short)]
     config: PathBuf,
+    /// Also a stream the rules do not publish to (a replay's `--to-stream`, say); repeat for
+    /// more.
+    #[arg(long = "also-stream", value_name = "STREAM")]
+    also: Vec<String>,
 }
 
 /// What DescribeStreamSummary said of one stream.
@@ -33,7 +41,12 @@ pub fn run(args: &IamPolicyArgs) -> Result<()> {
         services: Some(cfg.service_names()),
     };
     let (rules, _) = strangler_rules::load(&cfg.rules, &ctx).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let streams = rules.publish_streams();
+    let mut streams = rules.publish_streams();
+    for s in &args.also {
+        if !streams.contains(s) {
+            streams.push(s.clone());
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -49,6 +62,14 @@ pub fn run(args: &IamPolicyArgs) -> Result<()> {
         for s in &streams {
             match describe(&client, s).await {
                 Ok(d) => {
+                    if let Some(alias) = d.key.as_deref().and_then(|k| k.split_once(":alias/")) {
+                        eprintln!(
+                            "note: {s} is encrypted with a key named by alias (alias/{}): granted \
+                             on the account's keys under the kms:ResourceAliases condition; for \
+                             the key's own ARN instead: aws kms describe-key --key-id alias/{}",
+                            alias.1, alias.1
+                        );
+                    }
                     arns.push(d.arn);
                     keys.extend(d.key);
                 }
@@ -77,8 +98,10 @@ pub fn run(args: &IamPolicyArgs) -> Result<()> {
     Ok(())
 }
 
-/// The policy document for these stream ARNs and KMS keys.
+/// The policy document for these stream ARNs and KMS keys (key or alias ARNs).
 fn policy(arns: &[String], keys: &[String]) -> serde_json::Value {
+    let (aliases, keys): (Vec<&String>, Vec<&String>) =
+        keys.iter().partition(|k| k.contains(":alias/"));
     let mut statements = Vec::new();
     if !arns.is_empty() {
         statements.push(json!({
@@ -94,6 +117,28 @@ fn policy(arns: &[String], keys: &[String]) -> serde_json::Value {
             "Effect": "Allow",
             "Action": ["kms:GenerateDataKey"],
             "Resource": keys,
+        }));
+    }
+    if !aliases.is_empty() {
+        // arn:aws:kms:REGION:ACCOUNT:alias/NAME → the account's keys, named by that alias.
+        let mut accounts = Vec::new();
+        let mut names = Vec::new();
+        for a in aliases {
+            if let Some((account, name)) = a.split_once(":alias/") {
+                accounts.push(format!("{account}:key/*"));
+                names.push(format!("alias/{name}"));
+            }
+        }
+        accounts.sort();
+        accounts.dedup();
+        names.sort();
+        names.dedup();
+        statements.push(json!({
+            "Sid": "EncryptEventsKeysNamedByAlias",
+            "Effect": "Allow",
+            "Action": ["kms:GenerateDataKey"],
+            "Resource": accounts,
+            "Condition": { "ForAnyValue:StringEquals": { "kms:ResourceAliases": names } },
         }));
     }
     json!({ "Version": "2012-10-17", "Statement": statements })
@@ -151,5 +196,20 @@ mod tests {
         assert_eq!(p["Statement"][0]["Resource"][0], arn);
         assert_eq!(p["Statement"][1]["Action"][0], "kms:GenerateDataKey");
         assert_eq!(policy(&[], &[])["Statement"], json!([]));
+        // An alias is never a key's resource: the account's keys, on the alias condition.
+        let p = policy(
+            &[arn.into()],
+            &["arn:aws:kms:eu-west-1:123456789012:alias/orders".into()],
+        );
+        assert_eq!(p["Statement"].as_array().unwrap().len(), 2, "{p}");
+        let s = &p["Statement"][1];
+        assert_eq!(
+            s["Resource"],
+            json!(["arn:aws:kms:eu-west-1:123456789012:key/*"])
+        );
+        assert_eq!(
+            s["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"],
+            json!(["alias/orders"])
+        );
     }
 }

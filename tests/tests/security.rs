@@ -17,8 +17,21 @@ fn example() -> PathBuf {
 async fn the_iam_policy_names_every_stream_of_the_example() {
     let k = KinesisLocal::start().await;
     let c = client(&k.endpoint());
-    for s in ["shop-orders", "shop-users"] {
+    for s in ["shop-orders", "shop-users", "shop-orders-v2"] {
         create_stream(&c, s).await;
+    }
+    // One stream under a customer-managed key named by alias, one by key id.
+    for (s, key) in [
+        ("shop-orders", "alias/shop-events"),
+        ("shop-users", "1234abcd-12ab-34cd-56ef-1234567890ab"),
+    ] {
+        c.start_stream_encryption()
+            .stream_name(s)
+            .encryption_type(aws_sdk_kinesis::types::EncryptionType::Kms)
+            .key_id(key)
+            .send()
+            .await
+            .expect("StartStreamEncryption");
     }
     // The example's config with its rules, pointed at this server.
     let dir = tempfile::tempdir().unwrap();
@@ -32,7 +45,7 @@ async fn the_iam_policy_names_every_stream_of_the_example() {
     let config = dir.path().join("strangler.yaml");
     std::fs::write(&config, text).unwrap();
     let out = std::process::Command::new(binary())
-        .args(["iam-policy", "--config"])
+        .args(["iam-policy", "--also-stream", "shop-orders-v2", "--config"])
         .arg(&config)
         .env("AWS_ACCESS_KEY_ID", "local")
         .env("AWS_SECRET_ACCESS_KEY", "local")
@@ -57,8 +70,8 @@ async fn the_iam_policy_names_every_stream_of_the_example() {
         .iter()
         .filter_map(|r| r.as_str())
         .collect();
-    assert_eq!(resources.len(), 2, "{resources:?}");
-    for s in ["shop-orders", "shop-users"] {
+    assert_eq!(resources.len(), 3, "{resources:?}");
+    for s in ["shop-orders", "shop-users", "shop-orders-v2"] {
         assert!(
             resources
                 .iter()
@@ -66,7 +79,34 @@ async fn the_iam_policy_names_every_stream_of_the_example() {
             "{s} missing from {resources:?}"
         );
     }
-    // Described, not guessed: no note on stderr.
+    // The key named by id is a key ARN; the alias is never a resource (IAM matches no key by
+    // it): the account's keys, on the `kms:ResourceAliases` condition.
+    let account = resources[0].split(':').nth(4).unwrap();
+    let by_id = &policy["Statement"][1];
+    assert_eq!(
+        by_id["Resource"],
+        serde_json::json!([format!(
+            "arn:aws:kms:us-east-1:{account}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        )]),
+        "{policy}"
+    );
+    let by_alias = &policy["Statement"][2];
+    assert_eq!(
+        by_alias["Resource"],
+        serde_json::json!([format!("arn:aws:kms:us-east-1:{account}:key/*")]),
+        "{policy}"
+    );
+    assert_eq!(
+        by_alias["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"],
+        serde_json::json!(["alias/shop-events"]),
+        "{policy}"
+    );
+    assert!(!policy.to_string().contains(":alias/"), "{policy}");
+    assert!(
+        stderr.contains("shop-orders is encrypted with a key named by alias"),
+        "{stderr}"
+    );
+    // Described, not guessed.
     assert!(!stderr.contains("cannot describe"), "{stderr}");
 }
 
