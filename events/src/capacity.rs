@@ -44,18 +44,25 @@ impl Default for Prices {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sizing {
     pub stream: String,
-    /// The first and last minute with data (ms since the epoch), and how many minutes had data.
+    /// The first and last send (ms since the epoch; for minutes stored before these were kept,
+    /// the first minute's start and the last minute's end), and how many minutes had data.
     pub from_ms: i64,
     pub to_ms: i64,
     pub minutes: i64,
-    /// Averages over the window (first minute to the end of the last), per second.
+    /// Averages over the window (first send to the end of the last send's second), per second.
     pub avg_records: f64,
     pub avg_events: f64,
     pub avg_bytes: f64,
     /// The busiest second seen.
     pub peak_records: i64,
     pub peak_bytes: i64,
-    /// Shards the peak needs with the headroom, as sent (aggregated or not).
+    /// The busiest second asked of the stream: events arriving, in records as sent (events per
+    /// record of the window) and bytes; above the peak sent when the shard limiter held it back.
+    pub demand_peak_records: i64,
+    pub demand_peak_bytes: i64,
+    /// Minutes in which the shard limiter held calls back (the shards were at their limits).
+    pub held_minutes: i64,
+    /// Shards the busiest second of demand needs with the headroom, as sent (aggregated or not).
     pub shards_needed: u64,
     /// Shards the peak would need if every event were its own record.
     pub shards_needed_unaggregated: u64,
@@ -75,9 +82,18 @@ pub fn size(minutes: &[Minute], headroom: f64, prices: &Prices) -> Vec<Sizing> {
         .into_iter()
         .map(|stream| {
             let ms: Vec<&Minute> = minutes.iter().filter(|m| m.stream == stream).collect();
-            let from_ms = ms.iter().map(|m| m.minute_ms).min().unwrap_or(0);
-            let to_ms = ms.iter().map(|m| m.minute_ms).max().unwrap_or(0);
-            let seconds = ((to_ms - from_ms) / 1000 + 60) as f64;
+            let from_ms = ms
+                .iter()
+                .map(|m| m.first_ms.unwrap_or(m.minute_ms))
+                .min()
+                .unwrap_or(0);
+            let to_ms = ms
+                .iter()
+                .map(|m| m.last_ms.map_or(m.minute_ms + 59_999, |l| l))
+                .max()
+                .unwrap_or(0);
+            // To the end of the last send's second: one burst is at least a second long.
+            let seconds = ((to_ms - from_ms) as f64 / 1000.0).max(0.0).floor() + 1.0;
             let sum = |f: fn(&Minute) -> i64| ms.iter().map(|m| f(m)).sum::<i64>() as f64;
             let (records, events, bytes) =
                 (sum(|m| m.records), sum(|m| m.events), sum(|m| m.bytes));
@@ -86,9 +102,15 @@ pub fn size(minutes: &[Minute], headroom: f64, prices: &Prices) -> Vec<Sizing> {
             // The busiest second's events, if each were a record: its records scaled by the
             // window's events per record.
             let per_record = if records > 0.0 { events / records } else { 1.0 };
+            let arrived_events = ms.iter().map(|m| m.arrived_peak_events).max().unwrap_or(0);
+            let demand_peak_records =
+                peak_records.max((arrived_events as f64 / per_record).ceil() as i64);
+            let demand_peak_bytes =
+                peak_bytes.max(ms.iter().map(|m| m.arrived_peak_bytes).max().unwrap_or(0));
+            let held_minutes = ms.iter().filter(|m| m.held > 0).count() as i64;
             let shards = |records_per_s: f64| -> u64 {
                 let by_records = records_per_s * (1.0 + headroom) / SHARD_RECORDS_PER_SECOND;
-                let by_bytes = peak_bytes as f64 * (1.0 + headroom) / SHARD_BYTES_PER_SECOND;
+                let by_bytes = demand_peak_bytes as f64 * (1.0 + headroom) / SHARD_BYTES_PER_SECOND;
                 (by_records.max(by_bytes).ceil() as u64).max(1)
             };
             let month_seconds = HOURS_PER_MONTH * 3600.0;
@@ -100,7 +122,7 @@ pub fn size(minutes: &[Minute], headroom: f64, prices: &Prices) -> Vec<Sizing> {
             let record_size = if records > 0.0 { bytes / records } else { 0.0 };
             let put_units_month_unaggregated = avg_events * units_per(event_size) * month_seconds;
             let put_units_month_aggregated = avg_records * units_per(record_size) * month_seconds;
-            let shards_needed = shards(peak_records as f64);
+            let shards_needed = shards(demand_peak_records as f64);
             let provisioned_month = shards_needed as f64 * prices.shard_hour * HOURS_PER_MONTH
                 + put_units_month_aggregated / 1e6 * prices.million_put_units;
             // On-demand bills each record's size rounded up to 1 KB.
@@ -118,8 +140,11 @@ pub fn size(minutes: &[Minute], headroom: f64, prices: &Prices) -> Vec<Sizing> {
                 avg_bytes,
                 peak_records,
                 peak_bytes,
+                demand_peak_records,
+                demand_peak_bytes,
+                held_minutes,
                 shards_needed,
-                shards_needed_unaggregated: shards(peak_records as f64 * per_record),
+                shards_needed_unaggregated: shards(demand_peak_records as f64 * per_record),
                 put_units_month_unaggregated,
                 put_units_month_aggregated,
                 provisioned_month,
@@ -149,6 +174,7 @@ mod tests {
             bytes,
             peak_records,
             peak_bytes,
+            ..Minute::default()
         }
     }
 
@@ -230,5 +256,37 @@ mod tests {
         );
         assert_eq!(got[0].minutes, 2);
         assert!((got[0].avg_records - 120.0 / 600.0).abs() < 1e-9);
+    }
+
+    /// A 10-second burst is averaged over its 10 seconds, not over the minute it fell in.
+    #[test]
+    fn a_short_window_is_averaged_over_its_sends() {
+        let mut m = minute(0, 100, 100, 10_000, 10, 1000);
+        (m.first_ms, m.last_ms) = (Some(20_000), Some(29_500));
+        let got = size(&[m], 0.0, &Prices::default());
+        assert_eq!((got[0].from_ms, got[0].to_ms), (20_000, 29_500));
+        assert!(
+            (got[0].avg_records - 10.0).abs() < 1e-9,
+            "{}",
+            got[0].avg_records
+        );
+    }
+
+    /// A stream the shard limiter held back sent no more than its shards take; what arrived
+    /// is the demand the sizing uses, and the held minutes are reported.
+    #[test]
+    fn demand_held_back_by_the_limiter_is_sized_from_the_events_arriving() {
+        let mut m = minute(0, 60_000, 60_000, 6_000_000, 1_000, 100_000);
+        (m.arrived_peak_events, m.arrived_peak_bytes, m.held) = (2_400, 240_000, 37);
+        let quiet = minute(1, 600, 600, 60_000, 10, 1000);
+        let got = size(&[m, quiet], 0.0, &Prices::default());
+        let s = &got[0];
+        assert_eq!(s.peak_records, 1_000);
+        assert_eq!(
+            (s.demand_peak_records, s.demand_peak_bytes),
+            (2_400, 240_000)
+        );
+        assert_eq!(s.held_minutes, 1);
+        assert_eq!(s.shards_needed, 3);
     }
 }

@@ -130,12 +130,18 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
 
 fn print_sizing(s: &Sizing) {
     let time = |ms: i64| rfc3339(ms.div_euclid(1000), 0);
-    let span = Duration::from_millis((s.to_ms - s.from_ms + 60_000) as u64);
+    // To the end of the last send's second, as the averages count it.
+    let end = s.to_ms - s.to_ms.rem_euclid(1000) + 1000;
+    let span = Duration::from_millis((end - s.from_ms).max(0) as u64);
+    let span = if span.as_secs() < 3600 {
+        format!("{} s", span.as_secs())
+    } else {
+        format!("{:.1} h", span.as_secs_f64() / 3600.0)
+    };
     println!(
-        "  window       {} to {} ({:.1} h; {} minute{} with events)",
+        "  window       {} to {} ({span}; {} minute{} with events)",
         time(s.from_ms),
-        time(s.to_ms + 60_000),
-        span.as_secs_f64() / 3600.0,
+        time(end),
         s.minutes,
         if s.minutes == 1 { "" } else { "s" }
     );
@@ -147,6 +153,16 @@ fn print_sizing(s: &Sizing) {
         human(s.peak_bytes as f64),
         s.avg_events
     );
+    if s.held_minutes > 0 {
+        println!(
+            "  held back    the shard limiter held this stream in {} minute{}: its shards were at \
+             their write limits, so what arrived is the demand: busiest second {} records, {}",
+            s.held_minutes,
+            if s.held_minutes == 1 { "" } else { "s" },
+            s.demand_peak_records,
+            human(s.demand_peak_bytes as f64)
+        );
+    }
     println!(
         "  needs        {} shard(s) as sent; {} if every event were its own record (1 MiB/s or 1,000 records/s per shard)",
         s.shards_needed, s.shards_needed_unaggregated

@@ -80,6 +80,22 @@ const MIGRATIONS: &[Migration] = &[
             ]
         },
     },
+    Migration {
+        version: 8,
+        name: "stream usage: first and last send of a minute, arrival peaks, limiter holds",
+        statements: |_| {
+            [
+                "first_ms BIGINT",
+                "last_ms BIGINT",
+                "arrived_peak_events BIGINT NOT NULL DEFAULT 0",
+                "arrived_peak_bytes BIGINT NOT NULL DEFAULT 0",
+                "held BIGINT NOT NULL DEFAULT 0",
+            ]
+            .iter()
+            .map(|c| format!("ALTER TABLE strangler_stream_usage ADD COLUMN {c}"))
+            .collect()
+        },
+    },
 ];
 
 fn replay_tables(d: &Dialect) -> Vec<String> {

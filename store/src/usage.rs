@@ -1,6 +1,7 @@
 //! What the relay sent each stream, minute by minute (`strangler_stream_usage`): Kinesis records
-//! (an aggregate is one), events and bytes, and the busiest second's records and bytes within
-//! the minute. `strangler capacity` sizes streams from it. Kept 35 days.
+//! (an aggregate is one), events and bytes, the busiest second's records and bytes within the
+//! minute, its first and last send, and the demand: the busiest second of events arriving and
+//! the calls the shard limiter held back. `strangler capacity` sizes streams from it. Kept 35 days.
 
 use serde::Serialize;
 use sqlx::Row;
@@ -19,6 +20,15 @@ pub struct Minute {
     /// The busiest second's records and bytes.
     pub peak_records: i64,
     pub peak_bytes: i64,
+    /// The first and last call of the minute that sent something (ms since the epoch).
+    pub first_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+    /// The busiest second of events arriving (by creation time): what the stream was asked to
+    /// carry, which the shard limiter may have held back.
+    pub arrived_peak_events: i64,
+    pub arrived_peak_bytes: i64,
+    /// Calls the shard limiter held back (the stream's shards were at their write limits).
+    pub held: i64,
 }
 
 const KEEP_MS: i64 = 35 * 86_400_000;
@@ -40,18 +50,32 @@ impl Usage {
     /// Adds minutes to what is stored (a minute written twice sums its counts and keeps the
     /// larger peak), and forgets minutes older than 35 days.
     pub async fn add(&self, minutes: &[Minute]) -> Result<(), StoreError> {
-        let greatest = match self.store.pool {
-            Pool::Sqlite(_) => "MAX",
-            Pool::Postgres(_) => "GREATEST",
+        let (greatest, least) = match self.store.pool {
+            Pool::Sqlite(_) => ("MAX", "MIN"),
+            Pool::Postgres(_) => ("GREATEST", "LEAST"),
+        };
+        // A NULL first/last (no send in that write) leaves the other side's.
+        let keep = |col: &str, f: &str| {
+            format!(
+                "{col} = {f}(COALESCE(strangler_stream_usage.{col}, excluded.{col}), \
+                 COALESCE(excluded.{col}, strangler_stream_usage.{col}))"
+            )
         };
         let sql = format!(
-            "INSERT INTO strangler_stream_usage (stream, minute_ms, records, events, bytes, peak_records, peak_bytes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (stream, minute_ms) DO UPDATE SET \
+            "INSERT INTO strangler_stream_usage (stream, minute_ms, records, events, bytes, peak_records, peak_bytes, \
+             first_ms, last_ms, arrived_peak_events, arrived_peak_bytes, held) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (stream, minute_ms) DO UPDATE SET \
              records = strangler_stream_usage.records + excluded.records, \
              events = strangler_stream_usage.events + excluded.events, \
              bytes = strangler_stream_usage.bytes + excluded.bytes, \
              peak_records = {greatest}(strangler_stream_usage.peak_records, excluded.peak_records), \
-             peak_bytes = {greatest}(strangler_stream_usage.peak_bytes, excluded.peak_bytes)"
+             peak_bytes = {greatest}(strangler_stream_usage.peak_bytes, excluded.peak_bytes), \
+             {}, {}, \
+             arrived_peak_events = {greatest}(strangler_stream_usage.arrived_peak_events, excluded.arrived_peak_events), \
+             arrived_peak_bytes = {greatest}(strangler_stream_usage.arrived_peak_bytes, excluded.arrived_peak_bytes), \
+             held = strangler_stream_usage.held + excluded.held",
+            keep("first_ms", least),
+            keep("last_ms", greatest)
         );
         on_pool!(&self.store.pool, |p| {
             let mut tx = p.begin().await?;
@@ -64,6 +88,11 @@ impl Usage {
                     .bind(m.bytes)
                     .bind(m.peak_records)
                     .bind(m.peak_bytes)
+                    .bind(m.first_ms)
+                    .bind(m.last_ms)
+                    .bind(m.arrived_peak_events)
+                    .bind(m.arrived_peak_bytes)
+                    .bind(m.held)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -78,8 +107,8 @@ impl Usage {
 
     /// Every stored minute since `since_ms`, by stream and time.
     pub async fn since(&self, since_ms: i64) -> Result<Vec<Minute>, StoreError> {
-        const SQL: &str = "SELECT stream, minute_ms, records, events, bytes, peak_records, peak_bytes \
-             FROM strangler_stream_usage WHERE minute_ms >= $1 ORDER BY stream, minute_ms";
+        const SQL: &str = "SELECT stream, minute_ms, records, events, bytes, peak_records, peak_bytes, \
+             first_ms, last_ms, arrived_peak_events, arrived_peak_bytes, held FROM strangler_stream_usage WHERE minute_ms >= $1 ORDER BY stream, minute_ms";
         let rows = on_pool!(&self.store.pool, |p| {
             let rows = sqlx::query(SQL).bind(since_ms).fetch_all(p).await?;
             rows.iter()
@@ -92,6 +121,11 @@ impl Usage {
                         bytes: r.try_get(4)?,
                         peak_records: r.try_get(5)?,
                         peak_bytes: r.try_get(6)?,
+                        first_ms: r.try_get(7)?,
+                        last_ms: r.try_get(8)?,
+                        arrived_peak_events: r.try_get(9)?,
+                        arrived_peak_bytes: r.try_get(10)?,
+                        held: r.try_get(11)?,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?

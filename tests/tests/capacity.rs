@@ -63,7 +63,10 @@ async fn capacity_sizes_the_stream_from_what_the_relay_sent() {
         "{v:#}"
     );
     let u = &s["usage"];
-    let events = u["avg_events"].as_f64().unwrap() * 60.0 * u["minutes"].as_f64().unwrap();
+    // Averaged over the window from the first send to the end of the last send's second.
+    let seconds =
+        ((u["to_ms"].as_i64().unwrap() - u["from_ms"].as_i64().unwrap()) / 1000 + 1) as f64;
+    let events = u["avg_events"].as_f64().unwrap() * seconds;
     assert!(
         events >= 49.0,
         "the usage does not hold the 50 events: {u:#}"

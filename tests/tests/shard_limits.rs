@@ -18,9 +18,10 @@ const RULES: &str = ORDERS_RULES;
 
 const EVENTS: usize = 600;
 
-/// Sends the burst through a proxy with `events` settings; returns the shim's refusals and the
-/// relay's `strangler_kinesis_shard_limited_total` once every event is in the stream.
-async fn burst(events: serde_json::Value) -> (usize, f64) {
+/// Sends the burst through a proxy with `events` settings; returns the shim's refusals, the
+/// relay's `strangler_kinesis_shard_limited_total` once every event is in the stream, and
+/// `strangler capacity --json`'s usage of the stream after the proxy stopped.
+async fn burst(events: serde_json::Value) -> (usize, f64, serde_json::Value) {
     let k = KinesisLocal::start().await;
     let c = kinesis::client(&k.endpoint());
     kinesis::create_stream(&c, "orders").await;
@@ -31,7 +32,7 @@ async fn burst(events: serde_json::Value) -> (usize, f64) {
         kinesis::shard_ranges(&c, "orders").await,
     ));
     let legacy = Upstream::start("legacy", Behaviour::Echo).await;
-    let p = ProxyBuilder::new(legacy.addr)
+    let mut p = ProxyBuilder::new(legacy.addr)
         .rules("orders.yaml", RULES)
         .kinesis(&shim.endpoint())
         .setting("events", events)
@@ -68,17 +69,29 @@ async fn burst(events: serde_json::Value) -> (usize, f64) {
     let limited = p
         .metric("strangler_kinesis_shard_limited_total{stream=\"orders\"}")
         .await;
+    // A clean stop writes the usage not yet written.
+    p.terminate(Duration::from_secs(10)).await;
+    let out = std::process::Command::new(binary())
+        .args(["capacity", "--json", "--config"])
+        .arg(&p.config)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     (
         shim.faults
             .limited_records
             .load(std::sync::atomic::Ordering::SeqCst),
         limited,
+        v["streams"][0]["usage"].clone(),
     )
 }
 
 #[tokio::test]
 async fn with_the_relays_limiter_no_shard_is_throttled() {
-    let (refused, held) = burst(json!({ "shard_records_per_second": 100 })).await;
+    let (refused, held, usage) = burst(json!({ "shard_records_per_second": 100 })).await;
     assert_eq!(
         refused, 0,
         "the shim refused records the limiter let through"
@@ -87,12 +100,22 @@ async fn with_the_relays_limiter_no_shard_is_throttled() {
         held > 0.0,
         "the limiter never held a record back: the test proves nothing"
     );
+    // `capacity` says the limiter held the stream, and sizes it from what arrived: never less
+    // than what was sent, and no second sent more than the limiter lets through (2 shards ×
+    // 100 records) — counted when the call went out, not when Kinesis answered.
+    assert!(usage["held_minutes"].as_i64().unwrap() >= 1, "{usage:#}");
+    let (sent, demand) = (
+        usage["peak_records"].as_i64().unwrap(),
+        usage["demand_peak_records"].as_i64().unwrap(),
+    );
+    assert!(sent <= 200 && demand >= sent, "{usage:#}");
 }
 
 #[tokio::test]
 async fn without_it_the_same_burst_is_throttled() {
-    let (refused, held) =
+    let (refused, held, usage) =
         burst(json!({ "shard_records_per_second": 0, "shard_bytes_per_second": 0 })).await;
+    assert_eq!(usage["held_minutes"], 0, "{usage:#}");
     assert!(
         refused > 0,
         "the shim refused nothing: it does not enforce the limits"

@@ -23,6 +23,8 @@ type PutResult = Result<
 pub(super) struct Sent {
     pub(super) carried: Carried,
     pub(super) result: PutResult,
+    /// When the call went out (ms since the epoch).
+    pub(super) sent_ms: i64,
 }
 
 impl Relay {
@@ -130,6 +132,7 @@ impl Relay {
                 .shard_limited
                 .with_label_values(&[&stream])
                 .inc_by(held.len() as u64);
+            self.usage.held(&stream, now_ms());
             self.backlog.release(&stream, &held);
         }
         (call, wait)
@@ -159,10 +162,15 @@ async fn put(client: Client, metrics: Metrics, call: Call) -> Sent {
         .with_label_values(&[stream])
         .observe(records as f64);
     let started = Instant::now();
+    let sent_ms = now_ms();
     let result = call.send().await;
     metrics
         .put_duration
         .with_label_values(&[stream])
         .observe(started.elapsed().as_secs_f64());
-    Sent { carried, result }
+    Sent {
+        carried,
+        result,
+        sent_ms,
+    }
 }

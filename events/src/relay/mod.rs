@@ -394,6 +394,7 @@ impl Relay {
             }
         };
         let (rows, mut pass) = self.unsendable(rows).await?;
+        self.arrived(&rows);
         self.backlog.add(rows);
         for (stream, from) in self.backlog.lagging() {
             let rows = self
@@ -404,9 +405,18 @@ impl Relay {
             let complete = (rows.len() as i64) < READ_LIMIT;
             let (rows, p) = self.unsendable(rows).await?;
             pass.add(p);
+            self.arrived(&rows);
             self.backlog.catch_up(&stream, rows, complete);
         }
         Ok(pass)
+    }
+
+    /// Counts rows entering the relay as the streams' demand (`strangler capacity`).
+    fn arrived(&mut self, rows: &[Pending]) {
+        for r in rows {
+            let bytes = (r.payload.len() + r.partition_key.len()) as i64;
+            self.usage.arrived(&r.stream, r.created_ms, bytes);
+        }
     }
 
     /// Dead-letters the rows Kinesis would reject whatever the try (over its 1 MiB record limit,

@@ -40,6 +40,7 @@ impl Relay {
                     bytes,
                 },
             result,
+            sent_ms,
         } = sent;
         self.backlog.call_done(&stream);
         self.health.call_back(&self.metrics, &stream);
@@ -120,7 +121,7 @@ impl Relay {
             accepted,
             done.len() as i64,
             accepted_bytes,
-            now_ms(),
+            sent_ms,
         );
         // Counted when Kinesis accepts them, before their rows leave the outbox: whoever sees
         // the outbox drained also sees the count (a test read it in between and got 54 of 60).
