@@ -48,6 +48,8 @@ struct RawConfig {
     #[serde(default)]
     keepalive_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    tunnel_idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
     log: Option<RawLog>,
     #[serde(default)]
     server: Option<RawServer>,
@@ -138,6 +140,9 @@ pub struct Config {
     pub client_body_timeout: Duration,
     /// How long an idle keep-alive client connection is kept (whole seconds, at least 1).
     pub keepalive_timeout: Duration,
+    /// An upgraded connection (a WebSocket, say) with no byte either way for this long is
+    /// closed.
+    pub tunnel_idle_timeout: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
     pub pid_file: String,
@@ -315,6 +320,12 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         Duration::from_secs(60),
         r,
     );
+    let tunnel_idle_timeout = positive_duration(
+        raw.tunnel_idle_timeout.as_ref(),
+        "tunnel_idle_timeout",
+        Duration::from_secs(3600),
+        r,
+    );
     // pingora keeps the keep-alive timeout in whole seconds (0 would mean "for ever").
     let keepalive_timeout = whole_seconds(
         raw.keepalive_timeout.as_ref(),
@@ -458,6 +469,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         client_header_timeout,
         client_body_timeout,
         keepalive_timeout,
+        tunnel_idle_timeout,
         log_format,
         log_level,
         pid_file,

@@ -24,6 +24,11 @@ pub struct Metrics {
     pub reload_duration: Histogram,
     pub rules_generation: IntGauge,
     pub downstream_errors: DownstreamErrors,
+    /// Upgraded connections (WebSockets) open now.
+    pub tunnels_open: IntGauge,
+    /// `{reason}`: how tunnels ended (`client_closed`, `upstream_closed`, `idle_timeout`,
+    /// `error`).
+    pub tunnels_closed: IntCounterVec,
     pub shadow: ShadowMetrics,
     pub rollout: RolloutMetrics,
 }
@@ -169,6 +174,17 @@ impl Metrics {
             downstream_errors: DownstreamErrors {
                 counted: IntCounterVec::new(DownstreamErrors::opts(), &["kind"])?,
             },
+            tunnels_open: IntGauge::new(
+                "strangler_tunnels_open",
+                "Upgraded connections (WebSockets) open now",
+            )?,
+            tunnels_closed: IntCounterVec::new(
+                Opts::new(
+                    "strangler_tunnels_closed_total",
+                    "Upgraded connections by how they ended (client_closed, upstream_closed, idle_timeout, error)",
+                ),
+                &["reason"],
+            )?,
             shadow: ShadowMetrics {
                 compared: IntCounterVec::new(
                     Opts::new(
@@ -256,6 +272,8 @@ impl Metrics {
         registry.register(Box::new(m.body_buffer_skipped.clone()))?;
         registry.register(Box::new(m.reload_duration.clone()))?;
         registry.register(Box::new(m.rules_generation.clone()))?;
+        registry.register(Box::new(m.tunnels_open.clone()))?;
+        registry.register(Box::new(m.tunnels_closed.clone()))?;
         registry.register(Box::new(m.downstream_errors.clone()))?;
         registry.register(Box::new(m.shadow.compared.clone()))?;
         registry.register(Box::new(m.shadow.skipped.clone()))?;

@@ -11,6 +11,7 @@ mod forward;
 mod headers;
 mod shadow;
 mod target;
+mod tunnel;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +55,8 @@ pub struct ClientTimeouts {
     pub body: Duration,
     /// Idle keep-alive connections are closed after this many seconds.
     pub keepalive_secs: u64,
+    /// An upgraded connection with no byte either way for this long is closed.
+    pub tunnel_idle: Duration,
 }
 
 /// Per-request state.
@@ -242,6 +245,13 @@ impl ProxyHttp for Strangler {
                 errors::ROLLOUTS_UNKNOWN,
                 "the rollout states have not been read yet",
             ));
+        }
+        // A WebSocket (or other upgrade) becomes a tunnel with one idle timer (not shadowed:
+        // a second live connection to the new service is not a copy of a request).
+        if session.is_upgrade_req() && session.is_body_empty() {
+            return Box::pin(tunnel::run(self, session, ctx))
+                .await
+                .map(|()| true);
         }
         self.start_shadow(session, ctx, whole_body.as_ref());
         // A whole body that pingora did not keep (over its 64 KiB retry buffer, or an empty

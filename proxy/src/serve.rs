@@ -82,6 +82,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
         clients: crate::proxy::ClientTimeouts {
             body: cfg.client_body_timeout,
             keepalive_secs: cfg.keepalive_timeout.as_secs(),
+            tunnel_idle: cfg.tunnel_idle_timeout,
         },
         shadowing: Arc::clone(&shadowing),
         rollouts: Arc::clone(&rollouts),

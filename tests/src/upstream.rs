@@ -28,6 +28,10 @@ pub enum Behaviour {
     Slow(Duration),
     /// Like `Echo`, with this status (a service answering 500s, say).
     Status(u16),
+    /// Switches protocols (`101`) on an upgrade request, then echoes every byte; on `push\n` it
+    /// also sends `tick\n` eight times, 500 ms apart (a server that talks while the client is
+    /// quiet).
+    Upgrade,
 }
 
 pub struct Upstream {
@@ -83,6 +87,7 @@ impl Upstream {
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -130,7 +135,23 @@ async fn answer(
     req: Request<Incoming>,
     seen: &Mutex<Vec<String>>,
 ) -> Response<Full<Bytes>> {
+    let mut req = req;
     seen.lock().unwrap().push(req.uri().to_string());
+    if matches!(b, Behaviour::Upgrade) && req.headers().contains_key(hyper::header::UPGRADE) {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(io) = on.await {
+                echo_upgraded(TokioIo::new(io)).await;
+            }
+        });
+        return Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("x-upstream", name)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+    }
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -157,7 +178,8 @@ async fn answer(
                 .body(Full::new(Bytes::from(body)))
                 .unwrap()
         }
-        Behaviour::Echo | Behaviour::Slow(_) | Behaviour::Status(_) => {
+        // Not an upgrade request: described, like `Echo`.
+        Behaviour::Echo | Behaviour::Slow(_) | Behaviour::Status(_) | Behaviour::Upgrade => {
             if let Behaviour::Slow(d) = b {
                 tokio::time::sleep(d).await;
             }
@@ -207,6 +229,37 @@ async fn answer(
                 resp = resp.header("content-encoding", "gzip");
             }
             resp.body(Full::new(Bytes::from(body))).unwrap()
+        }
+    }
+}
+
+/// The upgraded side of [`Behaviour::Upgrade`].
+async fn echo_upgraded<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    io: S,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, wr) = tokio::io::split(io);
+    let wr = Arc::new(tokio::sync::Mutex::new(wr));
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if &buf[..n] == b"push\n" {
+            let wr = Arc::clone(&wr);
+            tokio::spawn(async move {
+                for _ in 0..8 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if wr.lock().await.write_all(b"tick\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+            continue;
+        }
+        if wr.lock().await.write_all(&buf[..n]).await.is_err() {
+            return;
         }
     }
 }
