@@ -11,10 +11,12 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use strangler_rules::{Diagnostics, Loc, Reporter};
 
+mod listen;
 mod shadow;
 mod upstream;
 mod values;
 
+pub use listen::{CertFiles, TlsListen};
 pub use shadow::Retention;
 
 use upstream::{RawUpstream, upstream};
@@ -25,7 +27,7 @@ pub use values::{parse_duration, parse_size};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    listen: Spanned<Vec<Spanned<String>>>,
+    listen: Spanned<Vec<Spanned<listen::RawListen>>>,
     #[serde(default)]
     admin: Option<Spanned<String>>,
     /// The environment variable holding the admin API's bearer token.
@@ -121,7 +123,10 @@ struct RawServer {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
+    /// Every address the proxy listens on, plain or TLS.
     pub listen: Vec<SocketAddr>,
+    /// The listeners among them that end TLS.
+    pub tls: Vec<TlsListen>,
     pub admin: SocketAddr,
     /// The environment variable holding the admin API's bearer token (mutating endpoints want
     /// it); without one the admin listener must be on loopback.
@@ -215,24 +220,7 @@ impl Config {
 }
 
 fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Option<Config> {
-    let mut listen = Vec::new();
-    if raw.listen.value.is_empty() {
-        r.report(
-            (&raw.listen).into(),
-            "listen",
-            "give at least one address to listen on",
-        );
-    }
-    for (i, a) in raw.listen.value.iter().enumerate() {
-        match a.value.parse::<SocketAddr>() {
-            Ok(addr) => listen.push(addr),
-            Err(_) => r.report(
-                a.into(),
-                format!("listen[{i}]"),
-                format!("`{}` is not an IP:port address", a.value),
-            ),
-        }
-    }
+    let (listen, tls) = listen::validate(&raw.listen, base, r);
     let admin = match &raw.admin {
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
         Some(a) => a.value.parse::<SocketAddr>().ok().or_else(|| {
@@ -458,6 +446,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
             .unwrap_or_else(|| "STRANGLER_REDACT_SALT".into()),
         file: path.to_path_buf(),
         listen,
+        tls,
         admin: admin?,
         admin_token_env: raw.admin_token_env.map(|e| e.value),
         workers,

@@ -28,4 +28,5 @@ pub mod shadow_cmd;
 pub mod stream_check;
 pub mod stream_cmd;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -29,6 +29,8 @@ pub struct Metrics {
     /// `{reason}`: how tunnels ended (`client_closed`, `upstream_closed`, `idle_timeout`,
     /// `error`).
     pub tunnels_closed: IntCounterVec,
+    /// `{result}`: HTTPS certificate reloads (`ok`, `rejected`).
+    pub tls_reloads: IntCounterVec,
     pub shadow: ShadowMetrics,
     pub rollout: RolloutMetrics,
 }
@@ -185,6 +187,13 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            tls_reloads: IntCounterVec::new(
+                Opts::new(
+                    "strangler_tls_reloads_total",
+                    "HTTPS certificate reloads by result (ok, rejected: the last good ones stay)",
+                ),
+                &["result"],
+            )?,
             shadow: ShadowMetrics {
                 compared: IntCounterVec::new(
                     Opts::new(
@@ -274,6 +283,7 @@ impl Metrics {
         registry.register(Box::new(m.rules_generation.clone()))?;
         registry.register(Box::new(m.tunnels_open.clone()))?;
         registry.register(Box::new(m.tunnels_closed.clone()))?;
+        registry.register(Box::new(m.tls_reloads.clone()))?;
         registry.register(Box::new(m.downstream_errors.clone()))?;
         registry.register(Box::new(m.shadow.compared.clone()))?;
         registry.register(Box::new(m.shadow.skipped.clone()))?;

@@ -507,7 +507,9 @@ impl Strangler {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        headers::add_forwarded(req, client)?;
+        // An HTTPS listener ends TLS here.
+        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        headers::add_forwarded(req, client, https)?;
         // Chosen on arrival (`early_request_filter`).
         if let Some(traceparent) = &ctx.traceparent {
             headers::set_traceparent(req, traceparent)?;

@@ -96,9 +96,21 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
         .name("strangler proxy")
         .server_options(server_options)
         .build();
+    let mut certs = Vec::new();
     for addr in &cfg.listen {
-        proxy.add_tcp(&addr.to_string());
+        let Some(t) = cfg.tls.iter().find(|t| t.addr == *addr) else {
+            proxy.add_tcp(&addr.to_string());
+            continue;
+        };
+        let c = crate::tls::Certs::load(&t.certs, metrics.tls_reloads.clone())
+            .map_err(|e| anyhow!("listen {addr}: {e}"))?;
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")?;
+        settings.set_cert_resolver(Arc::new(crate::tls::Resolver(Arc::clone(&c))));
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+        certs.push(c);
     }
+    crate::tls::watch(certs.clone());
     let mut admin = Service::new(
         "strangler admin".to_string(),
         pingora::apps::http_app::HttpServer::new_app(Admin {
@@ -131,7 +143,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
             metrics: dual_write.metrics.clone(),
         },
     );
-    let reloader = background_service("strangler rules", Reloader { rules });
+    let reloader = background_service("strangler rules", Reloader { rules, certs });
     let relay = background_service(
         "strangler relay",
         RelayStopper {
@@ -235,9 +247,11 @@ impl BackgroundService for StreamChecks {
     }
 }
 
-/// Reloads rules on SIGHUP and on file changes.
+/// Reloads rules on SIGHUP and on file changes; HTTPS certificates on SIGHUP too (their file
+/// changes are watched by `tls::watch`).
 struct Reloader {
     rules: Arc<LiveRules>,
+    certs: Vec<Arc<crate::tls::Certs>>,
 }
 
 #[async_trait]
@@ -258,7 +272,14 @@ impl BackgroundService for Reloader {
             tokio::select! {
                 _ = hup.recv() => {
                     let rules = Arc::clone(&self.rules);
-                    let _ = tokio::task::spawn_blocking(move || rules.reload("SIGHUP")).await;
+                    let certs = self.certs.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let _ = rules.reload("SIGHUP");
+                        for c in &certs {
+                            c.reload(true, "SIGHUP");
+                        }
+                    })
+                    .await;
                 }
                 _ = shutdown.changed() => return,
             }

@@ -2,10 +2,12 @@
 //! bridged in (pingora logs nothing without a `log` backend). Access lines use target `access`,
 //! so `RUST_LOG=info,access=off` silences them alone. pingora logs a client's fault while it
 //! reads the request header (a header that never came, a client closing while it sent one) as
-//! `ERROR Fail to proxy: Downstream …`, with no hook to stop it (`suppress_error_log` covers
-//! only requests that reached the proxy's phases); the bridge logs those at DEBUG: they are
-//! counted in `strangler_downstream_errors_total`, and an operator's ERROR means the proxy or
-//! an upstream failed.
+//! `ERROR Fail to proxy: Downstream …`, and a TLS handshake a client failed (an old protocol
+//! version, no common cipher, a scanner) as `ERROR Downstream handshake error …`, with no hook to
+//! stop either (`suppress_error_log` covers only requests that reached the proxy's phases); the
+//! bridge logs those at DEBUG (the header faults are counted in
+//! `strangler_downstream_errors_total`; failed handshakes are not counted, pingora has no hook
+//! for them): an operator's ERROR means the proxy or an upstream failed.
 
 use tracing_subscriber::EnvFilter;
 
@@ -46,7 +48,12 @@ impl log::Log for Bridge {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if record.level() == log::Level::Error && record.target().starts_with("pingora_proxy") {
+        if record.level() == log::Level::Error
+            && (record.target().starts_with("pingora_proxy")
+                || record
+                    .target()
+                    .starts_with("pingora_core::services::listening"))
+        {
             let text = record.args().to_string();
             if is_client_fault(&text) {
                 let mut lowered = log::Record::builder();
@@ -74,7 +81,7 @@ impl log::Log for Bridge {
 
 /// pingora's words for a request that failed on the client's side.
 fn is_client_fault(text: &str) -> bool {
-    text.starts_with("Fail to proxy: Downstream")
+    text.starts_with("Fail to proxy: Downstream") || text.starts_with("Downstream handshake error")
 }
 
 #[cfg(test)]
@@ -85,6 +92,9 @@ mod tests {
     fn client_faults_are_told_from_the_rest() {
         assert!(is_client_fault(
             "Fail to proxy: Downstream ReadTimedout context: header, downstream session type: HTTP/1.1"
+        ));
+        assert!(is_client_fault(
+            "Downstream handshake error from 127.0.0.1:48740:  TLSHandshakeFailure context: TLS accept() failed"
         ));
         assert!(!is_client_fault(
             "Fail to proxy: Upstream ConnectRefused, status: 502, tries: 1"

@@ -47,12 +47,9 @@ impl Store {
                 && !dir.as_os_str().is_empty()
                 && !dir.is_dir()
             {
-                let here = std::env::current_dir()
-                    .map(|d| format!(" (relative paths start at {})", d.display()))
-                    .unwrap_or_default();
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
                 return Err(open_err(format!(
-                    "the folder {} does not exist{here}: create it, or run where the proxy \
-                     keeps its store",
+                    "the folder {} does not exist: create it, or point the store elsewhere",
                     dir.display()
                 )));
             }

@@ -96,6 +96,8 @@ pub struct ProxyBuilder {
     rules: Vec<(String, String)>,
     settings: Map<String, Value>,
     env: Vec<(String, String)>,
+    /// The `tls` of a second, HTTPS listener.
+    tls: Option<Value>,
 }
 
 impl ProxyBuilder {
@@ -106,6 +108,7 @@ impl ProxyBuilder {
             rules: Vec::new(),
             settings: Map::new(),
             env: Vec::new(),
+            tls: None,
         }
     }
 
@@ -151,6 +154,13 @@ impl ProxyBuilder {
         self.setting("store", store.url())
     }
 
+    /// A second listener, HTTPS, with this `tls` (`[{ "cert": …, "key": … }, …]`); its address
+    /// is [`Proxy::tls_addr`].
+    pub fn https(mut self, tls: Value) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// An environment variable for the proxy process.
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
@@ -183,7 +193,14 @@ impl ProxyBuilder {
         let config = dir.path().join("strangler.yaml");
         let log = dir.path().join("strangler.log");
         let mut cfg = Map::new();
-        cfg.insert("listen".into(), json!([addr.to_string()]));
+        let tls_addr = self.tls.as_ref().map(|_| free_port());
+        match (&self.tls, tls_addr) {
+            (Some(tls), Some(t)) => cfg.insert(
+                "listen".into(),
+                json!([addr.to_string(), { "address": t.to_string(), "tls": tls }]),
+            ),
+            _ => cfg.insert("listen".into(), json!([addr.to_string()])),
+        };
         cfg.insert("admin".into(), admin.to_string().into());
         cfg.insert("workers".into(), 2.into());
         cfg.insert("legacy".into(), self.legacy.clone().into_value());
@@ -199,6 +216,7 @@ impl ProxyBuilder {
         Proxy {
             child,
             addr,
+            tls_addr,
             admin,
             dir,
             config,
@@ -262,6 +280,8 @@ fn spawn(config: &Path, log: &Path, env: &[(String, String)]) -> Child {
 pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
+    /// The HTTPS listener's address, with [`ProxyBuilder::https`].
+    pub tls_addr: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,

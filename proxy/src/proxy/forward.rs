@@ -36,6 +36,9 @@ pub(super) async fn send(
             Err(e) => return Err(e),
         }
     };
+    if let pingora::protocols::http::client::HttpSession::H1(_) = &client {
+        headers::for_h1_upstream(&mut req)?;
+    }
     client.write_request_header(req).await?;
     client.write_request_body(body, true).await?;
     client.finish_request_body().await?;

@@ -12,7 +12,11 @@ const TRACEPARENT: &str = "traceparent";
 
 /// Appends the client to `X-Forwarded-For`; sets `X-Forwarded-Proto` and `-Host` unless a proxy
 /// in front of us already did (we listen on plain HTTP, so our own answer would be `http`).
-pub(super) fn add_forwarded(req: &mut RequestHeader, client: Option<IpAddr>) -> Result<()> {
+pub(super) fn add_forwarded(
+    req: &mut RequestHeader,
+    client: Option<IpAddr>,
+    https: bool,
+) -> Result<()> {
     if let Some(ip) = client {
         let xff = match req
             .headers
@@ -25,7 +29,7 @@ pub(super) fn add_forwarded(req: &mut RequestHeader, client: Option<IpAddr>) -> 
         req.insert_header("x-forwarded-for", xff)?;
     }
     if !req.headers.contains_key("x-forwarded-proto") {
-        req.insert_header("x-forwarded-proto", "http")?;
+        req.insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
     }
     if !req.headers.contains_key("x-forwarded-host")
         && let Some(host) = req.headers.get(http::header::HOST).cloned()
@@ -104,6 +108,28 @@ fn trace_id_of(v: &str) -> Option<&str> {
 pub(super) fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     resp.remove_header("keep-alive");
     resp.remove_header("proxy-connection");
+}
+
+/// A request we send ourselves (`forward`, `tunnel`) to an HTTP/1.1 upstream connection goes as
+/// HTTP/1.1, as pingora sends proxied ones: an HTTP/2 client's request line would say `HTTP/2`
+/// (a server answers 400), its `:authority` becomes `Host` (HTTP/2 needs none, HTTP/1.1 servers
+/// do), and its target goes in origin-form.
+pub(super) fn for_h1_upstream(req: &mut RequestHeader) -> Result<()> {
+    if req.version == http::Version::HTTP_2 {
+        if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_string()) {
+            req.insert_header(http::header::HOST, authority)?;
+        }
+        let target = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        let uri = target
+            .parse::<http::Uri>()
+            .or_err(ErrorType::InternalError, "request target")?;
+        req.set_uri(uri);
+    }
+    req.set_version(http::Version::HTTP_11);
+    Ok(())
 }
 
 /// Request hop-by-hop headers, for the requests we send ourselves (`forward`).

@@ -106,7 +106,8 @@ impl Strangler {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        headers::add_forwarded(&mut req, client)?;
+        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        headers::add_forwarded(&mut req, client, https)?;
         if to_service && let Target::Service(t) = &route.target {
             if let Some(rw) = &t.rewrite {
                 let path = rw.apply(req.uri.path());

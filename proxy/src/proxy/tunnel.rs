@@ -68,6 +68,7 @@ pub(super) async fn run(proxy: &Strangler, session: &mut Session, ctx: &mut Ctx)
             "an upgrade needs an HTTP/1.1 upstream connection",
         );
     };
+    headers::for_h1_upstream(&mut req)?;
     h1.write_request_header(req).await?;
     h1.read_response().await?;
     let mut resp = Box::new(
