@@ -9,6 +9,9 @@ use serde_json::Value;
 use crate::path::{Location, Pattern, Seg};
 use crate::{Difference, Kind};
 
+mod big;
+pub(crate) use big::parse;
+
 /// How two JSON documents are compared.
 #[derive(Debug, Clone, Default)]
 pub struct JsonRules {
@@ -41,7 +44,7 @@ impl Tolerance {
     /// exactly) compare exactly, so two 64-bit ids a unit apart differ whatever `f64` says; an
     /// integer equals a float only where the float holds it exactly (`1` and `1.0`); two floats
     /// are equal when they are the same `f64`. Only a configured tolerance widens any of these.
-    /// (Numbers beyond 64 bits reach here as `f64`s, already rounded by the parser.)
+    /// (Integers beyond 64 bits are compared by [`Tolerance::equal_big`].)
     fn equal(&self, a: &serde_json::Number, b: &serde_json::Number) -> bool {
         if a == b {
             return true;
@@ -73,6 +76,28 @@ impl Tolerance {
         }
     }
 
+    /// Two numbers at least one of which is an integer beyond 64 bits (see [`big`]): equal when
+    /// their literals are, or a float holds the big one exactly; else only within a tolerance.
+    fn equal_big(&self, a: &Value, b: &Value) -> bool {
+        let (la, lb) = (big::literal(a), big::literal(b));
+        if la.is_some() && la == lb {
+            return true;
+        }
+        let float_is = |n: &Value, l: Option<&str>| match (n, l) {
+            (Value::Number(n), Some(l)) if n.is_f64() => {
+                n.as_f64().is_some_and(|f| big::float_is(f, l))
+            }
+            _ => false,
+        };
+        if float_is(a, lb) || float_is(b, la) {
+            return true;
+        }
+        match (big::as_f64(a), big::as_f64(b)) {
+            (Some(x), Some(y)) => self.within((x - y).abs(), x.abs().max(y.abs())),
+            _ => false,
+        }
+    }
+
     /// Whether a difference `d` between numbers of size `scale` is within the tolerance (never
     /// when none is configured).
     fn within(&self, d: f64, scale: f64) -> bool {
@@ -87,6 +112,7 @@ pub fn type_name(v: &Value) -> &'static str {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
         Value::Number(_) => "number",
+        Value::String(_) if big::literal(v).is_some() => "number",
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => "object",
@@ -118,8 +144,8 @@ fn push(
         kind,
         location: loc.to_string(),
         pattern: loc.pattern(),
-        expected: expected.cloned(),
-        actual: actual.cloned(),
+        expected: expected.map(big::shown),
+        actual: actual.map(big::shown),
     });
 }
 
@@ -174,6 +200,11 @@ fn walk(e: &Value, a: &Value, rules: &JsonRules, at: &mut Vec<Seg>, out: &mut Ve
         }
         (Value::Number(_), Value::Number(_)) => {}
         _ if type_name(e) != type_name(a) => push(out, at, Kind::Type, Some(e), Some(a)),
+        // Both numbers, one at least beyond 64 bits.
+        _ if type_name(e) == "number" && !rules.numbers.equal_big(e, a) => {
+            push(out, at, Kind::Value, Some(e), Some(a));
+        }
+        _ if type_name(e) == "number" => {}
         _ if e != a => push(out, at, Kind::Value, Some(e), Some(a)),
         _ => {}
     }

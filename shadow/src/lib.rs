@@ -157,7 +157,7 @@ pub fn compare<'a>(
         if b.is_empty() {
             return None;
         }
-        serde_json::from_slice(b).ok()
+        json::parse(b)
     };
     match (parse(&eb), parse(&ab)) {
         (Some(e), Some(a)) => out.extend(json::diff(&e, &a, &rules.json)),

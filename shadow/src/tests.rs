@@ -139,3 +139,59 @@ fn an_undecodable_body_is_not_comparable() {
         "{err}"
     );
 }
+
+/// Integers beyond 64 bits compare by their literal: two that `f64` rounds to one value differ,
+/// the same literal matches, and the difference shows their digits.
+#[test]
+fn integers_beyond_64_bits_are_exact() {
+    let h = headers(&[("content-type", "application/json")]);
+    let d = compare(
+        &answer(200, &h, br#"{"id":123456789012345678901234,"n":1}"#),
+        &answer(200, &h, br#"{"id":123456789012345678901235,"n":1}"#),
+        &Rules::default(),
+    )
+    .unwrap();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].location, "$.id");
+    assert_eq!(d[0].expected, Some(json!("123456789012345678901234")));
+    assert_eq!(d[0].actual, Some(json!("123456789012345678901235")));
+    // The same literal, and a float that holds it exactly, match.
+    for other in [
+        &br#"{"id":123456789012345678901234,"n":1}"#[..],
+        br#"{"id":1.23456789012345678901234e23,"n":1.0}"#,
+    ] {
+        let same = compare(
+            &answer(200, &h, br#"{"id":123456789012345678901234,"n":1}"#),
+            &answer(200, &h, other),
+            &Rules::default(),
+        )
+        .unwrap();
+        let exact = other.starts_with(br#"{"id":1234"#);
+        assert_eq!(same.is_empty(), exact, "{same:?}");
+    }
+}
+
+mod big_integers {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Two distinct integer literals, of any size, never compare equal without a
+        /// tolerance; equal ones always do.
+        #[test]
+        fn distinct_integer_literals_never_compare_equal(
+            a in "-?[1-9][0-9]{0,39}",
+            b in "-?[1-9][0-9]{0,39}",
+            last in 0u8..10,
+        ) {
+            let h = headers(&[("content-type", "application/json")]);
+            // And one differing from `a` in its last digit only.
+            let close = format!("{}{last}", &a[..a.len() - 1]);
+            for b in [b, close, a.clone()] {
+                let (x, y) = (format!(r#"{{"id":{a}}}"#), format!(r#"{{"id":{b}}}"#));
+                let d = compare(&answer(200, &h, x.as_bytes()), &answer(200, &h, y.as_bytes()), &Rules::default()).unwrap();
+                prop_assert_eq!(d.is_empty(), a == b, "{} against {}: {:?}", a, b, d);
+            }
+        }
+    }
+}
