@@ -77,6 +77,9 @@ pub struct Ctx {
     failure: Option<errors::Failure>,
     /// We answered `Expect: 100-continue` ourselves (to read the body for the rules).
     continue_sent: bool,
+    /// A tunnel's handshake time (upstream chosen → `101` sent): its duration for the latency
+    /// figures, not the hour the tunnel may then stay open.
+    handshake: Option<Duration>,
     /// The shadow copy of this request, when one goes out (boxed: most requests have none, and
     /// the context is moved with every request).
     shadow: Option<Box<ShadowCtx>>,
@@ -147,6 +150,7 @@ impl ProxyHttp for Strangler {
             connect_tries: 0,
             failure: None,
             continue_sent: false,
+            handshake: None,
             shadow: None,
         }
     }
@@ -422,14 +426,17 @@ impl ProxyHttp for Strangler {
             };
             stats.requests.inc();
             stats.answered(sent);
-            if let Some(t) = ctx.upstream_start {
-                stats.duration.observe(t.elapsed().as_secs_f64());
+            let took = ctx
+                .handshake
+                .or_else(|| ctx.upstream_start.map(|t| t.elapsed()));
+            if let Some(t) = took {
+                stats.duration.observe(t.as_secs_f64());
             }
             // A rolled-out context's figures, for its gates.
             if let Some(c) = d.route.and_then(|i| loaded.rules.routes()[i].context())
                 && self.rollouts.tracks(c)
             {
-                let took = ctx.upstream_start.unwrap_or(ctx.start).elapsed();
+                let took = took.unwrap_or_else(|| ctx.start.elapsed());
                 self.rollouts
                     .record(c, d.serving == Serving::Service, status, took);
             }

@@ -89,6 +89,12 @@ async fn a_websocket_stays_open_while_either_side_talks_and_closes_when_both_are
     .await;
     assert_eq!(p.metric("strangler_tunnels_open").await, 0.0);
     assert_eq!(p.client_faults("body_timeout").await, 0.0);
+    // The latency figures (and a rollout's p99 gate) see the handshake, not the ~10 s the
+    // tunnel stayed open.
+    let took = p
+        .metric(r#"strangler_upstream_duration_seconds_sum{route="default",target="legacy"}"#)
+        .await;
+    assert!(took > 0.0 && took < 2.0, "{took}");
     let text = get(p.admin, "/metrics", &[]).await.text();
     assert!(
         !text.contains("strangler_upstream_errors_total{"),

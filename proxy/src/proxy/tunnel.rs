@@ -92,6 +92,7 @@ pub(super) async fn run(proxy: &Strangler, session: &mut Session, ctx: &mut Ctx)
         return Ok(());
     }
     session.write_response_header(resp, false).await?;
+    ctx.handshake = ctx.upstream_start.map(|t| t.elapsed());
     h1.maybe_upgrade_body_writer();
     // The idle timer below is the only one: no per-direction read timeout.
     h1.read_timeout = None;
