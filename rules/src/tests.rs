@@ -542,3 +542,20 @@ fn a_plan_of_pauses_is_refused() {
 ");
     assert_eq!(ok.contexts().len(), 1);
 }
+
+/// A huge broken file is read in pieces only up to a budget (each piece is a copy of the file's
+/// size), and says where checking stopped.
+#[test]
+fn a_huge_broken_file_is_read_in_pieces_within_a_budget() {
+    let mut text =
+        String::from("routes:\n  - name: broken\n    mach: {}\n    target: { service: orders }\n");
+    for i in 0..3000 {
+        text.push_str(&format!(
+            "  - name: r{i}\n    match: {{ path: {{ exact: /r{i}/with/a/longer/path/to/grow/the/file }} }}\n    target: {{ service: orders }}\n"
+        ));
+    }
+    let errs = errors(&text);
+    let joined = errors_text(&errs);
+    assert!(joined.contains("unknown field `mach`"), "{joined}");
+    assert!(joined.contains("not checked from here"), "{joined}");
+}

@@ -98,9 +98,11 @@ pub(super) async fn run(proxy: &Strangler, session: &mut Session, ctx: &mut Ctx)
     h1.read_timeout = None;
     session.as_downstream_mut().set_read_timeout(None);
     let idle = proxy.clients.tunnel_idle;
-    proxy.metrics.tunnels_open.inc();
-    let end = relay(session, h1, idle).await;
-    proxy.metrics.tunnels_open.dec();
+    let end = {
+        // Counted open until it ends, however it ends (a shutdown drops this future).
+        let _open = Open::new(&proxy.metrics.tunnels_open);
+        relay(session, h1, idle).await
+    };
     proxy
         .metrics
         .tunnels_closed
@@ -110,6 +112,22 @@ pub(super) async fn run(proxy: &Strangler, session: &mut Session, ctx: &mut Ctx)
     // Whatever ended it, the client's connection closes with it (pingora sees the body done).
     let _ = session.write_response_body(None, true).await;
     Ok(())
+}
+
+/// `strangler_tunnels_open` while alive.
+struct Open<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Open<'a> {
+    fn new(g: &'a prometheus::IntGauge) -> Open<'a> {
+        g.inc();
+        Open(g)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Copies bytes both ways until one side closes, an error, or `idle` without a byte.

@@ -17,6 +17,10 @@ struct Piece {
     item: Option<usize>,
 }
 
+/// Most bytes of piece copies read for one file: each copy is the file's size (lines blanked),
+/// so a broken file of 10,000 routes is read in pieces up to this, not ten thousand times whole.
+const BUDGET: usize = 32 << 20;
+
 /// `first` is the whole file's error, already reported. Returns what could be read.
 pub(super) fn salvage(
     text: &str,
@@ -27,7 +31,20 @@ pub(super) fn salvage(
     let mut seen: Vec<Loc> = first.location().map(Loc::from).into_iter().collect();
     let mut out = RawRuleFile::default();
     let mut any = false;
-    for piece in pieces(&lines) {
+    let all = pieces(&lines);
+    let room = (BUDGET / text.len().max(1)).max(1);
+    if let Some(next) = all.get(room) {
+        r.report(
+            Loc {
+                line: next.lines.start as u64 + 1,
+                column: 1,
+            },
+            "",
+            "not checked from here: the file is too large to read in pieces after its \
+             structural error; fix that and check again",
+        );
+    }
+    for piece in all.into_iter().take(room) {
         let copy: String = lines
             .iter()
             .enumerate()
