@@ -90,6 +90,8 @@ struct RawEvents {
     #[serde(default)]
     memory: Option<Spanned<String>>,
     #[serde(default)]
+    async_buffer: Option<Spanned<String>>,
+    #[serde(default)]
     max_backoff: Option<Spanned<String>>,
     #[serde(default)]
     shard_records_per_second: Option<Spanned<u32>>,
@@ -158,6 +160,9 @@ pub struct Config {
     /// Overrides `AWS_ENDPOINT_URL_KINESIS` and the regional endpoint.
     pub kinesis_endpoint: Option<String>,
     pub relay: strangler_events::RelayConfig,
+    /// Most bytes of `durability: async` events waiting for their outbox write; past it an
+    /// event is counted as failed (`outbox_full`) instead of piling up.
+    pub async_buffer: usize,
     /// Environment variable holding the salt for `mode: hash` redaction.
     pub redact_salt_env: String,
     /// How many stored mismatches are kept, and for how long.
@@ -429,6 +434,14 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         "memory must be at least 8MiB (the relay's working set, the store's caches and the hand-off share it)",
         r,
     );
+    let async_buffer = opt_size(
+        ev.async_buffer.as_ref(),
+        "events.async_buffer",
+        relay.memory / 4,
+        1 << 10..=usize::MAX,
+        "async_buffer must be at least 1KiB",
+        r,
+    );
     relay.max_backoff = opt_duration(
         ev.max_backoff.as_ref(),
         "events.max_backoff",
@@ -441,6 +454,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         kinesis_region: kinesis.region,
         kinesis_endpoint: kinesis.endpoint.map(|e| e.value),
         relay,
+        async_buffer,
         redact_salt_env: ev
             .redact_salt_env
             .unwrap_or_else(|| "STRANGLER_REDACT_SALT".into()),

@@ -18,6 +18,12 @@ use crate::config::Config;
 pub struct DualWrite {
     pub outbox: Outbox,
     pub metrics: strangler_events::Metrics,
+    /// Bytes of `durability: async` events waiting for their outbox write (see
+    /// [`DualWrite::enqueue_async`]).
+    pending: Arc<tokio::sync::Semaphore>,
+    pending_cap: usize,
+    /// Set while async events are being turned away (one WARN per episode).
+    full: std::sync::atomic::AtomicBool,
     salt: ring::hmac::Key,
     /// Tells the relay to stop (see `stop_relay`).
     stop: tokio::sync::watch::Sender<bool>,
@@ -85,6 +91,11 @@ impl DualWrite {
         Ok(Arc::new(DualWrite {
             outbox,
             metrics,
+            pending: Arc::new(tokio::sync::Semaphore::new(
+                cfg.async_buffer.min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            pending_cap: cfg.async_buffer.min(tokio::sync::Semaphore::MAX_PERMITS),
+            full: std::sync::atomic::AtomicBool::new(false),
             salt: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salt),
             stop,
             stopped: Mutex::new(stopped),
@@ -156,6 +167,42 @@ impl DualWrite {
                 Err(e)
             }
         }
+    }
+}
+
+impl DualWrite {
+    /// Stores an event in the background (`durability: async`): the answer does not wait. What
+    /// waits is bounded by `events.async_buffer` bytes; past it (a stalled store, say) the
+    /// event is not stored but counted in `strangler_events_failed_total{reason="outbox_full"}`,
+    /// with one WARN until there is room again, instead of piling up tasks and memory.
+    pub fn enqueue_async(self: &Arc<Self>, ev: NewEvent) {
+        use std::sync::atomic::Ordering;
+        let size = u32::try_from(ev.payload.len().clamp(1, self.pending_cap)).unwrap_or(u32::MAX);
+        let Ok(permit) = Arc::clone(&self.pending).try_acquire_many_owned(size) else {
+            self.metrics
+                .failed
+                .with_label_values(&[&ev.stream, "outbox_full"])
+                .inc();
+            if !self.full.swap(true, Ordering::Relaxed) {
+                warn!(
+                    route = %ev.route,
+                    stream = %ev.stream,
+                    buffer_bytes = self.pending_cap,
+                    "Async events NOT stored: the outbox writes waiting fill events.async_buffer (is the store stalled?); counted as outbox_full until there is room"
+                );
+            }
+            return;
+        };
+        if self.pending.available_permits() > self.pending_cap / 2
+            && self.full.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!("Async events are stored again");
+        }
+        let dw = Arc::clone(self);
+        tokio::spawn(async move {
+            let _ = dw.enqueue(ev).await;
+            drop(permit);
+        });
     }
 }
 

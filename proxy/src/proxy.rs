@@ -590,12 +590,7 @@ impl Strangler {
             Durability::Sync => {
                 let _ = self.dual_write.enqueue(event).await;
             }
-            Durability::Async => {
-                let dw = Arc::clone(&self.dual_write);
-                tokio::spawn(async move {
-                    let _ = dw.enqueue(event).await;
-                });
-            }
+            Durability::Async => self.dual_write.enqueue_async(event),
         }
     }
 

@@ -413,3 +413,66 @@ async fn a_kinesis_outage_logs_one_warn_and_one_info_and_loses_nothing() {
     assert_eq!(events(&c, 21).await.len(), 21);
     assert!(!logs.contains("dead-lettered"), "{logs}");
 }
+
+/// `durability: async` events wait for their outbox write in a bounded buffer
+/// (`events.async_buffer`): with the store stalled (this test holds the enqueue lock that every
+/// outbox insert needs), answers still go out at once, the buffer takes what fits, and every
+/// event past it is counted as `outbox_full`, with one WARN, instead of piling up. Once the store
+/// answers, what was buffered is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_events_past_the_buffer_are_counted_when_the_store_stalls() {
+    use sqlx::Connection;
+    let (k, _c, legacy) = servers().await;
+    let store = Store::postgres().await;
+    let rules = RULES.replace(
+        "      stream: orders\n",
+        "      stream: orders\n      durability: async\n",
+    );
+    let p = ProxyBuilder::new(legacy.addr)
+        .rules("orders.yaml", &rules)
+        .kinesis(&k.endpoint())
+        .store(&store)
+        .setting("events", json!({ "async_buffer": "16KiB" }))
+        .start()
+        .await;
+    let mut conn = sqlx::PgConnection::connect(&store.url()).await.unwrap();
+    let mut stall = conn.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(strangler_store::lease::Lock::ENQUEUE.key())
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    let body = format!(r#"{{"note":"{}"}}"#, "x".repeat(500));
+    for i in 0..200 {
+        let r = post(p.addr, &format!("/api/users/u{i}/orders"), &body, &[]).await;
+        assert_eq!(r.status, 200);
+    }
+    let full = r#"strangler_events_failed_total{reason="outbox_full",stream="orders"}"#;
+    let enqueued = r#"strangler_events_enqueued_total{route="orders-create",stream="orders"}"#;
+    wait_for(
+        "events counted as outbox_full",
+        Duration::from_secs(10),
+        || async { p.metric(full).await >= 150.0 },
+    )
+    .await;
+    let turned_away = p.metric(full).await as usize;
+    // Each event is over 500 bytes: at most 32 fit in 16 KiB; nothing was stored meanwhile.
+    assert!(
+        (168..200).contains(&turned_away),
+        "{turned_away} turned away"
+    );
+    assert_eq!(p.metric(enqueued).await, 0.0);
+    stall.rollback().await.unwrap();
+    wait_for(
+        "the buffered events stored",
+        Duration::from_secs(20),
+        || async { p.metric(enqueued).await as usize == 200 - turned_away },
+    )
+    .await;
+    let warns = p
+        .logs()
+        .lines()
+        .filter(|l| l.contains("Async events NOT stored"))
+        .count();
+    assert_eq!(warns, 1, "{}", p.logs());
+}
