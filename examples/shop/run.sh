@@ -55,7 +55,8 @@ for _ in $(seq 1 200); do curl -fs http://127.0.0.1:4567/healthcheck >/dev/null 
 python3 legacy_shop.py 8081 run/legacy.db & pids+=($!)
 python3 legacy_shop.py 8083 run/legacy.db & pids+=($!)
 python3 orders_service.py 8082 run/orders.db & pids+=($!)
-"$bin" run --config "$config" 2> >(tee run/strangler.log >&2) & pids+=($!)
+# Its log (an access line per request) goes to run/strangler.log; warnings and errors also here.
+"$bin" run --config "$config" 2> >(tee run/strangler.log | grep --line-buffered -E ' (WARN|ERROR) ' >&2) & pids+=($!)
 # The new service's read model (its orders table) from the events, and an independent notifier.
 "$projector" --db sqlite://run/orders.db --endpoint http://127.0.0.1:4567 --region us-east-1 2>run/projector.log & pids+=($!)
 "$notifier" --db sqlite://run/notifier.db --endpoint http://127.0.0.1:4567 --region us-east-1 2>run/notifier.log & pids+=($!)
@@ -102,7 +103,7 @@ echo "  # backfill a new read model from the archive (events.keep_published): th
 echo "  # last hour go out again, original ids kept, to a stream of its own, and a second projector"
 echo "  # builds run/orders-v2.db from it"
 echo "  $bin events replay --config $here/$config --stream shop-orders --since 1h --to-stream shop-orders-v2"
-echo "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local $projector --db sqlite://$here/run/orders-v2.db --stream shop-orders-v2 --endpoint http://127.0.0.1:4567 --region us-east-1 &"
+echo "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local timeout 300 $projector --db sqlite://$here/run/orders-v2.db --stream shop-orders-v2 --endpoint http://127.0.0.1:4567 --region us-east-1 &   # stops by itself after 5 minutes"
 echo "  sleep 3; sqlite3 $here/run/orders-v2.db 'SELECT id, user_id, status FROM orders' 2>/dev/null || python3 -c \"import sqlite3; print(sqlite3.connect('$here/run/orders-v2.db').execute('SELECT id, user_id, status FROM orders').fetchall())\""
 echo "  # read the order history (orders 1-12, imported into the new service): each read is copied to"
 echo "  # the other side and to a second monolith instance, and the answers compared"
@@ -112,7 +113,7 @@ echo "  curl -s 'localhost:9090/api/shadow/mismatches?route=orders-read&pattern=
 echo "  $bin shadow show 1 --config $here/$config       # one mismatch whole"
 echo "  # the orders context moves 0 % (shadow only) → 10 → 50 → 100 on its own while traffic flows:"
 echo "  # (40 users: at 10 % a handful of them are on the new side, enough for its gates)"
-echo "  while sleep 0.1; do for u in \$(seq 1 40); do curl -s -o /dev/null localhost:8080/api/orders/1 -H \"x-user-id: user-\$u\"; done; done &"
+echo "  timeout 120 bash -c 'while sleep 0.1; do for u in \$(seq 1 40); do curl -s -o /dev/null localhost:8080/api/orders/1 -H \"x-user-id: user-\$u\"; done; done' &   # load for 2 minutes"
 echo "  $bin rollout status --config $here/$config      # weight, phase, step, why"
 echo "  curl -s -X POST localhost:8082/_control/bad-deploy       # the new service now answers 500s: rolled back within ~10 s (at any step, 100 % too)"
 echo "  $bin rollout audit --config $here/$config       # every transition and the figures behind it"

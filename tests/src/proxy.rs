@@ -55,6 +55,16 @@ pub fn free_port() -> SocketAddr {
         .unwrap()
 }
 
+/// An address on 127.0.0.1 where nothing listens, reserved (bound, never listening) for as long
+/// as the returned socket lives: a connect to it is refused, and no other test can take it in
+/// the meantime (a port bound and released could be).
+pub fn dead_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = s.local_addr().unwrap();
+    (s, addr)
+}
+
 /// An upstream in the config: its address and options (`read_timeout`, `connect_timeout`, …).
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {

@@ -71,8 +71,11 @@ impl ScratchDb {
 
 impl Drop for ScratchDb {
     fn drop(&mut self) {
+        // The same server the database was made on (`STRANGLER_TEST_POSTGRES`).
+        let base = std::env::var("STRANGLER_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
         let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+            .args(["-d", &format!("{base}/postgres"), "-qc"])
             .arg(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name

@@ -246,8 +246,13 @@ async fn outage_then_recovery(postgres: bool) {
         async move { failed > 0 }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // one gauge refresh
     assert_eq!(outbox2.depth().await.unwrap()[0].depth, 50);
+    // The gauges follow at their next refresh (once a second).
+    strangler_tests::wait_for("the depth gauge at 50", Duration::from_secs(5), || {
+        let depth = m.outbox_depth.with_label_values(&["orders"]).get();
+        async move { depth == 50 }
+    })
+    .await;
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&registry.gather())
         .unwrap();
@@ -260,7 +265,17 @@ async fn outage_then_recovery(postgres: bool) {
     // Back: everything arrives.
     shim.up().await;
     drained("the outbox to drain", &outbox2).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    strangler_tests::wait_for(
+        "the gauges back to 0 and up",
+        Duration::from_secs(5),
+        || {
+            let done = m.outbox_depth.with_label_values(&["orders"]).get() == 0
+                && m.outbox_oldest_age.with_label_values(&["orders"]).get() == 0.0
+                && m.stream_up.with_label_values(&["orders"]).get() == 1;
+            async move { done }
+        },
+    )
+    .await;
     assert_eq!(m.outbox_depth.with_label_values(&["orders"]).get(), 0);
     assert_eq!(
         m.outbox_oldest_age.with_label_values(&["orders"]).get(),

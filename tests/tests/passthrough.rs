@@ -120,7 +120,7 @@ impl hyper::body::Body for Chunks {
 async fn upstream_down_is_502_and_slow_is_504() {
     let legacy = Upstream::start("legacy", Behaviour::Echo).await;
     let slow = Upstream::start("slow", Behaviour::Slow(Duration::from_secs(3))).await;
-    let down = proxy::free_port(); // nothing listens here
+    let (_reserved, down) = proxy::dead_port(); // nothing listens here
     let rules = r#"
 routes:
   - { name: to-down, match: { path: { prefix: /down } }, target: { service: down } }
