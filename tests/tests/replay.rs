@@ -85,12 +85,14 @@ async fn stream_events(
 ) -> Vec<(String, String, i64)> {
     let mut got = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        got = kinesis::read_all(c, stream).await;
-        if got.len() >= want {
-            break;
-        }
+    while got.len() < want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{want} events not in {stream} within 30 s: {}",
+            got.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
+        got = kinesis::read_all(c, stream).await;
     }
     got.into_iter()
         .map(|(_, e)| {
