@@ -9,6 +9,7 @@
 mod body;
 mod forward;
 mod headers;
+mod publish;
 mod shadow;
 mod target;
 mod tunnel;
@@ -21,8 +22,8 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use strangler_rules::publish::{BodyValue, Durability, Exchange};
-use strangler_rules::{Body, Choice, Outcome, Params, Request, Route, Target};
+use strangler_rules::publish::BodyValue;
+use strangler_rules::{Body, Choice, Outcome, Request, Route, Target};
 use tracing::{info, warn};
 
 use crate::decision::{Decision, PublishCtx, Serving};
@@ -536,62 +537,6 @@ impl Strangler {
             }
         }
         Ok(())
-    }
-
-    /// Records the exchange's event when the route publishes and the status matches `when_status`:
-    /// `sync` waits for the outbox commit (so the client's answer is released after it), `async`
-    /// stores it in the background. A failed outbox write is logged and counted
-    /// (`strangler_events_failed_total{reason="outbox_write"}`) and the client still gets the
-    /// monolith's answer: the monolith has already applied the write, and a 5xx would make
-    /// clients retry a write that happened.
-    async fn emit(
-        &self,
-        req: &RequestHeader,
-        ctx: &Ctx,
-        status: u16,
-        response_headers: &http::HeaderMap,
-        response_body: BodyValue<'_>,
-    ) {
-        let (Some(route), Some(pc)) = (ctx.route(), ctx.publish()) else {
-            return;
-        };
-        let Some(publish) = &route.publish else {
-            return;
-        };
-        if !publish.publishes(status) {
-            return;
-        }
-        let view = target::view(req);
-        let params = Params(
-            pc.params
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
-        );
-        let request_body = match (&pc.json, &pc.body) {
-            (Some(v), _) => BodyValue::Json(v),
-            (None, Some(b)) => BodyValue::Raw(b),
-            (None, None) => BodyValue::Absent,
-        };
-        let ex = Exchange {
-            request: &view,
-            params: &params,
-            request_body,
-            request_json_text: pc.json.as_ref().and(pc.body.as_deref()),
-            status,
-            response_headers,
-            response_body,
-            sticky_key: pc.sticky.as_deref(),
-        };
-        let event = self
-            .dual_write
-            .event(&route.name, publish, &ex, ctx.traceparent.as_deref());
-        match publish.durability {
-            Durability::Sync => {
-                let _ = self.dual_write.enqueue(event).await;
-            }
-            Durability::Async => self.dual_write.enqueue_async(event),
-        }
     }
 
     fn body_skipped(&self, route: &str, reason: &str) {

@@ -33,6 +33,15 @@ routes:
       data: { request.body: "$" }
 "#;
 
+/// `POST /orders` on a route whose rules read the body (`$.items`): the proxy reads such
+/// requests whole before routing, and sends them upstream itself.
+pub const BODY_ROUTE: &str = r#"
+routes:
+  - name: wholesale
+    match: { methods: [POST], path: { exact: /orders }, body: [{ jsonpath: "$.items" }] }
+    target: { service: legacy }
+"#;
+
 /// An `orders` context (service `orders`, sticky by `x-user`) over `GET /orders…`, moved by
 /// the rollout plan given as a YAML flow mapping (`{ steps: [10, 100], interval: 1s }`).
 pub fn orders_context(rollout: &str) -> String {

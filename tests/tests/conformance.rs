@@ -20,13 +20,6 @@ async fn plain_proxy(setting: Option<(&str, &str)>) -> (Upstream, Proxy) {
     (legacy, p)
 }
 
-const BODY_ROUTE: &str = r#"
-routes:
-  - name: wholesale
-    match: { methods: [POST], path: { exact: /orders }, body: [{ jsonpath: "$.items" }] }
-    target: { service: legacy }
-"#;
-
 #[tokio::test]
 async fn short_requests_get_400_at_once() {
     let (legacy, p) = plain_proxy(None).await;

@@ -13,14 +13,6 @@ use serde_json::json;
 use strangler_tests::proxy::free_port;
 use strangler_tests::*;
 
-/// A route whose rules read the body: the proxy sends such requests upstream itself.
-const BODY_ROUTE: &str = r#"
-routes:
-  - name: wholesale
-    match: { methods: [POST], path: { exact: /orders }, body: [{ jsonpath: "$.items" }] }
-    target: { service: legacy }
-"#;
-
 /// A self-signed certificate for `name` (its own CA), made with the openssl CLI.
 fn make_cert(dir: &Path, file: &str, name: &str) -> (PathBuf, PathBuf) {
     let (cert, key) = (

@@ -22,6 +22,18 @@ async fn read_n(s: &mut TcpStream, n: usize, limit: Duration) -> Vec<u8> {
     buf
 }
 
+/// Connects through the proxy and sends the WebSocket handshake; the stream and the answer's
+/// head (lowercase).
+async fn upgrade(p: &Proxy) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(HANDSHAKE).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend(read_n(&mut s, 1, Duration::from_secs(5)).await);
+    }
+    (s, String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
 #[tokio::test]
 async fn a_websocket_stays_open_while_either_side_talks_and_closes_when_both_are_quiet() {
     let ws = Upstream::start("legacy", Behaviour::Upgrade).await;
@@ -32,13 +44,7 @@ async fn a_websocket_stays_open_while_either_side_talks_and_closes_when_both_are
         .setting("tunnel_idle_timeout", "3s")
         .start()
         .await;
-    let mut s = TcpStream::connect(p.addr).await.unwrap();
-    s.write_all(HANDSHAKE).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.extend(read_n(&mut s, 1, Duration::from_secs(5)).await);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let (s, head) = upgrade(&p).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
 
@@ -117,12 +123,7 @@ async fn a_client_closing_ends_the_tunnel() {
         .rules("r.yaml", "routes: []\n")
         .start()
         .await;
-    let mut s = TcpStream::connect(p.addr).await.unwrap();
-    s.write_all(HANDSHAKE).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.extend(read_n(&mut s, 1, Duration::from_secs(5)).await);
-    }
+    let (mut s, _) = upgrade(&p).await;
     s.write_all(b"hello").await.unwrap();
     assert_eq!(read_n(&mut s, 5, Duration::from_secs(5)).await, b"hello");
     drop(s);

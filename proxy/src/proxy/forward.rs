@@ -11,7 +11,33 @@ use pingora::proxy::Session;
 use strangler_rules::publish::BodyValue;
 
 use super::{Ctx, Strangler, headers};
+use std::sync::Arc;
+
+use pingora::protocols::http::client::HttpSession;
+
 use crate::errors;
+use crate::upstream::UpstreamPeer;
+
+/// A connection to the chosen upstream for a request we send ourselves (here and `tunnel`),
+/// from the pooled connector, connects tried again as for proxied requests
+/// (`Ctx::may_retry_connect`); the upstream's clock starts here.
+pub(super) async fn connect(
+    ctx: &mut Ctx,
+    proxy: &Strangler,
+) -> Result<(Arc<UpstreamPeer>, HttpSession)> {
+    let up = ctx
+        .upstream()
+        .cloned()
+        .ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
+    ctx.upstream_start = Some(std::time::Instant::now());
+    loop {
+        match proxy.connector.get_http_session(&up.peer).await {
+            Ok((client, _reused)) => return Ok((up, client)),
+            Err(e) if errors::is_connect_failure(&e) && ctx.may_retry_connect() => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 pub(super) async fn send(
     proxy: &Strangler,
@@ -19,24 +45,12 @@ pub(super) async fn send(
     ctx: &mut Ctx,
     body: Bytes,
 ) -> Result<()> {
-    let up = ctx
-        .upstream()
-        .cloned()
-        .ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
-    ctx.upstream_start = Some(std::time::Instant::now());
+    let (up, mut client) = connect(ctx, proxy).await?;
     let mut req = Box::new(session.req_header().clone());
     headers::strip_request_hop_by_hop(&mut req);
     req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     proxy.prepare_upstream_request(session, &mut req, ctx)?;
-
-    let (mut client, _reused) = loop {
-        match proxy.connector.get_http_session(&up.peer).await {
-            Ok(c) => break c,
-            Err(e) if errors::is_connect_failure(&e) && ctx.may_retry_connect() => {}
-            Err(e) => return Err(e),
-        }
-    };
-    if let pingora::protocols::http::client::HttpSession::H1(_) = &client {
+    if let HttpSession::H1(_) = &client {
         headers::for_h1_upstream(&mut req)?;
     }
     client.write_request_header(req).await?;

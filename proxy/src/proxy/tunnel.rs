@@ -15,7 +15,6 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::{Ctx, Strangler, headers};
-use crate::errors;
 
 /// How a tunnel ended, the `reason` of `strangler_tunnels_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +40,7 @@ impl End {
 /// after a `101`, relays bytes both ways until one side closes or neither sends for the idle
 /// timeout.
 pub(super) async fn run(proxy: &Strangler, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-    let up = ctx
-        .upstream()
-        .cloned()
-        .ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
-    ctx.upstream_start = Some(std::time::Instant::now());
+    let (_, mut client) = super::forward::connect(ctx, proxy).await?;
     let mut req = Box::new(session.req_header().clone());
     // The upgrade itself is the one hop-by-hop header that goes on.
     let upgrade = req.headers.get(http::header::UPGRADE).cloned();
@@ -55,13 +50,6 @@ pub(super) async fn run(proxy: &Strangler, session: &mut Session, ctx: &mut Ctx)
         req.insert_header(http::header::CONNECTION, "upgrade")?;
     }
     proxy.prepare_upstream_request(session, &mut req, ctx)?;
-    let (mut client, _reused) = loop {
-        match proxy.connector.get_http_session(&up.peer).await {
-            Ok(c) => break c,
-            Err(e) if errors::is_connect_failure(&e) && ctx.may_retry_connect() => {}
-            Err(e) => return Err(e),
-        }
-    };
     let HttpSession::H1(h1) = &mut client else {
         return Error::e_explain(
             ErrorType::InternalError,
