@@ -16,7 +16,7 @@ mod shadow;
 mod upstream;
 mod values;
 
-pub use listen::{CertFiles, TlsListen};
+pub use listen::TlsListen;
 pub use shadow::Retention;
 
 use upstream::{RawUpstream, upstream};

@@ -11,16 +11,7 @@ use strangler_rules::shadow::{CopyTo, NoCopy};
 use strangler_rules::{Body, Choice, Outcome, Request, Side, Target};
 
 use crate::rollout::Rollouts;
-use crate::upstream::{UpstreamPeer, Upstreams};
-
-/// The side that serves a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Serving {
-    /// The monolith.
-    Legacy,
-    /// The route's new service.
-    Service,
-}
+use crate::upstream::{Serving, UpstreamPeer, Upstreams};
 
 /// Where one request goes.
 pub struct Decision {

@@ -8,7 +8,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 /// What the client is told about a failed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Failure {
+pub struct ErrorReply {
     /// 0 when the client connection is gone and nothing can be sent.
     pub status: u16,
     /// Bounded label value for `strangler_upstream_errors_total{kind}`; `None` if not upstream.
@@ -20,7 +20,7 @@ pub struct Failure {
     pub reason: &'static str,
 }
 
-impl Failure {
+impl ErrorReply {
     /// The status for the access log: what was sent, or 499 when the client went away first.
     pub fn logged_status(&self) -> u16 {
         if self.status == 0 { 499 } else { self.status }
@@ -55,28 +55,28 @@ pub fn is_connect_failure(e: &Error) -> bool {
 
 /// `request_body_done`: whether the client had sent its whole request body. An upstream that
 /// times out waiting while the body is still incomplete is waiting for the client.
-pub fn classify(e: &Error, request_body_done: bool) -> Failure {
+pub fn classify(e: &Error, request_body_done: bool) -> ErrorReply {
     use ErrorType::*;
-    let up = |status, kind, reason| Failure {
+    let up = |status, kind, reason| ErrorReply {
         status,
         kind: Some(kind),
         client: None,
         reason,
     };
-    let client = |status, kind, reason| Failure {
+    let client = |status, kind, reason| ErrorReply {
         status,
         kind: None,
         client: Some(kind),
         reason,
     };
     match (e.etype(), e.esource()) {
-        (t, _) if *t == ROLLOUTS_UNKNOWN => Failure {
+        (t, _) if *t == ROLLOUTS_UNKNOWN => ErrorReply {
             status: 503,
             kind: None,
             client: None,
             reason: "this replica has not read the rollout states yet; try again",
         },
-        (HTTPStatus(code), _) => Failure {
+        (HTTPStatus(code), _) => ErrorReply {
             status: *code,
             kind: None,
             client: None,
@@ -128,7 +128,7 @@ pub fn classify(e: &Error, request_body_done: bool) -> Failure {
             client(0, "closed", "client went away")
         }
         (_, ErrorSource::Downstream) => client(400, "bad_request", "bad request"),
-        (_, ErrorSource::Internal | ErrorSource::Unset) => Failure {
+        (_, ErrorSource::Internal | ErrorSource::Unset) => ErrorReply {
             status: 500,
             kind: None,
             client: None,

@@ -5,28 +5,20 @@
 //! access log; `reload` owns the live rule set, `admin` exposes it, `serve` wires it all up.
 
 pub mod admin;
-pub mod admin_client;
-pub mod capacity_cmd;
-pub mod check;
+pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod dual_write;
 pub mod errors;
-pub mod events_cmd;
-pub mod explain;
-pub mod iam_cmd;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod replay;
 pub mod rollout;
-pub mod rollout_cmd;
 pub mod serve;
 pub mod shadow;
-pub mod shadow_cmd;
 pub mod stream_check;
-pub mod stream_cmd;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

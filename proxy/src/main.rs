@@ -1,14 +1,13 @@
-//! The `strangler` binary: parses the command line, sets up logging and hands over to `serve`,
-//! `check` or `explain`.
+//! The `strangler` binary: parses the command line and hands over to `serve` (the proxy) or to
+//! one of the commands in `cli/`; one place turns their result into the exit status.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use strangler::{
-    capacity_cmd, check, config, events_cmd, explain, iam_cmd, rollout_cmd, serve, shadow_cmd,
-    stream_cmd, telemetry,
-};
+use anyhow::Result;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
+use strangler::{cli, serve, telemetry};
 
 /// pingora allocates per request (headers, buffers, futures); glibc's malloc was ~12 % of the
 /// proxy's CPU in `perf` on the pass-through benchmark. mimalloc's thread-local free lists cut that.
@@ -22,6 +21,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Strangler-fig migration proxy: route, dual-write, shadow, shift"
 )]
 struct Cli {
+    /// The proxy's config file (strangler.yaml).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,9 +33,6 @@ enum Command {
     /// Run the proxy.
     #[command(after_help = "Example:\n  strangler run -c strangler.yaml")]
     Run {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
         /// Take over the listening sockets of a running instance (graceful upgrade; send the old
         /// one SIGQUIT).
         #[arg(long)]
@@ -42,38 +41,39 @@ enum Command {
     /// Validate config and rule files; print every error with its location.
     #[command(after_help = "Example:\n  strangler check strangler.yaml rules/orders.yaml")]
     Check {
-        #[arg(required = true)]
+        /// Config and rule files (rule files have a top-level `routes:`); `--config` adds one.
+        #[arg(required_unless_present = "config")]
         files: Vec<PathBuf>,
     },
     /// Show which route a request matches, where it would go, and the event it would publish.
     #[command(
         after_help = "Example:\n  strangler explain -c strangler.yaml --method POST --path /orders --body order.json"
     )]
-    Explain(explain::ExplainArgs),
+    Explain(cli::explain::ExplainArgs),
     /// Read or create a Kinesis stream (to see what was published).
     #[command(subcommand)]
-    Stream(stream_cmd::StreamCommand),
+    Stream(cli::stream::StreamCommand),
     /// Re-publish archived events through the running proxy (replay), and list replays.
     #[command(subcommand)]
-    Events(events_cmd::EventsCommand),
+    Events(cli::events::EventsCommand),
     /// The running proxy's shadow comparison: figures per route, or one stored mismatch.
     #[command(subcommand)]
-    Shadow(shadow_cmd::ShadowCommand),
+    Shadow(cli::shadow::ShadowCommand),
     /// The running proxy's rollouts: status, pause, resume, promote, rollback, set-weight, audit.
     #[command(subcommand)]
-    Rollout(rollout_cmd::RolloutCommand),
+    Rollout(cli::rollout::RolloutCommand),
     /// Size the streams from what the relay sent: shards needed, PUT units, monthly cost.
     #[command(after_help = "Example:\n  strangler capacity -c strangler.yaml --days 1")]
-    Capacity(capacity_cmd::CapacityArgs),
+    Capacity(cli::capacity::CapacityArgs),
     /// Print the least-privilege IAM policy for the streams the rules publish to.
     #[command(name = "iam-policy")]
     #[command(
         after_help = "Example:\n  strangler iam-policy -c strangler.yaml > strangler-policy.json"
     )]
-    IamPolicy(iam_cmd::IamPolicyArgs),
+    IamPolicy(cli::iam::IamPolicyArgs),
     /// Every context to the monolith at once, on every replica (or back).
     #[command(subcommand, name = "kill-switch")]
-    KillSwitch(rollout_cmd::KillSwitchCommand),
+    KillSwitch(cli::kill_switch::KillSwitchCommand),
 }
 
 fn main() -> ExitCode {
@@ -81,80 +81,53 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Run { .. }) {
         quiet_on_closed_stdout();
     }
+    exit(dispatch(cli))
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let config = cli.config;
+    // Every command but `check` works with one config; clap's usage error (exit 2) without it.
+    let cfg = || match &config {
+        Some(path) => cli::load(path),
+        None => Cli::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "this command needs the proxy's config: --config <CONFIG>",
+            )
+            .exit(),
+    };
     match cli.command {
-        Command::Run { config, upgrade } => {
-            let cfg = match config::Config::load(&config) {
-                Ok(c) => c,
-                Err(d) => {
-                    eprintln!("{d}");
-                    return ExitCode::from(1);
-                }
-            };
+        Command::Run { upgrade } => {
+            let cfg = cfg()?;
             telemetry::init(cfg.log_format, &cfg.log_level);
             // Synchronous on purpose: pingora builds its own runtimes in `run_forever`.
-            if let Err(e) = serve::run(&cfg, upgrade) {
-                eprintln!("strangler: {e:#}");
-                return ExitCode::from(1);
-            }
-            ExitCode::SUCCESS
+            serve::run(&cfg, upgrade)
         }
-        Command::Check { files } => ExitCode::from(check::run(&files) as u8),
-        Command::Stream(cmd) => match stream_cmd::run(&cmd) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("strangler: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Shadow(cmd) => match shadow_cmd::run(&cmd) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("strangler: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::IamPolicy(args) => match iam_cmd::run(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("strangler: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Capacity(args) => match capacity_cmd::run(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("strangler: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Events(cmd) => match events_cmd::run(&cmd) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("strangler: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Rollout(cmd) => match rollout_cmd::run(&cmd) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("strangler: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::KillSwitch(cmd) => match rollout_cmd::run_kill_switch(&cmd) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("strangler: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Explain(args) => match explain::run(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("strangler: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Check { mut files } => {
+            files.splice(0..0, config);
+            Ok(cli::check::run(&files)?)
+        }
+        Command::Explain(args) => cli::explain::run(&cfg()?, &args),
+        Command::Stream(cmd) => cli::stream::run(&cfg()?, &cmd),
+        Command::Events(cmd) => cli::events::run(&cfg()?, &cmd),
+        Command::Shadow(cmd) => cli::shadow::run(&cfg()?, &cmd),
+        Command::Rollout(cmd) => cli::rollout::run(&cfg()?, &cmd),
+        Command::Capacity(args) => cli::capacity::run(&cfg()?, &args),
+        Command::IamPolicy(args) => cli::iam::run(&cfg()?, &args),
+        Command::KillSwitch(cmd) => cli::kill_switch::run(&cfg()?, &cmd),
+    }
+}
+
+/// The exit status of a command: 0 done; 1 failed, with the reason on stderr (unless the
+/// command already printed it).
+fn exit(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<cli::Reported>() => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("strangler: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

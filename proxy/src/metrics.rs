@@ -10,6 +10,8 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
+use crate::upstream::Serving;
+
 #[derive(Clone)]
 pub struct Metrics {
     pub requests: IntCounterVec,
@@ -51,28 +53,6 @@ pub struct RolloutMetrics {
 }
 
 impl RolloutMetrics {
-    /// Shows what a sync applied.
-    pub fn show(&self, o: &crate::rollout::Overlay, rules: &strangler_rules::RuleSet) {
-        self.kill_switch.set(i64::from(o.kill_switch));
-        for c in rules.contexts() {
-            let (bp, phase) = match o.states.get(&c.name) {
-                Some(s) => (s.weight_bp, Some(s.phase)),
-                None => (c.weight_bp, None),
-            };
-            let bp = if o.kill_switch { 0 } else { bp };
-            self.weight
-                .with_label_values(&[c.name.as_str()])
-                .set(f64::from(bp) / 100.0);
-            if let Some(phase) = phase {
-                for p in strangler_rollout::Phase::ALL {
-                    self.phase
-                        .with_label_values(&[c.name.as_str(), p.as_str()])
-                        .set(i64::from(p == phase));
-                }
-            }
-        }
-    }
-
     pub fn gates(&self, context: &str, gates: &[strangler_rollout::GateResult]) {
         for g in gates {
             if let Some(v) = g.value {
@@ -309,7 +289,7 @@ impl Metrics {
     pub fn drop_route_series(&self, route: &str, target: &str, whole_route: bool) {
         // Absent series are fine: removing them is a no-op error.
         let _ = self.requests.remove_label_values(&[route, target]);
-        for class in crate::reload::CLASSES {
+        for class in CLASSES {
             let _ = self.responses.remove_label_values(&[route, target, class]);
         }
         let _ = self.upstream_duration.remove_label_values(&[route, target]);
@@ -375,5 +355,59 @@ impl Collector for DownstreamErrors {
                 .inc_by(during + before_request);
         }
         total.collect()
+    }
+}
+
+/// One route's statistics, per side that serves it (resolved once per reload: the request path
+/// never looks up labels).
+pub struct RouteStats {
+    pub legacy: SideStats,
+    pub service: SideStats,
+}
+
+impl RouteStats {
+    pub fn side(&self, serving: Serving) -> &SideStats {
+        match serving {
+            Serving::Legacy => &self.legacy,
+            Serving::Service => &self.service,
+        }
+    }
+}
+
+pub struct SideStats {
+    pub requests: IntCounter,
+    pub duration: Histogram,
+    /// `strangler_responses_total{route,target,class}`, resolved on first use per class.
+    responses: prometheus::IntCounterVec,
+    labels: [String; 2],
+    classes: [std::sync::OnceLock<IntCounter>; 6],
+}
+
+/// Status classes of `strangler_responses_total` (`none`: no response was sent).
+pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+impl SideStats {
+    pub fn new(m: &Metrics, route: &str, target: &str) -> SideStats {
+        SideStats {
+            requests: m.requests.with_label_values(&[route, target]),
+            duration: m.upstream_duration.with_label_values(&[route, target]),
+            responses: m.responses.clone(),
+            labels: [route.to_string(), target.to_string()],
+            classes: Default::default(),
+        }
+    }
+
+    /// Counts one answer by its status class (0: none was sent).
+    pub fn answered(&self, status: u16) {
+        let i = match status {
+            100..=599 => usize::from(status / 100 - 1),
+            _ => 5,
+        };
+        self.classes[i]
+            .get_or_init(|| {
+                self.responses
+                    .with_label_values(&[&self.labels[0], &self.labels[1], CLASSES[i]])
+            })
+            .inc();
     }
 }

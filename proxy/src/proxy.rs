@@ -26,11 +26,12 @@ use strangler_rules::publish::BodyValue;
 use strangler_rules::{Body, Choice, Outcome, Request, Route, Target};
 use tracing::{info, warn};
 
-use crate::decision::{Decision, PublishCtx, Serving};
+use crate::decision::{Decision, PublishCtx};
 use crate::errors;
 use crate::metrics::Metrics;
 use crate::reload::{LiveRules, Loaded};
 use crate::shadow::{ShadowCtx, Shadowing};
+use crate::upstream::Serving;
 use crate::upstream::{UpstreamPeer, Upstreams};
 
 /// The proxy service: shared, immutable except for the rule set behind `rules`.
@@ -46,7 +47,7 @@ pub struct Strangler {
     pub shadowing: Arc<Shadowing>,
     pub rollouts: Arc<crate::rollout::Rollouts>,
     /// Requests that failed before a route was chosen (`route="unrouted"`, `target="none"`).
-    pub unrouted: crate::reload::SideStats,
+    pub unrouted: crate::metrics::SideStats,
 }
 
 /// How long the proxy waits for clients (the header timeout is pingora's, set in `serve`).
@@ -75,7 +76,7 @@ pub struct Ctx {
     /// Connects tried for this request (see `may_retry_connect`).
     connect_tries: u8,
     /// How the request failed, as `fail_to_proxy` classified it (for `logging`).
-    failure: Option<errors::Failure>,
+    failure: Option<errors::ErrorReply>,
     /// We answered `Expect: 100-continue` ourselves (to read the body for the rules).
     continue_sent: bool,
     /// A tunnel's handshake time (upstream chosen → `101` sent): its duration for the latency

@@ -10,12 +10,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use prometheus::{Histogram, IntCounter};
 use strangler_rules::{Diagnostics, Environment, RuleSet, Target};
 use tracing::{error, info, warn};
 
-use crate::decision::Serving;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteStats, SideStats};
 
 /// A rule set plus the metric handles of each of its routes, resolved once per reload so the
 /// request path never looks up labels.
@@ -26,59 +24,6 @@ pub struct Loaded {
     pub route_stats: Vec<RouteStats>,
     /// Requests no route matched.
     pub default_stats: SideStats,
-}
-
-/// One route's statistics, per side that serves it.
-pub struct RouteStats {
-    pub legacy: SideStats,
-    pub service: SideStats,
-}
-
-impl RouteStats {
-    pub fn side(&self, serving: Serving) -> &SideStats {
-        match serving {
-            Serving::Legacy => &self.legacy,
-            Serving::Service => &self.service,
-        }
-    }
-}
-
-pub struct SideStats {
-    pub requests: IntCounter,
-    pub duration: Histogram,
-    /// `strangler_responses_total{route,target,class}`, resolved on first use per class.
-    responses: prometheus::IntCounterVec,
-    labels: [String; 2],
-    classes: [std::sync::OnceLock<IntCounter>; 6],
-}
-
-/// Status classes of `strangler_responses_total` (`none`: no response was sent).
-pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
-
-impl SideStats {
-    pub fn new(m: &Metrics, route: &str, target: &str) -> SideStats {
-        SideStats {
-            requests: m.requests.with_label_values(&[route, target]),
-            duration: m.upstream_duration.with_label_values(&[route, target]),
-            responses: m.responses.clone(),
-            labels: [route.to_string(), target.to_string()],
-            classes: Default::default(),
-        }
-    }
-
-    /// Counts one answer by its status class (0: none was sent).
-    pub fn answered(&self, status: u16) {
-        let i = match status {
-            100..=599 => usize::from(status / 100 - 1),
-            _ => 5,
-        };
-        self.classes[i]
-            .get_or_init(|| {
-                self.responses
-                    .with_label_values(&[&self.labels[0], &self.labels[1], CLASSES[i]])
-            })
-            .inc();
-    }
 }
 
 /// The outcome of the last reload attempt, for the admin API.

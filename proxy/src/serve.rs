@@ -86,7 +86,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
         },
         shadowing: Arc::clone(&shadowing),
         rollouts: Arc::clone(&rollouts),
-        unrouted: crate::reload::SideStats::new(&metrics, crate::reload::UNROUTED, "none"),
+        unrouted: crate::metrics::SideStats::new(&metrics, crate::reload::UNROUTED, "none"),
     };
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;

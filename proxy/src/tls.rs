@@ -5,7 +5,7 @@
 //! with; a file that does not load leaves the last good certificates in force, with a WARN and
 //! `strangler_tls_reloads_total{result="rejected"}`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -15,14 +15,19 @@ use pingora::tls::{ClientHello, ResolvesServerCert};
 use prometheus::IntCounterVec;
 use tracing::{debug, info, warn};
 
-use crate::config::CertFiles;
-
 /// One certificate and the names it serves (its DNS subject alternative names, or its common
 /// name when it has none).
 #[derive(Debug)]
 struct Entry {
     names: Vec<String>,
     key: Arc<CertifiedKey>,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Reads one certificate chain and key; the error names the file and says what is wrong.

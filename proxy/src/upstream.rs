@@ -8,6 +8,15 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{Config, Upstream};
 
+/// The side that serves a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// The monolith.
+    Legacy,
+    /// The route's new service.
+    Service,
+}
+
 pub struct UpstreamPeer {
     pub cfg: Upstream,
     pub peer: HttpPeer,

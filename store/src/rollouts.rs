@@ -65,13 +65,13 @@ pub struct KillSwitch {
 }
 
 #[derive(Clone)]
-pub struct Rollouts {
+pub struct RolloutTables {
     store: Store,
 }
 
 impl Store {
-    pub fn rollouts(&self) -> Rollouts {
-        Rollouts {
+    pub fn rollouts(&self) -> RolloutTables {
+        RolloutTables {
             store: self.clone(),
         }
     }
@@ -80,7 +80,7 @@ impl Store {
 const AUDIT: &str = "INSERT INTO strangler_rollout_audit (at_ms, context, actor, from_weight_bp, to_weight_bp, \
     phase, reason, gates) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-impl Rollouts {
+impl RolloutTables {
     /// Every stored rollout.
     pub async fn all(&self) -> Result<Vec<Stored>, StoreError> {
         const SQL: &str = "SELECT context, state, plan FROM strangler_rollouts ORDER BY context";

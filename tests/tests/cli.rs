@@ -524,3 +524,68 @@ fn aws_failures_are_one_line_saying_what_to_set() {
     assert!(err.contains("no AWS credentials found"), "{err}");
     assert!(err.contains("set AWS_ACCESS_KEY_ID"), "{err}");
 }
+
+/// `--config` is one global option: before the command or after it, the same.
+#[test]
+fn config_goes_before_or_after_the_command() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "strangler.yaml", CONFIG);
+    write(d.path(), "rules/a.yaml", "routes: []\n");
+    let explain = ["explain", "--path", "/x"];
+    let after = run(
+        &[&explain[..], &["--config", "strangler.yaml"]].concat(),
+        d.path(),
+    );
+    let before = run(
+        &[&["-c", "strangler.yaml"][..], &explain].concat(),
+        d.path(),
+    );
+    assert_eq!(after.0, 0, "{}", after.2);
+    assert_eq!(before, after);
+    // `check --config F` checks F (and its rule folder) like `check F`.
+    let (code, out, err) = run(&["check", "--config", "strangler.yaml"], d.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok: strangler.yaml"), "{out}");
+}
+
+/// A command that needs the config and has none is a usage error (2) that says what is missing.
+#[test]
+fn a_command_without_its_config_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(&["rollout", "status"], d.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--config <CONFIG>"), "{err}");
+    // A command that fails (no proxy to ask: port 1 never listens) is 1, with the reason.
+    write(
+        d.path(),
+        "strangler.yaml",
+        &format!("{CONFIG}admin: \"127.0.0.1:1\"\n"),
+    );
+    let (code, _, err) = run(&["rollout", "status", "-c", "strangler.yaml"], d.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("strangler: cannot reach the admin API"),
+        "{err}"
+    );
+}
+
+/// The rule file the README shows is valid as written.
+#[test]
+fn the_readme_rule_file_is_valid() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let (_, rest) = readme
+        .split_once("## A rule file\n\n```yaml\n")
+        .expect("README has a rule-file example");
+    let (rules, _) = rest.split_once("```").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "strangler.yaml",
+        &format!("{CONFIG}kinesis: {{ region: us-east-1 }}\n"),
+    );
+    write(d.path(), "rules/orders.yaml", rules);
+    let (code, out, err) = run(&["check", "strangler.yaml"], d.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("; 2 route(s) in 1 rule file(s)"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
+}

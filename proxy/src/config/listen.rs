@@ -5,12 +5,14 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 use strangler_rules::Reporter;
+
+use crate::tls::CertFiles;
 
 /// One `listen` entry as written.
 #[derive(Debug)]
@@ -31,13 +33,6 @@ struct RawCert {
 pub struct TlsListen {
     pub addr: SocketAddr,
     pub certs: Vec<CertFiles>,
-}
-
-/// A certificate chain and its private key, PEM files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 impl<'de> Deserialize<'de> for RawListen {

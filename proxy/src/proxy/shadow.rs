@@ -148,7 +148,7 @@ impl Strangler {
         }
         let req = session.req_header();
         let trace_id = ctx.trace_id();
-        let request = crate::shadow::Request {
+        let request = crate::shadow::ComparedRequest {
             route: route.name.clone(),
             context: match &route.target {
                 Target::Service(t) => t.context.clone(),

@@ -106,8 +106,7 @@ impl Rollouts {
                     states,
                     kill_switch: o.kill_switch,
                 };
-                self.metrics.show(&o, rules);
-                self.set_overlay(o);
+                self.put_in_force(o, rules);
                 return Ok(next);
             }
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use std::sync::atomic::Ordering;
 
+use strangler_rules::RuleSet;
 use tracing::{debug, info, warn};
 
 use super::{Overlay, Rollouts};
@@ -37,14 +38,37 @@ impl Rollouts {
                 if self.store_failing.swap(false, Ordering::Relaxed) {
                     info!("Rollout states read again");
                 }
-                self.metrics.show(&o, &rules.current().rules);
-                self.set_overlay(o);
+                self.put_in_force(o, &rules.current().rules);
                 self.mark_known();
             }
             Err(e) => {
                 self.store_trouble(&e, "Rollout states not read; the last ones stay in force");
             }
         }
+    }
+
+    /// Puts `o` in force on this replica's requests, and shows it in the rollout metrics.
+    pub(super) fn put_in_force(&self, o: Overlay, rules: &RuleSet) {
+        let m = &self.metrics;
+        m.kill_switch.set(i64::from(o.kill_switch));
+        for c in rules.contexts() {
+            let (bp, phase) = match o.states.get(&c.name) {
+                Some(s) => (s.weight_bp, Some(s.phase)),
+                None => (c.weight_bp, None),
+            };
+            let bp = if o.kill_switch { 0 } else { bp };
+            m.weight
+                .with_label_values(&[c.name.as_str()])
+                .set(f64::from(bp) / 100.0);
+            if let Some(phase) = phase {
+                for p in strangler_rollout::Phase::ALL {
+                    m.phase
+                        .with_label_values(&[c.name.as_str(), p.as_str()])
+                        .set(i64::from(p == phase));
+                }
+            }
+        }
+        self.set_overlay(o);
     }
 
     /// Logs a store failure once when it starts (every 500 ms would flood the log), then at

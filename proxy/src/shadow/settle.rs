@@ -18,7 +18,7 @@ use super::{Answers, Captured, Copied, ShadowCtx, Shadowing};
 const PATTERN_LABELS: usize = 50;
 
 /// What the comparison needs of the request.
-pub struct Request {
+pub struct ComparedRequest {
     pub route: String,
     /// The route's context, when it has one (a rollout's match-rate gate counts its results).
     pub context: Option<std::sync::Arc<str>>,
@@ -34,7 +34,12 @@ pub struct Request {
 
 impl Shadowing {
     /// Compares the served answer in `ctx` with its copy's, in a task of its own.
-    pub fn settle(self: &Arc<Self>, ctx: Box<ShadowCtx>, shadow: Arc<Shadow>, req: Request) {
+    pub fn settle(
+        self: &Arc<Self>,
+        ctx: Box<ShadowCtx>,
+        shadow: Arc<Shadow>,
+        req: ComparedRequest,
+    ) {
         let ctx = *ctx;
         let Some(answer) = ctx.answer else {
             return; // never sent: its skip is counted already
@@ -63,7 +68,7 @@ impl Shadowing {
         served_too_large: bool,
         copy_to_service: bool,
         shadow: &Shadow,
-        req: Request,
+        req: ComparedRequest,
     ) {
         let m = &self.metrics;
         let route = req.route.as_str();
@@ -191,7 +196,7 @@ impl Shadowing {
     fn store(
         &self,
         shadow: &Shadow,
-        req: Request,
+        req: ComparedRequest,
         expected: &Captured,
         actual: &Captured,
         kept: &[Difference],

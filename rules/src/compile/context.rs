@@ -9,8 +9,7 @@ use serde_saphyr::Spanned;
 use strangler_rollout::Plan;
 
 use super::Environment;
-use super::fields::{known_service, percent_bp};
-use super::target::compile_sticky;
+use super::fields::{compile_sticky, known_service, percent_bp};
 use crate::context::Context;
 use crate::diag::{Loc, Reporter};
 use crate::path::PathPattern;

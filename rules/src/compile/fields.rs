@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use http::HeaderName;
+use http::{HeaderName, Method};
 use serde_saphyr::Spanned;
 
 use super::Environment;
@@ -314,4 +314,76 @@ pub(super) fn known_service(
         ),
     );
     false
+}
+
+pub(super) fn compile_sticky(
+    s: &Spanned<RawSticky>,
+    field: &str,
+    path: &Option<PathPattern>,
+    methods: &[Method],
+    r: &mut Reporter,
+) -> Option<Sticky> {
+    let raw = &s.value;
+    let options = [
+        ("header", &raw.header),
+        ("cookie", &raw.cookie),
+        ("query", &raw.query),
+        ("path_param", &raw.path_param),
+        ("body", &raw.body),
+    ];
+    let (kind, value) = exactly_one(&options, s.into(), field, r)?;
+    let f = format!("{field}.{kind}");
+    if value.value.is_empty() {
+        r.report(value.into(), f, "sticky key name is empty");
+        return None;
+    }
+    match kind {
+        "header" => header_name(value, &f, r).map(Sticky::Header),
+        "cookie" => Some(Sticky::Cookie(value.value.clone())),
+        "query" => Some(Sticky::Query(value.value.clone())),
+        "path_param" => {
+            let known: Vec<&str> = match path {
+                Some(PathPattern::Template(t)) => t.params().collect(),
+                _ => Vec::new(),
+            };
+            if known.contains(&value.value.as_str()) {
+                Some(Sticky::PathParam(value.value.clone()))
+            } else if known.is_empty() {
+                r.report(value.into(), f, format!(
+                    "path parameter `{}` can never be present: the route's path is not a template with parameters",
+                    value.value));
+                None
+            } else {
+                r.report(
+                    value.into(),
+                    f,
+                    format!(
+                        "path parameter `{}` can never be present: the template has {}",
+                        value.value,
+                        known
+                            .iter()
+                            .map(|p| format!("{{{p}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                None
+            }
+        }
+        _ => {
+            if !methods.is_empty()
+                && methods
+                    .iter()
+                    .all(|m| matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE"))
+            {
+                r.report(value.into(), f, "a body key can never be present: the route only matches methods without a body");
+                return None;
+            }
+            let query = jsonpath(value, &f, r)?;
+            Some(Sticky::Body {
+                source: value.value.clone(),
+                query,
+            })
+        }
+    }
 }

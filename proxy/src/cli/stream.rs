@@ -2,8 +2,6 @@
 //! one JSON line each), or create a stream on a local Kinesis server for development. Uses the
 //! config's Kinesis settings and AWS's standard credential chain.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 
 use crate::config::Config;
@@ -16,9 +14,6 @@ pub enum StreamCommand {
         after_help = "Example:\n  strangler stream read -c strangler.yaml --stream shop-orders | head"
     )]
     Read {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
         #[arg(long)]
         stream: String,
     },
@@ -27,9 +22,6 @@ pub enum StreamCommand {
         after_help = "Example:\n  strangler stream create -c strangler.yaml --stream shop-orders --shards 2"
     )]
     Create {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
         #[arg(long)]
         stream: String,
         #[arg(long, default_value_t = 1)]
@@ -37,13 +29,11 @@ pub enum StreamCommand {
     },
 }
 
-pub fn run(cmd: &StreamCommand) -> Result<()> {
+pub fn run(cfg: &Config, cmd: &StreamCommand) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let (StreamCommand::Read { config, .. } | StreamCommand::Create { config, .. }) = cmd;
-        let cfg = Config::load(config).map_err(|d| anyhow::anyhow!("{d}"))?;
         let c = strangler_events::kinesis::client(
             cfg.kinesis_region.as_deref(),
             cfg.kinesis_endpoint.as_deref(),

@@ -1,52 +1,37 @@
-//! `strangler rollout status|pause|resume|promote|rollback|set-weight|audit` and
-//! `strangler kill-switch on|off|status`: the admin API's rollout endpoints for a terminal.
-
-use std::path::PathBuf;
+//! `strangler rollout status|pause|resume|promote|rollback|set-weight|audit`: the admin API's
+//! rollout endpoints for a terminal.
 
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::admin_client::call;
+use super::admin::call;
 use crate::config::Config;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RolloutCommand {
     /// Every context: weight in force, phase, step, and why.
     #[command(after_help = "Example:\n  strangler rollout status -c strangler.yaml")]
-    Status {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    Status,
     /// Hold a context at its weight.
     #[command(after_help = "Example:\n  strangler rollout pause -c strangler.yaml orders")]
-    Pause(Target),
+    Pause(ContextArg),
     /// Continue a paused rollout (a rolled-back one starts again at the first step).
     #[command(after_help = "Example:\n  strangler rollout resume -c strangler.yaml orders")]
-    Resume(Target),
+    Resume(ContextArg),
     /// Move past the current step now (out of a `pause` step, say).
     #[command(after_help = "Example:\n  strangler rollout promote -c strangler.yaml orders")]
-    Promote(Target),
+    Promote(ContextArg),
     /// Send all of a context's traffic back to the monolith, and hold it there.
     #[command(after_help = "Example:\n  strangler rollout rollback -c strangler.yaml orders")]
-    Rollback(Target),
+    Rollback(ContextArg),
     /// Set a context's weight by hand (percent); the plan pauses there.
     #[command(after_help = "Example:\n  strangler rollout set-weight -c strangler.yaml orders 25")]
-    SetWeight {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
-        context: String,
-        weight: f64,
-    },
+    SetWeight { context: String, weight: f64 },
     /// The audit log: every transition, newest first.
     #[command(
         after_help = "Example:\n  strangler rollout audit -c strangler.yaml --context orders --limit 50"
     )]
     Audit {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
         #[arg(long)]
         context: Option<String>,
         #[arg(long, default_value_t = 20)]
@@ -55,48 +40,15 @@ pub enum RolloutCommand {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct Target {
-    /// The proxy's config file (strangler.yaml).
-    #[arg(long, short)]
-    config: PathBuf,
+pub struct ContextArg {
     context: String,
 }
 
-#[derive(Debug, clap::Subcommand)]
-pub enum KillSwitchCommand {
-    /// Every context to the monolith at once, on every replica, until turned off.
-    #[command(after_help = "Example:\n  strangler kill-switch on -c strangler.yaml")]
-    On {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Back to each context's own weight (the rollouts go on from where they were).
-    #[command(after_help = "Example:\n  strangler kill-switch off -c strangler.yaml")]
-    Off {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Whether the kill switch is on.
-    #[command(after_help = "Example:\n  strangler kill-switch status -c strangler.yaml")]
-    Status {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-}
-
-fn load(config: &std::path::Path) -> Result<Config> {
-    Config::load(config).map_err(|d| anyhow::anyhow!("{d}"))
-}
-
-pub fn run(cmd: &RolloutCommand) -> Result<()> {
+pub fn run(cfg: &Config, cmd: &RolloutCommand) -> Result<()> {
     use RolloutCommand as C;
-    let command = |t: &Target, action: &str| -> Result<()> {
-        let cfg = load(&t.config)?;
+    let command = |t: &ContextArg, action: &str| -> Result<()> {
         let v = call(
-            &cfg,
+            cfg,
             "POST",
             &format!("/api/rollouts/{}/{action}", t.context),
             None,
@@ -105,71 +57,30 @@ pub fn run(cmd: &RolloutCommand) -> Result<()> {
         Ok(())
     };
     match cmd {
-        C::Status { config } => {
-            let cfg = load(config)?;
-            print!("{}", status(&call(&cfg, "GET", "/api/rollouts", None)?));
+        C::Status => {
+            print!("{}", status(&call(cfg, "GET", "/api/rollouts", None)?));
         }
         C::Pause(t) => command(t, "pause")?,
         C::Resume(t) => command(t, "resume")?,
         C::Promote(t) => command(t, "promote")?,
         C::Rollback(t) => command(t, "rollback")?,
-        C::SetWeight {
-            config,
-            context,
-            weight,
-        } => {
-            let cfg = load(config)?;
+        C::SetWeight { context, weight } => {
             let v = call(
-                &cfg,
+                cfg,
                 "POST",
                 &format!("/api/rollouts/{context}/weight"),
                 Some(&json!({ "weight": weight })),
             )?;
             println!("{}", state_line(context, &v["state"]));
         }
-        C::Audit {
-            config,
-            context,
-            limit,
-        } => {
-            let cfg = load(config)?;
+        C::Audit { context, limit } => {
             let mut path = format!("/api/audit?limit={limit}");
             if let Some(c) = context {
                 path.push_str(&format!("&context={c}"));
             }
-            print!("{}", audit(&call(&cfg, "GET", &path, None)?));
+            print!("{}", audit(&call(cfg, "GET", &path, None)?));
         }
     }
-    Ok(())
-}
-
-pub fn run_kill_switch(cmd: &KillSwitchCommand) -> Result<()> {
-    let (KillSwitchCommand::On { config }
-    | KillSwitchCommand::Off { config }
-    | KillSwitchCommand::Status { config }) = cmd;
-    let cfg = load(config)?;
-    let v = match cmd {
-        KillSwitchCommand::On { .. } => call(&cfg, "POST", "/api/kill-switch", None)?,
-        KillSwitchCommand::Off { .. } => call(&cfg, "DELETE", "/api/kill-switch", None)?,
-        KillSwitchCommand::Status { .. } => call(&cfg, "GET", "/api/kill-switch", None)?,
-    };
-    let on = v["kill_switch"]
-        .as_bool()
-        .or_else(|| v["on"].as_bool())
-        .unwrap_or(false);
-    let already = if v["changed"].as_bool() == Some(false) {
-        " (it already was; nothing changed)"
-    } else {
-        ""
-    };
-    println!(
-        "kill switch {}{already}",
-        if on {
-            "ON: every context goes to the monolith, and no rollout moves until it is off"
-        } else {
-            "off"
-        }
-    );
     Ok(())
 }
 

@@ -2,43 +2,32 @@
 //! as readable text for a terminal. Both ask the admin API named by the config (the same JSON as
 //! `GET /api/shadow` and `GET /api/shadow/mismatches/{id}`).
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::admin_client::call;
+use super::admin::call;
 use crate::config::Config;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ShadowCommand {
     /// Per shadowed route: comparisons, match rate, skips, the most frequent differences, noise.
     #[command(after_help = "Example:\n  strangler shadow summary -c strangler.yaml")]
-    Summary {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    Summary,
     /// One stored mismatch whole: the request, both answers and every difference.
     #[command(after_help = "Example:\n  strangler shadow show -c strangler.yaml 42")]
     Show {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
         /// The mismatch id (from `GET /api/shadow/mismatches`).
         id: i64,
     },
 }
 
-pub fn run(cmd: &ShadowCommand) -> Result<()> {
-    let (ShadowCommand::Summary { config } | ShadowCommand::Show { config, .. }) = cmd;
-    let cfg = Config::load(config).map_err(|d| anyhow::anyhow!("{d}"))?;
+pub fn run(cfg: &Config, cmd: &ShadowCommand) -> Result<()> {
     match cmd {
-        ShadowCommand::Summary { .. } => {
-            print!("{}", summary(&call(&cfg, "GET", "/api/shadow", None)?));
+        ShadowCommand::Summary => {
+            print!("{}", summary(&call(cfg, "GET", "/api/shadow", None)?));
         }
-        ShadowCommand::Show { id, .. } => {
-            let m = call(&cfg, "GET", &format!("/api/shadow/mismatches/{id}"), None)?;
+        ShadowCommand::Show { id } => {
+            let m = call(cfg, "GET", &format!("/api/shadow/mismatches/{id}"), None)?;
             print!("{}", mismatch(&m));
         }
     }

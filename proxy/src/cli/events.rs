@@ -4,13 +4,12 @@
 //! Ctrl-C stops following, not the replay: `--resume ID` follows it again.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
-use crate::admin_client::call;
+use super::admin::call;
 use crate::config::Config;
 
 #[derive(Debug, clap::Subcommand)]
@@ -23,18 +22,11 @@ pub enum EventsCommand {
     Replay(ReplayArgs),
     /// The latest replay jobs.
     #[command(after_help = "Example:\n  strangler events replays -c strangler.yaml")]
-    Replays {
-        /// The proxy's config file (strangler.yaml).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    Replays,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// The proxy's config file (strangler.yaml).
-    #[arg(long, short)]
-    config: PathBuf,
     /// The events published to this stream…
     #[arg(long, conflicts_with_all = ["route", "resume"], required_unless_present_any = ["route", "resume"])]
     stream: Option<String>,
@@ -71,11 +63,10 @@ pub struct ReplayArgs {
     detach: bool,
 }
 
-pub fn run(cmd: &EventsCommand) -> Result<()> {
+pub fn run(cfg: &Config, cmd: &EventsCommand) -> Result<()> {
     match cmd {
-        EventsCommand::Replays { config } => {
-            let cfg = load(config)?;
-            let v = call(&cfg, "GET", "/api/replays", None)?;
+        EventsCommand::Replays => {
+            let v = call(cfg, "GET", "/api/replays", None)?;
             println!(
                 "{:>4}  {:<11}  {:>9}  {:>9}  selection",
                 "id", "state", "done", "total"
@@ -93,22 +84,17 @@ pub fn run(cmd: &EventsCommand) -> Result<()> {
             }
             Ok(())
         }
-        EventsCommand::Replay(a) => replay(a),
+        EventsCommand::Replay(a) => replay(cfg, a),
     }
 }
 
-fn load(config: &std::path::Path) -> Result<Config> {
-    Config::load(config).map_err(|d| anyhow::anyhow!("{d}"))
-}
-
-fn replay(a: &ReplayArgs) -> Result<()> {
-    let cfg = load(&a.config)?;
+fn replay(cfg: &Config, a: &ReplayArgs) -> Result<()> {
     let job = match a.resume {
         Some(id) => {
-            let job = call(&cfg, "GET", &format!("/api/replays/{id}"), None)?;
+            let job = call(cfg, "GET", &format!("/api/replays/{id}"), None)?;
             match job["state"].as_str() {
                 Some("interrupted" | "failed") => call(
-                    &cfg,
+                    cfg,
                     "POST",
                     &format!("/api/replays/{id}/resume"),
                     Some(&json!({ "rate": a.rate })),
@@ -132,7 +118,7 @@ fn replay(a: &ReplayArgs) -> Result<()> {
                     body[k] = v.clone().into();
                 }
             }
-            let v = call(&cfg, "POST", "/api/replays", Some(&body))?;
+            let v = call(cfg, "POST", "/api/replays", Some(&body))?;
             if a.dry_run {
                 println!(
                     "{} events would be replayed ({})",
@@ -155,7 +141,7 @@ fn replay(a: &ReplayArgs) -> Result<()> {
         println!("{id}");
         return Ok(());
     }
-    follow(&cfg, id, job)
+    follow(cfg, id, job)
 }
 
 /// Polls the job until it ends, drawing progress.

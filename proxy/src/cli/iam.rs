@@ -9,7 +9,6 @@
 //! `kms:DescribeKey` rights of whoever runs this). `--also-stream` adds streams the rules do not
 //! publish to (a replay's `--to-stream`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -19,9 +18,6 @@ use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct IamPolicyArgs {
-    /// The proxy's config file (strangler.yaml).
-    #[arg(long, short)]
-    config: PathBuf,
     /// Also a stream the rules do not publish to (a replay's `--to-stream`, say); repeat for
     /// more.
     #[arg(long = "also-stream", value_name = "STREAM")]
@@ -35,8 +31,7 @@ struct Described {
     key: Option<String>,
 }
 
-pub fn run(args: &IamPolicyArgs) -> Result<()> {
-    let cfg = Config::load(&args.config).map_err(|d| anyhow::anyhow!("{d}"))?;
+pub fn run(cfg: &Config, args: &IamPolicyArgs) -> Result<()> {
     let ctx = strangler_rules::Environment {
         services: Some(cfg.service_names()),
     };

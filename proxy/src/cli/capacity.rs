@@ -4,7 +4,6 @@
 //! units per month with and without aggregation, and a monthly cost in provisioned and
 //! on-demand mode ([`strangler_events::capacity`]; prices overridable).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -15,9 +14,6 @@ use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct CapacityArgs {
-    /// The proxy's config file (strangler.yaml).
-    #[arg(long, short)]
-    config: PathBuf,
     /// How far back to look.
     #[arg(long, default_value_t = 7)]
     days: u32,
@@ -41,8 +37,7 @@ pub struct CapacityArgs {
     json: bool,
 }
 
-pub fn run(args: &CapacityArgs) -> Result<()> {
-    let cfg = Config::load(&args.config).map_err(|d| anyhow::anyhow!("{d}"))?;
+pub fn run(cfg: &Config, args: &CapacityArgs) -> Result<()> {
     let env = strangler_rules::Environment {
         services: Some(cfg.service_names()),
     };

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use strangler_rules::{Diagnostics, Environment, RuleSet};
 
+use super::Reported;
 use crate::config::Config;
 
-/// Returns the process exit code.
-pub fn run(files: &[PathBuf]) -> i32 {
+/// The files' findings are printed here: an error says only that there were some.
+pub fn run(files: &[PathBuf]) -> Result<(), Reported> {
     let mut diags = Diagnostics::default();
     let mut warnings = Diagnostics::default();
     let mut summaries = Vec::new();
@@ -67,13 +68,13 @@ pub fn run(files: &[PathBuf]) -> i32 {
         for s in summaries {
             println!("{s}");
         }
-        0
+        Ok(())
     } else {
         for d in &diags.0 {
             eprintln!("{d}");
         }
         eprintln!("{} error(s)", diags.len());
-        1
+        Err(Reported)
     }
 }
 

@@ -29,7 +29,7 @@ use crate::metrics::ShadowMetrics;
 use crate::upstream::UpstreamPeer;
 
 pub use copy::Copied;
-pub use settle::Request;
+pub use settle::ComparedRequest;
 
 /// Idle connections the copies' pool keeps.
 const POOL: usize = 1024;

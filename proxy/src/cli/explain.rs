@@ -12,9 +12,6 @@ use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
-    /// The proxy's config file (strangler.yaml).
-    #[arg(long, short)]
-    pub config: PathBuf,
     #[arg(long, default_value = "GET")]
     pub method: String,
     /// Path, optionally with `?query`.
@@ -43,8 +40,7 @@ pub struct ExplainArgs {
     pub response_body: Option<PathBuf>,
 }
 
-pub fn run(a: &ExplainArgs) -> Result<()> {
-    let cfg = Config::load(&a.config).map_err(|d| anyhow::anyhow!("{d}"))?;
+pub fn run(cfg: &Config, a: &ExplainArgs) -> Result<()> {
     let ctx = Environment {
         services: Some(cfg.service_names()),
     };
