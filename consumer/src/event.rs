@@ -1,7 +1,6 @@
 //! What a handler is given: one CloudEvent taken out of a Kinesis record (a KPL aggregate holds
 //! many), with where it was read. Pure code: bytes in, events out.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 /// One event, as published by strangler (CloudEvents 1.0, structured JSON) or by anyone who
@@ -36,21 +35,6 @@ pub struct Unreadable {
     pub reason: String,
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    specversion: Option<String>,
-    id: Option<String>,
-    #[serde(default)]
-    source: String,
-    #[serde(rename = "type", default)]
-    ty: String,
-    subject: Option<String>,
-    #[serde(default)]
-    time: String,
-    #[serde(default)]
-    data: Value,
-}
-
 /// Where a record was read: the shard (and its hash key range, when known), its sequence number
 /// and its own partition key.
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +59,7 @@ pub fn from_record(origin: Origin<'_>, data: &[u8]) -> (Vec<Result<Event, Unread
         sub_sequence_number: sub,
         reason,
     };
-    match strangler_events::aggregate::decode(data) {
+    match strangler_wire::aggregate::decode(data) {
         Ok(None) => (vec![parse(origin, origin.partition_key, None, data)], 0),
         Ok(Some(records)) => {
             let mut misplaced = 0;
@@ -100,7 +84,7 @@ pub fn from_record(origin: Origin<'_>, data: &[u8]) -> (Vec<Result<Event, Unread
 
 /// Whether an aggregate's event belongs to the shard's hash key range (true when the range is
 /// not known).
-fn in_range(range: Option<(u128, u128)>, r: &strangler_events::aggregate::UserRecord) -> bool {
+fn in_range(range: Option<(u128, u128)>, r: &strangler_wire::aggregate::UserRecord) -> bool {
     let Some((lo, hi)) = range else {
         return true;
     };
@@ -108,7 +92,7 @@ fn in_range(range: Option<(u128, u128)>, r: &strangler_events::aggregate::UserRe
         .explicit_hash_key
         .as_deref()
         .and_then(|h| h.parse::<u128>().ok())
-        .unwrap_or_else(|| strangler_events::aggregate::hash_key(&r.partition_key));
+        .unwrap_or_else(|| strangler_wire::aggregate::hash_key(&r.partition_key));
     (lo..=hi).contains(&hash)
 }
 
@@ -123,26 +107,15 @@ fn parse(
         sub_sequence_number: sub,
         reason,
     };
-    let envelope: Value =
-        serde_json::from_slice(data).map_err(|e| unreadable(format!("not JSON: {e}")))?;
-    let e = Envelope::deserialize(&envelope)
-        .map_err(|e| unreadable(format!("not a CloudEvent: {e}")))?;
-    if e.specversion.as_deref() != Some("1.0") {
-        return Err(unreadable(
-            "not a CloudEvent: specversion is not \"1.0\"".into(),
-        ));
-    }
-    let id =
-        e.id.filter(|id| !id.is_empty())
-            .ok_or_else(|| unreadable("a CloudEvent without an id".into()))?;
+    let e = strangler_wire::envelope::read(data).map_err(|e| unreadable(e.to_string()))?;
     Ok(Event {
-        id,
+        id: e.id,
         source: e.source,
         ty: e.ty,
         subject: e.subject,
         time: e.time,
         data: e.data,
-        envelope,
+        envelope: e.whole,
         shard_id: origin.shard_id.to_string(),
         partition_key: partition_key.to_string(),
         sequence_number: origin.sequence_number.to_string(),
@@ -153,7 +126,7 @@ fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strangler_events::aggregate::Builder;
+    use strangler_wire::aggregate::Builder;
 
     const ORIGIN: Origin<'static> = Origin {
         shard_id: "shardId-000000000000",
@@ -206,8 +179,8 @@ mod tests {
     #[test]
     fn an_aggregates_events_outside_the_shards_range_are_left_out() {
         let (bob, carol) = (
-            strangler_events::aggregate::hash_key("bob"),
-            strangler_events::aggregate::hash_key("carol"),
+            strangler_wire::aggregate::hash_key("bob"),
+            strangler_wire::aggregate::hash_key("carol"),
         );
         let mut b = Builder::default();
         b.push("bob", &event("x"));
@@ -248,6 +221,102 @@ mod tests {
             let err = got[0].as_ref().unwrap_err();
             assert!(err.reason.contains(reason), "{data:?}: {}", err.reason);
             assert_eq!(err.sequence_number, "4960");
+        }
+    }
+
+    /// What the relay writes is what the consumer reads: events built and serialised with
+    /// `strangler-wire`, sent one per record or packed into an aggregate, come back from
+    /// `from_record` the same, in order, each with its own partition key.
+    mod round_trip {
+        use super::*;
+        use proptest::prelude::*;
+        use strangler_wire::{CloudEvent, Data};
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                "[a-zA-Z0-9 é\\\\\"\u{1F600}]{0,12}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map("[a-z_]{1,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        prop_compose! {
+            fn event()(
+                source in "[a-z/]{1,12}",
+                ty in "[A-Z_]{1,16}",
+                subject in proptest::option::of("[a-z0-9-]{1,10}"),
+                traceparent in proptest::option::of("00-[0-9a-f]{32}-[0-9a-f]{16}-01"),
+                data in json(),
+                key in "[a-z0-9]{1,8}",
+            ) -> (String, CloudEvent<Data<'static>>) {
+                let mut e = CloudEvent::new(source, ty, Data::Value(data));
+                e.subject = subject;
+                e.traceparent = traceparent;
+                (key, e)
+            }
+        }
+
+        fn same(got: &Event, key: &str, sent: &CloudEvent<Data<'_>>, sub: Option<u32>) {
+            let Data::Value(data) = &sent.data else {
+                unreachable!()
+            };
+            assert_eq!(
+                (
+                    &got.id,
+                    &got.source,
+                    &got.ty,
+                    &got.subject,
+                    &got.time,
+                    &got.data
+                ),
+                (
+                    &sent.id,
+                    &sent.source,
+                    &sent.ty,
+                    &sent.subject,
+                    &sent.time,
+                    data
+                )
+            );
+            assert_eq!(
+                got.envelope["traceparent"].as_str(),
+                sent.traceparent.as_deref()
+            );
+            assert_eq!(
+                (got.partition_key.as_str(), got.sub_sequence_number),
+                (key, sub)
+            );
+        }
+
+        proptest! {
+            #[test]
+            fn event_to_record_to_aggregate_and_back(events in prop::collection::vec(event(), 1..8)) {
+                // One per record.
+                for (key, e) in &events {
+                    let origin = Origin { partition_key: key, ..ORIGIN };
+                    let (got, misplaced) = from_record(origin, &e.to_bytes());
+                    prop_assert_eq!(misplaced, 0);
+                    same(got[0].as_ref().unwrap(), key, e, None);
+                }
+                // All in one aggregate.
+                let mut b = Builder::default();
+                for (key, e) in &events {
+                    b.push(key, &e.to_bytes());
+                }
+                let (got, misplaced) = from_record(ORIGIN, &b.finish());
+                prop_assert_eq!((got.len(), misplaced), (events.len(), 0));
+                for (i, ((key, e), g)) in events.iter().zip(&got).enumerate() {
+                    same(g.as_ref().unwrap(), key, e, Some(i as u32));
+                }
+            }
         }
     }
 }

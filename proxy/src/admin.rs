@@ -32,6 +32,8 @@ pub struct Admin {
     pub rules: Arc<LiveRules>,
     pub registry: Registry,
     pub dual_write: Arc<crate::dual_write::DualWrite>,
+    /// The one store (built in `serve::run`): mismatches, replays, dead letters.
+    pub store: strangler_store::Store,
     pub shadowing: Arc<crate::shadow::Shadowing>,
     pub rollouts: Arc<crate::rollout::Rollouts>,
     /// Mutating endpoints want `Authorization: Bearer <token>` when set.

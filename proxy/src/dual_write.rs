@@ -1,12 +1,12 @@
-//! Dual-write wiring: starts the outbox and the relay on their own runtime (a thread of their own,
-//! so the proxy's workers never run relay work), and turns a matched exchange into a stored
+//! Dual-write wiring: starts the relay on the store's runtime (`store_runtime`: a thread of its
+//! own, so the proxy's workers never run relay work), and turns a matched exchange into a stored
 //! CloudEvent. What an event contains is decided by the rules (`publish`); how it is stored and
 //! sent is `strangler-events`.
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use prometheus::Registry;
 use strangler_events::{CloudEvent, Data, NewEvent, Outbox, Relay, Store, StoreError};
 use strangler_rules::publish::{EventData, Exchange, Publish};
@@ -14,6 +14,7 @@ use strangler_rules::{Diagnostics, Loc, Reporter, RuleSet};
 use tracing::{error, warn};
 
 use crate::config::Config;
+use crate::store_runtime::StoreRuntime;
 
 pub struct DualWrite {
     pub outbox: Outbox,
@@ -27,14 +28,19 @@ pub struct DualWrite {
     salt: ring::hmac::Key,
     /// Tells the relay to stop (see `stop_relay`).
     stop: tokio::sync::watch::Sender<bool>,
-    /// Disconnected when the events thread has ended.
+    /// Disconnected when the relay has ended.
     stopped: Mutex<mpsc::Receiver<()>>,
 }
 
 impl DualWrite {
-    /// Connects the outbox (creating its tables) and starts the relay. Fails loudly when the
-    /// store cannot be opened: the proxy must not accept writes it cannot record.
-    pub fn start(cfg: &Config, registry: &Registry) -> Result<Arc<DualWrite>> {
+    /// Starts the relay on the store's runtime (see `store_runtime`), sending what `store`'s
+    /// outbox holds.
+    pub fn start(
+        cfg: &Config,
+        store: &Store,
+        runtime: &StoreRuntime,
+        registry: &Registry,
+    ) -> Result<Arc<DualWrite>> {
         let metrics = strangler_events::Metrics::new(registry)?;
         let salt = match std::env::var(&cfg.redact_salt_env) {
             Ok(s) if !s.is_empty() => s.into_bytes(),
@@ -45,49 +51,20 @@ impl DualWrite {
                     .unwrap_or_default()
             }
         };
-        let (tx, rx) = mpsc::channel();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (ended, stopped) = mpsc::channel::<()>();
-        let (store_url, region, endpoint, relay_cfg, m) = (
-            cfg.store_url.clone(),
+        let outbox = store.outbox();
+        // Built when the first event is to be sent.
+        let client = strangler_events::kinesis::LazyClient::new(
             cfg.kinesis_region.clone(),
             cfg.kinesis_endpoint.clone(),
-            cfg.relay.clone(),
-            metrics.clone(),
         );
-        std::thread::Builder::new()
-            .name("strangler-events".into())
-            .spawn(move || {
-                // Dropped when this thread ends: `stop_relay` waits for that.
-                let _ended = ended;
-                // One thread for the writer, the relay and its calls: no hand-offs between
-                // threads of their own.
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(anyhow::anyhow!("events runtime: {e}")));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let outbox = match Store::connect_with(&store_url, relay_cfg.memory).await {
-                        Ok(store) => store.outbox(),
-                        Err(e) => {
-                            let _ = tx.send(Err(anyhow::anyhow!(e)));
-                            return;
-                        }
-                    };
-                    let _ = tx.send(Ok(outbox.clone()));
-                    // Built when the first event is to be sent.
-                    let client = strangler_events::kinesis::LazyClient::new(region, endpoint);
-                    let relay = Relay::new(outbox, client, m, relay_cfg);
-                    relay.run(stop_rx).await;
-                });
-            })?;
-        let outbox = rx.recv().context("events runtime stopped")??;
+        let relay = Relay::new(outbox.clone(), client, metrics.clone(), cfg.relay.clone());
+        runtime.spawn(async move {
+            relay.run(stop_rx).await;
+            // `stop_relay` waits for this.
+            drop(ended);
+        });
         Ok(Arc::new(DualWrite {
             outbox,
             metrics,
@@ -111,7 +88,7 @@ impl DualWrite {
             .stopped
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Nothing is ever sent: the events thread ending disconnects the channel.
+        // Nothing is ever sent: the relay ending disconnects the channel.
         stopped.recv_timeout(timeout) != Err(mpsc::RecvTimeoutError::Timeout)
     }
 
@@ -130,16 +107,9 @@ impl DualWrite {
         traceparent: Option<&str>,
     ) -> NewEvent {
         let hash = |b: &[u8]| self.hash(b);
-        let fields = publish.fields(ex, &hash);
-        let mut ev = CloudEvent::new(
-            publish.source.clone(),
-            publish.ty.clone(),
-            envelope_data(fields.data),
-        );
-        ev.subject = fields.subject;
-        ev.traceparent = traceparent.map(str::to_string);
+        let (ev, partition_key) = build_event(publish, ex, &hash, traceparent);
         NewEvent {
-            partition_key: fields.partition_key.unwrap_or_else(|| ev.id.clone()),
+            partition_key: partition_key.unwrap_or_else(|| ev.id.clone()),
             id: ev.id.clone(),
             route: route.to_string(),
             stream: publish.stream.clone(),
@@ -236,12 +206,24 @@ pub fn missing_region(cfg: &Config, rules: &RuleSet) -> Option<Diagnostics> {
     Some(r.finish())
 }
 
-/// The envelope's `data` for an event's data as the rules resolved it.
-pub fn envelope_data(data: EventData<'_>) -> Data<'_> {
-    match data {
+/// The CloudEvent a publishing route emits for one exchange, and the partition key the route
+/// names (`None`: the event's id is the key). `hash` is the redaction hash of `mode: hash`.
+/// `DualWrite::event` stores it; `strangler explain` shows it.
+pub fn build_event<'a>(
+    publish: &Publish,
+    ex: &Exchange<'a>,
+    hash: &dyn Fn(&[u8]) -> String,
+    traceparent: Option<&str>,
+) -> (CloudEvent<Data<'a>>, Option<String>) {
+    let fields = publish.fields(ex, hash);
+    let data = match fields.data {
         EventData::Value(v) => Data::Value(v),
         EventData::JsonText(text) => Data::json_text(text),
-    }
+    };
+    let mut ev = CloudEvent::new(publish.source.clone(), publish.ty.clone(), data);
+    ev.subject = fields.subject;
+    ev.traceparent = traceparent.map(str::to_string);
+    (ev, fields.partition_key)
 }
 
 fn hex(bytes: &[u8]) -> String {

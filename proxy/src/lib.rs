@@ -18,6 +18,7 @@ pub mod replay;
 pub mod rollout;
 pub mod serve;
 pub mod shadow;
+pub mod store_runtime;
 pub mod stream_check;
 pub mod telemetry;
 pub mod tls;

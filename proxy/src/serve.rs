@@ -15,6 +15,7 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 use prometheus::Registry;
+use strangler_store::Store;
 use tracing::{info, warn};
 
 use crate::admin::Admin;
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::Strangler;
 use crate::reload::LiveRules;
+use crate::store_runtime::StoreRuntime;
 use crate::upstream::Upstreams;
 
 /// Runs the proxy; returns only on a start-up error.
@@ -41,7 +43,13 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     if let Some(d) = crate::dual_write::missing_region(cfg, &rules.current().rules) {
         return Err(anyhow!("not starting:\n{d}"));
     }
-    let dual_write = crate::dual_write::DualWrite::start(cfg, &registry)?;
+    // The one store: connected on its runtime, then a clone to each component that keeps state.
+    // Fails loudly when it cannot be opened: the proxy must not accept writes it cannot record.
+    let store_runtime = StoreRuntime::start()?;
+    let (url, memory) = (cfg.store_url.clone(), cfg.relay.memory);
+    let store =
+        store_runtime.block_on(async move { Store::connect_with(&url, memory).await })??;
+    let dual_write = crate::dual_write::DualWrite::start(cfg, &store, &store_runtime, &registry)?;
 
     let conf = ServerConf {
         threads: cfg.workers,
@@ -62,11 +70,10 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     server.bootstrap();
     let conf = server.configuration.clone();
 
-    let rollouts =
-        crate::rollout::Rollouts::new(dual_write.outbox.store().clone(), metrics.rollout.clone());
+    let rollouts = crate::rollout::Rollouts::new(store.clone(), metrics.rollout.clone());
     let hash_with = Arc::clone(&dual_write);
     let shadowing = Arc::new(crate::shadow::Shadowing::start(
-        dual_write.outbox.store().clone(),
+        store.clone(),
         cfg.mismatch_retention,
         metrics.shadow.clone(),
         Arc::new(move |b: &[u8]| hash_with.hash(b)),
@@ -117,6 +124,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
             rules: Arc::clone(&rules),
             registry,
             dual_write: Arc::clone(&dual_write),
+            store,
             shadowing: Arc::clone(&shadowing),
             rollouts: Arc::clone(&rollouts),
             token: admin_token,

@@ -556,6 +556,7 @@ fn a_command_without_its_config_says_so() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--config <CONFIG>"), "{err}");
     // A command that fails (no proxy to ask: port 1 never listens) is 1, with the reason.
+    write(d.path(), "rules/a.yaml", "routes: []\n");
     write(
         d.path(),
         "strangler.yaml",

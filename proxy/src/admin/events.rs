@@ -8,13 +8,13 @@ use super::{Admin, Reply, json_reply};
 impl Admin {
     /// `GET /api/outbox`: events waiting and the oldest's age, per stream.
     pub(super) async fn outbox(&self) -> Reply {
-        let depth = self.dual_write.outbox.depth().await?;
+        let depth = self.store.outbox().depth().await?;
         Ok(json_reply(StatusCode::OK, &json!({ "streams": depth })))
     }
 
     /// `GET /api/dead-letters`: the first 1,000 dead letters.
     pub(super) async fn dead_letters(&self) -> Reply {
-        let dead = self.dual_write.outbox.dead_letters(1000).await?;
+        let dead = self.store.outbox().dead_letters(1000).await?;
         Ok(json_reply(StatusCode::OK, &json!({ "dead_letters": dead })))
     }
 
@@ -26,7 +26,7 @@ impl Admin {
                 .find_map(|kv| kv.strip_prefix("seq="))
                 .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         });
-        let n = self.dual_write.outbox.redrive(seqs.as_deref()).await?;
+        let n = self.store.outbox().redrive(seqs.as_deref()).await?;
         Ok(json_reply(StatusCode::OK, &json!({ "redriven": n })))
     }
 }

@@ -38,7 +38,7 @@ fn bad(message: impl Into<String>) -> ApiError {
 
 impl Admin {
     fn replays(&self) -> Replays {
-        self.dual_write.outbox.store().replays()
+        self.store.replays()
     }
 
     /// `GET /api/replays`: the latest 100 jobs, newest first.

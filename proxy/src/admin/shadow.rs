@@ -35,7 +35,7 @@ impl Admin {
             before: params.number("before")?,
             limit: params.number("limit")?.unwrap_or(50),
         };
-        let found = self.dual_write.outbox.store().mismatches().list(&q).await?;
+        let found = self.store.mismatches().list(&q).await?;
         let next = (found.len() as i64 == q.limit.clamp(1, 1000))
             .then(|| found.last().map(|m| m.id))
             .flatten();
@@ -53,7 +53,7 @@ impl Admin {
                 format!("`{id}` is not a mismatch id"),
             )
         })?;
-        match self.dual_write.outbox.store().mismatches().get(id).await? {
+        match self.store.mismatches().get(id).await? {
             Some(m) => Ok(json_reply(StatusCode::OK, &json!(m))),
             None => Err(ApiError::new(
                 StatusCode::NOT_FOUND,

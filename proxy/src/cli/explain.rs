@@ -323,16 +323,11 @@ fn explain_publish(
         );
         return Ok(());
     }
-    let f = p.fields(&ex, &|b: &[u8]| format!("<hash of {} bytes>", b.len()));
-    let mut ev = strangler_events::CloudEvent::new(
-        p.source.clone(),
-        p.ty.clone(),
-        crate::dual_write::envelope_data(f.data),
-    );
-    ev.subject = f.subject;
+    let hash = |b: &[u8]| format!("<hash of {} bytes>", b.len());
+    let (ev, partition_key) = crate::dual_write::build_event(p, &ex, &hash, None);
     println!(
         "partition key: {}",
-        f.partition_key.as_deref().unwrap_or("<the event id>")
+        partition_key.as_deref().unwrap_or("<the event id>")
     );
     println!("event:    {}", serde_json::to_string_pretty(&ev)?);
     Ok(())

@@ -108,13 +108,13 @@ pub struct UserRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed aggregated record: {0}")]
-pub struct DecodeError(&'static str);
+pub struct AggregateError(&'static str);
 
 /// The events of an aggregated Kinesis record; `Ok(None)` when the record is not one (no magic,
 /// or a digest that does not match: a plain record that happens to start with the magic, which
 /// is how the KCL tells them apart). An error means the digest matched and the protobuf is
 /// broken.
-pub fn decode(record: &[u8]) -> Result<Option<Vec<UserRecord>>, DecodeError> {
+pub fn decode(record: &[u8]) -> Result<Option<Vec<UserRecord>>, AggregateError> {
     if record.len() < MAGIC.len() + DIGEST_LEN || record[..MAGIC.len()] != MAGIC {
         return Ok(None);
     }
@@ -152,12 +152,15 @@ pub fn decode(record: &[u8]) -> Result<Option<Vec<UserRecord>>, DecodeError> {
                     .ok()
                     .and_then(|i| table.get(i))
                     .cloned()
-                    .ok_or(DecodeError("table index out of range"))
+                    .ok_or(AggregateError("table index out of range"))
             };
             Ok(UserRecord {
-                partition_key: at(&keys, pk.ok_or(DecodeError("record without a key index"))?)?,
+                partition_key: at(
+                    &keys,
+                    pk.ok_or(AggregateError("record without a key index"))?,
+                )?,
                 explicit_hash_key: ehk.map(|i| at(&hash_keys, i)).transpose()?,
-                data: data.ok_or(DecodeError("record without data"))?,
+                data: data.ok_or(AggregateError("record without data"))?,
             })
         })
         .collect::<Result<Vec<_>, _>>()
@@ -251,7 +254,7 @@ fn record_entry_len(index: usize, data: &[u8]) -> usize {
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, DecodeError> {
+    fn varint(&mut self) -> Result<u64, AggregateError> {
         let mut v = 0u64;
         for (i, &b) in self.0.iter().enumerate().take(10) {
             v |= u64::from(b & 0x7f) << (7 * i);
@@ -260,11 +263,11 @@ impl<'a> Reader<'a> {
                 return Ok(v);
             }
         }
-        Err(DecodeError("bad varint"))
+        Err(AggregateError("bad varint"))
     }
 
     /// The next field's number and wire type, `None` at the end.
-    fn key(&mut self) -> Result<Option<(u64, u8)>, DecodeError> {
+    fn key(&mut self) -> Result<Option<(u64, u8)>, AggregateError> {
         if self.0.is_empty() {
             return Ok(None);
         }
@@ -272,33 +275,33 @@ impl<'a> Reader<'a> {
         Ok(Some((k >> 3, (k & 7) as u8)))
     }
 
-    fn take(&mut self, n: u64) -> Result<&'a [u8], DecodeError> {
-        let n = usize::try_from(n).map_err(|_| DecodeError("length out of range"))?;
+    fn take(&mut self, n: u64) -> Result<&'a [u8], AggregateError> {
+        let n = usize::try_from(n).map_err(|_| AggregateError("length out of range"))?;
         if n > self.0.len() {
-            return Err(DecodeError("field runs past the end"));
+            return Err(AggregateError("field runs past the end"));
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         Ok(head)
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+    fn bytes(&mut self) -> Result<&'a [u8], AggregateError> {
         let n = self.varint()?;
         self.take(n)
     }
 
-    fn string(&mut self) -> Result<String, DecodeError> {
+    fn string(&mut self) -> Result<String, AggregateError> {
         let b = self.bytes()?;
-        String::from_utf8(b.to_vec()).map_err(|_| DecodeError("key is not UTF-8"))
+        String::from_utf8(b.to_vec()).map_err(|_| AggregateError("key is not UTF-8"))
     }
 
-    fn skip(&mut self, wire: u8) -> Result<(), DecodeError> {
+    fn skip(&mut self, wire: u8) -> Result<(), AggregateError> {
         match wire {
             WIRE_VARINT => self.varint().map(drop),
             WIRE_I64 => self.take(8).map(drop),
             WIRE_LEN => self.bytes().map(drop),
             WIRE_I32 => self.take(4).map(drop),
-            _ => Err(DecodeError("unknown wire type")),
+            _ => Err(AggregateError("unknown wire type")),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The CloudEvents 1.0 structured-mode JSON envelope every event is published in. The `id` is a
 //! UUIDv7 fixed when the event is created and kept across every retry, so consumers dedupe on it.
+//! [`CloudEvent`] writes one; [`read`] reads one back (from strangler or anyone who writes the
+//! same envelope).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -63,6 +65,70 @@ impl<D: Serialize> CloudEvent<D> {
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a CloudEvent always serialises")
     }
+}
+
+/// An envelope as read back: the attributes a consumer works with, and the whole envelope
+/// (extensions such as `traceparent` included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Never empty.
+    pub id: String,
+    pub source: String,
+    /// The CloudEvents `type`.
+    pub ty: String,
+    pub subject: Option<String>,
+    /// RFC 3339 as written; empty when the event had none.
+    pub time: String,
+    pub data: Value,
+    pub whole: Value,
+}
+
+#[derive(Deserialize)]
+struct Attributes {
+    specversion: Option<String>,
+    id: Option<String>,
+    #[serde(default)]
+    source: String,
+    #[serde(rename = "type", default)]
+    ty: String,
+    subject: Option<String>,
+    #[serde(default)]
+    time: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// Why bytes are not an event [`read`] can give.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("not a CloudEvent: {0}")]
+    NotCloudEvent(String),
+    #[error("not a CloudEvent: specversion is not \"1.0\"")]
+    SpecVersion,
+    #[error("a CloudEvent without an id")]
+    NoId,
+}
+
+/// Reads one structured-mode CloudEvent (JSON, `specversion` "1.0", a non-empty `id`).
+pub fn read(bytes: &[u8]) -> Result<Envelope, ReadError> {
+    let whole: Value =
+        serde_json::from_slice(bytes).map_err(|e| ReadError::NotJson(e.to_string()))?;
+    let a = Attributes::deserialize(&whole).map_err(|e| ReadError::NotCloudEvent(e.to_string()))?;
+    if a.specversion.as_deref() != Some("1.0") {
+        return Err(ReadError::SpecVersion);
+    }
+    let id = a.id.filter(|id| !id.is_empty()).ok_or(ReadError::NoId)?;
+    Ok(Envelope {
+        id,
+        source: a.source,
+        ty: a.ty,
+        subject: a.subject,
+        time: a.time,
+        data: a.data,
+        whole,
+    })
 }
 
 /// Current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a date library.
