@@ -163,13 +163,25 @@ pub async fn read_stream(
     Ok(out)
 }
 
+/// Why DescribeStreamSummary gave no description.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DescribeError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The call failed: [`error_line`]'s words for it.
+    #[error("{0}")]
+    Failed(String),
+    #[error("no stream description")]
+    Empty,
+}
+
 /// DescribeStreamSummary for a stream given by name or ARN (as rule files give it), within
-/// `limit`; the error as readable text.
+/// `limit`.
 pub async fn describe(
     c: &Client,
     stream: &str,
     limit: Duration,
-) -> Result<aws_sdk_kinesis::types::StreamDescriptionSummary, String> {
+) -> Result<aws_sdk_kinesis::types::StreamDescriptionSummary, DescribeError> {
     let call = c.describe_stream_summary();
     let call = if stream.starts_with("arn:") {
         call.stream_arn(stream)
@@ -178,10 +190,9 @@ pub async fn describe(
     };
     let out = tokio::time::timeout(limit, call.send())
         .await
-        .map_err(|_| format!("no answer within {limit:?}"))?
-        .map_err(|e| error_line(&e.into()))?;
-    out.stream_description_summary
-        .ok_or_else(|| "no stream description".to_string())
+        .map_err(|_| DescribeError::Timeout(limit))?
+        .map_err(|e| DescribeError::Failed(error_line(&e.into())))?;
+    out.stream_description_summary.ok_or(DescribeError::Empty)
 }
 
 /// One line for a person at a terminal: what went wrong with a Kinesis call, in words, and what

@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use strangler_rules::{Diagnostics, Loc, Reporter};
 
+mod events;
 mod listen;
+mod server;
 mod shadow;
 mod upstream;
 mod values;
@@ -21,8 +23,8 @@ pub use shadow::Retention;
 
 use upstream::{RawUpstream, upstream};
 
-use values::{opt_duration, opt_size, positive_duration, whole_seconds};
 pub use values::{parse_duration, parse_size};
+use values::{positive_duration, whole_seconds};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,73 +54,15 @@ struct RawConfig {
     #[serde(default)]
     tunnel_idle_timeout: Option<Spanned<String>>,
     #[serde(default)]
-    log: Option<RawLog>,
+    log: Option<server::RawLog>,
     #[serde(default)]
-    server: Option<RawServer>,
+    server: Option<server::RawServer>,
     #[serde(default)]
-    kinesis: Option<RawKinesis>,
+    kinesis: Option<events::RawKinesis>,
     #[serde(default)]
-    events: Option<RawEvents>,
+    events: Option<events::RawEvents>,
     #[serde(default)]
     shadow: Option<shadow::RawShadow>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKinesis {
-    #[serde(default)]
-    region: Option<String>,
-    #[serde(default)]
-    endpoint: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEvents {
-    #[serde(default)]
-    max_attempts: Option<Spanned<u32>>,
-    #[serde(default)]
-    max_age: Option<Spanned<String>>,
-    #[serde(default)]
-    keep_published: Option<Spanned<String>>,
-    #[serde(default)]
-    redact_salt_env: Option<String>,
-    #[serde(default)]
-    aggregate: Vec<String>,
-    #[serde(default)]
-    aggregate_max_bytes: Option<Spanned<String>>,
-    #[serde(default)]
-    memory: Option<Spanned<String>>,
-    #[serde(default)]
-    async_buffer: Option<Spanned<String>>,
-    #[serde(default)]
-    max_backoff: Option<Spanned<String>>,
-    #[serde(default)]
-    shard_records_per_second: Option<Spanned<u32>>,
-    #[serde(default)]
-    shard_bytes_per_second: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    #[serde(default)]
-    format: Option<Spanned<String>>,
-    #[serde(default)]
-    level: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    #[serde(default)]
-    pid_file: Option<String>,
-    #[serde(default)]
-    upgrade_sock: Option<String>,
-    #[serde(default)]
-    grace_period: Option<Spanned<String>>,
-    #[serde(default)]
-    shutdown_timeout: Option<Spanned<String>>,
 }
 
 /// A validated config.
@@ -246,24 +190,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let legacy = upstream(strangler_rules::LEGACY, &raw.legacy, "legacy", r);
-    let mut services = BTreeMap::new();
-    for (name, up) in &raw.services {
-        let field = format!("services.{name}");
-        if name == strangler_rules::LEGACY {
-            r.report(
-                up.into(),
-                field,
-                "`legacy` is reserved for the monolith; name the service differently",
-            );
-            continue;
-        }
-        if !strangler_rules::is_valid_name(name) {
-            r.report(up.into(), field.clone(), "service names use only letters, digits, '-', '_' and '.' (they become metric labels)");
-        }
-        if let Some(u) = upstream(name, up, &field, r) {
-            services.insert(name.clone(), u);
-        }
-    }
+    let services = upstream::services(&raw.services, r);
     let store = raw
         .store
         .as_ref()
@@ -297,7 +224,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
     let body_buffer_limit = match &raw.body_buffer_limit {
         None => 1 << 20,
         Some(s) => parse_size(&s.value).unwrap_or_else(|e| {
-            r.report(s.into(), "body_buffer_limit", e);
+            r.report(s.into(), "body_buffer_limit", e.to_string());
             0
         }),
     };
@@ -326,138 +253,17 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         Duration::from_secs(75),
         r,
     );
-    let log_format = match raw.log.as_ref().and_then(|l| l.format.as_ref()) {
-        None => LogFormat::Text,
-        Some(f) if f.value == "text" => LogFormat::Text,
-        Some(f) if f.value == "json" => LogFormat::Json,
-        Some(f) => {
-            r.report(
-                f.into(),
-                "log.format",
-                format!("unknown log format `{}` (expected text or json)", f.value),
-            );
-            LogFormat::Text
-        }
-    };
-    let log_level = raw
-        .log
-        .as_ref()
-        .and_then(|l| l.level.clone())
-        .unwrap_or_else(|| "info".into());
-    let server = raw.server.unwrap_or_default();
-    // pingora's defaults are fixed names in /tmp (two instances collide): key them to the config.
-    let stem = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let tag = format!(
-        "{:016x}",
-        strangler_rules::sticky::hash64(stem.display().to_string().as_bytes())
-    );
-    let pid_file = server.pid_file.unwrap_or_else(|| {
-        std::env::temp_dir()
-            .join(format!("strangler-{tag}.pid"))
-            .display()
-            .to_string()
-    });
-    let upgrade_sock = server.upgrade_sock.unwrap_or_else(|| {
-        std::env::temp_dir()
-            .join(format!("strangler-{tag}.sock"))
-            .display()
-            .to_string()
-    });
-    let grace_period = opt_duration(
-        server.grace_period.as_ref(),
-        "server.grace_period",
-        Duration::from_secs(5),
-        r,
-    );
-    let shutdown_timeout = opt_duration(
-        server.shutdown_timeout.as_ref(),
-        "server.shutdown_timeout",
-        Duration::from_secs(10),
-        r,
-    );
-    let kinesis = raw.kinesis.unwrap_or_default();
-    if let Some(e) = &kinesis.endpoint
-        && !(e.value.starts_with("http://") || e.value.starts_with("https://"))
-    {
-        r.report(
-            e.into(),
-            "kinesis.endpoint",
-            "the endpoint is a URL such as http://127.0.0.1:4567",
-        );
-    }
-    let ev = raw.events.unwrap_or_default();
-    let mut relay = strangler_events::RelayConfig::default();
-    if let Some(m) = &ev.max_attempts {
-        if m.value == 0 {
-            r.report(
-                m.into(),
-                "events.max_attempts",
-                "max_attempts must be at least 1",
-            );
-        }
-        relay.max_attempts = m.value.max(1);
-    }
-    relay.max_age = opt_duration(ev.max_age.as_ref(), "events.max_age", relay.max_age, r);
-    let keep = opt_duration(
-        ev.keep_published.as_ref(),
-        "events.keep_published",
-        Duration::ZERO,
-        r,
-    );
-    relay.keep_published = (!keep.is_zero()).then_some(keep);
-    relay.aggregate = ev.aggregate;
-    relay.aggregate_max_bytes = opt_size(
-        ev.aggregate_max_bytes.as_ref(),
-        "events.aggregate_max_bytes",
-        relay.aggregate_max_bytes,
-        1 << 10..=1000 << 10,
-        "aggregate_max_bytes must be between 1KiB and 1000KiB (a Kinesis record holds at most 1 MiB)",
-        r,
-    );
-    // Per-shard write limits: Kinesis's by default; 0 turns one off.
-    if let Some(n) = &ev.shard_records_per_second {
-        relay.shard_limits.records_per_second = n.value;
-    }
-    relay.shard_limits.bytes_per_second = opt_size(
-        ev.shard_bytes_per_second.as_ref(),
-        "events.shard_bytes_per_second",
-        relay.shard_limits.bytes_per_second as usize,
-        0..=usize::MAX,
-        "shard_bytes_per_second is a size such as 1MiB (0: no bytes limit)",
-        r,
-    ) as u64;
-    relay.memory = opt_size(
-        ev.memory.as_ref(),
-        "events.memory",
-        relay.memory,
-        8 << 20..=usize::MAX,
-        "memory must be at least 8MiB (the relay's working set, the store's caches and the hand-off share it)",
-        r,
-    );
-    let async_buffer = opt_size(
-        ev.async_buffer.as_ref(),
-        "events.async_buffer",
-        relay.memory / 4,
-        1 << 10..=usize::MAX,
-        "async_buffer must be at least 1KiB",
-        r,
-    );
-    relay.max_backoff = opt_duration(
-        ev.max_backoff.as_ref(),
-        "events.max_backoff",
-        relay.max_backoff,
-        r,
-    );
+    let (log_format, log_level) = server::log(raw.log.as_ref(), r);
+    let server = server::validate(raw.server, path, r);
+    let events = events::validate(raw.kinesis, raw.events, r);
     let mismatch_retention = shadow::retention(raw.shadow, r);
     Some(Config {
         mismatch_retention,
-        kinesis_region: kinesis.region,
-        kinesis_endpoint: kinesis.endpoint.map(|e| e.value),
-        relay,
-        async_buffer,
-        redact_salt_env: ev
-            .redact_salt_env
-            .unwrap_or_else(|| "STRANGLER_REDACT_SALT".into()),
+        kinesis_region: events.region,
+        kinesis_endpoint: events.endpoint,
+        relay: events.relay,
+        async_buffer: events.async_buffer,
+        redact_salt_env: events.redact_salt_env,
         file: path.to_path_buf(),
         listen,
         tls,
@@ -475,10 +281,10 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         tunnel_idle_timeout,
         log_format,
         log_level,
-        pid_file,
-        upgrade_sock,
-        grace_period,
-        shutdown_timeout,
+        pid_file: server.pid_file,
+        upgrade_sock: server.upgrade_sock,
+        grace_period: server.grace_period,
+        shutdown_timeout: server.shutdown_timeout,
     })
 }
 

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use strangler_store::{Replay, Replays};
+use strangler_store::{Replay, ReplayState, Replays};
 use tracing::{info, warn};
 
 /// Events a step moves at most.
@@ -33,7 +33,12 @@ pub fn start(replays: Replays, job: Replay, rate: u32) {
             Err(e) => {
                 warn!(replay = id, error = %e, "Replay failed; resume it when the store is back");
                 let _ = replays
-                    .set_state(id, &["running"], "failed", Some(&e.to_string()))
+                    .set_state(
+                        id,
+                        &[ReplayState::Running],
+                        ReplayState::Failed,
+                        Some(&e.to_string()),
+                    )
                     .await;
             }
         }
@@ -50,7 +55,7 @@ async fn run(
     } else {
         CHUNK
     };
-    while job.state == "running" {
+    while job.state == ReplayState::Running {
         let waiting = replays.outbox_depth().await?;
         if waiting > MAX_WAITING {
             replays.heartbeat(job.id).await?;

@@ -82,7 +82,9 @@ pub async fn run(cfg: Config, rules: Arc<LiveRules>, metrics: Metrics) {
 }
 
 async fn check(c: &aws_sdk_kinesis::Client, stream: &str) -> Result<bool, String> {
-    let d = strangler_events::kinesis::describe(c, stream, Duration::from_secs(10)).await?;
+    let d = strangler_events::kinesis::describe(c, stream, Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(d.encryption_type()
         .is_some_and(|t| *t != aws_sdk_kinesis::types::EncryptionType::None))
 }

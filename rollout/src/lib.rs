@@ -270,16 +270,28 @@ pub enum Command {
     SetWeight(u16),
 }
 
+/// Why a command does not apply (the state is left as it was).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the rollout is {}, not progressing", .0.as_str())]
+    NotProgressing(Phase),
+    #[error("the rollout is {}: nothing to resume", .0.as_str())]
+    NothingToResume(Phase),
+    #[error("the rollout is {}: resume it first", .0.as_str())]
+    ResumeFirst(Phase),
+    #[error("already at the plan's last step")]
+    LastStep,
+    #[error("a weight is at most 100 %")]
+    OverHundred,
+}
+
 /// Applies a command; `Err` says why it does not apply (the state is unchanged).
-pub fn command(plan: &Plan, state: &State, cmd: Command, now_ms: i64) -> Result<State, String> {
+pub fn command(plan: &Plan, state: &State, cmd: Command, now_ms: i64) -> Result<State, Refused> {
     let mut next = state.clone();
     match cmd {
         Command::Pause => {
             if state.phase != Phase::Progressing {
-                return Err(format!(
-                    "the rollout is {}, not progressing",
-                    state.phase.as_str()
-                ));
+                return Err(Refused::NotProgressing(state.phase));
             }
             next.phase = Phase::Paused;
             next.reason = "paused by hand".into();
@@ -301,17 +313,14 @@ pub fn command(plan: &Plan, state: &State, cmd: Command, now_ms: i64) -> Result<
                 next.enter(plan, 0, now_ms);
                 next.reason = "resumed from the first step".into();
             }
-            p => return Err(format!("the rollout is {}: nothing to resume", p.as_str())),
+            p => return Err(Refused::NothingToResume(p)),
         },
         Command::Promote => {
             if matches!(state.phase, Phase::Completed | Phase::RolledBack) {
-                return Err(format!(
-                    "the rollout is {}: resume it first",
-                    state.phase.as_str()
-                ));
+                return Err(Refused::ResumeFirst(state.phase));
             }
             let Some(i) = plan.next_weight_step(state.step, state.weight_bp) else {
-                return Err("already at the plan's last step".into());
+                return Err(Refused::LastStep);
             };
             next.enter(plan, i, now_ms);
             next.reason = "promoted by hand".into();
@@ -325,7 +334,7 @@ pub fn command(plan: &Plan, state: &State, cmd: Command, now_ms: i64) -> Result<
         }
         Command::SetWeight(bp) => {
             if bp > 10_000 {
-                return Err("a weight is at most 100 %".into());
+                return Err(Refused::OverHundred);
             }
             next.weight_bp = bp;
             next.phase = Phase::Paused;

@@ -29,33 +29,44 @@ pub enum Segment {
     Param(String),
 }
 
+/// What is wrong with a path template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("a path template must start with '/'")]
+    NoLeadingSlash,
+    #[error("segment `{0}` opens `{{` without closing it")]
+    Unclosed(String),
+    #[error("parameter `{{{0}}}` must be a non-empty name of letters, digits and _")]
+    BadName(String),
+    #[error("parameter `{{{0}}}` appears twice")]
+    Twice(String),
+    #[error("segment `{0}` mixes text and a parameter; a parameter must be a whole segment")]
+    Mixed(String),
+}
+
 impl Template {
     /// Parses a template; the error says what is wrong with it.
-    pub fn parse(source: &str) -> Result<Template, String> {
+    pub fn parse(source: &str) -> Result<Template, TemplateError> {
         if !source.starts_with('/') {
-            return Err("a path template must start with '/'".into());
+            return Err(TemplateError::NoLeadingSlash);
         }
         let mut segments = Vec::new();
         let mut seen = Vec::<&str>::new();
         for seg in split_segments(source) {
             if let Some(inner) = seg.strip_prefix('{') {
                 let Some(name) = inner.strip_suffix('}') else {
-                    return Err(format!("segment `{seg}` opens `{{` without closing it"));
+                    return Err(TemplateError::Unclosed(seg.into()));
                 };
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!(
-                        "parameter `{{{name}}}` must be a non-empty name of letters, digits and _"
-                    ));
+                    return Err(TemplateError::BadName(name.into()));
                 }
                 if seen.contains(&name) {
-                    return Err(format!("parameter `{{{name}}}` appears twice"));
+                    return Err(TemplateError::Twice(name.into()));
                 }
                 seen.push(name);
                 segments.push(Segment::Param(name.to_string()));
             } else if seg.contains('{') || seg.contains('}') {
-                return Err(format!(
-                    "segment `{seg}` mixes text and a parameter; a parameter must be a whole segment"
-                ));
+                return Err(TemplateError::Mixed(seg.into()));
             } else {
                 segments.push(Segment::Literal(seg.to_string()));
             }

@@ -102,13 +102,28 @@ impl fmt::Display for Pattern {
     }
 }
 
+/// Why a comparison path is not one the differ takes (each names the path).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("a path starts with `$`")]
+    NoDollar,
+    #[error("`..` needs a member name after it in `{0}`")]
+    DescendWithoutName(String),
+    #[error("a member name is missing after `.` in `{0}`")]
+    MissingName(String),
+    #[error("an unclosed `[` in `{0}`")]
+    Unclosed(String),
+    #[error("`[{inner}]` is not supported (use [N], [*] or ['name']) in `{path}`")]
+    Bracket { inner: String, path: String },
+    #[error("unexpected `{c}` in `{path}`")]
+    Unexpected { c: char, path: String },
+}
+
 impl Pattern {
     /// Parses a pattern; the error says what is not supported.
-    pub fn parse(source: &str) -> Result<Pattern, String> {
+    pub fn parse(source: &str) -> Result<Pattern, PatternError> {
         let s = source.trim();
-        let rest = s
-            .strip_prefix('$')
-            .ok_or_else(|| "a path starts with `$`".to_string())?;
+        let rest = s.strip_prefix('$').ok_or(PatternError::NoDollar)?;
         let b = rest.as_bytes();
         let mut i = 0;
         let mut segs = Vec::new();
@@ -117,7 +132,7 @@ impl Pattern {
                 i += 2;
                 let (name, n) = name_at(&rest[i..]);
                 if name.is_empty() {
-                    return Err(format!("`..` needs a member name after it in `{s}`"));
+                    return Err(PatternError::DescendWithoutName(s.into()));
                 }
                 segs.push(PatSeg::Descend(name.to_string()));
                 i += n;
@@ -130,21 +145,22 @@ impl Pattern {
                 }
                 let (name, n) = name_at(&rest[i..]);
                 if name.is_empty() {
-                    return Err(format!("a member name is missing after `.` in `{s}`"));
+                    return Err(PatternError::MissingName(s.into()));
                 }
                 segs.push(PatSeg::Key(name.to_string()));
                 i += n;
             } else if b[i] == b'[' {
                 let close =
-                    bracket_end(&rest[i..]).ok_or_else(|| format!("an unclosed `[` in `{s}`"))?;
+                    bracket_end(&rest[i..]).ok_or_else(|| PatternError::Unclosed(s.into()))?;
                 let inner = rest[i + 1..i + close].trim();
-                segs.push(bracket(inner).ok_or_else(|| {
-                    format!("`[{inner}]` is not supported (use [N], [*] or ['name']) in `{s}`")
+                segs.push(bracket(inner).ok_or_else(|| PatternError::Bracket {
+                    inner: inner.into(),
+                    path: s.into(),
                 })?);
                 i += close + 1;
             } else {
                 let c = rest[i..].chars().next().unwrap_or_default();
-                return Err(format!("unexpected `{c}` in `{s}`"));
+                return Err(PatternError::Unexpected { c, path: s.into() });
             }
         }
         Ok(Pattern {

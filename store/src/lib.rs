@@ -28,7 +28,7 @@ use tokio::sync::{Notify, mpsc};
 pub use lease::{Fence, HEARTBEAT, Lease, LeaseGuard};
 pub use mismatches::{Mismatch, MismatchSummary, Mismatches, NewMismatch};
 pub use outbox::{DeadLetter, NewEvent, Outbox, Pending, StreamDepth};
-pub use replays::{Replay, Replays, Selection};
+pub use replays::{Replay, ReplayState, Replays, Selection};
 pub use rollouts::{AuditEntry, KillSwitch, NewAudit, RolloutTables, Stored, Writer};
 pub use usage::{Minute, Usage};
 pub use writer::WriteError;

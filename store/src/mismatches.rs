@@ -186,17 +186,17 @@ impl Mismatches {
                 .await?;
             let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
-                let id: i64 = r.get(0);
-                let differences: String = r.get(6);
+                let id: i64 = r.try_get("id")?;
+                let differences: String = r.try_get("differences")?;
                 let patterns: Vec<String> =
                     sqlx::query_scalar(PATTERNS).bind(id).fetch_all(p).await?;
                 out.push(MismatchSummary {
                     id,
-                    route: r.get(1),
-                    at_ms: r.get(2),
-                    trace_id: r.get(3),
-                    method: r.get(4),
-                    path: r.get(5),
+                    route: r.try_get("route")?,
+                    at_ms: r.try_get("at_ms")?,
+                    trace_id: r.try_get("trace_id")?,
+                    method: r.try_get("method")?,
+                    path: r.try_get("path")?,
                     differences: serde_json::from_str::<Vec<serde_json::Value>>(&differences)
                         .map_or(0, |d| d.len()),
                     patterns,
@@ -214,21 +214,40 @@ impl Mismatches {
             actual_status, actual_headers, actual_body, actual_truncated, differences \
             FROM strangler_mismatches WHERE id = $1";
         let found = on_pool!(&self.store.pool, |p| {
-            sqlx::query(SQL).bind(id).fetch_optional(p).await?.map(|r| {
-                let text = |i: usize| -> String { r.get(i) };
-                Mismatch {
-                    id: r.get(0),
-                    route: r.get(1),
-                    at_ms: r.get(2),
-                    trace_id: r.get(3),
-                    method: r.get(4),
-                    path: r.get(5),
-                    request: message(0, &text(6), r.get(7), r.get(8)),
-                    expected: message(r.get(9), &text(10), r.get(11), r.get(12)),
-                    actual: message(r.get(13), &text(14), r.get(15), r.get(16)),
-                    differences: serde_json::from_str(&text(17)).unwrap_or_default(),
+            match sqlx::query(SQL).bind(id).fetch_optional(p).await? {
+                None => None,
+                Some(r) => {
+                    let text = |c: &str| r.try_get::<String, _>(c);
+                    Some(Mismatch {
+                        id: r.try_get("id")?,
+                        route: r.try_get("route")?,
+                        at_ms: r.try_get("at_ms")?,
+                        trace_id: r.try_get("trace_id")?,
+                        method: r.try_get("method")?,
+                        path: r.try_get("path")?,
+                        request: message(
+                            0,
+                            &text("request_headers")?,
+                            r.try_get("request_body")?,
+                            r.try_get("request_truncated")?,
+                        ),
+                        expected: message(
+                            r.try_get("expected_status")?,
+                            &text("expected_headers")?,
+                            r.try_get("expected_body")?,
+                            r.try_get("expected_truncated")?,
+                        ),
+                        actual: message(
+                            r.try_get("actual_status")?,
+                            &text("actual_headers")?,
+                            r.try_get("actual_body")?,
+                            r.try_get("actual_truncated")?,
+                        ),
+                        differences: serde_json::from_str(&text("differences")?)
+                            .unwrap_or_default(),
+                    })
                 }
-            })
+            }
         });
         Ok(found)
     }

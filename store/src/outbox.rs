@@ -62,18 +62,19 @@ pub struct DeadLetter {
     pub dead_ms: i64,
 }
 
-/// A `Pending` from a row of [`sql::PENDING_COLUMNS`] (either database's row type).
+/// A `Pending` from a row of [`sql::PENDING_COLUMNS`] (either database's row type), by column
+/// name; `?` on a missing or mistyped column.
 macro_rules! pending {
     ($r:expr) => {
         Pending {
-            seq: $r.get(0),
-            id: $r.get(1),
-            stream: $r.get(2),
-            partition_key: $r.get(3),
-            payload: $r.get(4),
-            attempts: $r.get(5),
-            created_ms: $r.get(6),
-            next_attempt_ms: $r.get(7),
+            seq: $r.try_get("seq")?,
+            id: $r.try_get("id")?,
+            stream: $r.try_get("stream")?,
+            partition_key: $r.try_get("partition_key")?,
+            payload: $r.try_get("payload")?,
+            attempts: $r.try_get("attempts")?,
+            created_ms: $r.try_get("created_ms")?,
+            next_attempt_ms: $r.try_get("next_attempt_ms")?,
         }
     };
 }
@@ -168,7 +169,9 @@ impl Outbox {
                 .bind(upto)
                 .fetch_all(p)
                 .await?;
-            rows.iter().map(|r| pending!(r)).collect()
+            rows.iter()
+                .map(|r| Ok::<_, sqlx::Error>(pending!(r)))
+                .collect::<Result<Vec<_>, _>>()?
         });
         Ok(pending)
     }
@@ -196,7 +199,9 @@ impl Outbox {
                 .bind(stream)
                 .fetch_all(p)
                 .await?;
-            rows.iter().map(|r| pending!(r)).collect()
+            rows.iter()
+                .map(|r| Ok::<_, sqlx::Error>(pending!(r)))
+                .collect::<Result<Vec<_>, _>>()?
         });
         Ok(pending)
     }
@@ -307,6 +312,38 @@ pub(crate) async fn insert_pg(
     Ok(())
 }
 
+/// A transaction that adds outbox rows other than through the group writer (re-drives, replay
+/// steps). On PostgreSQL it takes the enqueue lock shared before any `seq` is drawn, so the
+/// relay's read barrier ([`barrier`]) waits for it; SQLite has one writer at a time anyway.
+pub(crate) trait BeginEnqueue {
+    type Db: sqlx::Database;
+    fn begin_enqueue(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+    + Send;
+}
+
+impl BeginEnqueue for sqlx::SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_enqueue(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+impl BeginEnqueue for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_enqueue(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(Lock::ENQUEUE.key())
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+}
+
 /// The highest `seq` below which every outbox row is visible (PostgreSQL). For an instant it
 /// takes the enqueue lock exclusive, which waits for every transaction adding rows (they hold
 /// it shared from before they draw a `seq`), and reads the highest `seq` then stored: rows up to
@@ -317,14 +354,14 @@ async fn barrier(conn: &mut PgConnection) -> Result<i64, StoreError> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "BEGIN; SET LOCAL lock_timeout = '10s'; SELECT pg_advisory_xact_lock({}); \
-             SELECT COALESCE(MAX(seq), 0) FROM strangler_outbox; COMMIT",
+             SELECT COALESCE(MAX(seq), 0) AS max_seq FROM strangler_outbox; COMMIT",
             Lock::ENQUEUE.key()
         )
     });
     let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(SQL.as_str()))
         .fetch_all(conn)
         .await?;
-    match rows.last().map(|r| r.try_get::<i64, _>(0)) {
+    match rows.last().map(|r| r.try_get::<i64, _>("max_seq")) {
         Some(Ok(max)) => Ok(max),
         _ => Err(StoreError::Barrier),
     }

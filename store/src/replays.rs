@@ -13,8 +13,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::lease::Lock;
-use crate::{Pool, Store, StoreError, now_ms, on_pool};
+use crate::outbox::BeginEnqueue;
+use crate::{Store, StoreError, now_ms, on_pool};
 
 /// Which archived events a replay takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,15 +38,55 @@ pub struct Selection {
     pub include_replayed: bool,
 }
 
+/// Where a replay job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayState {
+    Running,
+    /// Stored as running, but no step for [`STALLED_MS`]: its process is gone (never stored).
+    Interrupted,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl ReplayState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayState::Running => "running",
+            ReplayState::Interrupted => "interrupted",
+            ReplayState::Done => "done",
+            ReplayState::Failed => "failed",
+            ReplayState::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ReplayState> {
+        [
+            ReplayState::Running,
+            ReplayState::Interrupted,
+            ReplayState::Done,
+            ReplayState::Failed,
+            ReplayState::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ReplayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A replay job as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Replay {
     pub id: i64,
     #[serde(flatten)]
     pub selection: Selection,
-    /// `running`, `interrupted` (running, but no step for 10 s: its process is gone),
-    /// `done`, `failed` or `cancelled`.
-    pub state: String,
+    pub state: ReplayState,
     pub total: i64,
     /// Events moved to the outbox so far.
     pub done: i64,
@@ -70,6 +110,40 @@ const CHUNK_SQL: &str = "SELECT seq, id, route, stream, partition_key, payload, 
 
 const COLUMNS: &str = "id, stream, route, type, since_ms, until_ms, to_stream, state, total, done, cursor_seq, \
      last_seq, actor, error, created_ms, updated_ms, include_replayed";
+
+/// A [`Replay`] from a row of [`COLUMNS`] (either database's row type), by column name; `?` on
+/// a missing or mistyped column or a state this build does not know.
+macro_rules! replay {
+    ($r:expr) => {{
+        let stored: String = $r.try_get("state")?;
+        let state = ReplayState::parse(&stored).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "state".into(),
+            source: format!("unknown replay state `{stored}`").into(),
+        })?;
+        let updated_ms = $r.try_get("updated_ms")?;
+        Replay {
+            id: $r.try_get("id")?,
+            selection: Selection {
+                stream: $r.try_get("stream")?,
+                route: $r.try_get("route")?,
+                ty: $r.try_get("type")?,
+                since_ms: $r.try_get("since_ms")?,
+                until_ms: $r.try_get("until_ms")?,
+                to_stream: $r.try_get("to_stream")?,
+                include_replayed: $r.try_get::<i64, _>("include_replayed")? != 0,
+            },
+            state: stalled(state, updated_ms),
+            total: $r.try_get("total")?,
+            done: $r.try_get("done")?,
+            cursor_seq: $r.try_get("cursor_seq")?,
+            last_seq: $r.try_get("last_seq")?,
+            actor: $r.try_get("actor")?,
+            error: $r.try_get("error")?,
+            created_ms: $r.try_get("created_ms")?,
+            updated_ms,
+        }
+    }};
+}
 
 /// The replays table.
 #[derive(Clone)]
@@ -135,7 +209,11 @@ impl Replays {
     pub async fn create(&self, s: &Selection, actor: &str) -> Result<Replay, StoreError> {
         let (total, last_seq) = self.count(s).await?;
         let now = now_ms();
-        let state = if total == 0 { "done" } else { "running" };
+        let state = if total == 0 {
+            ReplayState::Done
+        } else {
+            ReplayState::Running
+        };
         let id: i64 = on_pool!(&self.store.pool, |p| {
             sqlx::query_scalar(
             "INSERT INTO strangler_replays (stream, route, type, since_ms, until_ms, to_stream, state, total, \
@@ -148,7 +226,7 @@ impl Replays {
         .bind(s.since_ms)
         .bind(s.until_ms)
         .bind(&s.to_stream)
-        .bind(state)
+        .bind(state.as_str())
         .bind(total)
         .bind(last_seq)
         .bind(actor)
@@ -190,29 +268,7 @@ impl Replays {
             };
             let rows = query.fetch_all(p).await?;
             rows.iter()
-                .map(|r| {
-                    Ok::<_, sqlx::Error>(Replay {
-                        id: r.try_get(0)?,
-                        selection: Selection {
-                            stream: r.try_get(1)?,
-                            route: r.try_get(2)?,
-                            ty: r.try_get(3)?,
-                            since_ms: r.try_get(4)?,
-                            until_ms: r.try_get(5)?,
-                            to_stream: r.try_get(6)?,
-                            include_replayed: r.try_get::<i64, _>(16)? != 0,
-                        },
-                        state: stalled(r.try_get(7)?, r.try_get(15)?),
-                        total: r.try_get(8)?,
-                        done: r.try_get(9)?,
-                        cursor_seq: r.try_get(10)?,
-                        last_seq: r.try_get(11)?,
-                        actor: r.try_get(12)?,
-                        error: r.try_get(13)?,
-                        created_ms: r.try_get(14)?,
-                        updated_ms: r.try_get(15)?,
-                    })
-                })
+                .map(|r| Ok::<_, sqlx::Error>(replay!(r)))
                 .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
@@ -228,16 +284,8 @@ impl Replays {
         let moving: Vec<&Archived> = rows.iter().filter(|r| r.matches(s)).collect();
         let finished = cursor >= job.last_seq;
         let now = now_ms();
-        let pg = matches!(self.store.pool, Pool::Postgres(_));
         let moved = on_pool!(&self.store.pool, |p| {
-            let mut tx = p.begin().await?;
-            if pg {
-                // Before any outbox `seq` is drawn (see `Outbox::read_after`).
-                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-                    .bind(Lock::ENQUEUE.key())
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let mut tx = p.begin_enqueue().await?;
             // The cursor first, guarded by its old value: two runners of one job cannot both
             // move a chunk.
             let claimed = sqlx::query(
@@ -285,20 +333,20 @@ impl Replays {
     pub async fn set_state(
         &self,
         id: i64,
-        from: &[&str],
-        state: &str,
+        from: &[ReplayState],
+        state: ReplayState,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
         let job = self.get(id).await?;
         let Some(job) = job else { return Ok(false) };
-        if !from.contains(&job.state.as_str()) {
+        if !from.contains(&job.state) {
             return Ok(false);
         }
         let n = on_pool!(&self.store.pool, |p| {
             sqlx::query(
             "UPDATE strangler_replays SET state = $1, error = $2, updated_ms = $3 WHERE id = $4 AND updated_ms = $5"
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(error)
         .bind(now_ms())
         .bind(id)
@@ -355,12 +403,12 @@ impl Replays {
             rows.iter()
                 .map(|r| {
                     Ok::<_, sqlx::Error>(Archived {
-                        seq: r.try_get(0)?,
-                        id: r.try_get(1)?,
-                        route: r.try_get(2)?,
-                        stream: r.try_get(3)?,
-                        partition_key: r.try_get(4)?,
-                        payload: r.try_get(5)?,
+                        seq: r.try_get("seq")?,
+                        id: r.try_get("id")?,
+                        route: r.try_get("route")?,
+                        stream: r.try_get("stream")?,
+                        partition_key: r.try_get("partition_key")?,
+                        payload: r.try_get("payload")?,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?
@@ -370,9 +418,9 @@ impl Replays {
 }
 
 /// A running job with no step for [`STALLED_MS`] reads as `interrupted` (its runner died).
-fn stalled(state: String, updated_ms: i64) -> String {
-    if state == "running" && now_ms() - updated_ms > STALLED_MS {
-        "interrupted".into()
+fn stalled(state: ReplayState, updated_ms: i64) -> ReplayState {
+    if state == ReplayState::Running && now_ms() - updated_ms > STALLED_MS {
+        ReplayState::Interrupted
     } else {
         state
     }

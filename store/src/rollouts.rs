@@ -87,13 +87,13 @@ impl RolloutTables {
         let rows = on_pool!(&self.store.pool, |p| sqlx::query(SQL)
             .fetch_all(p)
             .await?
-            .into_iter()
-            .map(|r| (
-                r.get::<String, _>(0),
-                r.get::<String, _>(1),
-                r.get::<String, _>(2)
-            ))
-            .collect::<Vec<_>>());
+            .iter()
+            .map(|r| Ok::<_, sqlx::Error>((
+                r.try_get::<String, _>("context")?,
+                r.try_get::<String, _>("state")?,
+                r.try_get::<String, _>("plan")?
+            )))
+            .collect::<Result<Vec<_>, _>>()?);
         Ok(rows
             .into_iter()
             .filter_map(|(context, state, plan)| {
@@ -192,19 +192,19 @@ impl RolloutTables {
             .fetch_all(p)
             .await?
             .iter()
-            .map(|r| AuditEntry {
-                id: r.get(0),
-                at_ms: r.get(1),
-                context: r.get(2),
-                actor: r.get(3),
-                from_weight_bp: r.get(4),
-                to_weight_bp: r.get(5),
-                phase: r.get(6),
-                reason: r.get(7),
-                gates: serde_json::from_str(&r.get::<String, _>(8))
+            .map(|r| Ok::<_, sqlx::Error>(AuditEntry {
+                id: r.try_get("id")?,
+                at_ms: r.try_get("at_ms")?,
+                context: r.try_get("context")?,
+                actor: r.try_get("actor")?,
+                from_weight_bp: r.try_get("from_weight_bp")?,
+                to_weight_bp: r.try_get("to_weight_bp")?,
+                phase: r.try_get("phase")?,
+                reason: r.try_get("reason")?,
+                gates: serde_json::from_str(&r.try_get::<String, _>("gates")?)
                     .unwrap_or(serde_json::Value::Null),
-            })
-            .collect::<Vec<_>>());
+            }))
+            .collect::<Result<Vec<_>, _>>()?);
         Ok(out)
     }
 
@@ -269,11 +269,12 @@ impl RolloutTables {
         let row = on_pool!(&self.store.pool, |p| sqlx::query(SQL)
             .fetch_optional(p)
             .await?
-            .map(|r| KillSwitch {
-                on: r.get::<bool, _>(0),
-                actor: r.get(1),
-                at_ms: r.get(2),
-            }));
+            .map(|r| Ok::<_, sqlx::Error>(KillSwitch {
+                on: r.try_get::<bool, _>("on_")?,
+                actor: r.try_get("actor")?,
+                at_ms: r.try_get("at_ms")?,
+            }))
+            .transpose()?);
         Ok(row.unwrap_or(KillSwitch {
             on: false,
             actor: String::new(),

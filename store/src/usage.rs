@@ -114,18 +114,18 @@ impl Usage {
             rows.iter()
                 .map(|r| {
                     Ok::<_, sqlx::Error>(Minute {
-                        stream: r.try_get(0)?,
-                        minute_ms: r.try_get(1)?,
-                        records: r.try_get(2)?,
-                        events: r.try_get(3)?,
-                        bytes: r.try_get(4)?,
-                        peak_records: r.try_get(5)?,
-                        peak_bytes: r.try_get(6)?,
-                        first_ms: r.try_get(7)?,
-                        last_ms: r.try_get(8)?,
-                        arrived_peak_events: r.try_get(9)?,
-                        arrived_peak_bytes: r.try_get(10)?,
-                        held: r.try_get(11)?,
+                        stream: r.try_get("stream")?,
+                        minute_ms: r.try_get("minute_ms")?,
+                        records: r.try_get("records")?,
+                        events: r.try_get("events")?,
+                        bytes: r.try_get("bytes")?,
+                        peak_records: r.try_get("peak_records")?,
+                        peak_bytes: r.try_get("peak_bytes")?,
+                        first_ms: r.try_get("first_ms")?,
+                        last_ms: r.try_get("last_ms")?,
+                        arrived_peak_events: r.try_get("arrived_peak_events")?,
+                        arrived_peak_bytes: r.try_get("arrived_peak_bytes")?,
+                        held: r.try_get("held")?,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?

@@ -6,7 +6,7 @@
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
-use strangler_store::{Replays, Selection};
+use strangler_store::{ReplayState, Replays, Selection};
 
 use super::{Admin, ApiError, Call, Reply, json_reply};
 use crate::replay::parse_time;
@@ -96,7 +96,7 @@ impl Admin {
             ));
         }
         let job = replays.create(&selection, call.actor).await?;
-        if job.state == "running" {
+        if job.state == ReplayState::Running {
             crate::replay::start(replays, job.clone(), req.rate);
         }
         Ok(json_reply(StatusCode::CREATED, &json!(job)))
@@ -116,9 +116,19 @@ impl Admin {
                 format!("no replay {id}"),
             ));
         };
-        let (from, to): (&[&str], &str) = match action {
-            "resume" => (&["interrupted", "failed"], "running"),
-            "cancel" => (&["running", "interrupted", "failed"], "cancelled"),
+        let (from, to): (&[ReplayState], ReplayState) = match action {
+            "resume" => (
+                &[ReplayState::Interrupted, ReplayState::Failed][..],
+                ReplayState::Running,
+            ),
+            "cancel" => (
+                &[
+                    ReplayState::Running,
+                    ReplayState::Interrupted,
+                    ReplayState::Failed,
+                ][..],
+                ReplayState::Cancelled,
+            ),
             other => {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,

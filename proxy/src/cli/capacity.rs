@@ -88,7 +88,7 @@ pub fn run(cfg: &Config, args: &CapacityArgs) -> Result<()> {
                         "stream": stream,
                         "shards": now.as_ref().ok().map(|n| n.0),
                         "mode": now.as_ref().ok().map(|n| n.1.clone()),
-                        "describe_error": now.as_ref().err(),
+                        "describe_error": now.as_ref().err().map(ToString::to_string),
                         "usage": sizing,
                     })
                 })

@@ -140,7 +140,9 @@ fn policy(arns: &[String], keys: &[String]) -> serde_json::Value {
 }
 
 async fn describe(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Described, String> {
-    let d = strangler_events::kinesis::describe(client, stream, Duration::from_secs(5)).await?;
+    let d = strangler_events::kinesis::describe(client, stream, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
     // The AWS-managed key (`alias/aws/kinesis`) needs no grant of its own.
     let key = d
         .key_id()

@@ -1,6 +1,7 @@
 //! An upstream's section of the config (the monolith's `legacy:` and each of `services:`):
 //! address, TLS and timeouts, validated with located errors.
 
+use std::collections::BTreeMap;
 use std::net::ToSocketAddrs;
 use std::time::Duration;
 
@@ -96,4 +97,30 @@ pub(super) fn upstream(
         total_timeout,
         idle_timeout,
     })
+}
+
+/// The `services:` section: each new service's upstream, by name (`legacy` is the monolith's).
+pub(super) fn services(
+    raw: &BTreeMap<String, Spanned<RawUpstream>>,
+    r: &mut Reporter,
+) -> BTreeMap<String, Upstream> {
+    let mut services = BTreeMap::new();
+    for (name, up) in raw {
+        let field = format!("services.{name}");
+        if name == strangler_rules::LEGACY {
+            r.report(
+                up.into(),
+                field,
+                "`legacy` is reserved for the monolith; name the service differently",
+            );
+            continue;
+        }
+        if !strangler_rules::is_valid_name(name) {
+            r.report(up.into(), field.clone(), "service names use only letters, digits, '-', '_' and '.' (they become metric labels)");
+        }
+        if let Some(u) = upstream(name, up, &field, r) {
+            services.insert(name.clone(), u);
+        }
+    }
+    services
 }

@@ -15,7 +15,7 @@ pub(super) fn opt_duration(
     match v {
         None => default,
         Some(s) => parse_duration(&s.value).unwrap_or_else(|e| {
-            r.report(s.into(), field, e);
+            r.report(s.into(), field, e.to_string());
             default
         }),
     }
@@ -41,7 +41,7 @@ pub(super) fn opt_size(
             default
         }
         Err(e) => {
-            r.report(s.into(), field, e);
+            r.report(s.into(), field, e.to_string());
             default
         }
     }

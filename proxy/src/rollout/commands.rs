@@ -16,8 +16,8 @@ pub enum CommandError {
     NoContext(String),
     #[error("context `{0}` has no rollout plan (its weight is set in the rule file)")]
     NoPlan(String),
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(#[from] strangler_rollout::Refused),
     #[error("the rollout kept changing under the command; try again")]
     Conflict,
     #[error(

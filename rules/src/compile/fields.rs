@@ -106,7 +106,7 @@ pub(super) fn compile_path(
         "template" => match Template::parse(s) {
             Ok(t) => Some(PathPattern::Template(t)),
             Err(e) => {
-                r.report(value.into(), f, e);
+                r.report(value.into(), f, e.to_string());
                 None
             }
         },

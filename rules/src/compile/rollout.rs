@@ -88,7 +88,11 @@ pub(super) fn compile(p: &Spanned<RawRollout>, field: &str, r: &mut Reporter) ->
         }
         Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
         Err(e) => {
-            r.report((&raw.interval).into(), format!("{field}.interval"), e);
+            r.report(
+                (&raw.interval).into(),
+                format!("{field}.interval"),
+                e.to_string(),
+            );
             0
         }
     };
@@ -105,7 +109,7 @@ pub(super) fn compile(p: &Spanned<RawRollout>, field: &str, r: &mut Reporter) ->
             }
             Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
             Err(e) => {
-                r.report(v.into(), format!("{field}.check_every"), e);
+                r.report(v.into(), format!("{field}.check_every"), e.to_string());
                 0
             }
         },
@@ -192,7 +196,7 @@ fn gates(g: &RawGates, field: &str, r: &mut Reporter) -> Gates {
                     return None;
                 }
                 Err(e) => {
-                    r.report(t.into(), format!("{f}.timeout"), e);
+                    r.report(t.into(), format!("{f}.timeout"), e.to_string());
                     return None;
                 }
             },

@@ -136,7 +136,7 @@ pub(super) fn compile(
                 BODY_LIMIT
             }
             Err(e) => {
-                r.report(b.into(), format!("{field}.limits.body"), e);
+                r.report(b.into(), format!("{field}.limits.body"), e.to_string());
                 BODY_LIMIT
             }
         },
@@ -179,7 +179,7 @@ fn compare(raw: &RawCompare, field: &str, r: &mut Reporter) -> (Vec<http::Header
     {
         Ok(p) => Some(p),
         Err(e) => {
-            r.report(p.into(), f, e);
+            r.report(p.into(), f, e.to_string());
             None
         }
     };

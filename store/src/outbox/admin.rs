@@ -3,9 +3,9 @@
 
 use sqlx::Row;
 
-use super::{DeadLetter, Outbox, StreamDepth};
-use crate::lease::{CheckFence, Lock};
-use crate::{Pool, StoreError, now_ms, on_pool};
+use super::{BeginEnqueue, DeadLetter, Outbox, StreamDepth};
+use crate::lease::CheckFence;
+use crate::{StoreError, now_ms, on_pool};
 
 impl Outbox {
     /// Moves an event to the dead-letter table.
@@ -39,16 +39,18 @@ impl Outbox {
         let dead = on_pool!(&self.store.pool, |p| {
             let rows = sqlx::query(SQL).bind(limit).fetch_all(p).await?;
             rows.iter()
-                .map(|r| DeadLetter {
-                    seq: r.get(0),
-                    id: r.get(1),
-                    stream: r.get(2),
-                    partition_key: r.get(3),
-                    attempts: r.get(4),
-                    reason: r.get(5),
-                    dead_ms: r.get(6),
+                .map(|r| {
+                    Ok::<_, sqlx::Error>(DeadLetter {
+                        seq: r.try_get("seq")?,
+                        id: r.try_get("id")?,
+                        stream: r.try_get("stream")?,
+                        partition_key: r.try_get("partition_key")?,
+                        attempts: r.try_get("attempts")?,
+                        reason: r.try_get("reason")?,
+                        dead_ms: r.try_get("dead_ms")?,
+                    })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?
         });
         Ok(dead)
     }
@@ -70,16 +72,8 @@ impl Outbox {
              SELECT id, route, stream, partition_key, payload, created_ms, 0, {now}, replay_id FROM strangler_dead_letters {filter} ORDER BY seq"
         );
         let delete = format!("DELETE FROM strangler_dead_letters {filter}");
-        let pg = matches!(self.store.pool, Pool::Postgres(_));
         let moved = on_pool!(&self.store.pool, |p| {
-            let mut tx = p.begin().await?;
-            if pg {
-                // Before any `seq` is drawn (see `Outbox::read_after`).
-                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-                    .bind(Lock::ENQUEUE.key())
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let mut tx = p.begin_enqueue().await?;
             let n = sqlx::query(sqlx::AssertSqlSafe(copy))
                 .execute(&mut *tx)
                 .await?
@@ -97,20 +91,20 @@ impl Outbox {
     /// Waiting events and the age of the oldest, per stream. Scans the table: the admin API
     /// asks on demand; the relay's gauges come from its working set instead.
     pub async fn depth(&self) -> Result<Vec<StreamDepth>, StoreError> {
-        const SQL: &str = "SELECT stream, COUNT(*), MIN(created_ms) FROM strangler_outbox GROUP BY stream ORDER BY stream";
+        const SQL: &str = "SELECT stream, COUNT(*) AS depth, MIN(created_ms) AS oldest_ms FROM strangler_outbox GROUP BY stream ORDER BY stream";
         let now = now_ms();
         let depths = on_pool!(&self.store.reads, |p| {
             let rows = sqlx::query(SQL).fetch_all(p).await?;
             rows.iter()
                 .map(|r| {
-                    let oldest: i64 = r.get(2);
-                    StreamDepth {
-                        stream: r.get(0),
-                        depth: r.get(1),
+                    let oldest: i64 = r.try_get("oldest_ms")?;
+                    Ok::<_, sqlx::Error>(StreamDepth {
+                        stream: r.try_get("stream")?,
+                        depth: r.try_get("depth")?,
                         oldest_age_seconds: (now - oldest).max(0) as f64 / 1000.0,
-                    }
+                    })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?
         });
         Ok(depths)
     }
