@@ -1,29 +1,27 @@
 //! What a handler is given: one CloudEvent taken out of a Kinesis record (a KPL aggregate holds
 //! many), with where it was read. Pure code: bytes in, events out.
 
-use serde_json::Value;
+use strangler_wire::Envelope;
 
 /// One event, as published by strangler (CloudEvents 1.0, structured JSON) or by anyone who
-/// writes the same envelope.
+/// writes the same envelope, with where it was read. Its attributes are the envelope's
+/// (`event.id`, `event.ty`, `event.data`, … through `Deref`; `event.whole` is the whole JSON,
+/// extensions such as `traceparent` included). The consumer applies each `id` once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// The CloudEvents `id`: fixed when the event was made, kept across retries and replays. The
-    /// consumer applies each id once.
-    pub id: String,
-    pub source: String,
-    /// The CloudEvents `type` (`ORDER_CREATED`).
-    pub ty: String,
-    pub subject: Option<String>,
-    /// RFC 3339 as published (`2026-11-30T15:19:46.123Z`); empty when the event had none.
-    pub time: String,
-    pub data: Value,
-    /// The whole envelope, extensions (`traceparent`, …) included.
-    pub envelope: Value,
+    pub envelope: Envelope,
     pub shard_id: String,
     pub partition_key: String,
     pub sequence_number: String,
     /// The event's place in its Kinesis record when that record is a KPL aggregate.
     pub sub_sequence_number: Option<u32>,
+}
+
+impl std::ops::Deref for Event {
+    type Target = Envelope;
+    fn deref(&self) -> &Envelope {
+        &self.envelope
+    }
 }
 
 /// A record that is not an event the consumer can apply (it is passed over, logged and counted,
@@ -107,15 +105,9 @@ fn parse(
         sub_sequence_number: sub,
         reason,
     };
-    let e = strangler_wire::envelope::read(data).map_err(|e| unreadable(e.to_string()))?;
+    let envelope = strangler_wire::envelope::read(data).map_err(|e| unreadable(e.to_string()))?;
     Ok(Event {
-        id: e.id,
-        source: e.source,
-        ty: e.ty,
-        subject: e.subject,
-        time: e.time,
-        data: e.data,
-        envelope: e.whole,
+        envelope,
         shard_id: origin.shard_id.to_string(),
         partition_key: partition_key.to_string(),
         sequence_number: origin.sequence_number.to_string(),
@@ -165,7 +157,7 @@ mod tests {
             .0
             .into_iter()
             .map(Result::unwrap)
-            .map(|e| (e.id, e.partition_key, e.sub_sequence_number))
+            .map(|e| (e.envelope.id, e.partition_key, e.sub_sequence_number))
             .collect();
         assert_eq!(
             got,
@@ -191,7 +183,7 @@ mod tests {
             ..ORIGIN
         };
         let (got, misplaced) = from_record(only_bob, &record);
-        let ids: Vec<_> = got.into_iter().map(|e| e.unwrap().id).collect();
+        let ids: Vec<_> = got.into_iter().map(|e| e.unwrap().envelope.id).collect();
         assert_eq!((ids, misplaced), (vec!["x".to_string()], 1));
         let both = Origin {
             hash_range: Some((bob.min(carol), bob.max(carol))),
@@ -230,6 +222,7 @@ mod tests {
     mod round_trip {
         use super::*;
         use proptest::prelude::*;
+        use serde_json::Value;
         use strangler_wire::{CloudEvent, Data};
 
         fn json() -> impl Strategy<Value = Value> {
@@ -287,7 +280,7 @@ mod tests {
                 )
             );
             assert_eq!(
-                got.envelope["traceparent"].as_str(),
+                got.whole["traceparent"].as_str(),
                 sent.traceparent.as_deref()
             );
             assert_eq!(

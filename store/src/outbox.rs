@@ -62,20 +62,25 @@ pub struct DeadLetter {
     pub dead_ms: i64,
 }
 
-/// A `Pending` from a row of [`sql::PENDING_COLUMNS`] (either database's row type), by column
+/// The `Pending`s of rows of [`sql::PENDING_COLUMNS`] (either database's row type), by column
 /// name; `?` on a missing or mistyped column.
-macro_rules! pending {
-    ($r:expr) => {
-        Pending {
-            seq: $r.try_get("seq")?,
-            id: $r.try_get("id")?,
-            stream: $r.try_get("stream")?,
-            partition_key: $r.try_get("partition_key")?,
-            payload: $r.try_get("payload")?,
-            attempts: $r.try_get("attempts")?,
-            created_ms: $r.try_get("created_ms")?,
-            next_attempt_ms: $r.try_get("next_attempt_ms")?,
-        }
+macro_rules! pending_rows {
+    ($rows:expr) => {
+        $rows
+            .iter()
+            .map(|r| {
+                Ok::<_, sqlx::Error>(Pending {
+                    seq: r.try_get("seq")?,
+                    id: r.try_get("id")?,
+                    stream: r.try_get("stream")?,
+                    partition_key: r.try_get("partition_key")?,
+                    payload: r.try_get("payload")?,
+                    attempts: r.try_get("attempts")?,
+                    created_ms: r.try_get("created_ms")?,
+                    next_attempt_ms: r.try_get("next_attempt_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
     };
 }
 
@@ -169,9 +174,7 @@ impl Outbox {
                 .bind(upto)
                 .fetch_all(p)
                 .await?;
-            rows.iter()
-                .map(|r| Ok::<_, sqlx::Error>(pending!(r)))
-                .collect::<Result<Vec<_>, _>>()?
+            pending_rows!(rows)
         });
         Ok(pending)
     }
@@ -199,9 +202,7 @@ impl Outbox {
                 .bind(stream)
                 .fetch_all(p)
                 .await?;
-            rows.iter()
-                .map(|r| Ok::<_, sqlx::Error>(pending!(r)))
-                .collect::<Result<Vec<_>, _>>()?
+            pending_rows!(rows)
         });
         Ok(pending)
     }

@@ -71,15 +71,17 @@ impl<D: Serialize> CloudEvent<D> {
 /// (extensions such as `traceparent` included).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
-    /// Never empty.
+    /// The CloudEvents `id`: fixed when the event was made, kept across retries and replays
+    /// (consumers dedupe on it). Never empty.
     pub id: String,
     pub source: String,
-    /// The CloudEvents `type`.
+    /// The CloudEvents `type` (`ORDER_CREATED`).
     pub ty: String,
     pub subject: Option<String>,
-    /// RFC 3339 as written; empty when the event had none.
+    /// RFC 3339 as written (`2026-11-30T15:19:46.123Z`); empty when the event had none.
     pub time: String,
     pub data: Value,
+    /// The whole envelope, extensions (`traceparent`, …) included.
     pub whole: Value,
 }
 
