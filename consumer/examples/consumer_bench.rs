@@ -14,7 +14,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use sqlx::AnyConnection;
 use strangler_consumer::{Applying, Config, Consumer, Event, Handler};
-use strangler_events::aggregate::Builder;
+use strangler_wire::aggregate::Builder;
 
 const SHARDS: i32 = 4;
 
@@ -115,7 +115,7 @@ async fn plain_loop(c: &Client, stream: &str) -> usize {
                 .await
                 .unwrap();
             for r in out.records() {
-                events += match strangler_events::aggregate::decode(r.data().as_ref()) {
+                events += match strangler_wire::aggregate::decode(r.data().as_ref()) {
                     Ok(Some(sub)) => sub.len(),
                     _ => 1,
                 };

@@ -207,6 +207,19 @@ impl Outbox {
         Ok(pending)
     }
 
+    /// A transaction on the relay's PostgreSQL connections, fenced by the relay's lease (its
+    /// writes are refused once another replica holds it).
+    async fn begin_fenced(
+        &self,
+        p: &sqlx::PgPool,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = p.begin().await?;
+        if let Some(f) = &self.fence {
+            tx.check_fence(f).await?;
+        }
+        Ok(tx)
+    }
+
     /// Removes published events; with `keep` they are archived for replay. On SQLite this goes
     /// through the writer, in the same transactions as enqueues: SQLite has one writer at a
     /// time, and a second connection deleting would make enqueues wait on its lock. On
@@ -217,10 +230,7 @@ impl Outbox {
             return Ok(());
         }
         if let Pool::Postgres(p) = &self.store.reads {
-            let mut tx = p.begin().await?;
-            if let Some(f) = &self.fence {
-                tx.check_fence(f).await?;
-            }
+            let mut tx = self.begin_fenced(p).await?;
             if keep {
                 sqlx::query(sql::ARCHIVE_ANY)
                     .bind(seqs)
@@ -249,10 +259,7 @@ impl Outbox {
             return Ok(());
         }
         if let Pool::Postgres(p) = &self.store.reads {
-            let mut tx = p.begin().await?;
-            if let Some(f) = &self.fence {
-                tx.check_fence(f).await?;
-            }
+            let mut tx = self.begin_fenced(p).await?;
             sqlx::query(sql::RETRY_ANY)
                 .bind(next_ms)
                 .bind(error)
