@@ -17,7 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "strangler",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("STRANGLER_COMMIT"), ")"),
     about = "Strangler-fig migration proxy: route, dual-write, shadow, shift"
 )]
 struct Cli {

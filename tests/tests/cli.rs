@@ -590,3 +590,23 @@ fn the_readme_rule_file_is_valid() {
     assert!(out.contains("; 2 route(s) in 1 rule file(s)"), "{out}");
     assert!(!err.contains("warning"), "{err}");
 }
+
+/// `strangler --version` says the version and the commit it was built from.
+#[test]
+fn version_names_the_commit() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(&["--version"], d.path());
+    assert_eq!(code, 0, "{err}");
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(workspace())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let commit = head.as_deref().unwrap_or("unknown");
+    assert_eq!(
+        out.trim(),
+        format!("strangler {} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    );
+}
