@@ -1,7 +1,8 @@
-//! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`, and the JSON API,
-//! one module per area: [`rules`] (routes, reload status, reload), [`events`] (outbox depth,
-//! dead letters, re-drive), [`replays`] (re-publishing archived events), [`shadow`] (figures per route, stored mismatches) and [`rollouts`]
-//! (rollout status and commands, the audit log, the kill switch). JSON in, JSON out.
+//! The admin listener (loopback by default): the console page (`/`, [`console`]), `/metrics`,
+//! `/healthz`, `/readyz`, and the JSON API, one module per area: [`rules`] (routes, reload
+//! status, reload), [`events`] (outbox depth, dead letters, re-drive), [`replays`] (re-publishing
+//! archived events), [`shadow`] (figures per route, stored mismatches) and [`rollouts`] (rollout
+//! status and commands, the audit log, the kill switch). JSON in, JSON out.
 //!
 //! Endpoints that change anything (every method but GET) want `Authorization: Bearer <token>`
 //! when the config names a token (`admin_token_env`); `/metrics`, `/healthz` and `/readyz`, like
@@ -11,6 +12,7 @@
 //! known for another method answers 405 with `Allow`, an unknown path 404 listing every
 //! endpoint. Every error is the same JSON shape ([`ApiError`]): `{"error": "…"}`.
 
+mod console;
 mod events;
 mod replays;
 mod rollouts;
@@ -92,6 +94,7 @@ enum Endpoint {
     Routes,
     RulesStatus,
     Reload,
+    Console(console::Asset),
     Outbox,
     DeadLetters,
     Redrive,
@@ -131,6 +134,17 @@ impl Endpoint {
 
 /// The routing table: method, path (`matchit` syntax, `{name}` for a parameter), endpoint.
 const ENDPOINTS: &[(Method, &str, Endpoint)] = &[
+    (Method::GET, "/", Endpoint::Console(console::Asset::Page)),
+    (
+        Method::GET,
+        "/console.js",
+        Endpoint::Console(console::Asset::Script),
+    ),
+    (
+        Method::GET,
+        "/console.css",
+        Endpoint::Console(console::Asset::Style),
+    ),
     (Method::GET, "/metrics", Endpoint::Metrics),
     (Method::GET, "/healthz", Endpoint::Healthz),
     (Method::GET, "/readyz", Endpoint::Readyz),
@@ -382,6 +396,7 @@ impl Admin {
                 Ok(reply(StatusCode::OK, "text/plain; version=0.0.4", buf))
             }
             Endpoint::Healthz => Ok(reply(StatusCode::OK, "text/plain", b"ok\n".to_vec())),
+            Endpoint::Console(asset) => Ok(console::serve(asset)),
             Endpoint::Readyz => Ok(self.readyz().await),
             Endpoint::Routes => self.routes(),
             Endpoint::RulesStatus => self.rules_status(),

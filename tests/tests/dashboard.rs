@@ -70,12 +70,14 @@ async fn every_dashboard_query_runs_against_prometheus_and_every_panel_shows_ser
         orders_context("{ steps: [50, 100], interval: 1h }"),
         ORDERS_RULES.trim_start_matches("\nroutes:\n")
     );
+    // Kept for the whole test: its folder holds the SQLite file.
+    let store = Store::sqlite();
     let p = ProxyBuilder::new(legacy.addr)
         .service("orders", UpstreamConfig::new(orders.addr))
         .service("broken", UpstreamConfig::new(refused))
         .rules("r.yaml", &rules)
         .kinesis(&k.endpoint())
-        .store(&Store::sqlite())
+        .store(&store)
         .start()
         .await;
 
