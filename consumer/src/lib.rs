@@ -23,6 +23,7 @@ pub mod checkpoints;
 pub mod event;
 mod fanout;
 pub mod lineage;
+pub mod metrics;
 mod progress;
 mod reader;
 
@@ -39,6 +40,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 pub use event::Event;
+pub use metrics::ProgressMetrics;
 pub use progress::{Progress, ShardProgress};
 
 /// A handler's error: the batch is rolled back and tried again after a back-off (the shard waits:
@@ -191,6 +193,16 @@ impl Consumer {
     /// Counts and per-shard positions, updated as batches commit.
     pub fn progress(&self) -> Arc<Progress> {
         Arc::clone(&self.progress)
+    }
+
+    /// Shows this consumer's progress on `registry` (see [`metrics`]): what the application
+    /// serves on its `/metrics` then includes the consumer's lag and counts.
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(ProgressMetrics::new(
+            &self.config.name,
+            self.config.stream_name(),
+            self.progress(),
+        )))
     }
 
     /// Reads until `shutdown` turns true (each shard stops after the batch it is applying), or

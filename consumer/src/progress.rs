@@ -20,6 +20,10 @@ pub struct Progress {
 pub struct ShardProgress {
     /// The last record applied.
     pub sequence_number: Option<String>,
+    /// Events of this shard handed to the handler and committed.
+    pub applied: u64,
+    /// Events of this shard skipped as applied before.
+    pub duplicates: u64,
     /// How far the last read was behind the shard's newest record (Kinesis's figure).
     pub millis_behind: i64,
     pub finished: bool,
@@ -68,7 +72,11 @@ impl Progress {
             .unwrap_or(0)
     }
 
-    pub(crate) fn committed(&self, applied: u64, duplicates: u64, unreadable: u64) {
+    pub(crate) fn committed(&self, shard: &str, applied: u64, duplicates: u64, unreadable: u64) {
+        self.shard(shard, |p| {
+            p.applied += applied;
+            p.duplicates += duplicates;
+        });
         self.applied.fetch_add(applied, Ordering::Relaxed);
         self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
         self.unreadable.fetch_add(unreadable, Ordering::Relaxed);

@@ -313,7 +313,8 @@ impl Reader {
         for e in events.iter().filter_map(|e| e.as_ref().err()) {
             warn!(shard = %self.shard_id, sequence_number = %e.sequence_number, sub_sequence_number = ?e.sub_sequence_number, reason = %e.reason, "Record passed over: not an event");
         }
-        self.progress.committed(applied, duplicates, unreadable);
+        self.progress
+            .committed(&self.shard_id, applied, duplicates, unreadable);
         Ok(())
     }
 

@@ -58,8 +58,8 @@ python3 orders_service.py 8082 run/orders.db & pids+=($!)
 # Its log (an access line per request) goes to run/strangler.log; warnings and errors also here.
 "$bin" run --config "$config" 2> >(tee run/strangler.log | grep --line-buffered -E ' (WARN|ERROR) ' >&2) & pids+=($!)
 # The new service's read model (its orders table) from the events, and an independent notifier.
-"$projector" --db sqlite://run/orders.db --endpoint http://127.0.0.1:4567 --region us-east-1 2>run/projector.log & pids+=($!)
-"$notifier" --db sqlite://run/notifier.db --endpoint http://127.0.0.1:4567 --region us-east-1 2>run/notifier.log & pids+=($!)
+"$projector" --db sqlite://run/orders.db --endpoint http://127.0.0.1:4567 --region us-east-1 --metrics 127.0.0.1:9101 2>run/projector.log & pids+=($!)
+"$notifier" --db sqlite://run/notifier.db --endpoint http://127.0.0.1:4567 --region us-east-1 --metrics 127.0.0.1:9102 2>run/notifier.log & pids+=($!)
 
 for _ in $(seq 1 100); do
   curl -fs http://127.0.0.1:9090/readyz >/dev/null 2>&1 && break
@@ -99,6 +99,7 @@ echo "  # at the rollout's first step every user is on the monolith"
 echo "  id=\$(curl -s -X POST localhost:8080/api/orders -H 'x-user-id: zoe' -d '{\"items\":[{\"sku\":\"tea\",\"qty\":1}]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])')"
 echo "  sleep 2; curl -s localhost:8082/api/orders/\$id; echo; curl -s localhost:8082/api/orders -H 'x-user-id: zoe'; echo"
 echo "  grep 'Order confirmation' $here/run/notifier.log    # the notifier read the same events"
+echo "  curl -s localhost:9101/metrics    # the projector's progress: lag per shard, events applied"
 echo "  # backfill a new read model from the archive (events.keep_published): the order events of the"
 echo "  # last hour go out again, original ids kept, to a stream of its own, and a second projector"
 echo "  # builds run/orders-v2.db from it"

@@ -1,7 +1,8 @@
 //! The Grafana dashboard against a real Prometheus: Debian's `prometheus` scrapes a running
 //! proxy (a context under a rollout, a shadowed route, a publishing route to kinesis-local, a
-//! route to a service that refuses connections) under a little load, and every query of
-//! `deploy/grafana/strangler.json` runs without error; every panel shows series.
+//! route to a service that refuses connections) under a little load, and the shop's notifier
+//! (a `strangler-consumer` serving its progress) reading the published stream; every query of
+//! `deploy/grafana/strangler.json` runs without error, and every panel shows series.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -82,13 +83,35 @@ async fn every_dashboard_query_runs_against_prometheus_and_every_panel_shows_ser
         .await;
 
     let dir = tempfile::tempdir().unwrap();
+    let consumer_metrics = free_port();
+    let _notifier = Process::start(
+        &workspace_binary("shop-consumers", "notifier"),
+        &[
+            "--db",
+            &format!("sqlite://{}", dir.path().join("notifier.db").display()),
+            "--stream",
+            "orders",
+            "--endpoint",
+            &k.endpoint(),
+            "--region",
+            "us-east-1",
+            "--idle-wait",
+            "200ms",
+            "--metrics",
+            &consumer_metrics.to_string(),
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "local"),
+            ("AWS_SECRET_ACCESS_KEY", "local"),
+        ],
+    );
     let web = free_port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: strangler\n    static_configs: [{{ targets: ['{}'] }}]\n",
-            p.admin
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: strangler\n    static_configs: [{{ targets: ['{}'] }}]\n  - job_name: notifier\n    static_configs: [{{ targets: ['{}'] }}]\n",
+            p.admin, consumer_metrics
         ),
     )
     .unwrap();
@@ -102,10 +125,14 @@ async fn every_dashboard_query_runs_against_prometheus_and_every_panel_shows_ser
         &[],
     );
 
+    // Listening comes before ready (its storage opens in between): 503 until then.
     wait_for(
-        "Prometheus to listen",
+        "Prometheus to be ready",
         Duration::from_secs(30),
-        || async move { tokio::net::TcpStream::connect(web).await.is_ok() },
+        || async move {
+            tokio::net::TcpStream::connect(web).await.is_ok()
+                && get(web, "/-/ready", &[]).await.status == 200
+        },
     )
     .await;
 

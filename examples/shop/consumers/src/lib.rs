@@ -30,6 +30,10 @@ pub struct Args {
     /// How often the shard listing is read again (new shards after a reshard).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shard_sync: Duration,
+    /// Serve the consumer's progress as Prometheus metrics at http://ADDR/metrics (its lag per
+    /// shard, events applied, duplicates skipped).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -66,6 +70,15 @@ pub async fn run<H: Handler>(args: &Args, name: &str, pool: AnyPool, handler: H)
     config.enhanced_fan_out = args.enhanced_fan_out;
     let consumer = Consumer::new(client, pool, config).await?;
     let progress = consumer.progress();
+    if let Some(addr) = args.metrics {
+        let registry = prometheus::Registry::new();
+        consumer.register_metrics(&registry)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+        info!(%addr, "Metrics at /metrics");
+        tokio::spawn(serve_metrics(listener, registry));
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -110,4 +123,47 @@ pub async fn run<H: Handler>(args: &Args, name: &str, pool: AnyPool, handler: H)
 pub fn order_id(v: &serde_json::Value) -> Option<i64> {
     v.as_i64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// A minimal HTTP/1.1 server for `GET /metrics` (Prometheus's text format), one request per
+/// connection: enough for a scraper, without a web framework in the example.
+async fn serve_metrics(listener: tokio::net::TcpListener, registry: prometheus::Registry) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            // The request head, within 5 s and 8 KiB.
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if read != Ok(true) {
+                return;
+            }
+            let (status, body) = if head.starts_with(b"GET /metrics ") {
+                let text = prometheus::TextEncoder::new()
+                    .encode_to_string(&registry.gather())
+                    .unwrap_or_default();
+                ("200 OK", text)
+            } else {
+                ("404 Not Found", "GET /metrics\n".to_string())
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes()).await;
+        });
+    }
 }
