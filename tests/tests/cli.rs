@@ -570,27 +570,6 @@ fn a_command_without_its_config_says_so() {
     );
 }
 
-/// The rule file the README shows is valid as written.
-#[test]
-fn the_readme_rule_file_is_valid() {
-    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
-    let (_, rest) = readme
-        .split_once("## A rule file\n\n```yaml\n")
-        .expect("README has a rule-file example");
-    let (rules, _) = rest.split_once("```").unwrap();
-    let d = tempfile::tempdir().unwrap();
-    write(
-        d.path(),
-        "strangler.yaml",
-        &format!("{CONFIG}kinesis: {{ region: us-east-1 }}\n"),
-    );
-    write(d.path(), "rules/orders.yaml", rules);
-    let (code, out, err) = run(&["check", "strangler.yaml"], d.path());
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("; 2 route(s) in 1 rule file(s)"), "{out}");
-    assert!(!err.contains("warning"), "{err}");
-}
-
 /// `strangler --version` says the version and the commit it was built from.
 #[test]
 fn version_names_the_commit() {

@@ -1,6 +1,6 @@
 //! The documentation's links: every relative link in the README, `docs/` and
 //! `bench/RESULTS.md` names a file that exists, and an anchor names a heading in it (GitHub's
-//! slugs). The README stays a front door (at most 300 lines).
+//! slugs). The README stays a front door (at most 300 lines), and its rule-file example is valid.
 
 use std::path::{Path, PathBuf};
 
@@ -106,4 +106,35 @@ fn the_readme_is_a_front_door() {
     // The two commands, exactly as a newcomer types them.
     assert!(readme.contains("\n    ./examples/shop/run.sh\n"));
     assert!(readme.contains("\n    cargo test --workspace\n"));
+}
+
+/// The rule file the README shows is valid as written.
+#[test]
+fn the_readme_rule_file_is_valid() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let (_, rest) = readme
+        .split_once("## A rule file\n\n```yaml\n")
+        .expect("README has a rule-file example");
+    let (rules, _) = rest.split_once("```").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("strangler.yaml"),
+        "listen: [\"127.0.0.1:8080\"]\nlegacy: { address: \"127.0.0.1:8081\" }\nservices:\n  orders: { address: \"127.0.0.1:8082\" }\nrules: rules\nkinesis: { region: us-east-1 }\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.path().join("rules")).unwrap();
+    std::fs::write(d.path().join("rules/orders.yaml"), rules).unwrap();
+    let out = std::process::Command::new(strangler_tests::binary())
+        .args(["check", "strangler.yaml"])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    let ok = out.status.success();
+    let (out, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(ok && out.contains("ok: strangler.yaml"), "{out}{err}");
+    assert!(out.contains("; 2 route(s) in 1 rule file(s)"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
 }
