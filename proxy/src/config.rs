@@ -26,32 +26,53 @@ use upstream::{RawUpstream, upstream};
 pub use values::{parse_duration, parse_size};
 use values::{positive_duration, whole_seconds};
 
-#[derive(Debug, Deserialize)]
+/// The JSON Schema of `strangler.yaml`, from the types it is read into
+/// (`schema/strangler.schema.json`; a test keeps the committed copy current).
+pub fn json_schema() -> serde_json::Value {
+    let mut s = schemars::schema_for!(RawConfig);
+    s.insert("title".into(), "strangler.yaml".into());
+    serde_json::to_value(s).expect("a schema is JSON")
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[schemars(with = "Vec<listen::RawListen>")]
     listen: Spanned<Vec<Spanned<listen::RawListen>>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     admin: Option<Spanned<String>>,
     /// The environment variable holding the admin API's bearer token.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     admin_token_env: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<usize>")]
     workers: Option<Spanned<usize>>,
+    #[schemars(with = "RawUpstream")]
     legacy: Spanned<RawUpstream>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawUpstream>")]
     services: BTreeMap<String, Spanned<RawUpstream>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     store: Option<Spanned<String>>,
+    #[schemars(with = "String")]
     rules: Spanned<String>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     body_buffer_limit: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     client_header_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     client_body_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     keepalive_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     tunnel_idle_timeout: Option<Spanned<String>>,
     #[serde(default)]
     log: Option<server::RawLog>,
@@ -291,6 +312,30 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `schema/*.schema.json` are what the types say now; `UPDATE_SCHEMAS=1 cargo test -p
+    /// strangler schemas` writes them again.
+    #[test]
+    fn schemas_in_the_repository_are_current() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema");
+        for (file, schema) in [
+            ("strangler.schema.json", json_schema()),
+            ("rules.schema.json", strangler_rules::raw::json_schema()),
+        ] {
+            let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+            let path = dir.join(file);
+            if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            }
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == text,
+                "{} is stale: run `UPDATE_SCHEMAS=1 cargo test -p strangler schemas`",
+                path.display()
+            );
+        }
+    }
 
     #[test]
     fn config_errors_are_located() {

@@ -9,39 +9,49 @@ use strangler_rules::Reporter;
 
 use super::values::{opt_duration, opt_size};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawKinesis {
     #[serde(default)]
     region: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     endpoint: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEvents {
     #[serde(default)]
+    #[schemars(with = "Option<u32>")]
     max_attempts: Option<Spanned<u32>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     max_age: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     keep_published: Option<Spanned<String>>,
     #[serde(default)]
     redact_salt_env: Option<String>,
     #[serde(default)]
     aggregate: Vec<String>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     aggregate_max_bytes: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     memory: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     async_buffer: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     max_backoff: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<u32>")]
     shard_records_per_second: Option<Spanned<u32>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     shard_bytes_per_second: Option<Spanned<String>>,
 }
 

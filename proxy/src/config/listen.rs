@@ -21,7 +21,7 @@ pub(super) struct RawListen {
     tls: Option<Vec<RawCert>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawCert {
     cert: String,
@@ -67,6 +67,32 @@ impl<'de> Deserialize<'de> for RawListen {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// The schema of what [`RawListen`]'s deserializer takes.
+impl schemars::JsonSchema for RawListen {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Listen".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let cert = generator.subschema_for::<RawCert>();
+        schemars::json_schema!({
+            "description": "An IP:port address (plain HTTP), or an address that ends TLS with one certificate or a list of them chosen by SNI",
+            "oneOf": [
+                { "type": "string" },
+                {
+                    "type": "object",
+                    "properties": {
+                        "address": { "type": "string" },
+                        "tls": { "oneOf": [cert, { "type": "array", "items": cert }] }
+                    },
+                    "required": ["address"],
+                    "additionalProperties": false
+                }
+            ]
+        })
     }
 }
 

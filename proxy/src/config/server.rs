@@ -11,16 +11,17 @@ use strangler_rules::Reporter;
 use super::LogFormat;
 use super::values::opt_duration;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLog {
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     format: Option<Spanned<String>>,
     #[serde(default)]
     level: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     #[serde(default)]
@@ -28,8 +29,10 @@ pub(super) struct RawServer {
     #[serde(default)]
     upgrade_sock: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     grace_period: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     shutdown_timeout: Option<Spanned<String>>,
 }
 

@@ -9,14 +9,17 @@ use strangler_rules::Reporter;
 
 use super::values::positive_duration;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawShadow {
     #[serde(default)]
+    #[schemars(with = "Option<u64>")]
     keep_per_route: Option<Spanned<u64>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     keep_for: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     prune_interval: Option<Spanned<String>>,
 }
 

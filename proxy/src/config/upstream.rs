@@ -12,9 +12,10 @@ use strangler_rules::Reporter;
 use super::Upstream;
 use super::values::{opt_duration, positive_duration};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
+    #[schemars(with = "String")]
     address: Spanned<String>,
     #[serde(default)]
     tls: bool,
@@ -23,12 +24,16 @@ pub(super) struct RawUpstream {
     #[serde(default)]
     verify_cert: Option<bool>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     connect_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     read_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     total_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     idle_timeout: Option<Spanned<String>>,
 }
 
