@@ -18,6 +18,8 @@ pub mod stream;
 
 use std::path::Path;
 
+use strangler_rules::{Environment, RuleSet};
+
 use crate::config::Config;
 
 /// A failure the command has already explained on stderr (`check`'s findings): the exit status
@@ -36,4 +38,13 @@ impl std::error::Error for Reported {}
 /// The config a command works with, its errors as one message (each `file:line:col: …`).
 pub fn load(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|d| anyhow::anyhow!("{d}"))
+}
+
+/// The rules under `cfg`'s rule folder, checked against its services, as the proxy loads them.
+pub fn rules(cfg: &Config) -> anyhow::Result<RuleSet> {
+    let env = Environment {
+        services: Some(cfg.service_names()),
+    };
+    let (rules, _) = strangler_rules::load(&cfg.rules, &env).map_err(|d| anyhow::anyhow!("{d}"))?;
+    Ok(rules)
 }

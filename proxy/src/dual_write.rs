@@ -65,13 +65,12 @@ impl DualWrite {
             // `stop_relay` waits for this.
             drop(ended);
         });
+        let pending_cap = cfg.async_buffer.min(tokio::sync::Semaphore::MAX_PERMITS);
         Ok(Arc::new(DualWrite {
             outbox,
             metrics,
-            pending: Arc::new(tokio::sync::Semaphore::new(
-                cfg.async_buffer.min(tokio::sync::Semaphore::MAX_PERMITS),
-            )),
-            pending_cap: cfg.async_buffer.min(tokio::sync::Semaphore::MAX_PERMITS),
+            pending: Arc::new(tokio::sync::Semaphore::new(pending_cap)),
+            pending_cap,
             full: std::sync::atomic::AtomicBool::new(false),
             salt: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salt),
             stop,

@@ -122,10 +122,6 @@ impl Rollouts {
         self.overlay.load()
     }
 
-    pub(crate) fn set_overlay(&self, o: Overlay) {
-        self.overlay.store(Arc::new(o));
-    }
-
     /// The stored states and the kill switch were read (`sync`).
     pub(crate) fn mark_known(&self) {
         if !self.known.swap(true, std::sync::atomic::Ordering::AcqRel) {

@@ -51,6 +51,14 @@ pub enum ReplayState {
 }
 
 impl ReplayState {
+    pub const ALL: [ReplayState; 5] = [
+        ReplayState::Running,
+        ReplayState::Interrupted,
+        ReplayState::Done,
+        ReplayState::Failed,
+        ReplayState::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ReplayState::Running => "running",
@@ -62,15 +70,7 @@ impl ReplayState {
     }
 
     fn parse(s: &str) -> Option<ReplayState> {
-        [
-            ReplayState::Running,
-            ReplayState::Interrupted,
-            ReplayState::Done,
-            ReplayState::Failed,
-            ReplayState::Cancelled,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 

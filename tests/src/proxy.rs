@@ -431,6 +431,16 @@ impl Proxy {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The lines of its log at ERROR level (an operator's ERROR means the proxy or an upstream
+    /// failed, never a client).
+    pub fn error_lines(&self) -> Vec<String> {
+        self.logs()
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -72,8 +72,7 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
 /// Client faults are counted, and logged at DEBUG: an operator's ERROR means the proxy or an
 /// upstream failed.
 fn no_errors_logged(p: &Proxy) {
-    let logs = p.logs();
-    let errors: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR")).collect();
+    let errors = p.error_lines();
     assert!(
         errors.is_empty(),
         "client faults logged as errors: {errors:#?}"

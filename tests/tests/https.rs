@@ -228,12 +228,7 @@ async fn https_speaks_h2_and_http1_picks_the_certificate_by_sni_and_refuses_tls_
     );
     // The plain listener still answers.
     assert_eq!(get(p.addr, "/plain", &[]).await.status, 200);
-    let errors: Vec<String> = p
-        .logs()
-        .lines()
-        .filter(|l| l.contains("ERROR"))
-        .map(str::to_string)
-        .collect();
+    let errors = p.error_lines();
     assert!(
         errors.is_empty(),
         "a client's failed handshake is not our error: {errors:#?}"

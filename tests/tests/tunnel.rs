@@ -106,12 +106,7 @@ async fn a_websocket_stays_open_while_either_side_talks_and_closes_when_both_are
         !text.contains("strangler_upstream_errors_total{"),
         "a tunnel's end was counted against the upstream:\n{text}"
     );
-    let errors: Vec<String> = p
-        .logs()
-        .lines()
-        .filter(|l| l.contains("ERROR"))
-        .map(str::to_string)
-        .collect();
+    let errors = p.error_lines();
     assert!(errors.is_empty(), "{errors:#?}");
 }
 

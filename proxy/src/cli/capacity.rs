@@ -38,10 +38,7 @@ pub struct CapacityArgs {
 }
 
 pub fn run(cfg: &Config, args: &CapacityArgs) -> Result<()> {
-    let env = strangler_rules::Environment {
-        services: Some(cfg.service_names()),
-    };
-    let (rules, _) = strangler_rules::load(&cfg.rules, &env).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let rules = super::rules(cfg)?;
     let mut streams = rules.publish_streams();
     let prices = Prices {
         shard_hour: args.shard_hour,

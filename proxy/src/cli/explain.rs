@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use strangler_rules::publish::Durability;
-use strangler_rules::{Body, Choice, Environment, Outcome, Request, Side, Target};
+use strangler_rules::{Body, Choice, Outcome, Request, Side, Target};
 
 use crate::config::Config;
 
@@ -41,10 +41,7 @@ pub struct ExplainArgs {
 }
 
 pub fn run(cfg: &Config, a: &ExplainArgs) -> Result<()> {
-    let ctx = Environment {
-        services: Some(cfg.service_names()),
-    };
-    let (rules, _) = strangler_rules::load(&cfg.rules, &ctx).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let rules = super::rules(cfg)?;
 
     let method: Method = a
         .method

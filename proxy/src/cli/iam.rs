@@ -32,10 +32,7 @@ struct Described {
 }
 
 pub fn run(cfg: &Config, args: &IamPolicyArgs) -> Result<()> {
-    let ctx = strangler_rules::Environment {
-        services: Some(cfg.service_names()),
-    };
-    let (rules, _) = strangler_rules::load(&cfg.rules, &ctx).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let rules = super::rules(cfg)?;
     let mut streams = rules.publish_streams();
     for s in &args.also {
         if !streams.contains(s) {

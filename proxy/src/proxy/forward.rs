@@ -4,17 +4,15 @@
 //! the answer is read (bounded) and the event committed before the client gets it. The rest of
 //! the request path (headers, errors, logging) is the same as for proxied requests.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use pingora::prelude::*;
+use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
-
 use strangler_rules::publish::BodyValue;
 
 use super::{Ctx, Strangler, headers};
-use std::sync::Arc;
-
-use pingora::protocols::http::client::HttpSession;
-
 use crate::errors;
 use crate::upstream::UpstreamPeer;
 

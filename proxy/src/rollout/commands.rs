@@ -162,12 +162,14 @@ impl Rollouts {
             })
             .collect();
         let changed = store.set_kill_switch(on, actor, &contexts).await?;
-        let o = self.overlay();
-        self.set_overlay(super::Overlay {
-            states: o.states.clone(),
-            kill_switch: on,
-        });
-        self.metrics.kill_switch.set(i64::from(on));
+        let states = self.overlay().states.clone();
+        self.put_in_force(
+            super::Overlay {
+                states,
+                kill_switch: on,
+            },
+            rules,
+        );
         Ok(changed)
     }
 }

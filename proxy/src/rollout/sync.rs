@@ -68,7 +68,7 @@ impl Rollouts {
                 }
             }
         }
-        self.set_overlay(o);
+        self.overlay.store(Arc::new(o));
     }
 
     /// Logs a store failure once when it starts (every 500 ms would flood the log), then at
