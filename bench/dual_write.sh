@@ -179,11 +179,28 @@ run2() { # $1 label, $2 port a, $3 pid a, $4 port b, $5 pid b, $6 connections pe
   cpu=$(python3 -c "print(f'{$used / $(getconf CLK_TCK) / $requests * 1e6:.1f}')")
   echo "$1|$rps|$p50|$p99|$non2xx|$cpu"
 }
+# The group writer's figures so far (its /metrics): how long a commit takes, how many events one
+# carries, and how long a write waits from being handed over to its commit (what a sync answer
+# waits for). To stderr, after the rows.
+writer_figures() { # $1 setup name
+  local admin; admin=$(awk -F'"' '/^admin:/ {print $2}' "$work/$1/strangler.yaml")
+  curl -fs "http://$admin/metrics" | awk -v n="$1" '
+    $1 == "strangler_outbox_commit_duration_seconds_sum" {cs = $2}
+    $1 == "strangler_outbox_commit_duration_seconds_count" {cc = $2}
+    $1 == "strangler_outbox_commit_events_sum" {es = $2}
+    $1 == "strangler_outbox_commit_events_count" {ec = $2}
+    $1 == "strangler_outbox_write_wait_seconds_sum" {ws = $2}
+    $1 == "strangler_outbox_write_wait_seconds_count" {wc = $2}
+    END { if (cc > 0) printf "  %s — group writer: %d commits, %.2f ms each, %.1f events per commit; a write waits %.2f ms (means)\n",
+      n, cc, cs / cc * 1e3, (ec > 0 ? es / ec : 0), (wc > 0 ? ws / wc * 1e3 : 0) }' >&2
+}
 a=$(run "pass-through (same route, no publish)" "$plain" "$plain_pid")
 n=$(run "publish rule, never fires (body read + parsed)${HOLD_NEVER:+, held to $HOLD_NEVER/s}" "$never" "$never_pid")
 b=$(run "publish, sync: outbox commit before the answer" "$publish" "$publish_pid")
 g=$(run "publish, sync, KPL-aggregated stream" "$aggregated" "$aggregated_pid")
 rows=("$a" "$n" "$b" "$g")
+writer_figures publish
+writer_figures aggregated
 if [ -n "$pg_db" ]; then
   # (The SQLite proxies stay up, idle.)
   taskset -c 0 "$bin" run --config "$work/pg1/strangler.yaml" 2>"$work/pg1.log" & pids+=($!); pg1_pid=$!
@@ -192,6 +209,7 @@ if [ -n "$pg_db" ]; then
   # Latency-bound: few connections, so the cores are not the limit and what the store does
   # with two replicas shows.
   rows+=("$(run "… PostgreSQL, 1 replica, 8 connections" "$pg1" "$pg1_pid" 8)")
+  writer_figures pg1
   kill "$pg1_pid"; wait "$pg1_pid" 2>/dev/null || true
   taskset -c 0 "$bin" run --config "$work/pga/strangler.yaml" 2>"$work/pga.log" & pids+=($!); pga_pid=$!
   taskset -c 1 "$bin" run --config "$work/pgb/strangler.yaml" 2>"$work/pgb.log" & pids+=($!); pgb_pid=$!

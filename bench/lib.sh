@@ -39,3 +39,39 @@ work="$(mktemp -d)"
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
+
+# An nginx config under $work/<name>: one worker, no daemon, no access log, the given http block
+# contents.
+nginx_conf() { # $1 = name, $2 = server block, $3 = worker processes (default 1)
+  mkdir -p "$work/$1"
+  cat > "$work/$1/nginx.conf" <<NGINX
+worker_processes ${3:-1};
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/$1; proxy_temp_path $work/$1; fastcgi_temp_path $work/$1;
+  uwsgi_temp_path $work/$1; scgi_temp_path $work/$1;
+  $2
+}
+NGINX
+}
+
+# The nginx `return 200` backend on port $1, and an nginx proxy_pass to it with upstream
+# keep-alive on port $2 (configs in $work/backend and $work/proxy; started by the caller).
+nginx_backend_and_proxy() { # $1 = backend port, $2 = proxy port, $3 = the proxy's workers (default 1)
+  nginx_conf backend "server { listen 127.0.0.1:$1; keepalive_requests 1000000; location / { return 200 'ok'; } }"
+  nginx_conf proxy "upstream be { server 127.0.0.1:$1; keepalive 128; }
+  server { listen 127.0.0.1:$2; keepalive_requests 1000000;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" "${3:-1}"
+}
+
+# oha (constant-rate load with latency correction), installed once with cargo.
+need_oha() {
+  if ! command -v oha >/dev/null; then
+    echo "installing oha (cargo install)…" >&2
+    cargo install --quiet --locked oha >&2
+  fi
+}

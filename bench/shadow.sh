@@ -6,16 +6,16 @@
 # with wrk); oha and the upstreams share core 1. Prints the client's p50/p99, the proxy's CPU µs
 # per request (all its threads: copies and comparisons included) and the copies compared.
 # Usage: bench/shadow.sh [secs per run, default 10] [DELAY ms, default 2] [connections, default 64]
+# PROFILE=dir: afterwards, the shadowed proxy (target as fast) and the plain one each once more
+# under `perf record` (DWARF call graphs) at the same rate, folded into dir/shadow-*.folded.gz
+# and summed per thread, kind of work and function in µs per request (bench/top.py).
 set -euo pipefail
 secs="${1:-10}"
 delay="${2:-2}"
 conns="${3:-64}"
 source "$(dirname "$0")/lib.sh"
 need wrk taskset
-if ! command -v oha >/dev/null; then
-  echo "installing oha (cargo install)…" >&2
-  cargo install --quiet --locked oha >&2
-fi
+need_oha
 proxy_cpu=0
 load_cpu=$(( $(nproc) > 1 ? 1 : 0 ))
 
@@ -111,3 +111,20 @@ for r in "${rows[@]}"; do
   [ "$copies" != "-" ] && copies="$copies/$ok"
   printf '| %-28s | %8s | %8s | %8s | %10s | %12s | %10s |\n' "$name" "$rps" "$p50" "$p99" "$change" "$cpu" "$copies"
 done
+
+if [ -n "${PROFILE:-}" ]; then
+  need perf
+  mkdir -p "$PROFILE"
+  profile() { # $1 = proxy name, $2 = table row (for its CPU µs/req)
+    local us; us=$(echo "$2" | cut -d'|' -f5)
+    perf record -q -F 499 --call-graph dwarf,16384 -p "${pid[$1]}" -o "$work/$1.data" -- sleep "$secs" >/dev/null 2>&1 &
+    local rec=$!
+    taskset -c "$load_cpu" oha --no-tui -z "${secs}s" -q "$rate" -c "$conns" "http://127.0.0.1:${port[$1]}/api/orders/1" >/dev/null
+    wait "$rec" || true
+    perf script -i "$work/$1.data" 2>/dev/null | python3 "$root/bench/fold.py" | gzip -9 > "$PROFILE/shadow-$1.folded.gz"
+    printf '\n### %s (%s µs/req)\n\n' "$1" "$us"
+    python3 "$root/bench/top.py" "$PROFILE/shadow-$1.folded.gz" "$us" 25
+  }
+  profile plain "${rows[0]}"
+  profile fast "${rows[1]}"
+fi

@@ -45,7 +45,7 @@ pub(crate) async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
             .execute(&mut *tx)
             .await?;
     }
-    for ddl in SCHEMA {
+    for ddl in SCHEMA.into_iter().chain([crate::leases::SCHEMA]) {
         sqlx::query(ddl).execute(&mut *tx).await?;
     }
     tx.commit().await

@@ -14,20 +14,23 @@
 //! The database is the application's own (SQLite or PostgreSQL through `sqlx::Any`, so one
 //! handler's SQL serves both: write `$1` parameters). The name keys the checkpoints and the
 //! applied ids, so two applications (a projector and a notifier) read the same stream
-//! independently (fan-out). Run one instance per name and stream: a second one stays correct
-//! (its transaction inserting an event's id waits for the first's and then skips the event) but
-//! reads everything twice. No network code but Kinesis's and
-//! the database's; no proxy code.
+//! independently (fan-out). On PostgreSQL, instances of one name share the shards through leases
+//! ([`leases`], decided by [`balance`]): each shard is read by one instance at a time, a dead
+//! instance's shards move to the others after [`Config::failover`], and a checkpoint from an
+//! instance that lost its lease is refused. On SQLite one instance reads every shard. No network
+//! code but Kinesis's and the database's; no proxy code.
 
+pub mod balance;
 pub mod checkpoints;
 pub mod event;
 mod fanout;
+pub mod leases;
 pub mod lineage;
 pub mod metrics;
 mod progress;
 mod reader;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -81,6 +84,12 @@ pub struct Config {
     /// by `SubscribeToShard`, 2 MB/s per shard of its own) instead of polling. A server without
     /// it (or refusing it) is polled, with a warning.
     pub enhanced_fan_out: bool,
+    /// This instance's name in the lease table (PostgreSQL): unique among the instances of one
+    /// consumer name. Default: the host's name and the process id.
+    pub instance: String,
+    /// How long a lease whose holder stopped renewing it stays its holder's (PostgreSQL): a
+    /// killed instance's shards move after this. Leases are renewed three times in it.
+    pub failover: Duration,
 }
 
 impl Config {
@@ -93,6 +102,8 @@ impl Config {
             shard_sync: Duration::from_secs(10),
             dedupe_for: Duration::from_secs(7 * 86_400),
             enhanced_fan_out: false,
+            instance: default_instance(),
+            failover: Duration::from_secs(10),
         }
     }
 
@@ -102,6 +113,17 @@ impl Config {
             .rsplit_once(":stream/")
             .map_or(self.stream.as_str(), |(_, name)| name)
     }
+}
+
+/// The host's name and this process's id.
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +240,16 @@ impl Consumer {
         let mut readers: JoinSet<(String, Result<reader::End, ConsumerError>)> = JoinSet::new();
         let mut last_prune = None::<tokio::time::Instant>;
         let mut listing_failures = 0u32;
+        let mut leases = is_postgres(&self.pool).then(|| {
+            let failover = u64::try_from(self.config.failover.as_millis()).unwrap_or(u64::MAX);
+            leases::Leases::new(
+                self.pool.clone(),
+                &self.config.name,
+                &stream,
+                &self.config.instance,
+                failover,
+            )
+        });
         let fan_out: Option<Arc<str>> = if self.config.enhanced_fan_out {
             match fanout::register(&self.client, &self.config.stream, &self.config.name).await {
                 Ok(arn) => Some(arn.into()),
@@ -236,7 +268,7 @@ impl Consumer {
             }
             match self.list_shards().await {
                 Ok(shards) => {
-                    let stored = match checkpoints::load(&self.pool, &self.config.name, &stream)
+                    let mut stored = match checkpoints::load(&self.pool, &self.config.name, &stream)
                         .await
                     {
                         Ok(stored) => stored,
@@ -254,8 +286,18 @@ impl Consumer {
                         .filter(|(_, c)| c.finished)
                         .map(|(id, _)| id.clone())
                         .collect();
-                    for shard in lineage::ready(&shards, &finished) {
-                        if running.contains_key(&shard.id) {
+                    let ready = lineage::ready(&shards, &finished);
+                    // With leases: only the shards this instance holds.
+                    let held = match &mut leases {
+                        None => None,
+                        Some(l) => {
+                            Some(self.lease_round(l, &ready, &mut running, &mut stored).await)
+                        }
+                    };
+                    for shard in ready {
+                        if running.contains_key(&shard.id)
+                            || held.as_ref().is_some_and(|h| !h.contains(&shard.id))
+                        {
                             continue;
                         }
                         let at = stored.get(&shard.id).cloned().unwrap_or_default();
@@ -266,6 +308,7 @@ impl Consumer {
                             progress: Arc::clone(&self.progress),
                             shard_id: shard.id.clone(),
                             hash_range: shard.hash_range,
+                            lease: leases.as_ref().map(leases::Leases::me),
                         };
                         let (h, stop) = (Arc::clone(&handler), shutdown.clone());
                         let id = shard.id.clone();
@@ -298,6 +341,9 @@ impl Consumer {
             }
             let wait = if listing_failures > 0 {
                 Duration::from_secs(1 << listing_failures.min(5))
+            } else if leases.is_some() {
+                // Leases are renewed three times within the failover time.
+                self.config.shard_sync.min(self.config.failover / 3)
             } else {
                 self.config.shard_sync
             };
@@ -319,8 +365,56 @@ impl Consumer {
             }
         }
         while readers.join_next().await.is_some() {}
+        if let Some(l) = &leases
+            && let Err(e) = l.release().await
+        {
+            warn!(error = %e, "Cannot hand the shard leases back; the others take them after the failover time");
+        }
         info!(stream = %stream, consumer = %self.config.name, "Consumer stopped");
         Ok(())
+    }
+
+    /// One lease round: the ready shards this instance holds now, after its readers of shards
+    /// it no longer holds are stopped (their batch in flight rolls back; the new holder reads it
+    /// again). A shard just taken starts from the last batch its previous holder committed, so
+    /// `stored` is read again after a take. None held when the table or the checkpoints could
+    /// not be read: nothing new starts then, and the fences keep a lease that moved meanwhile
+    /// from being checkpointed.
+    async fn lease_round(
+        &self,
+        leases: &mut leases::Leases,
+        ready: &[&lineage::Shard],
+        running: &mut HashMap<String, tokio::task::AbortHandle>,
+        stored: &mut HashMap<String, checkpoints::Checkpoint>,
+    ) -> HashSet<String> {
+        let ids: Vec<&str> = ready.iter().map(|s| s.id.as_str()).collect();
+        let r = match leases.round(&ids).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "Cannot renew or read the shard leases; trying again");
+                return HashSet::new();
+            }
+        };
+        self.progress.leases(r.held.len(), r.changes);
+        running.retain(|id, task| {
+            let keep = r.held.contains(id) || !ids.contains(&id.as_str());
+            if !keep {
+                info!(shard = %id, "Shard lease moved to another instance; its reader stops");
+                task.abort();
+            }
+            keep
+        });
+        if r.changes > 0 {
+            match checkpoints::load(&self.pool, &self.config.name, self.config.stream_name()).await
+            {
+                Ok(fresh) => *stored = fresh,
+                Err(e) => {
+                    warn!(error = %e, "Cannot read the checkpoints; trying again");
+                    return HashSet::new();
+                }
+            }
+        }
+        r.held
     }
 
     /// Every shard of the stream (open and closed ones still in retention).

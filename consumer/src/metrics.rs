@@ -9,6 +9,8 @@
 //! | `strangler_consumer_behind_latest_seconds` | consumer, stream, shard | how far the last read was behind the shard's newest record (Kinesis's `MillisBehindLatest`); shards read to their end are left out |
 //! | `strangler_consumer_unreadable_total` | consumer, stream | records that were not CloudEvents |
 //! | `strangler_consumer_batches_total` | consumer, stream | transactions committed |
+//! | `strangler_consumer_leases_held` | consumer, stream | shard leases this instance holds (PostgreSQL; see [`crate::leases`]) |
+//! | `strangler_consumer_lease_changes_total` | consumer, stream | shard leases this instance took or stole |
 //!
 //! The last sequence number applied per shard is in [`Progress::shards`], not a metric: a
 //! Kinesis sequence number has up to 128 digits, more than a Prometheus sample holds.
@@ -17,7 +19,7 @@ use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{GaugeVec, IntCounterVec, Opts};
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
 
 use crate::Progress;
 
@@ -35,6 +37,8 @@ struct Families {
     behind: GaugeVec,
     unreadable: IntCounterVec,
     batches: IntCounterVec,
+    leases_held: IntGaugeVec,
+    lease_changes: IntCounterVec,
 }
 
 impl Families {
@@ -73,6 +77,19 @@ impl Families {
                 "Transactions committed",
                 STREAM,
             ),
+            leases_held: IntGaugeVec::new(
+                Opts::new(
+                    "strangler_consumer_leases_held",
+                    "Shard leases this instance holds",
+                ),
+                STREAM,
+            )
+            .expect("a valid metric"),
+            lease_changes: counter(
+                "strangler_consumer_lease_changes_total",
+                "Shard leases this instance took or stole",
+                STREAM,
+            ),
         }
     }
 }
@@ -97,6 +114,8 @@ impl Collector for ProgressMetrics {
             t.behind.desc(),
             t.unreadable.desc(),
             t.batches.desc(),
+            t.leases_held.desc(),
+            t.lease_changes.desc(),
         ]
         .concat()
     }
@@ -120,12 +139,20 @@ impl Collector for ProgressMetrics {
         f.batches
             .with_label_values(&[c, s])
             .inc_by(self.progress.batches());
+        f.leases_held
+            .with_label_values(&[c, s])
+            .set(i64::try_from(self.progress.leases_held()).unwrap_or(i64::MAX));
+        f.lease_changes
+            .with_label_values(&[c, s])
+            .inc_by(self.progress.lease_changes());
         [
             f.applied.collect(),
             f.duplicates.collect(),
             f.behind.collect(),
             f.unreadable.collect(),
             f.batches.collect(),
+            f.leases_held.collect(),
+            f.lease_changes.collect(),
         ]
         .concat()
     }

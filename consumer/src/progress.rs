@@ -12,6 +12,8 @@ pub struct Progress {
     unreadable: AtomicU64,
     batches: AtomicU64,
     misplaced: AtomicU64,
+    leases_held: AtomicU64,
+    lease_changes: AtomicU64,
     shards: Mutex<BTreeMap<String, ShardProgress>>,
 }
 
@@ -54,6 +56,21 @@ impl Progress {
     /// Transactions committed.
     pub fn batches(&self) -> u64 {
         self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Shard leases this instance holds (PostgreSQL; 0 without leases).
+    pub fn leases_held(&self) -> u64 {
+        self.leases_held.load(Ordering::Relaxed)
+    }
+
+    /// Shard leases this instance took or stole since it started.
+    pub fn lease_changes(&self) -> u64 {
+        self.lease_changes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn leases(&self, held: usize, changes: u64) {
+        self.leases_held.store(held as u64, Ordering::Relaxed);
+        self.lease_changes.fetch_add(changes, Ordering::Relaxed);
     }
 
     /// Each shard read so far.

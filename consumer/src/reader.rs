@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use crate::checkpoints::{self, Checkpoint};
 use crate::event::{self, Event, Origin, Unreadable};
+use crate::leases::LeaseLost;
 use crate::{Config, ConsumerError, Handler, Progress};
 
 pub(crate) enum End {
@@ -29,6 +30,9 @@ pub(crate) struct Reader {
     pub(crate) progress: Arc<Progress>,
     pub(crate) shard_id: String,
     pub(crate) hash_range: Option<(u128, u128)>,
+    /// This instance's name when shards are leased (PostgreSQL): each checkpoint is fenced by
+    /// the shard's lease ([`crate::leases::fence`]).
+    pub(crate) lease: Option<Arc<str>>,
 }
 
 /// A wait that doubles up to a ceiling, with a little jitter so shards do not poll in step.
@@ -88,7 +92,7 @@ impl Reader {
         self.progress.shard(&self.shard_id, |p| {
             p.sequence_number.clone_from(&at.sequence_number);
         });
-        debug!(shard = %self.shard_id, from = ?at.sequence_number, "Reading shard");
+        tracing::info!(shard = %self.shard_id, from = ?at.sequence_number, "Reading shard");
         loop {
             if *stop.borrow() {
                 return Ok(End::Stopped);
@@ -272,6 +276,10 @@ impl Reader {
         loop {
             match self.apply(handler, events, next).await {
                 Ok(()) => return true,
+                Err(e) if e.is::<LeaseLost>() => {
+                    tracing::info!(shard = %self.shard_id, "Shard lease lost; its batch rolled back, another instance reads on");
+                    return false;
+                }
                 Err(e) => {
                     warn!(shard = %self.shard_id, sequence_number = ?next.sequence_number, error = %e, "Batch not applied; trying again");
                     pause(failing.step(), stop).await;
@@ -307,8 +315,9 @@ impl Reader {
                 Err(_) => unreadable += 1,
             }
         }
-        let stream = self.config.stream_name();
-        checkpoints::save(&mut tx, name, stream, &self.shard_id, next).await?;
+        if !self.checkpoint(&mut tx, next).await? {
+            return Err(Box::new(LeaseLost(self.shard_id.clone())));
+        }
         tx.commit().await?;
         for e in events.iter().filter_map(|e| e.as_ref().err()) {
             warn!(shard = %self.shard_id, sequence_number = %e.sequence_number, sub_sequence_number = ?e.sub_sequence_number, reason = %e.reason, "Record passed over: not an event");
@@ -318,19 +327,44 @@ impl Reader {
         Ok(())
     }
 
+    /// Stores the shard's checkpoint in `tx`, fenced by its lease when shards are leased: false
+    /// (nothing stored; the caller rolls back) once the lease is no longer this instance's.
+    async fn checkpoint(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        at: &Checkpoint,
+    ) -> Result<bool, sqlx::Error> {
+        let (name, stream) = (&self.config.name, self.config.stream_name());
+        if let Some(me) = &self.lease
+            && !crate::leases::fence(tx, name, stream, &self.shard_id, me).await?
+        {
+            return Ok(false);
+        }
+        checkpoints::save(tx, name, stream, &self.shard_id, at).await?;
+        Ok(true)
+    }
+
     /// Marks the shard read to its end (its children may start).
     /// A database that fails here is tried again (with a growing wait) until it works.
     pub(crate) async fn finish(&self, at: &mut Checkpoint) -> Result<End, ConsumerError> {
         at.finished = true;
-        let stream = self.config.stream_name();
         let mut failing = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             let saved = async {
                 let mut conn = self.pool.acquire().await?;
-                checkpoints::save(&mut conn, &self.config.name, stream, &self.shard_id, at).await
+                let mut tx = conn.begin().await?;
+                let saved = self.checkpoint(&mut tx, at).await?;
+                if saved {
+                    tx.commit().await?;
+                }
+                Ok::<_, sqlx::Error>(saved)
             };
             match saved.await {
-                Ok(()) => break,
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::info!(shard = %self.shard_id, "Shard lease lost before its end was recorded; another instance reads on");
+                    return Ok(End::Stopped);
+                }
                 Err(e) => {
                     warn!(shard = %self.shard_id, error = %e, "Cannot mark the shard read to its end; trying again");
                     tokio::time::sleep(failing.step()).await;

@@ -143,7 +143,7 @@ impl Metrics {
             lease_held: prometheus::IntGaugeVec::new(
                 Opts::new(
                     "strangler_lease_held",
-                    "1 while this replica holds the lease (relay: it sends the outbox to Kinesis; rollout: it drives the rollouts)",
+                    "1 while this replica holds the lease, 0 for one it knows another replica holds (relay:<stream>: it sends that stream's events to Kinesis; rollout: it drives the rollouts)",
                 ),
                 &["lease"],
             )?,

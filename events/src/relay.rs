@@ -6,14 +6,14 @@
 //! about the stream pauses the stream and probes it ([`health`]) without using up the events'
 //! tries; only Kinesis rejecting a record uses up one of its `max_attempts` tries (retried with
 //! exponential backoff and full jitter). Events are dead-lettered out of tries, at `max_age`, or
-//! at once when no call can carry them. With PostgreSQL, one replica relays at a time (advisory
-//! lock); the others wait to take over.
+//! at once when no call can carry them. With PostgreSQL, each stream is relayed by the one
+//! replica holding its lease, and the streams are shared out among the replicas ([`leases`]).
 //!
 //! The parts: this module is the run loop (reading the outbox into the [`Backlog`], starting
-//! calls, settling them as they finish); [`calls`] turns a batch into a PutRecords call and
-//! sends it, [`packing`] lays rows out as records (KPL aggregates by shard, or one per row),
-//! [`shards`] keeps the streams' shard maps, [`limits`] keeps each shard under Kinesis's write
-//! limits, and [`settle`] records what Kinesis said.
+//! calls, settling them as they finish); [`leases`] shares the streams out; [`calls`] turns a
+//! batch into a PutRecords call and sends it, [`packing`] lays rows out as records (KPL
+//! aggregates by shard, or one per row), [`shards`] keeps the streams' shard maps, [`limits`]
+//! keeps each shard under Kinesis's write limits, and [`settle`] records what Kinesis said.
 //!
 //! On streams configured for aggregation, a call's rows are packed into KPL aggregated records
 //! ([`crate::aggregate`]), one per shard and up to `max_bytes` each, by the stream's shard map
@@ -21,14 +21,14 @@
 //! than the map said). A row travels and settles with its aggregate: if the aggregate fails, all
 //! its rows are retried. Without a shard map (`ListShards` failing) rows go out one per record.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use strangler_store::{Lease, Outbox, Pending, StoreError};
+use strangler_store::{LeaseSet, Outbox, Pending, StoreError};
 
 use crate::aggregate;
 use crate::backlog::Backlog;
@@ -41,6 +41,7 @@ pub use limits::ShardLimits;
 use shards::Shards;
 
 mod calls;
+mod leases;
 mod limits;
 mod packing;
 mod settle;
@@ -53,6 +54,11 @@ const MAX_RECORD_BYTES: usize = 1024 * 1024;
 const READ_LIMIT: i64 = 1_000;
 /// PutRecords calls in flight at once.
 const MAX_CALLS: usize = 4;
+/// The kind of the relay's leases in the store: one per stream, `relay:<stream>`.
+const RELAY: &str = "relay";
+/// How often the relay renews its view of the streams' leases, takes its share and hands back
+/// what is over it.
+const BALANCE_EVERY: Duration = Duration::from_secs(1);
 /// Events waiting at some point, all streams, after which the drain gives the store's cache
 /// memory back (`Store::shrink`).
 const SHRINK_AFTER: usize = 10_000;
@@ -152,6 +158,13 @@ pub struct Relay {
     usage: usage::Meter,
     /// Each stream's failures in a row, up or down, and its incident log lines.
     health: Health,
+    /// The streams' leases while running (PostgreSQL: this replica's share; SQLite: all).
+    leases: Option<LeaseSet>,
+    /// The streams this replica relays; `None`: every stream (SQLite, or [`Relay::pass`]).
+    relaying: Option<HashSet<String>>,
+    /// Streams seen in the outbox and added to the leases' set, and those not added yet.
+    known: HashSet<String>,
+    unknown: HashSet<String>,
 }
 
 /// What one pass did.
@@ -188,22 +201,25 @@ impl Relay {
             buckets: limits::Buckets::default(),
             usage: usage::Meter::default(),
             health: Health::default(),
+            leases: None,
+            relaying: None,
+            known: HashSet::new(),
+            unknown: HashSet::new(),
         }
     }
 
     /// Runs until `shutdown` turns true (or its sender is dropped). Calls in flight then are
-    /// waited for (up to 5 s), so what Kinesis accepted is not sent again after a restart. With
-    /// PostgreSQL it relays only while it holds the relay lease: a lost lease (its session gone)
-    /// stops it at once (calls in flight abandoned, their rows sent again by whoever holds the
-    /// lease next, which waits until this replica has stopped), and it waits to take it again.
+    /// waited for (up to 5 s), so what Kinesis accepted is not sent again after a restart, and
+    /// the streams' leases are handed back. With PostgreSQL it relays only the streams whose
+    /// leases it holds (see [`balance`](Relay::balance)); a lost session loses them all and
+    /// stops it at once (calls in flight abandoned, their rows sent again by the leases' next
+    /// holders, which wait until this replica has stopped), and it joins again.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let held = self.metrics.lease_held.with_label_values(&["relay"]);
-        let base = self.outbox.clone();
         loop {
-            let mut lease = loop {
+            let set = loop {
                 tokio::select! {
-                    r = base.store().acquire(Lease::RELAY) => match r {
-                        Ok(lease) => break lease,
+                    r = self.outbox.store().lease_set(RELAY) => match r {
+                        Ok(set) => break set,
                         Err(e) => {
                             warn!(error = %e, "Relay cannot reach the outbox store; retrying");
                             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -212,30 +228,32 @@ impl Relay {
                     _ = shutdown.changed() => return,
                 }
             };
-            held.set(1);
-            // Settling rows is refused once the lease is another's.
-            self.outbox = base.fenced(lease.fence());
-            info!(shared = self.outbox.store().shared(), "Relay running");
+            let lost = set.on_lost();
+            let shared = self.outbox.store().shared();
+            // Shared store: nothing is relayed before a round hands this replica its streams.
+            self.relaying = shared.then(HashSet::new);
+            self.leases = Some(set);
+            info!(shared, "Relay running");
             let mut calls: JoinSet<Sent> = JoinSet::new();
             let stopped = tokio::select! {
                 stopped = self.relay(&mut shutdown, &mut calls) => stopped,
-                () = lease.lost() => false,
+                () = lost => false,
             };
             if stopped {
                 self.finish(calls).await;
-                held.set(0);
+                self.hand_back().await;
                 return;
             }
-            held.set(0);
             calls.abort_all();
             self.reset(&mut calls).await;
-            drop(lease);
-            warn!("Relay lost its lease and stopped sending; waiting to take it again");
+            self.show_leases(&[], false);
+            self.leases = None;
+            warn!("Relay lost its leases and stopped sending; joining again");
         }
     }
 
-    /// The relay's loop, while the lease is held: returns `true` on shutdown, `false` when a
-    /// write finds the lease gone.
+    /// The relay's loop, while the leases are held: returns `true` on shutdown, `false` when a
+    /// write finds a lease gone.
     async fn relay(
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
@@ -250,7 +268,25 @@ impl Relay {
         // Archived events are pruned once a minute.
         let mut last_prune = Instant::now() - Duration::from_secs(3600);
         let mut last_usage = Instant::now();
+        let mut last_round = Instant::now() - BALANCE_EVERY;
         while !*shutdown.borrow() {
+            // A stream seen for the first time gets its lease at once.
+            let due = if self.unknown.is_empty() {
+                BALANCE_EVERY
+            } else {
+                self.cfg.linger
+            };
+            if last_round.elapsed() >= due {
+                last_round = Instant::now();
+                match self.balance(calls).await {
+                    Ok(true) => dirty = true,
+                    Ok(false) => {}
+                    Err(e) if e.lease_lost() => return false,
+                    Err(e) => {
+                        warn!(error = %e, "Relay cannot renew or share out the streams' leases; trying again");
+                    }
+                }
+            }
             let since_read = last_read.elapsed();
             // The idle poll reads the store itself: rows that reached it any other way (another
             // process writing the same file, say) show up within `poll` too.
@@ -393,9 +429,15 @@ impl Relay {
                 rows
             }
         };
+        let read_to = rows.last().map(|r| r.seq);
+        let rows = self.own(rows);
         let (rows, mut pass) = self.unsendable(rows).await?;
         self.arrived(&rows);
         self.backlog.add(rows);
+        // Rows of other replicas' streams are read past too.
+        if let Some(to) = read_to {
+            self.backlog.cursor = self.backlog.cursor.max(to);
+        }
         for (stream, from) in self.backlog.lagging() {
             let rows = self
                 .outbox
@@ -441,7 +483,9 @@ impl Relay {
                 kept.push(row);
                 continue;
             };
-            self.outbox.dead_letter(row.seq, &why).await?;
+            self.outbox_for(&row.stream)
+                .dead_letter(row.seq, &why)
+                .await?;
             self.metrics
                 .dead_lettered
                 .with_label_values(&[&row.stream, reason])

@@ -2,7 +2,8 @@
 //! `/healthz`, `/readyz`, and the JSON API, one module per area: [`rules`] (routes, reload
 //! status, reload), [`events`] (outbox depth, dead letters, re-drive), [`replays`] (re-publishing
 //! archived events), [`shadow`] (figures per route, stored mismatches) and [`rollouts`] (rollout
-//! status and commands, the audit log, the kill switch). JSON in, JSON out.
+//! status and commands, the audit log, the kill switch) and [`consumers`] (the configured
+//! consumers' progress, read from their metrics). JSON in, JSON out.
 //!
 //! Endpoints that change anything (every method but GET) want `Authorization: Bearer <token>`
 //! when the config names a token (`admin_token_env`); `/metrics`, `/healthz` and `/readyz`, like
@@ -13,6 +14,7 @@
 //! endpoint. Every error is the same JSON shape ([`ApiError`]): `{"error": "…"}`.
 
 mod console;
+mod consumers;
 mod events;
 mod replays;
 mod rollouts;
@@ -42,6 +44,8 @@ pub struct Admin {
     pub token: Option<String>,
     /// The proxy's listeners: ready only while each accepts.
     pub listeners: Vec<std::net::SocketAddr>,
+    /// Consumers whose progress `/api/consumers` reads: name → metrics URL.
+    pub consumers: std::collections::BTreeMap<String, String>,
 }
 
 /// What an endpoint answers: a response, or an error in the shared shape.
@@ -111,6 +115,7 @@ enum Endpoint {
     Replay,
     NewReplay,
     ReplayCommand,
+    Consumers,
 }
 
 impl Endpoint {
@@ -179,6 +184,7 @@ const ENDPOINTS: &[(Method, &str, Endpoint)] = &[
         "/api/replays/{id}/{action}",
         Endpoint::ReplayCommand,
     ),
+    (Method::GET, "/api/consumers", Endpoint::Consumers),
 ];
 
 /// Path → the methods it answers, with their endpoints.
@@ -417,6 +423,7 @@ impl Admin {
             Endpoint::Replay => self.replay(param.as_deref().unwrap_or_default()).await,
             Endpoint::NewReplay => self.create_replay(&call).await,
             Endpoint::ReplayCommand => self.replay_command(&call).await,
+            Endpoint::Consumers => self.consumers().await,
         }
     }
 }

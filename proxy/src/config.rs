@@ -84,6 +84,11 @@ struct RawConfig {
     events: Option<events::RawEvents>,
     #[serde(default)]
     shadow: Option<shadow::RawShadow>,
+    /// Consumers whose progress the console shows: a name → the URL of its Prometheus metrics
+    /// (`strangler-consumer`'s, served by the application).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    consumers: BTreeMap<String, Spanned<String>>,
 }
 
 /// A validated config.
@@ -128,6 +133,8 @@ pub struct Config {
     /// Most bytes of `durability: async` events waiting for their outbox write; past it an
     /// event is counted as failed (`outbox_full`) instead of piling up.
     pub async_buffer: usize,
+    /// Consumers whose progress the console shows: name → the URL of their metrics.
+    pub consumers: BTreeMap<String, String>,
     /// Environment variable holding the salt for `mode: hash` redaction.
     pub redact_salt_env: String,
     /// How many stored mismatches are kept, and for how long.
@@ -278,7 +285,9 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
     let server = server::validate(raw.server, path, r);
     let events = events::validate(raw.kinesis, raw.events, r);
     let mismatch_retention = shadow::retention(raw.shadow, r);
+    let consumers = consumers(&raw.consumers, r);
     Some(Config {
+        consumers,
         mismatch_retention,
         kinesis_region: events.region,
         kinesis_endpoint: events.endpoint,
@@ -307,6 +316,33 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, r: &mut Reporter) -> Optio
         grace_period: server.grace_period,
         shutdown_timeout: server.shutdown_timeout,
     })
+}
+
+/// Each consumer's metrics URL: `http://` or `https://` with a host.
+fn consumers(
+    raw: &BTreeMap<String, Spanned<String>>,
+    r: &mut Reporter,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, url) in raw {
+        let ok = url
+            .value
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if ok {
+            out.insert(name.clone(), url.value.clone());
+        } else {
+            r.report(
+                url.into(),
+                "consumers",
+                format!(
+                    "`{}` is not an http:// or https:// URL (the consumer's /metrics, e.g. http://127.0.0.1:9101/metrics)",
+                    url.value
+                ),
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -357,6 +393,27 @@ mod tests {
         );
         assert!(
             err.contains("log.format: unknown log format `xml`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn consumers_are_metrics_urls() {
+        let base = format!(
+            "listen: [\"127.0.0.1:0\"]\nlegacy: {{ address: \"127.0.0.1:1\" }}\nrules: {}\n",
+            std::env::temp_dir().display()
+        );
+        let ok = format!("{base}consumers: {{ projector: \"http://127.0.0.1:9101/metrics\" }}\n");
+        let cfg = Config::parse(Path::new("s.yaml"), &ok).unwrap();
+        assert_eq!(cfg.consumers["projector"], "http://127.0.0.1:9101/metrics");
+        let bad = format!("{base}consumers:\n  projector: 127.0.0.1:9101\n");
+        let err = Config::parse(Path::new("s.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "s.yaml:5:14: consumers: `127.0.0.1:9101` is not an http:// or https:// URL"
+            ),
             "{err}"
         );
     }

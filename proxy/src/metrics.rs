@@ -56,7 +56,9 @@ impl RolloutMetrics {
     pub fn gates(&self, context: &str, gates: &[strangler_rollout::GateResult]) {
         for g in gates {
             if let Some(v) = g.value {
-                self.gate.with_label_values(&[context, g.gate]).set(v);
+                self.gate
+                    .with_label_values(&[context, g.gate.as_str()])
+                    .set(v);
             }
         }
     }
@@ -376,7 +378,11 @@ impl RouteStats {
 
 pub struct SideStats {
     pub requests: IntCounter,
-    pub duration: Histogram,
+    /// `strangler_upstream_duration_seconds{route,target}`, made at the side's first answer:
+    /// a histogram is about a kilobyte, and most sides of most routes never serve (a route to
+    /// the monolith has a new-service side too).
+    duration: std::sync::OnceLock<Histogram>,
+    durations: prometheus::HistogramVec,
     /// `strangler_responses_total{route,target,class}`, resolved on first use per class.
     responses: prometheus::IntCounterVec,
     labels: [String; 2],
@@ -390,11 +396,22 @@ impl SideStats {
     pub fn new(m: &Metrics, route: &str, target: &str) -> SideStats {
         SideStats {
             requests: m.requests.with_label_values(&[route, target]),
-            duration: m.upstream_duration.with_label_values(&[route, target]),
+            duration: std::sync::OnceLock::new(),
+            durations: m.upstream_duration.clone(),
             responses: m.responses.clone(),
             labels: [route.to_string(), target.to_string()],
             classes: Default::default(),
         }
+    }
+
+    /// One upstream exchange's time, from choosing the upstream to the end of its response.
+    pub fn observe_duration(&self, seconds: f64) {
+        self.duration
+            .get_or_init(|| {
+                self.durations
+                    .with_label_values(&[&self.labels[0], &self.labels[1]])
+            })
+            .observe(seconds);
     }
 
     /// Counts one answer by its status class (0: none was sent).

@@ -432,7 +432,7 @@ impl ProxyHttp for Strangler {
                 .handshake
                 .or_else(|| ctx.upstream_start.map(|t| t.elapsed()));
             if let Some(t) = took {
-                stats.duration.observe(t.as_secs_f64());
+                stats.observe_duration(t.as_secs_f64());
             }
             // A rolled-out context's figures, for its gates.
             if let Some(c) = d.route.and_then(|i| loaded.rules.routes()[i].context())

@@ -49,6 +49,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
     let (url, memory) = (cfg.store_url.clone(), cfg.relay.memory);
     let store =
         store_runtime.block_on(async move { Store::connect_with(&url, memory).await })??;
+    store.register_metrics(&registry)?;
     let dual_write = crate::dual_write::DualWrite::start(cfg, &store, &store_runtime, &registry)?;
 
     let conf = ServerConf {
@@ -129,6 +130,7 @@ pub fn run(cfg: &Config, upgrade: bool) -> Result<()> {
             rollouts: Arc::clone(&rollouts),
             token: admin_token,
             listeners: cfg.listen.clone(),
+            consumers: cfg.consumers.clone(),
         }),
     );
     admin.add_tcp(&cfg.admin.to_string());

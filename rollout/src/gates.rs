@@ -1,15 +1,15 @@
 //! The gates of a check, each with the figure it measured, so the audit log and the metrics can
 //! say what decided.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Baseline, Evidence, Gates};
 
 /// One gate at one check.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateResult {
     /// `match_rate`, `error_rate`, `p99_latency` or `webhook`.
-    pub gate: &'static str,
+    pub gate: String,
     /// What was measured (the match rate, the 5xx increase, the p99 ratio), when it could be.
     pub value: Option<f64>,
     /// What it had to stay within.
@@ -30,8 +30,8 @@ pub fn check_gates(
     baseline: &Baseline,
 ) -> Vec<GateResult> {
     let mut out = Vec::new();
-    let shadow_only = |gate: &'static str, threshold: f64| GateResult {
-        gate,
+    let shadow_only = |gate: &str, threshold: f64| GateResult {
+        gate: gate.into(),
         value: None,
         threshold: Some(threshold),
         passed: Some(true),
@@ -98,7 +98,7 @@ pub fn check_gates(
                 "the new service served no request",
             ),
             (Some(new), None) => GateResult {
-                gate: "p99_latency",
+                gate: "p99_latency".into(),
                 value: None,
                 threshold: Some(max),
                 passed: Some(true),
@@ -120,14 +120,14 @@ pub fn check_gates(
         out.push(match &e.webhook {
             None => open("webhook", None, "not called yet"),
             Some(Ok(())) => GateResult {
-                gate: "webhook",
+                gate: "webhook".into(),
                 value: None,
                 threshold: None,
                 passed: Some(true),
                 detail: format!("{} answered 2xx", w.url),
             },
             Some(Err(why)) => GateResult {
-                gate: "webhook",
+                gate: "webhook".into(),
                 value: None,
                 threshold: None,
                 passed: Some(false),
@@ -138,9 +138,9 @@ pub fn check_gates(
     out
 }
 
-fn open(gate: &'static str, threshold: Option<f64>, detail: &str) -> GateResult {
+fn open(gate: &str, threshold: Option<f64>, detail: &str) -> GateResult {
     GateResult {
-        gate,
+        gate: gate.into(),
         value: None,
         threshold,
         passed: None,
@@ -148,9 +148,9 @@ fn open(gate: &'static str, threshold: Option<f64>, detail: &str) -> GateResult 
     }
 }
 
-fn judged(gate: &'static str, value: f64, threshold: f64, ok: bool, detail: String) -> GateResult {
+fn judged(gate: &str, value: f64, threshold: f64, ok: bool, detail: String) -> GateResult {
     GateResult {
-        gate,
+        gate: gate.into(),
         value: Some(value),
         threshold: Some(threshold),
         passed: Some(ok),

@@ -86,6 +86,48 @@ pub struct State {
     /// The monolith's last known figures, for checks at 100 %.
     #[serde(default)]
     pub baseline: Baseline,
+    /// What the last check measured (none before the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<LastCheck>,
+}
+
+/// What a check measured, kept with the state so people can see each gate's figure against its
+/// threshold and how much of the evidence a step needs it has (`rollout status`, the console).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastCheck {
+    pub at_ms: i64,
+    /// The gates as judged at that check: over the whole step when the step could be left,
+    /// else over the figures since the check before.
+    pub gates: Vec<GateResult>,
+    /// While progressing: the evidence gathered at the current step against what leaving it
+    /// needs (0 right after a step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<StepEvidence>,
+}
+
+/// Evidence at a step: `seen` of `needed` `counted` (requests the new service served, or at
+/// 0 % shadow comparisons).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepEvidence {
+    pub seen: u64,
+    pub needed: u64,
+    pub counted: String,
+}
+
+impl StepEvidence {
+    /// What leaving a step at `weight_bp` needs, and how much of it `step` holds.
+    fn at(plan: &Plan, weight_bp: u16, step: &Evidence) -> StepEvidence {
+        let (seen, counted) = if weight_bp > 0 {
+            (step.service.requests, "requests served by the new service")
+        } else {
+            (step.shadow_compared, "shadow comparisons")
+        };
+        StepEvidence {
+            seen,
+            needed: plan.min_requests.max(1),
+            counted: counted.into(),
+        }
+    }
 }
 
 impl State {
@@ -101,6 +143,7 @@ impl State {
             reason: "started".into(),
             generation: 1,
             baseline: Baseline::default(),
+            last_check: None,
         };
         s.enter(plan, 0, now_ms);
         s
@@ -141,8 +184,35 @@ pub enum Decision {
 /// One check of a progressing or completed (guarded) rollout, on `recent` (the figures since
 /// the last check) and `step` (since the current step began). Returns the decision, the gate
 /// figures behind it and the new state (the same as `state` when nothing changed but the
-/// check's bookkeeping).
+/// check's bookkeeping, which keeps what the check measured in [`State::last_check`]).
 pub fn decide(
+    plan: &Plan,
+    state: &State,
+    recent: &Evidence,
+    step: &Evidence,
+    now_ms: i64,
+) -> (Decision, Vec<GateResult>, State) {
+    let (decision, gates, mut next) = judge(plan, state, recent, step, now_ms);
+    let checked = matches!(state.phase, Phase::Progressing | Phase::Completed)
+        && plan.check_due(state, now_ms);
+    if checked {
+        let evidence = (next.phase == Phase::Progressing).then(|| {
+            let mut e = StepEvidence::at(plan, next.weight_bp, step);
+            if matches!(decision, Decision::Step { .. }) {
+                e.seen = 0;
+            }
+            e
+        });
+        next.last_check = Some(LastCheck {
+            at_ms: now_ms,
+            gates: gates.clone(),
+            evidence,
+        });
+    }
+    (decision, gates, next)
+}
+
+fn judge(
     plan: &Plan,
     state: &State,
     recent: &Evidence,
@@ -212,14 +282,13 @@ pub fn decide(
     }
     // A step is left on evidence only: requests the new service served at it, or at 0 % (where
     // it serves nothing) shadow comparisons; and every gate holds over the whole step.
-    let needed = plan.min_requests.max(1);
-    let (seen, what) = if state.weight_bp > 0 {
-        (step.service.requests, "requests served by the new service")
-    } else {
-        (step.shadow_compared, "shadow comparisons")
-    };
+    let StepEvidence {
+        seen,
+        needed,
+        counted,
+    } = StepEvidence::at(plan, state.weight_bp, step);
     if seen < needed {
-        let reason = format!("{seen} of {needed} {what} at this step");
+        let reason = format!("{seen} of {needed} {counted} at this step");
         next.reason = reason.clone();
         return (Decision::Hold { reason }, gates, next);
     }

@@ -451,3 +451,49 @@ proptest! {
         prop_assert!(r.weight_bp == s.weight_bp || new.steps.contains(&Step::Weight(r.weight_bp)));
     }
 }
+
+#[test]
+fn the_last_check_keeps_each_gate_against_its_threshold_and_the_steps_evidence() {
+    let mut p = plan(&[w(10), w(50), w(100)]);
+    p.interval_ms = 10_000;
+    let s = State::start(&p, 0);
+    assert_eq!(s.last_check, None);
+    // Mid-step: the gate as measured since the last check, 4 of 10 requests at this step.
+    let (_, _, s) = decide(&p, &s, &evidence(4, 0), &evidence(4, 0), 1_000);
+    let c = s.last_check.clone().expect("a check was made");
+    assert_eq!(c.at_ms, 1_000);
+    assert_eq!(
+        (
+            c.gates[0].gate.as_str(),
+            c.gates[0].value,
+            c.gates[0].threshold
+        ),
+        ("error_rate", Some(0.0), Some(0.005))
+    );
+    assert_eq!(
+        c.evidence,
+        Some(StepEvidence {
+            seen: 4,
+            needed: 10,
+            counted: "requests served by the new service".into()
+        })
+    );
+    // Stored as JSON and read back whole; a state stored before checks were kept still reads.
+    let json = serde_json::to_string(&s).unwrap();
+    assert_eq!(serde_json::from_str::<State>(&json).unwrap(), s);
+    let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+    old.as_object_mut().unwrap().remove("last_check");
+    assert_eq!(
+        serde_json::from_value::<State>(old).unwrap().last_check,
+        None
+    );
+    // A step: the new step has no evidence yet; the gates that let it go are kept.
+    let (d, _, s) = decide(&p, &s, &evidence(20, 0), &evidence(24, 0), 10_000);
+    assert!(matches!(d, Decision::Step { .. }), "{d:?}");
+    let c = s.last_check.clone().unwrap();
+    assert_eq!(c.gates[0].passed, Some(true));
+    assert_eq!(c.evidence.map(|e| (e.seen, e.needed)), Some((0, 10)));
+    // A check that is not due keeps the last one.
+    let (_, _, same) = decide(&p, &s, &evidence(5, 0), &evidence(5, 0), 10_001);
+    assert_eq!(same.last_check, s.last_check);
+}

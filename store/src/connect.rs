@@ -33,6 +33,7 @@ impl Store {
             reason,
         };
         let (tx, rx) = mpsc::channel(8192);
+        let writer_metrics = crate::metrics::WriterMetrics::new();
         let committed = Arc::new(Notify::new());
         if url.starts_with("sqlite:") {
             if url.contains(":memory:") || url.contains("mode=memory") {
@@ -83,6 +84,7 @@ impl Store {
                 &cache_size(memory / 8),
                 rx,
                 Arc::clone(&committed),
+                writer_metrics.clone(),
                 Arc::clone(&handoff),
             )
             .map_err(|e| open_err(format!("group writer: {e}")))?;
@@ -90,6 +92,7 @@ impl Store {
                 pool,
                 reads: Pool::Sqlite(reads),
                 writer: tx,
+                writer_metrics,
                 committed,
                 handoff: Some(handoff),
             })
@@ -108,12 +111,13 @@ impl Store {
                 .map_err(connect_err)?;
             let pool = Pool::Postgres(pool);
             migrations::apply(&pool).await?;
-            write::postgres::spawn(options, rx, Arc::clone(&committed))
+            write::postgres::spawn(options, rx, Arc::clone(&committed), writer_metrics.clone())
                 .map_err(|e| open_err(format!("group writer: {e}")))?;
             Ok(Store {
                 pool,
                 reads: Pool::Postgres(reads),
                 writer: tx,
+                writer_metrics,
                 committed,
                 handoff: None,
             })
@@ -143,7 +147,7 @@ impl Store {
     pub(crate) async fn through_writer(&self, write: Write) -> Result<(), StoreError> {
         let (tx, rx): (Reply, _) = tokio::sync::oneshot::channel();
         self.writer
-            .send((write, tx))
+            .send((write, tx, std::time::Instant::now()))
             .await
             .map_err(|_| StoreError::Closed)?;
         match rx.await {

@@ -1,7 +1,8 @@
-//! Named leases and locks. A [`Lease`] lets one replica at a time do a job (relay the outbox,
-//! drive rollouts): on PostgreSQL it is a session advisory lock held by a connection of
-//! its own, so a replica that dies frees it with its connection; on SQLite the store belongs to
-//! one process and every lease is granted at once.
+//! Named leases and locks. A [`Lease`] lets one replica at a time do a job (drive the rollouts;
+//! the relay's leases, one per stream, are a [`crate::LeaseSet`] built on the same parts): on
+//! PostgreSQL it is a session advisory lock held by a connection of its own, so a replica that
+//! dies frees it with its connection; on SQLite the store belongs to one process and every
+//! lease is granted at once.
 //!
 //! Leases are fenced: each holder gets a new generation of the lease (`strangler_leases`),
 //! checks on a heartbeat that it still holds it, and writes made under it carry a [`Fence`] the
@@ -49,7 +50,7 @@ impl Lock {
 }
 
 /// FNV-1a over `bytes`, as a signed key (PostgreSQL's advisory locks take a `bigint`).
-const fn fnv1a(bytes: &[u8]) -> i64 {
+pub(crate) const fn fnv1a(bytes: &[u8]) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
     while i < bytes.len() {
@@ -65,8 +66,6 @@ const fn fnv1a(bytes: &[u8]) -> i64 {
 pub struct Lease(Lock);
 
 impl Lease {
-    /// The relay: one replica sends the shared outbox to Kinesis.
-    pub const RELAY: Lease = Lease(Lock::named("strangler.lease.relay"));
     /// The rollout controller: one replica decides every context's steps.
     pub const ROLLOUT: Lease = Lease(Lock::named("strangler.lease.rollout"));
 
@@ -90,7 +89,7 @@ impl Lease {
 /// after the next one started acting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
-    pub lease: &'static str,
+    pub lease: std::sync::Arc<str>,
     pub generation: i64,
 }
 
@@ -139,7 +138,7 @@ const RETRY: Duration = Duration::from_secs(1);
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A new holder waits until this long after its predecessor's last heartbeat before acting:
 /// by then the predecessor has noticed the loss and stopped.
-const TAKEOVER_AFTER: Duration = Duration::from_secs(3);
+pub(crate) const TAKEOVER_AFTER: Duration = Duration::from_secs(3);
 
 impl Store {
     /// Waits until this process holds `lease`. SQLite: at once (one process per store).
@@ -184,7 +183,7 @@ impl Store {
                 }
             }
             let fence = Fence {
-                lease: lease.name(),
+                lease: lease.name().into(),
                 generation,
             };
             let (tx, held) = watch::channel(true);
@@ -214,13 +213,13 @@ impl CheckFence for sqlx::PgConnection {
     async fn check_fence(&mut self, fence: &Fence) -> Result<(), StoreError> {
         let now: Option<i64> =
             sqlx::query_scalar("SELECT generation FROM strangler_leases WHERE name = $1 FOR SHARE")
-                .bind(fence.lease)
+                .bind(&*fence.lease)
                 .fetch_optional(self)
                 .await?;
         if now == Some(fence.generation) {
             Ok(())
         } else {
-            Err(StoreError::LeaseLost(fence.lease))
+            Err(StoreError::LeaseLost(fence.lease.to_string()))
         }
     }
 }
@@ -242,7 +241,7 @@ async fn heartbeat(mut conn: sqlx::PgConnection, fence: Fence, held: watch::Send
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         let renew = sqlx::query(RENEW)
-            .bind(fence.lease)
+            .bind(&*fence.lease)
             .bind(fence.generation)
             .bind(crate::now_ms())
             .execute(&mut conn);
@@ -252,7 +251,7 @@ async fn heartbeat(mut conn: sqlx::PgConnection, fence: Fence, held: watch::Send
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {HEARTBEAT:?}"),
         };
-        tracing::warn!(lease = fence.lease, generation = fence.generation, error = %why, "Lease lost: this replica stops acting under it");
+        tracing::warn!(lease = &*fence.lease, generation = fence.generation, error = %why, "Lease lost: this replica stops acting under it");
         held.send_replace(false);
         return;
     }
@@ -267,7 +266,7 @@ mod tests {
         // The published FNV-1a 64 test vector for "a".
         assert_eq!(fnv1a(b"a") as u64, 0xaf63_dc4c_8601_ec8c);
         assert_ne!(Lock::ENQUEUE.key(), Lock::MIGRATE.key());
-        assert_ne!(Lease::RELAY.0.key(), Lock::ENQUEUE.key());
+        assert_ne!(Lease::ROLLOUT.0.key(), Lock::ENQUEUE.key());
         assert_eq!(Lease::named("x"), Lease::named("x"));
     }
 }

@@ -9,6 +9,8 @@
 
 mod connect;
 pub mod lease;
+pub mod lease_set;
+mod metrics;
 mod migrations;
 pub mod mismatches;
 pub mod outbox;
@@ -26,6 +28,7 @@ use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Notify, mpsc};
 
 pub use lease::{Fence, HEARTBEAT, Lease, LeaseGuard};
+pub use lease_set::LeaseSet;
 pub use mismatches::{Mismatch, MismatchSummary, Mismatches, NewMismatch};
 pub use outbox::{DeadLetter, NewEvent, Outbox, Pending, StreamDepth};
 pub use replays::{Replay, ReplayState, Replays, Selection};
@@ -56,7 +59,7 @@ pub enum StoreError {
     #[error("store URL `{0}` is neither sqlite:… nor postgres://…")]
     BadUrl(String),
     #[error("the lease {0} is no longer this replica's: the write was refused")]
-    LeaseLost(&'static str),
+    LeaseLost(String),
 }
 
 #[derive(Clone)]
@@ -85,7 +88,9 @@ pub struct Store {
     /// page cache; PostgreSQL: its deletes and retries too).
     reads: Pool,
     /// The group writer (see [`writer`]), committing the outbox's writes.
-    writer: mpsc::Sender<(outbox::Write, writer::Reply)>,
+    writer: mpsc::Sender<writer::Job<outbox::Write>>,
+    /// The group writer's figures (see [`metrics`]).
+    writer_metrics: metrics::WriterMetrics,
     /// Signalled after each group commit that added events (the relay waits on it).
     committed: Arc<Notify>,
     /// SQLite: rows the group writer committed, on their way to the relay (see
@@ -108,6 +113,12 @@ impl Store {
     /// Notified after each group commit that added events.
     pub fn committed(&self) -> &Notify {
         &self.committed
+    }
+
+    /// Puts the group writer's figures (commit time, events per commit, a write's wait) on
+    /// `registry`.
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        self.writer_metrics.register(registry)
     }
 }
 

@@ -38,6 +38,12 @@ test("the console shows the migration, a mismatch, and rolls a context back", as
   await page.click('nav a[data-tab="rollouts"]');
   const card = page.locator('.rollout[data-context="orders"]');
   await expect(card).toContainText("progressing");
+  // The last check: the gate's figure against its threshold, the step's evidence so far.
+  const gate = card.locator("table.gates tbody tr", { hasText: "error_rate" });
+  await expect(gate).toContainText("≤ +1.00 pp");
+  await expect(gate).toContainText("held");
+  await expect(card.locator(".evidence")).toContainText("of 100 requests served by the new service at this step");
+  await shot(page, "rollouts");
   const asked = [];
   page.on("dialog", async (d) => { asked.push(d.message()); await d.accept(); });
   await card.locator('button[data-action="rollback"]').click();
@@ -49,10 +55,12 @@ test("the console shows the migration, a mismatch, and rolls a context back", as
   expect(c.weight).toBe(0);
   expect(c.state.phase).toBe("rolled_back");
   await expect(page.locator("#audit-table tbody")).toContainText("rolled back");
-  await shot(page, "rollouts");
+  await expect(card).toContainText("not checked while rolled back");
 
   await page.click('nav a[data-tab="events"]');
   await expect(page.locator("#outbox-table tbody")).toContainText("orders");
+  const consumer = page.locator("#consumers-table tbody tr", { hasText: "notifier" }).first();
+  await expect(consumer).toContainText("shardId-");
   await page.click('nav a[data-tab="rules"]');
   await expect(page.locator("#rules-line")).toContainText("Last reload accepted");
   expect(errors).toEqual([]);

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
@@ -70,8 +70,18 @@ impl KinesisLocal {
                 if k.child.try_wait().unwrap().is_some() {
                     break; // exited: a port was taken; try new ones
                 }
+                // A server still starting may take a connection and reset it: not ready yet.
+                let health = http::Request::get("/healthcheck")
+                    .header("host", "localhost")
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("a request");
                 if tokio::net::TcpStream::connect(plain).await.is_ok()
-                    && crate::client::get(plain, "/healthcheck", &[]).await.status == 200
+                    && tokio::time::timeout(
+                        Duration::from_secs(2),
+                        crate::client::request(plain, health),
+                    )
+                    .await
+                    .is_ok_and(|r| r.is_ok_and(|r| r.status == 200))
                 {
                     return k;
                 }
@@ -200,6 +210,8 @@ pub struct Faults {
     pub shard_limits: std::sync::Mutex<Option<ShardLimits>>,
     /// Records refused for their shard's limit.
     pub limited_records: AtomicUsize,
+    /// Every call answered this much later (a real Kinesis's round trip: ~10–30 ms in region).
+    pub delay_ms: AtomicU64,
 }
 
 /// Per-shard write limits over a sliding second, as Kinesis enforces them: a record whose shard
@@ -382,6 +394,10 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let delay = f.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let op = parts
         .headers
         .get("x-amz-target")

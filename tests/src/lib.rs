@@ -5,6 +5,7 @@
 //! what the upstreams and Kinesis received.
 
 pub mod client;
+pub mod consumers;
 pub mod kinesis;
 pub mod process;
 pub mod proxy;
@@ -12,7 +13,7 @@ pub mod store;
 pub mod upstream;
 
 pub use client::{Reply, get, post, raw_exchange, read_until_closed, request};
-pub use process::{Process, workspace_binary};
+pub use process::{Process, notifier, workspace_binary};
 pub use proxy::{Proxy, ProxyBuilder, UpstreamConfig, binary};
 pub use store::{ScratchDb, Store};
 pub use upstream::{Behaviour, Upstream};
@@ -58,6 +59,14 @@ routes:
     target: {{ context: orders }}
 "#
     )
+}
+
+/// The value after `name` on this process's command line (the test binaries' `--flag value`).
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 use std::future::Future;

@@ -101,3 +101,34 @@ impl Drop for Process {
         self.kill9();
     }
 }
+
+/// The shop's notifier (a `strangler-consumer`) reading `stream` at `endpoint` (kinesis-local)
+/// into a SQLite file in `dir`, serving its progress at `http://{metrics}/metrics`.
+pub fn notifier(
+    dir: &Path,
+    stream: &str,
+    endpoint: &str,
+    metrics: std::net::SocketAddr,
+) -> Process {
+    Process::start(
+        &workspace_binary("shop-consumers", "notifier"),
+        &[
+            "--db",
+            &format!("sqlite://{}", dir.join("notifier.db").display()),
+            "--stream",
+            stream,
+            "--endpoint",
+            endpoint,
+            "--region",
+            "us-east-1",
+            "--idle-wait",
+            "200ms",
+            "--metrics",
+            &metrics.to_string(),
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "local"),
+            ("AWS_SECRET_ACCESS_KEY", "local"),
+        ],
+    )
+}

@@ -108,6 +108,8 @@ pub struct ProxyBuilder {
     env: Vec<(String, String)>,
     /// The `tls` of a second, HTTPS listener.
     tls: Option<Value>,
+    /// The store given, kept with the proxy for as long as it runs.
+    store: Option<Store>,
 }
 
 impl ProxyBuilder {
@@ -119,6 +121,7 @@ impl ProxyBuilder {
             settings: Map::new(),
             env: Vec::new(),
             tls: None,
+            store: None,
         }
     }
 
@@ -160,7 +163,8 @@ impl ProxyBuilder {
     }
 
     /// The store the proxy keeps its state in (default: SQLite in its temp dir).
-    pub fn store(self, store: &Store) -> Self {
+    pub fn store(mut self, store: &Store) -> Self {
+        self.store = Some(store.clone());
         self.setting("store", store.url())
     }
 
@@ -232,6 +236,7 @@ impl ProxyBuilder {
             config,
             log,
             env: self.env,
+            _store: self.store,
         }
     }
 }
@@ -297,6 +302,8 @@ pub struct Proxy {
     pub config: PathBuf,
     pub log: PathBuf,
     env: Vec<(String, String)>,
+    /// Dropped after the process is killed (`Drop`), never before.
+    _store: Option<Store>,
 }
 
 impl Proxy {

@@ -2,22 +2,27 @@
 //! own (dropped afterwards), as [`Store::sqlite`] and [`Store::postgres`].
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use strangler_events::Outbox;
 
-/// A store for one test.
+/// A store for one test. Clones share it; it goes (its folder removed, its database dropped)
+/// with the last of them, and a proxy given it keeps a clone: a proxy started with
+/// `.store(&Store::sqlite())` must not lose its database folder at the end of that statement
+/// (SQLite then fails to open its next connection).
+#[derive(Clone)]
 pub enum Store {
-    Sqlite(tempfile::TempDir),
-    Postgres(ScratchDb),
+    Sqlite(Arc<tempfile::TempDir>),
+    Postgres(Arc<ScratchDb>),
 }
 
 impl Store {
     pub fn sqlite() -> Store {
-        Store::Sqlite(tempfile::tempdir().unwrap())
+        Store::Sqlite(Arc::new(tempfile::tempdir().unwrap()))
     }
 
     pub async fn postgres() -> Store {
-        Store::Postgres(ScratchDb::create().await)
+        Store::Postgres(Arc::new(ScratchDb::create().await))
     }
 
     /// PostgreSQL when `postgres`, else SQLite.

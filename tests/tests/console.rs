@@ -35,16 +35,26 @@ async fn the_console_shows_the_migration_and_rolls_back_in_a_browser() {
     let orders = Upstream::start("orders", Behaviour::Echo).await;
     let rules = format!(
         "{}    shadow: {{ service: orders, compare: {{ ignore: [\"$.headers\"] }} }}\n{}",
-        orders_context("{ steps: [50, 100], interval: 1h }"),
+        orders_context(
+            "{ steps: [50, 100], interval: 1h, min_requests: 100, gates: { error_rate: { max_increase: 1pp } } }"
+        ),
         ORDERS_RULES.trim_start_matches("\nroutes:\n")
     );
     // Kept for the whole test: its folder holds the SQLite file.
     let store = Store::sqlite();
+    // The shop's notifier reads the stream and serves its progress: the events view shows it.
+    let dir = tempfile::tempdir().unwrap();
+    let notifier_metrics = strangler_tests::proxy::free_port();
+    let _notifier = notifier(dir.path(), "orders", &k.endpoint(), notifier_metrics);
     let p = ProxyBuilder::new(legacy.addr)
         .service("orders", UpstreamConfig::new(orders.addr))
         .rules("r.yaml", &rules)
         .kinesis(&k.endpoint())
         .store(&store)
+        .setting(
+            "consumers",
+            serde_json::json!({ "notifier": format!("http://{notifier_metrics}/metrics") }),
+        )
         .start()
         .await;
     wait_for(
@@ -73,6 +83,43 @@ async fn the_console_shows_the_migration_and_rolls_back_in_a_browser() {
     })
     .await;
 
+    wait_for(
+        "the notifier's progress through the proxy",
+        Duration::from_secs(30),
+        || {
+            let p = &p;
+            async move {
+                p.admin_json("/api/consumers").await["consumers"][0]["shards"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["applied"].as_f64() >= Some(1.0)))
+            }
+        },
+    )
+    .await;
+    // A check that saw the new service's answers: the rollout view shows its gate and evidence.
+    wait_for(
+        "a check that judged the new service's answers",
+        Duration::from_secs(15),
+        || {
+            let p = &p;
+            async move {
+                let c = &p.rollout_state("orders").await["last_check"];
+                c["evidence"]["seen"].as_u64() > Some(0) && c["gates"][0]["passed"] == true
+            }
+        },
+    )
+    .await;
+    // Gates are judged on what came since the last check: traffic keeps flowing while the
+    // browser looks, as in a live migration (else a check with no request in its window shows
+    // the gate as "no data" by the time the page is read).
+    let addr = p.addr;
+    let traffic = tokio::spawn(async move {
+        for n in 0u64.. {
+            let user = format!("user-{}", n % 40);
+            get(addr, &format!("/orders/{}", n % 40), &[("x-user", &user)]).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
     let spec_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
     let admin = format!("http://{}", p.admin);
     let out = tokio::task::spawn_blocking(move || {
@@ -93,6 +140,7 @@ async fn the_console_shows_the_migration_and_rolls_back_in_a_browser() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    traffic.abort();
     assert!(out.status.success(), "playwright:\n{text}");
     // The click went through the API: the context is at 0 %, rolled back, for every replica.
     let s = p.rollout_state("orders").await;

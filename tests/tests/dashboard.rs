@@ -84,27 +84,7 @@ async fn every_dashboard_query_runs_against_prometheus_and_every_panel_shows_ser
 
     let dir = tempfile::tempdir().unwrap();
     let consumer_metrics = free_port();
-    let _notifier = Process::start(
-        &workspace_binary("shop-consumers", "notifier"),
-        &[
-            "--db",
-            &format!("sqlite://{}", dir.path().join("notifier.db").display()),
-            "--stream",
-            "orders",
-            "--endpoint",
-            &k.endpoint(),
-            "--region",
-            "us-east-1",
-            "--idle-wait",
-            "200ms",
-            "--metrics",
-            &consumer_metrics.to_string(),
-        ],
-        &[
-            ("AWS_ACCESS_KEY_ID", "local"),
-            ("AWS_SECRET_ACCESS_KEY", "local"),
-        ],
-    );
+    let _notifier = notifier(dir.path(), "orders", &k.endpoint(), consumer_metrics);
     let web = free_port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(

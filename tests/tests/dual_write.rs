@@ -175,6 +175,17 @@ async fn a_2xx_write_becomes_exactly_the_expected_event() {
             .await,
         2.0
     );
+    // The group writer's figures: both events were committed by some commits, and every write
+    // handed to the writer (events, their removal after publishing) waited a measured time.
+    assert_eq!(p.metric("strangler_outbox_commit_events_sum").await, 2.0);
+    let commits = p
+        .metric("strangler_outbox_commit_duration_seconds_count")
+        .await;
+    let waits = p.metric("strangler_outbox_write_wait_seconds_count").await;
+    assert!(
+        commits >= 2.0 && waits >= commits,
+        "commits {commits}, waits {waits}"
+    );
 }
 
 #[tokio::test]

@@ -118,9 +118,10 @@ async fn a_compressed_answer_is_stored_decoded_with_its_encoding_noted() {
         v["mismatches"].as_array().is_some_and(|a| !a.is_empty())
     })
     .await;
-    let id = p.admin_json(list).await["mismatches"][0]["id"]
+    let listed = p.admin_json(list).await;
+    let id = listed["mismatches"][0]["id"]
         .as_i64()
-        .unwrap();
+        .unwrap_or_else(|| panic!("no mismatch id in {listed}"));
     let m = p.admin_json(&format!("/api/shadow/mismatches/{id}")).await;
     for side in ["expected", "actual"] {
         let body = m[side]["body"].as_str().unwrap();

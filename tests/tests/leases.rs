@@ -1,8 +1,14 @@
-//! Fenced leases under a lost database session: two replicas on PostgreSQL, publishing and
-//! stepping a rollout under load, have the relay holder's and then the rollout holder's session
-//! terminated (`pg_terminate_backend`, as a database restart, failover or idle timeout would).
-//! At most one replica acts under each lease at any time, someone holds it again within 5 s,
-//! every event arrives in order per key, and no rollout transition is written twice.
+//! Fenced leases on PostgreSQL.
+//!
+//! Under a lost database session: two replicas, publishing and stepping a rollout under load,
+//! have the `orders` stream's relay holder's and then the rollout holder's session terminated
+//! (`pg_terminate_backend`, as a database restart, failover or idle timeout would). At most one
+//! replica acts under each lease at any time, someone holds it again within 5 s, every event
+//! arrives in order per key, and no rollout transition is written twice.
+//!
+//! Shared out: three replicas publishing to six streams each relay two of them, each stream by
+//! one; a replica killed with `kill -9` has its streams relayed by the others within seconds,
+//! and every acked event arrives, each key's first copies in order.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -10,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use strangler_store::Lease;
+use strangler_store::lease_set::lease_key;
 use strangler_tests::kinesis::{self, KinesisLocal};
 use strangler_tests::*;
 
@@ -43,10 +50,9 @@ async fn holders(replicas: &[&Proxy], lease: &str) -> Vec<bool> {
     held
 }
 
-/// The sessions holding the lease's advisory lock (a bigint key is split into classid and
-/// objid, objsubid 1).
-async fn lock_holders(db: &sqlx::PgPool, lease: Lease) -> Vec<i32> {
-    let key = lease.key();
+/// The sessions holding the advisory lock `key` (a bigint key is split into classid and objid,
+/// objsubid 1).
+async fn lock_holders(db: &sqlx::PgPool, key: i64) -> Vec<i32> {
     sqlx::query_scalar(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
          AND classid::bigint = $1 AND objid::bigint = $2",
@@ -60,7 +66,7 @@ async fn lock_holders(db: &sqlx::PgPool, lease: Lease) -> Vec<i32> {
 
 /// Terminates the lease holder's session and checks what follows: never two replicas acting
 /// under it, and a holder again (in `pg_locks` and in a replica's gauge) within 5 s.
-async fn terminate_holder(db: &sqlx::PgPool, replicas: &[&Proxy], lease: Lease, name: &str) {
+async fn terminate_holder(db: &sqlx::PgPool, replicas: &[&Proxy], lease: i64, name: &str) {
     wait_for(
         "one holder of the lease",
         Duration::from_secs(15),
@@ -151,8 +157,9 @@ async fn a_lost_session_never_leaves_two_replicas_acting_or_none() {
         })
         .collect();
 
-    terminate_holder(&db, &replicas, Lease::RELAY, "relay").await;
-    terminate_holder(&db, &replicas, Lease::ROLLOUT, "rollout").await;
+    let relay = "relay:orders";
+    terminate_holder(&db, &replicas, lease_key(relay), relay).await;
+    terminate_holder(&db, &replicas, Lease::ROLLOUT.key(), "rollout").await;
 
     stop.store(true, SeqCst);
     let mut per_user = Vec::new();
@@ -217,4 +224,225 @@ async fn a_lost_session_never_leaves_two_replicas_acting_or_none() {
         "a transition written twice: {steps:?}"
     );
     assert!(steps.len() >= 3, "the rollout hardly moved: {steps:?}");
+}
+
+/// The six streams of the shared-out test, and a route publishing to each
+/// (`POST /api/<stream>/users/<user>/orders`, keyed by user).
+const STREAMS: [&str; 6] = ["s0", "s1", "s2", "s3", "s4", "s5"];
+
+fn six_streams() -> String {
+    let mut rules = String::from("routes:\n");
+    for s in STREAMS {
+        rules.push_str(&format!(
+            r#"  - name: {s}
+    match: {{ methods: [POST], path: {{ template: "/api/{s}/users/{{user}}/orders" }} }}
+    target: {{ service: legacy }}
+    publish:
+      stream: {s}
+      type: ORDER_CREATED
+      source: shop/orders
+      partition_key: {{ request.path_param: user }}
+      data: {{ request.body: "$" }}
+"#
+        ));
+    }
+    rules
+}
+
+/// Which of `replicas` relays each stream (by `strangler_lease_held{lease="relay:<s>"}`).
+async fn relayers(replicas: &[&Proxy]) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    for s in STREAMS {
+        let mut by = Vec::new();
+        for (i, p) in replicas.iter().enumerate() {
+            let sample = format!("strangler_lease_held{{lease=\"relay:{s}\"}}");
+            if p.metric(&sample).await == 1.0 {
+                by.push(i);
+            }
+        }
+        out.push(by);
+    }
+    out
+}
+
+/// Waits until `n` more orders than now are acked.
+async fn more_acked(acked: &AtomicU64, n: u64) {
+    let from = acked.load(SeqCst);
+    wait_for("more orders acked", Duration::from_secs(30), || async {
+        acked.load(SeqCst) > from + n
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replicas_share_the_streams_and_take_over_a_killed_ones() {
+    let store = Store::postgres().await;
+    let k = KinesisLocal::start().await;
+    let c = kinesis::client(&k.endpoint());
+    for s in STREAMS {
+        kinesis::create_stream(&c, s).await;
+    }
+    let legacy = Upstream::start("legacy", Behaviour::Echo).await;
+    let replica = || {
+        ProxyBuilder::new(legacy.addr)
+            .rules("r.yaml", &six_streams())
+            .kinesis(&k.endpoint())
+            .store(&store)
+            .setting(
+                "server",
+                serde_json::json!({ "grace_period": "2s", "shutdown_timeout": "5s" }),
+            )
+            .start()
+    };
+    let a = replica().await;
+    let mut b = replica().await;
+    let mut dying = replica().await;
+
+    // Load: a client per stream and user, numbering its orders, sent through the live replicas
+    // in turn (the first `live` of a, b, dying); what got a 2xx is acked.
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = Arc::new(AtomicU64::new(3));
+    let acked = Arc::new(AtomicU64::new(0));
+    let addrs = [a.addr, b.addr, dying.addr];
+    let load: Vec<_> = STREAMS
+        .iter()
+        .flat_map(|s| (0..3).map(move |u| (*s, u)))
+        .map(|(s, u)| {
+            let (stop, live, acked) = (Arc::clone(&stop), Arc::clone(&live), Arc::clone(&acked));
+            tokio::spawn(async move {
+                let mut mine: Vec<i64> = Vec::new();
+                let mut n = 0i64;
+                let path = format!("/api/{s}/users/u{u}/orders");
+                while !stop.load(SeqCst) {
+                    let addr = addrs[(n as usize) % live.load(SeqCst) as usize];
+                    let req = hyper::Request::post(&path)
+                        .header("host", "shop")
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                            r#"{{"n":{n}}}"#
+                        ))))
+                        .unwrap();
+                    if let Ok(r) = request(addr, req).await
+                        && r.status == 200
+                    {
+                        mine.push(n);
+                        acked.fetch_add(1, SeqCst);
+                    }
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (s, format!("u{u}"), mine)
+            })
+        })
+        .collect();
+
+    // Each stream relayed by exactly one replica, two streams each.
+    let all = [&a, &b, &dying];
+    wait_for(
+        "each stream relayed by one replica, two each",
+        Duration::from_secs(30),
+        || async {
+            let by = relayers(&all).await;
+            by.iter().all(|r| r.len() == 1)
+                && (0..3).all(|i| by.iter().filter(|r| r[0] == i).count() == 2)
+        },
+    )
+    .await;
+    let before = relayers(&all).await;
+    more_acked(&acked, 300).await;
+
+    // kill -9 one: its streams move to the other two.
+    live.store(2, SeqCst);
+    dying.kill9();
+    let since = Instant::now();
+    wait_for(
+        "the killed replica's streams relayed by the others",
+        Duration::from_secs(20),
+        || async { relayers(&[&a, &b]).await.iter().all(|r| r.len() == 1) },
+    )
+    .await;
+    let moved = since.elapsed();
+    eprintln!("streams relayed before: {before:?}; all relayed again {moved:?} after the kill");
+    assert!(
+        moved < Duration::from_secs(10),
+        "the streams moved only after {moved:?}"
+    );
+    more_acked(&acked, 200).await;
+
+    // SIGTERM: b stops accepting, relays what its last requests enqueued through the grace
+    // period, settles its calls and hands its leases back; a relays every stream at its next
+    // round (a handed-back lease needs no quiet time; the bound leaves room for a busy machine).
+    live.store(1, SeqCst);
+    b.terminate(Duration::from_secs(20)).await;
+    let since = Instant::now();
+    wait_for(
+        "the stopped replica's streams relayed by the last one",
+        Duration::from_secs(20),
+        || async { relayers(&[&a]).await.iter().all(|r| r.len() == 1) },
+    )
+    .await;
+    let handed = since.elapsed();
+    eprintln!("all relayed by one replica {handed:?} after the other's exit");
+    assert!(
+        handed < Duration::from_secs(5),
+        "handed-back streams taken only after {handed:?}"
+    );
+    more_acked(&acked, 100).await;
+    stop.store(true, SeqCst);
+    let mut sent: HashMap<&str, Vec<(String, Vec<i64>)>> = HashMap::new();
+    for l in load {
+        let (s, user, mine) = l.await.unwrap();
+        sent.entry(s).or_default().push((user, mine));
+    }
+
+    // Every acked order in its stream; each key's first copies in the order sent. (A request
+    // that failed after the proxy enqueued its event may be there too.)
+    let firsts = |got: &[(String, serde_json::Value)]| {
+        let mut seen = HashSet::new();
+        let mut per_key: HashMap<String, Vec<i64>> = HashMap::new();
+        for (key, e) in got {
+            if seen.insert(e["id"].as_str().unwrap().to_string()) {
+                per_key
+                    .entry(key.clone())
+                    .or_default()
+                    .push(e["data"]["n"].as_i64().unwrap());
+            }
+        }
+        per_key
+    };
+    for s in STREAMS {
+        let missing = |got: &HashMap<String, Vec<i64>>| -> Vec<(String, i64)> {
+            let mut out = Vec::new();
+            for (user, mine) in &sent[s] {
+                let have: HashSet<i64> = got.get(user).into_iter().flatten().copied().collect();
+                out.extend(
+                    mine.iter()
+                        .filter(|n| !have.contains(n))
+                        .map(|n| (user.clone(), *n)),
+                );
+            }
+            out
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let got = loop {
+            let got = firsts(&kinesis::read_all(&c, s).await);
+            let lost = missing(&got);
+            if lost.is_empty() {
+                break got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{s}: {} acked events missing after 60 s, first {:?}",
+                lost.len(),
+                &lost[..lost.len().min(10)]
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        for (user, order) in &got {
+            assert!(
+                order.windows(2).all(|w| w[0] < w[1]),
+                "{s} key {user}: out of order: {order:?}"
+            );
+        }
+    }
 }

@@ -241,9 +241,46 @@ async fn commands_the_kill_switch_and_a_restart() {
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
     };
+    // Each check keeps what it measured: the gate against its threshold, and the requests the
+    // new service served at this step against min_requests.
+    wait_for(
+        "10 % in force on the replica",
+        Duration::from_secs(10),
+        || async { p.admin_json("/api/rollouts").await["contexts"][0]["weight"] == 10.0 },
+    )
+    .await;
+    let served = round(&p, 100).await.len() as u64;
+    assert!(served > 0, "nobody of 100 users on the new side at 10 %");
+    let s = wait_state(
+        &p,
+        "a check that counted the step's requests",
+        Duration::from_secs(15),
+        |s| {
+            let c = &s["last_check"];
+            c["evidence"]["seen"].as_u64() == Some(served) && c["gates"][0]["passed"] == true
+        },
+    )
+    .await;
+    let gate = &s["last_check"]["gates"][0];
+    assert_eq!(
+        (&gate["gate"], &gate["value"], &gate["threshold"]),
+        (
+            &Value::from("error_rate"),
+            &Value::from(0.0),
+            &Value::from(0.01)
+        ),
+        "{s}"
+    );
+    assert_eq!(s["last_check"]["evidence"]["needed"], 5, "{s}");
     let (ok, text) = cli(&["rollout", "status"]);
     assert!(
         ok && text.contains("orders") && text.contains("progressing"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "evidence: {served} of 5 requests served by the new service at this step"
+        )) && text.contains("gate error_rate   held"),
         "{text}"
     );
     let (ok, text) = cli(&["rollout", "pause", "orders"]);

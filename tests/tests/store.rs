@@ -146,6 +146,7 @@ async fn postgres_writes_under_a_lost_lease_are_refused() {
         reason: "test".into(),
         generation: 1,
         baseline: Default::default(),
+        last_check: None,
     };
     assert!(matches!(
         first

@@ -129,7 +129,7 @@ impl Relay {
             .published
             .with_label_values(&[&stream])
             .inc_by(done.len() as u64);
-        self.outbox
+        self.outbox_for(&stream)
             .published(&done, self.cfg.keep_published.is_some())
             .await?;
         for &seq in &done {
@@ -239,7 +239,9 @@ impl Relay {
             self.backlog.retry_at(stream, seq, at);
             retry.push(seq);
         }
-        self.outbox.retry(&retry, earliest, error).await?;
+        self.outbox_for(stream)
+            .retry(&retry, earliest, error)
+            .await?;
         pass.retried = retry.len();
         Ok(pass)
     }
@@ -271,7 +273,7 @@ impl Relay {
         reason: &'static str,
         why: &str,
     ) -> Result<(), RelayError> {
-        self.outbox.dead_letter(seq, why).await?;
+        self.outbox_for(stream).dead_letter(seq, why).await?;
         let id = self
             .backlog
             .get(stream, seq)

@@ -147,6 +147,37 @@ fn status(v: &Value) -> String {
         if !steps.is_empty() {
             out.push_str(&format!("{:<20} plan: {}\n", "", steps.join(" → ")));
         }
+        out.push_str(&last_check(&c["state"]["last_check"]));
+    }
+    out
+}
+
+/// The last check under a context's line: the step's evidence, then each gate (its detail
+/// holds the figure against the threshold).
+fn last_check(check: &Value) -> String {
+    let mut out = String::new();
+    if let Some(e) = check.get("evidence") {
+        out.push_str(&format!(
+            "{:<20} evidence: {} of {} {} at this step\n",
+            "",
+            e["seen"].as_u64().unwrap_or(0),
+            e["needed"].as_u64().unwrap_or(0),
+            e["counted"].as_str().unwrap_or("")
+        ));
+    }
+    for g in check["gates"].as_array().into_iter().flatten() {
+        let verdict = match g["passed"].as_bool() {
+            Some(true) => "held",
+            Some(false) => "FAILED",
+            None => "no data",
+        };
+        out.push_str(&format!(
+            "{:<20} gate {:<12} {:<8} {}\n",
+            "",
+            g["gate"].as_str().unwrap_or("?"),
+            verdict,
+            g["detail"].as_str().unwrap_or("")
+        ));
     }
     out
 }

@@ -132,11 +132,9 @@ impl Rollouts {
                 continue;
             }
             let mut recent = store.evidence(&c.name, s.state.checked_ms).await?;
-            // The whole step's figures only count once it may be left (they are read anew at
-            // each check, so only then).
-            let may_leave = s.state.phase == strangler_rollout::Phase::Progressing
-                && plan.step_left_ms(&s.state, now) == 0;
-            let mut step = if may_leave {
+            // The whole step's figures: they decide once the step may be left, and until then
+            // say how much evidence it has (kept in the state's last check).
+            let mut step = if s.state.phase == strangler_rollout::Phase::Progressing {
                 store.evidence(&c.name, s.state.since_ms).await?
             } else {
                 strangler_rollout::Evidence::default()

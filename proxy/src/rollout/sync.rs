@@ -116,6 +116,7 @@ impl Rollouts {
                     reason: "waiting for the controller".into(),
                     generation: 0,
                     baseline: Default::default(),
+                    last_check: None,
                 });
         }
         Ok(Overlay {

@@ -2,12 +2,16 @@
 //! event it is handed becomes one more row in `applied`, so an event applied twice shows as two
 //! rows and a lost one as none; `seq` keeps the order they were applied in.
 //!
-//! `count-consumer --db URL --stream S --endpoint E [--fan-out]`; it stops on SIGTERM.
+//! `count-consumer --db URL --stream S --endpoint E [--fan-out] [--instance NAME]
+//! [--failover MS] [--shard-sync MS]` (failover default 2000 ms: a killed instance's shards move
+//! within the tests' waits);
+//! it stops on SIGTERM.
 
 use std::time::Duration;
 
 use sqlx::AnyConnection;
 use strangler_consumer::{Applying, Config, Consumer, Event, Handler};
+use strangler_tests::arg;
 
 struct Count;
 
@@ -26,13 +30,6 @@ impl Handler for Count {
     }
 }
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -48,12 +45,21 @@ async fn main() -> anyhow::Result<()> {
     } else {
         "INTEGER PRIMARY KEY AUTOINCREMENT"
     };
+    // Instances starting together would race on PostgreSQL's catalog ("relation already
+    // exists" despite IF NOT EXISTS): one at a time, under an advisory lock.
+    let mut tx = pool.begin().await?;
+    if postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(7363021459815133800)")
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE IF NOT EXISTS applied (seq {seq}, event_id TEXT NOT NULL,
          partition_key TEXT NOT NULL, shard_id TEXT NOT NULL, body TEXT NOT NULL)"
     )))
-    .execute(&pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     let client =
         strangler_events::kinesis::client(Some("us-east-1"), arg("--endpoint").as_deref()).await;
     let mut config = Config::new(arg("--stream").expect("--stream"), "count");
@@ -62,6 +68,13 @@ async fn main() -> anyhow::Result<()> {
     config.enhanced_fan_out = std::env::args().any(|a| a == "--fan-out");
     if let Some(b) = arg("--batch") {
         config.batch = b.parse()?;
+    }
+    if let Some(name) = arg("--instance") {
+        config.instance = name;
+    }
+    config.failover = Duration::from_millis(arg("--failover").map_or(Ok(2000), |v| v.parse())?);
+    if let Some(ms) = arg("--shard-sync") {
+        config.shard_sync = Duration::from_millis(ms.parse()?);
     }
     let consumer = Consumer::new(client, pool, config).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -119,8 +119,47 @@ async function renderMap(rollouts) {
 }
 
 // ---- rollouts ----
-function gateLine(name, gate) {
-  return el("div", {}, el("b", {}, name), " ", JSON.stringify(gate));
+// A gate's figure and bound in its own unit: match rate in %, 5xx increase in points, p99 as a
+// ratio to the monolith's.
+function gateFigure(gate, x) {
+  if (x == null) return "–";
+  if (gate === "match_rate") return `${(x * 100).toFixed(2)} %`;
+  if (gate === "error_rate") return `${x >= 0 ? "+" : ""}${(x * 100).toFixed(2)} pp`;
+  if (gate === "p99_latency") return `×${x.toFixed(2)}`;
+  return String(x);
+}
+
+const BOUND = { match_rate: "≥", error_rate: "≤", p99_latency: "≤" };
+
+// The last check's gates (measured against threshold), or before any check the plan's gates.
+function gatesTable(p, s) {
+  const check = s.last_check;
+  if (!check) {
+    const names = Object.entries(p.gates || {}).filter(([, g]) => g).map(([name]) => name);
+    return el("div", { class: "gates muted" }, names.length ? `gates: ${names.join(", ")}; no check yet` : "no gates: steps on time and evidence only");
+  }
+  const table = el("table", { class: "gates" },
+    el("thead", {}, el("tr", {}, ...["gate", "measured", "threshold", "verdict", "detail"].map((h) => el("th", {}, h)))),
+    el("tbody"));
+  fill(table.tBodies[0], check.gates.map((g) => {
+    const verdict = g.passed === true ? el("td", { class: "ok" }, "held") : g.passed === false ? el("td", { class: "bad" }, "failed") : el("td", { class: "warn" }, "no data");
+    return [g.gate, el("td", { class: "num" }, gateFigure(g.gate, g.value)),
+      el("td", { class: "num" }, g.threshold == null ? "–" : `${BOUND[g.gate] || ""} ${gateFigure(g.gate, g.threshold)}`),
+      verdict, g.detail];
+  }));
+  const box = el("div", { class: "gates" }, el("div", { class: "muted" }, `last check ${ago(check.at_ms)}`));
+  if (check.gates.length) box.append(table);
+  else box.append(el("div", { class: "muted" }, "no gates: steps on time and evidence only"));
+  return box;
+}
+
+// Evidence at this step against what leaving it needs.
+function evidenceLine(e) {
+  const bar = el("div");
+  bar.style.width = `${Math.min(100, (100 * e.seen) / Math.max(1, e.needed))}%`;
+  return el("div", { class: "evidence" },
+    el("div", {}, `${e.seen} of ${e.needed} ${e.counted} at this step`),
+    el("div", { class: "bar thin" }, bar));
 }
 
 function rolloutCard(c) {
@@ -137,11 +176,12 @@ function rolloutCard(c) {
   if (p && s) {
     const steps = p.steps.map((st) => (st === "pause" ? "pause" : `${st.weight / 100} %`));
     const next = s.checked_ms + Math.min(p.check_every_ms, p.interval_ms) - Date.now();
-    card.append(el("div", {}, `step ${s.step + 1} of ${steps.length} (${steps.join(" → ")}), at least ${p.min_requests} requests and ${p.interval_ms / 1000} s per step; next check ${next > 0 ? `in ${Math.ceil(next / 1000)} s` : "due"}`));
+    const checked = s.phase === "progressing" || s.phase === "completed";
+    const checkLine = checked ? `; next check ${next > 0 ? `in ${Math.ceil(next / 1000)} s` : "due"}` : "; not checked while " + s.phase.replace("_", " ");
+    card.append(el("div", {}, `step ${s.step + 1} of ${steps.length} (${steps.join(" → ")}), at least ${p.min_requests} requests and ${p.interval_ms / 1000} s per step${checkLine}`));
     card.append(el("div", { class: "muted" }, `why: ${s.reason}`));
-    const gates = el("div", { class: "gates" });
-    for (const [name, g] of Object.entries(p.gates || {})) if (g) gates.append(gateLine(name, g));
-    card.append(gates);
+    if (s.phase === "progressing" && s.last_check && s.last_check.evidence) card.append(evidenceLine(s.last_check.evidence));
+    card.append(gatesTable(p, s));
   } else if (!p) {
     card.append(el("div", { class: "muted" }, "no rollout plan: the weight is the rule file's"));
   }
@@ -285,6 +325,7 @@ async function renderEvents() {
   }));
   state.lastMetrics = metrics;
   state.lastMetricsAt = now;
+  renderConsumers(await api("GET", "/api/consumers"));
   const dead = await guarded("#dead-locked", () => api("GET", "/api/dead-letters"));
   $("#dead-table").hidden = !dead;
   if (dead) fill($("#dead-table tbody"), dead.dead_letters.map((d) => [String(d.seq), d.stream, d.partition_key, String(d.attempts), d.reason]));
@@ -292,6 +333,24 @@ async function renderEvents() {
   if (replays) fill($("#replays-table tbody"), replays.replays.map((j) => [
     String(j.id), j.state, `${j.done} / ${j.total}`, `${j.stream || j.route || ""}${j.type ? ` ${j.type}` : ""}${j.to_stream ? ` → ${j.to_stream}` : ""}`,
   ]));
+}
+
+// Each configured consumer's shards as it reports them (read by the proxy from its metrics).
+function renderConsumers(c) {
+  $("#consumers-none").hidden = c.consumers.length > 0;
+  $("#consumers-table").hidden = c.consumers.length === 0;
+  const rows = [];
+  for (const x of c.consumers) {
+    if (x.error) { rows.push([x.name, el("td", { class: "bad", colspan: "5" }, `not answering: ${x.error}`)]); continue; }
+    if (!x.shards.length) rows.push([x.name, el("td", { class: "muted", colspan: "5" }, "no shard read yet")]);
+    for (const s of x.shards) {
+      const behind = s.behind_seconds == null ? "read to its end" : `${s.behind_seconds.toFixed(1)} s`;
+      rows.push([x.name, s.stream, s.shard,
+        el("td", { class: `num ${s.behind_seconds > 60 ? "bad" : ""}` }, behind),
+        el("td", { class: "num" }, String(s.applied)), el("td", { class: "num" }, String(s.duplicates))]);
+    }
+  }
+  fill($("#consumers-table tbody"), rows);
 }
 
 // ---- rules ----

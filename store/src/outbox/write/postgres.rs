@@ -15,8 +15,9 @@ use tokio::runtime::Runtime;
 use tokio::sync::{Notify, mpsc};
 
 use super::{Group, Write};
+use crate::metrics::WriterMetrics;
 use crate::now_ms;
-use crate::writer::{self, Commit, Reply, WriteError};
+use crate::writer::{self, Commit, Job, WriteError};
 
 /// The longest a (re)connect of the writer may take before its group fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,8 +32,9 @@ struct Postgres {
 /// Starts the writer thread.
 pub(crate) fn spawn(
     options: PgConnectOptions,
-    rx: mpsc::Receiver<(Write, Reply)>,
+    rx: mpsc::Receiver<Job<Write>>,
     committed: Arc<Notify>,
+    metrics: WriterMetrics,
 ) -> Result<(), WriteError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -45,6 +47,7 @@ pub(crate) fn spawn(
         },
         rx,
         committed,
+        metrics,
     )
 }
 

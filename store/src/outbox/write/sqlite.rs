@@ -13,10 +13,11 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{Notify, mpsc};
 
 use super::{Group, Write};
+use crate::metrics::WriterMetrics;
 use crate::now_ms;
 use crate::outbox::{HandOff, NewEvent, sql};
 use crate::pragmas::JOURNAL_SIZE_LIMIT;
-use crate::writer::{self, Commit, Reply, WriteError};
+use crate::writer::{self, Commit, Job, WriteError};
 
 struct Sqlite {
     conn: Connection,
@@ -28,8 +29,9 @@ struct Sqlite {
 pub(crate) fn spawn(
     path: &Path,
     cache_size: &str,
-    rx: mpsc::Receiver<(Write, Reply)>,
+    rx: mpsc::Receiver<Job<Write>>,
     committed: Arc<Notify>,
+    metrics: WriterMetrics,
     handoff: Arc<Mutex<HandOff>>,
 ) -> Result<(), WriteError> {
     let conn = Connection::open(path)?;
@@ -39,7 +41,7 @@ pub(crate) fn spawn(
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", cache_size)?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
-    writer::spawn(Sqlite { conn, handoff }, rx, committed)
+    writer::spawn(Sqlite { conn, handoff }, rx, committed, metrics)
 }
 
 impl Commit for Sqlite {
