@@ -454,7 +454,25 @@ impl Proxy {
 }
 
 impl Drop for Proxy {
+    /// Kills the process. When the test is failing, first prints whether it was still running
+    /// and the end of its log: a CI failure then shows what the proxy saw.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let status = match self.child.try_wait() {
+                Ok(Some(s)) => format!("had exited ({s})"),
+                _ => "was running".to_string(),
+            };
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- strangler (pid {}) {status}; the last {} lines of {}:\n{}\n---",
+                self.child.id(),
+                tail.len(),
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
