@@ -110,7 +110,14 @@ pub fn compile(files: &[SourceFile], env: &Environment) -> Result<RuleSet, Diagn
             context::declare(contexts, &raw.numbering, &mut declared, env, r);
         }
     }
-    let mut routes = Vec::new();
+    // Sized once: a compiled route is ~700 bytes, and doubling a Vec of 10,000 of them held
+    // ~11 MB at the peak of a reload.
+    let mut routes = Vec::with_capacity(
+        raws.iter()
+            .flatten()
+            .map(|raw| raw.routes.as_ref().map_or(0, Vec::len))
+            .sum(),
+    );
     let mut names: HashMap<String, (Arc<str>, Loc)> = HashMap::new();
     let mut regexes = RegexCache::default();
     let mut scope = Scope {

@@ -197,3 +197,12 @@ impl<T> From<&serde_saphyr::Spanned<T>> for Loc {
         s.referenced.into()
     }
 }
+
+impl<T> From<&crate::Spanned<T>> for Loc {
+    fn from(s: &crate::Spanned<T>) -> Self {
+        Loc {
+            line: s.line.into(),
+            column: s.column.into(),
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod request;
 mod route;
 mod ruleset;
 pub mod shadow;
+mod spanned;
 pub mod sticky;
 pub mod units;
 
@@ -28,6 +29,7 @@ pub use request::{Body, Params, Request, host_without_port};
 pub use route::{Choice, LEGACY, Miss, Rewrite, Route, ServiceTarget, Side, Sticky, Target};
 pub use ruleset::{Outcome, RuleSet};
 pub use shadow::Shadow;
+pub use spanned::Spanned;
 pub use units::{parse_duration, parse_size};
 
 #[cfg(test)]

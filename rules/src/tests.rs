@@ -564,6 +564,6 @@ fn a_huge_broken_file_is_read_in_pieces_within_a_budget() {
 /// parts made it 6 KB, and a 10,000-route reload spent most of its time moving them).
 #[test]
 fn a_raw_route_is_small() {
-    let size = std::mem::size_of::<serde_saphyr::Spanned<crate::raw::RawRoute>>();
+    let size = std::mem::size_of::<crate::Spanned<crate::raw::RawRoute>>();
     assert!(size <= 256, "a raw route takes {size} bytes");
 }

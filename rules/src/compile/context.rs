@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::spanned::Spanned;
 use http::Method;
-use serde_saphyr::Spanned;
 use strangler_rollout::Plan;
 
 use super::Environment;

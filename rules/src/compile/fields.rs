@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::spanned::Spanned;
 use http::{HeaderName, Method};
-use serde_saphyr::Spanned;
 
 use super::Environment;
 use crate::diag::{Loc, Reporter};

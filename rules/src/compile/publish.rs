@@ -1,6 +1,6 @@
 //! Validation of a route's `publish` section: raw YAML → [`Publish`], every problem located.
 
-use serde_saphyr::Spanned;
+use crate::spanned::Spanned;
 
 use super::fields::{header_name, jsonpath, redactions};
 use crate::diag::{Loc, Reporter};

@@ -1,8 +1,8 @@
 //! Validation of a context's `rollout` plan: steps, interval, least requests, gates, failure
 //! limit, each problem located.
 
+use crate::spanned::Spanned;
 use serde_json::Value;
-use serde_saphyr::Spanned;
 use strangler_rollout::{Gates, Plan, Step, Webhook};
 
 use crate::diag::Reporter;

@@ -1,7 +1,7 @@
 //! Validation of a route's `shadow` section: raw YAML → [`Shadow`], every problem located.
 
+use crate::spanned::Spanned;
 use http::Method;
-use serde_saphyr::Spanned;
 use strangler_shadow::{JsonRules, Pattern, Tolerance, Unordered};
 
 use super::Environment;

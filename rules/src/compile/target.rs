@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::spanned::Spanned;
 use http::{HeaderValue, Method};
-use serde_saphyr::Spanned;
 
 use super::Environment;
 use super::context::Declared;
