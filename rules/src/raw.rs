@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::spanned::Spanned;
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::spanned::Spanned;
 
 /// The JSON Schema of a rule file, from these types (`schema/rules.schema.json`; a test in the
 /// proxy keeps the committed copy current). Editors use it through a

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::spanned::Spanned;
 use http::Method;
 use strangler_rollout::Plan;
 
@@ -15,6 +14,7 @@ use crate::diag::{Loc, Reporter};
 use crate::path::PathPattern;
 use crate::raw::RawContext;
 use crate::route::{LEGACY, Route, Sticky};
+use crate::spanned::Spanned;
 
 /// A context as declared, before its routes are known.
 pub(super) struct Declared<'a> {

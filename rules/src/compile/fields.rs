@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use crate::spanned::Spanned;
 use http::{HeaderName, Method};
 
 use super::Environment;
@@ -12,6 +11,7 @@ use crate::path::{PathPattern, Template};
 use crate::publish::Redact;
 use crate::raw::*;
 use crate::route::*;
+use crate::spanned::Spanned;
 
 /// Route and service names become metric labels and admin URL segments: non-empty, letters,
 /// digits, `-`, `_` and `.` only. The one check for every name the rules and the config give.

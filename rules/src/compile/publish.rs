@@ -1,12 +1,11 @@
 //! Validation of a route's `publish` section: raw YAML → [`Publish`], every problem located.
 
-use crate::spanned::Spanned;
-
 use super::fields::{header_name, jsonpath, redactions};
 use crate::diag::{Loc, Reporter};
 use crate::path::PathPattern;
 use crate::publish::*;
 use crate::raw::{RawPublish, RawRef, RawStatus};
+use crate::spanned::Spanned;
 
 pub(super) fn compile(
     p: &Spanned<RawPublish>,

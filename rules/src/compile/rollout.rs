@@ -1,12 +1,12 @@
 //! Validation of a context's `rollout` plan: steps, interval, least requests, gates, failure
 //! limit, each problem located.
 
-use crate::spanned::Spanned;
 use serde_json::Value;
 use strangler_rollout::{Gates, Plan, Step, Webhook};
 
 use crate::diag::Reporter;
 use crate::raw::{RawGates, RawRollout};
+use crate::spanned::Spanned;
 use crate::units::parse_duration;
 
 pub(super) fn compile(p: &Spanned<RawRollout>, field: &str, r: &mut Reporter) -> Option<Plan> {

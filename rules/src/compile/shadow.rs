@@ -1,6 +1,5 @@
 //! Validation of a route's `shadow` section: raw YAML → [`Shadow`], every problem located.
 
-use crate::spanned::Spanned;
 use http::Method;
 use strangler_shadow::{JsonRules, Pattern, Tolerance, Unordered};
 
@@ -10,6 +9,7 @@ use crate::diag::{Loc, Reporter};
 use crate::raw::{RawCompare, RawNoise, RawShadow, RawShadowLimits};
 use crate::route::{LEGACY, Target};
 use crate::shadow::{SAFE_METHODS, Shadow};
+use crate::spanned::Spanned;
 use crate::units::parse_size;
 
 /// Copies in flight per route when the rule does not say.

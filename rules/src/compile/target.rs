@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use crate::spanned::Spanned;
 use http::{HeaderValue, Method};
 
 use super::Environment;
@@ -13,6 +12,7 @@ use crate::diag::{Loc, Reporter};
 use crate::path::PathPattern;
 use crate::raw::*;
 use crate::route::*;
+use crate::spanned::Spanned;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn compile_target(
