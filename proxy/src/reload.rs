@@ -281,7 +281,7 @@ fn now_ms() -> u128 {
 /// freed by now, but mimalloc (the binary's allocator) keeps freed pages until this thread
 /// allocates again, and a loading thread then sits idle: a proxy with 10,000 routes held ~11 MB
 /// more than it used at idle and ~25 MB more after reloads (`bench/routes.sh`). `mi_collect`
-/// hands them back to the OS; a load is rare, so its cost (a few ms) does not matter.
+/// hands them back to the OS. It runs after a reload's duration is taken; a load is rare.
 #[allow(unsafe_code)]
 fn give_back_freed_memory() {
     // SAFETY: mi_collect takes no pointers and may be called from any thread at any time; with
