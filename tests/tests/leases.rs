@@ -265,6 +265,17 @@ async fn relayers(replicas: &[&Proxy]) -> Vec<Vec<usize>> {
     out
 }
 
+/// Waits (20 s at most) until every stream is relayed by exactly one of `replicas`; returns how
+/// long that took.
+async fn all_relayed_again(what: &str, replicas: &[&Proxy]) -> Duration {
+    let since = Instant::now();
+    wait_for(what, Duration::from_secs(20), || async {
+        relayers(replicas).await.iter().all(|r| r.len() == 1)
+    })
+    .await;
+    since.elapsed()
+}
+
 /// Waits until `n` more orders than now are acked.
 async fn more_acked(acked: &AtomicU64, n: u64) {
     let from = acked.load(SeqCst);
@@ -354,14 +365,11 @@ async fn replicas_share_the_streams_and_take_over_a_killed_ones() {
     // kill -9 one: its streams move to the other two.
     live.store(2, SeqCst);
     dying.kill9();
-    let since = Instant::now();
-    wait_for(
+    let moved = all_relayed_again(
         "the killed replica's streams relayed by the others",
-        Duration::from_secs(20),
-        || async { relayers(&[&a, &b]).await.iter().all(|r| r.len() == 1) },
+        &[&a, &b],
     )
     .await;
-    let moved = since.elapsed();
     eprintln!("streams relayed before: {before:?}; all relayed again {moved:?} after the kill");
     assert!(
         moved < Duration::from_secs(10),
@@ -374,14 +382,11 @@ async fn replicas_share_the_streams_and_take_over_a_killed_ones() {
     // round (a handed-back lease needs no quiet time; the bound leaves room for a busy machine).
     live.store(1, SeqCst);
     b.terminate(Duration::from_secs(20)).await;
-    let since = Instant::now();
-    wait_for(
+    let handed = all_relayed_again(
         "the stopped replica's streams relayed by the last one",
-        Duration::from_secs(20),
-        || async { relayers(&[&a]).await.iter().all(|r| r.len() == 1) },
+        &[&a],
     )
     .await;
-    let handed = since.elapsed();
     eprintln!("all relayed by one replica {handed:?} after the other's exit");
     assert!(
         handed < Duration::from_secs(5),
